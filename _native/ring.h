@@ -1,0 +1,108 @@
+/*
+ * ringtrio native core: one io_uring ring, its SQEs and CQEs, and provided
+ * buffer rings.  This layer knows nothing about Python tasks; it is driven by
+ * ringtrio/_core/_ring.py through cffi.
+ *
+ * Conventions: functions that can fail return 0 (or a count) on success and a
+ * negative errno on failure.  Nothing here allocates per operation.
+ */
+#ifndef RINGTRIO_RING_H
+#define RINGTRIO_RING_H
+
+#include <stdint.h>
+
+typedef struct rt_ring rt_ring;
+typedef struct rt_buf_ring rt_buf_ring;
+
+/* One completion, as handed to Python: 16 bytes, struct format "QiI". */
+typedef struct rt_cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+} rt_cqe;
+
+typedef struct rt_ring_info {
+    uint32_t sq_entries;
+    uint32_t cq_entries;
+    uint32_t setup_flags;   /* the flags the ring was really created with */
+    uint32_t features;      /* io_uring_params.features */
+    int32_t ring_fd;
+} rt_ring_info;
+
+typedef struct rt_ring_stats {
+    uint64_t sqes_submitted;  /* SQEs the kernel consumed */
+    uint64_t cqes_reaped;     /* CQEs copied out by rt_reap / rt_pass */
+    uint64_t enters;          /* io_uring_enter syscalls made */
+    uint64_t overflows;       /* times IORING_SQ_CQ_OVERFLOW was seen set */
+} rt_ring_stats;
+
+/* Setup.  `want_flags` is the preferred IORING_SETUP_* set; on EINVAL the
+ * flags are dropped one group at a time (DEFER_TASKRUN|SINGLE_ISSUER ->
+ * COOP_TASKRUN -> none).  CQSIZE is always requested with cq_entries.
+ * `force_errno` != 0 is a test hook: fail exactly as if io_uring_setup had
+ * returned -force_errno.  On failure: NULL and *err = the errno. */
+rt_ring *rt_ring_open(uint32_t sq_entries, uint32_t cq_entries,
+                      uint32_t want_flags, int force_errno, int *err);
+void rt_ring_get_info(rt_ring *r, rt_ring_info *out);
+void rt_ring_get_stats(rt_ring *r, rt_ring_stats *out);
+/* munmap everything and close the ring fd.  Frees r. */
+void rt_ring_close(rt_ring *r);
+
+/* IORING_REGISTER_PROBE: ops[i] = 1 when opcode i is supported (ops has 256
+ * entries).  Returns the kernel's last_op, or -errno. */
+int rt_probe(rt_ring *r, uint8_t *ops);
+
+/* SQ state. */
+uint32_t rt_sq_pending(rt_ring *r);   /* prepared, not yet submitted */
+uint32_t rt_sq_space(rt_ring *r);     /* free SQ slots */
+uint32_t rt_inflight_hint(rt_ring *r);/* sqes submitted - cqes reaped (approximate: multishot) */
+
+/* Prepare one SQE.  `off` doubles as addr2, `buf_index` as buf_group.
+ * When `link_deadline_ns` >= 0 the SQE is marked IOSQE_IO_LINK and followed
+ * by an IORING_OP_LINK_TIMEOUT at that absolute CLOCK_MONOTONIC time, with
+ * user_data `link_user_data`; both SQEs are reserved together so a submit can
+ * never split the pair.  If the SQ is full, queued SQEs are submitted first.
+ * Returns 0 or -errno (-EBUSY if space could not be made). */
+int rt_prep(rt_ring *r, uint8_t opcode, uint8_t sqe_flags, uint16_t ioprio,
+            int32_t fd, uint64_t addr, uint32_t len, uint64_t off,
+            uint32_t op_flags, uint64_t user_data, uint16_t buf_index,
+            int64_t link_deadline_ns, uint64_t link_user_data);
+
+/* IORING_OP_TIMEOUT.  `ns` is relative unless `timeout_flags` has
+ * IORING_TIMEOUT_ABS (then absolute CLOCK_MONOTONIC).  `count` as in the
+ * kernel (0 = pure timer). */
+int rt_prep_timeout(rt_ring *r, int64_t ns, uint32_t count,
+                    uint32_t timeout_flags, uint64_t user_data,
+                    uint8_t sqe_flags);
+
+/* Submit everything queued and, if wait_nr > 0, wait for that many CQEs or
+ * until timeout_ns (relative; < 0 = no limit).  Runs deferred task work.
+ * Skips the syscall entirely when there is nothing to submit, no task work
+ * flagged, no CQ overflow, and wait_nr == 0.  Returns SQEs submitted (>= 0)
+ * or -errno; a timeout or EINTR while waiting is not an error. */
+int rt_enter(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns);
+
+/* Copy up to `max` CQEs into `out` and advance the CQ head.  Returns count. */
+uint32_t rt_reap(rt_ring *r, rt_cqe *out, uint32_t max);
+
+/* The scheduler's one call per pass: rt_enter(wait_nr, timeout_ns), then
+ * rt_reap(out, max).  Returns the number of CQEs copied, or -errno if the
+ * enter failed with something other than a timeout/EINTR/EBUSY/EAGAIN (in
+ * which case nothing is reaped). */
+int rt_pass(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns,
+            rt_cqe *out, uint32_t max);
+
+/* Provided-buffer rings (IORING_REGISTER_PBUF_RING).  `count` must be a power
+ * of two <= 32768.  All buffers live in one region of count*size bytes and
+ * are all added to the ring at creation.  `flags` may hold IOU_PBUF_RING_INC.
+ * On failure: NULL and *err = errno. */
+rt_buf_ring *rt_buf_ring_new(rt_ring *r, uint16_t bgid, uint32_t count,
+                             uint32_t size, uint32_t flags, int *err);
+void *rt_buf_ring_base(rt_buf_ring *br);      /* buffer bid is at base + bid*size */
+/* Give buffer `bid` back to the kernel (full size).  Memory writes only. */
+void rt_buf_ring_recycle(rt_buf_ring *br, uint16_t bid);
+/* Unregister the group and free its memory.  Returns 0 or -errno (the
+ * memory is freed either way). */
+int rt_buf_ring_free(rt_ring *r, rt_buf_ring *br);
+
+#endif

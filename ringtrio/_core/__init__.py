@@ -1,0 +1,55 @@
+"""The scheduler core.  Everything above it imports from here."""
+
+from ._exceptions import (
+    BrokenResourceError,
+    BusyResourceError,
+    Cancelled,
+    ClosedResourceError,
+    EndOfChannel,
+    RingtrioInternalError,
+    RingUnavailableError,
+    RunFinishedError,
+    TooSlowError,
+    WouldBlock,
+)
+from ._parking_lot import ParkingLot, ParkingLotStatistics
+from ._ring import RingFeatures
+from ._run import (
+    TASK_STATUS_IGNORED,
+    Abort,
+    CancelScope,
+    Clock,
+    Instrument,
+    Nursery,
+    RingOp,
+    RingtrioToken,
+    RunStatistics,
+    RunVar,
+    RunVarToken,
+    Task,
+    TrioToken,
+    add_instrument,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+    current_clock,
+    current_effective_deadline,
+    current_ring_features,
+    current_root_task,
+    current_statistics,
+    current_task,
+    current_time,
+    current_trio_token,
+    open_nursery,
+    remove_instrument,
+    reschedule,
+    run,
+    sleep,
+    sleep_forever,
+    sleep_until,
+    spawn_system_task,
+    submit_and_wait,
+    wait_task_rescheduled,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

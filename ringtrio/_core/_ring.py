@@ -1,0 +1,218 @@
+"""The Python face of the native ring: constants, setup, the features probe.
+
+The scheduler (``_run.py``) drives the ring through :class:`Ring`; nothing
+else in ringtrio talks to ``ringtrio._native`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ._exceptions import RingUnavailableError
+
+# Opcodes (linux/io_uring.h, enum io_uring_op).  The values are part of the
+# kernel ABI; defined here so the Python side does not depend on the header
+# the extension was built against.
+IORING_OP_NOP = 0
+IORING_OP_READV = 1
+IORING_OP_WRITEV = 2
+IORING_OP_FSYNC = 3
+IORING_OP_POLL_ADD = 6
+IORING_OP_POLL_REMOVE = 7
+IORING_OP_SENDMSG = 9
+IORING_OP_RECVMSG = 10
+IORING_OP_TIMEOUT = 11
+IORING_OP_TIMEOUT_REMOVE = 12
+IORING_OP_ACCEPT = 13
+IORING_OP_ASYNC_CANCEL = 14
+IORING_OP_LINK_TIMEOUT = 15
+IORING_OP_CONNECT = 16
+IORING_OP_FALLOCATE = 17
+IORING_OP_OPENAT = 18
+IORING_OP_CLOSE = 19
+IORING_OP_STATX = 21
+IORING_OP_READ = 22
+IORING_OP_WRITE = 23
+IORING_OP_SEND = 26
+IORING_OP_RECV = 27
+IORING_OP_SHUTDOWN = 34
+IORING_OP_RENAMEAT = 35
+IORING_OP_UNLINKAT = 36
+IORING_OP_MKDIRAT = 37
+IORING_OP_SYMLINKAT = 38
+IORING_OP_LINKAT = 39
+
+OPCODE_NAMES: dict[int, str] = {
+    value: name[len("IORING_OP_") :]
+    for name, value in dict(globals()).items()
+    if name.startswith("IORING_OP_")
+}
+
+# SQE flags
+IOSQE_FIXED_FILE = 1 << 0
+IOSQE_IO_DRAIN = 1 << 1
+IOSQE_IO_LINK = 1 << 2
+IOSQE_IO_HARDLINK = 1 << 3
+IOSQE_ASYNC = 1 << 4
+IOSQE_BUFFER_SELECT = 1 << 5
+IOSQE_CQE_SKIP_SUCCESS = 1 << 6
+
+# CQE flags
+IORING_CQE_F_BUFFER = 1 << 0
+IORING_CQE_F_MORE = 1 << 1
+IORING_CQE_F_SOCK_NONEMPTY = 1 << 2
+IORING_CQE_F_NOTIF = 1 << 3
+IORING_CQE_F_BUF_MORE = 1 << 4
+IORING_CQE_BUFFER_SHIFT = 16
+
+# Setup flags
+IORING_SETUP_CQSIZE = 1 << 3
+IORING_SETUP_SUBMIT_ALL = 1 << 7
+IORING_SETUP_COOP_TASKRUN = 1 << 8
+IORING_SETUP_TASKRUN_FLAG = 1 << 9
+IORING_SETUP_SINGLE_ISSUER = 1 << 12
+IORING_SETUP_DEFER_TASKRUN = 1 << 13
+
+# Timeout flags
+IORING_TIMEOUT_ABS = 1 << 0
+
+# ASYNC_CANCEL flags
+IORING_ASYNC_CANCEL_ALL = 1 << 0
+IORING_ASYNC_CANCEL_FD = 1 << 1
+IORING_ASYNC_CANCEL_ANY = 1 << 2
+
+# Feature bits (io_uring_params.features)
+IORING_FEAT_NODROP = 1 << 1
+IORING_FEAT_EXT_ARG = 1 << 8
+IORING_FEAT_CQE_SKIP = 1 << 11
+
+PREFERRED_SETUP_FLAGS = (
+    IORING_SETUP_SINGLE_ISSUER
+    | IORING_SETUP_DEFER_TASKRUN
+    | IORING_SETUP_SUBMIT_ALL
+    | IORING_SETUP_TASKRUN_FLAG
+)
+
+SQ_ENTRIES = 1024
+CQ_ENTRIES = 8192
+# How many CQEs one scheduler pass copies out at most.  More simply wait for
+# the next pass; the CQ itself is much larger.
+CQE_BATCH = 1024
+
+# Test hook: when set (to an errno), Ring() fails as if io_uring_setup had
+# returned that error.  Used by the tests for the "io_uring unavailable" path.
+_force_setup_errno: int = 0
+
+
+def _load_native() -> tuple[Any, Any]:
+    try:
+        from .. import _native  # type: ignore[attr-defined]
+    except ImportError as exc:  # pragma: no cover - packaging problem
+        raise ImportError(
+            "ringtrio's native extension (ringtrio._native) is not built. Install "
+            "the package with `pip install .` (or `pip install -e .`) so that cffi "
+            "compiles _native/ring.c; this needs gcc and the Python headers."
+        ) from exc
+    return _native.ffi, _native.lib
+
+
+@dataclass(frozen=True, slots=True)
+class RingFeatures:
+    """What this kernel's io_uring can do, as probed when the ring was set up."""
+
+    opcodes: frozenset[int]
+    setup_flags: int
+    kernel_features: int
+    sq_entries: int
+    cq_entries: int
+
+    def supports(self, opcode: int) -> bool:
+        return opcode in self.opcodes
+
+    @property
+    def defer_taskrun(self) -> bool:
+        return bool(self.setup_flags & IORING_SETUP_DEFER_TASKRUN)
+
+    @property
+    def ext_arg(self) -> bool:
+        return bool(self.kernel_features & IORING_FEAT_EXT_ARG)
+
+    @property
+    def nodrop(self) -> bool:
+        return bool(self.kernel_features & IORING_FEAT_NODROP)
+
+    @property
+    def cqe_skip(self) -> bool:
+        return bool(self.kernel_features & IORING_FEAT_CQE_SKIP)
+
+    def opcode_names(self) -> list[str]:
+        return sorted(OPCODE_NAMES.get(op, str(op)) for op in self.opcodes)
+
+
+class Ring:
+    """One io_uring instance plus the CQE batch buffer the scheduler reads.
+
+    ``ptr`` and ``lib`` are used directly by the run loop (one native call per
+    pass: ``lib.rt_pass``); everything else goes through methods.
+    """
+
+    def __init__(
+        self,
+        sq_entries: int = SQ_ENTRIES,
+        cq_entries: int = CQ_ENTRIES,
+        *,
+        force_errno: int | None = None,
+    ) -> None:
+        ffi, lib = _load_native()
+        self.ffi = ffi
+        self.lib = lib
+        err = ffi.new("int *")
+        if force_errno is None:
+            force_errno = _force_setup_errno
+        ptr = lib.rt_ring_open(
+            sq_entries, cq_entries, PREFERRED_SETUP_FLAGS, force_errno, err
+        )
+        if ptr == ffi.NULL:
+            raise RingUnavailableError.from_errno(err[0])
+        self.ptr: Any = ptr
+        self.cqes = ffi.new("rt_cqe[]", CQE_BATCH)
+        # A memoryview over the batch: struct.iter_unpack("QiI", ...) over a
+        # slice of it is the cheapest way for Python to walk n CQEs.
+        self.cqe_bytes = memoryview(ffi.buffer(self.cqes))
+        self._stats = ffi.new("rt_ring_stats *")
+        info = ffi.new("rt_ring_info *")
+        lib.rt_ring_get_info(ptr, info)
+        ops = ffi.new("uint8_t[256]")
+        last = lib.rt_probe(ptr, ops)
+        opcodes = (
+            frozenset(i for i in range(min(last, 256)) if ops[i]) if last > 0 else frozenset()
+        )
+        self.fd: int = info.ring_fd
+        self.features = RingFeatures(
+            opcodes=opcodes,
+            setup_flags=info.setup_flags,
+            kernel_features=info.features,
+            sq_entries=info.sq_entries,
+            cq_entries=info.cq_entries,
+        )
+
+    def stats(self) -> tuple[int, int, int, int]:
+        """(sqes_submitted, cqes_reaped, enters, overflows)."""
+        s = self._stats
+        self.lib.rt_ring_get_stats(self.ptr, s)
+        return (s.sqes_submitted, s.cqes_reaped, s.enters, s.overflows)
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            self.lib.rt_ring_close(self.ptr)
+            self.ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return self.ptr is None
+
+
+def kernel_release() -> str:
+    return os.uname().release

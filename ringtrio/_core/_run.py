@@ -1,0 +1,2026 @@
+"""The scheduler: tasks, cancel scopes, nurseries, ring operations, the run loop.
+
+Read docs/design.md first; this module implements the rules stated there.
+
+The shape, in one paragraph: every task is a coroutine driven by
+``Runner._run_loop``.  A task that must wait yields a *trap* to the loop: a
+plain schedule point (``_CHECKPOINT``), or ``_Park(abort_fn)`` meaning "do
+not run me until somebody calls :func:`reschedule`".  A task waiting for the
+kernel parks on the *token* of its ring operation; the CQE carrying that
+token reschedules it.  Cancellation is delivered to a parked task by calling
+its abort function, which decides what cancelling that particular wait means
+(for a ring op: submit ``IORING_OP_ASYNC_CANCEL`` and keep waiting for the
+op's own CQE, so that nothing the kernel did is lost).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import heapq
+import itertools
+import math
+import os
+import signal
+import struct
+import threading
+import time
+import types
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextvars import Context, copy_context
+from dataclasses import dataclass
+from typing import Any, Generic, NoReturn, TypeVar
+
+import outcome
+import sniffio
+
+from . import _ring
+from ._exceptions import Cancelled, RingtrioInternalError, RunFinishedError
+from ._ring import (
+    IORING_CQE_F_MORE,
+    IORING_OP_ASYNC_CANCEL,
+    IORING_OP_READ,
+    IOSQE_CQE_SKIP_SUCCESS,
+    Ring,
+    RingFeatures,
+)
+
+T = TypeVar("T")
+RetT = TypeVar("RetT")
+
+inf = math.inf
+
+# Where "the current runner / task" lives.  A thread-local so that separate
+# threads can each run their own ringtrio.run().
+_local = threading.local()
+
+# ---------------------------------------------------------------------------
+# Traps: what a task yields to the run loop
+# ---------------------------------------------------------------------------
+
+# A schedule point that also checks for cancellation when the task resumes.
+_CHECKPOINT = object()
+# A schedule point that never raises Cancelled.
+_YIELD = object()
+# Marker stored in Task._next_send: "resume with None, unless cancelled".
+_RESUME_CHECKING_CANCEL = object()
+
+
+class _Park:
+    __slots__ = ("abort_func",)
+
+    def __init__(self, abort_func: Callable[[Callable[[], NoReturn]], Abort]) -> None:
+        self.abort_func = abort_func
+
+
+class Abort(enum.Enum):
+    """What an abort function reports back to the scheduler.
+
+    ``SUCCEEDED``: the wait is undone; the scheduler resumes the task with the
+    cancellation.  ``FAILED``: the wait cannot be undone yet; somebody must
+    call :func:`reschedule` later (with a result, or with the cancellation).
+    """
+
+    SUCCEEDED = 1
+    FAILED = 2
+
+
+@types.coroutine
+def _yield_trap(trap: object) -> Any:
+    return (yield trap)
+
+
+async def checkpoint() -> None:
+    """A pure checkpoint: let other tasks run, then raise :exc:`Cancelled`
+    if this task's cancel scope has been cancelled."""
+    await _yield_trap(_CHECKPOINT)
+
+
+async def cancel_shielded_checkpoint() -> None:
+    """A schedule point that never raises :exc:`Cancelled`."""
+    await _yield_trap(_YIELD)
+
+
+async def checkpoint_if_cancelled() -> None:
+    """Raise :exc:`Cancelled` (after a schedule point) if this task is in a
+    cancelled scope; otherwise return at once without yielding."""
+    task: Task = _local.task
+    if task._cancel_scope._eff or (task._runner.ki_pending and task is task._runner.main_task):
+        await _yield_trap(_CHECKPOINT)
+
+
+async def wait_task_rescheduled(abort_func: Callable[[Callable[[], NoReturn]], Abort]) -> Any:
+    """Park the current task until :func:`reschedule` is called for it.
+
+    ``abort_func(raise_cancel)`` is called if the task is cancelled while
+    parked.  Return ``Abort.SUCCEEDED`` if the wait was undone (the task then
+    raises whatever ``raise_cancel`` raises), or ``Abort.FAILED`` if it could
+    not be, in which case the code that will eventually call ``reschedule``
+    decides the outcome (it may pass ``outcome.capture(raise_cancel)``).
+    """
+    return await _yield_trap(_Park(abort_func))
+
+
+def _raise_cancelled() -> NoReturn:
+    raise Cancelled._create()
+
+
+def reschedule(task: Task, next_send: outcome.Outcome[Any] | None = None) -> None:
+    """Make a task parked in :func:`wait_task_rescheduled` runnable again;
+    it resumes with ``next_send`` (an :class:`outcome.Outcome`; None means
+    ``Value(None)``)."""
+    if task._abort_func is None:
+        raise RuntimeError(
+            f"reschedule({task!r}): that task is not parked in wait_task_rescheduled "
+            "(it is running, runnable, or was already rescheduled)"
+        )
+    task._abort_func = None
+    task._next_send = next_send
+    runner = task._runner
+    runner._runq.append(task)
+    if runner._instruments:
+        runner._instrument("task_scheduled", task)
+
+
+# ---------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------
+
+
+class Task:
+    """A running coroutine.  Created by ``nursery.start_soon`` / ``start``."""
+
+    __slots__ = (
+        "_runner",
+        "coro",
+        "name",
+        "context",
+        "_parent_nursery",
+        "_eventual_parent_nursery",
+        "_child_nurseries",
+        "_cancel_scope",
+        "_next_send",
+        "_abort_func",
+        "_deadline_seq",
+        "_system",
+        "custom_sleep_data",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        runner: Runner,
+        coro: Coroutine[Any, Any, Any],
+        name: str,
+        context: Context,
+        nursery: Nursery | None,
+        system: bool,
+    ) -> None:
+        self._runner = runner
+        self.coro = coro
+        self.name = name
+        self.context = context
+        self._parent_nursery = nursery
+        self._eventual_parent_nursery: Nursery | None = None
+        self._child_nurseries: list[Nursery] = []
+        self._cancel_scope: CancelScope = None  # type: ignore[assignment]
+        self._next_send: Any = None
+        self._abort_func: Callable[[Callable[[], NoReturn]], Abort] | None = None
+        self._deadline_seq = 0
+        self._system = system
+        self.custom_sleep_data: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} at {id(self):#x}>"
+
+    @property
+    def parent_nursery(self) -> Nursery | None:
+        """The nursery this task runs in (None for the root task)."""
+        return self._parent_nursery
+
+    @property
+    def eventual_parent_nursery(self) -> Nursery | None:
+        """For a task in ``nursery.start()`` that has not called ``started()``
+        yet: the nursery it will move to.  Otherwise None."""
+        return self._eventual_parent_nursery
+
+    @property
+    def child_nurseries(self) -> list[Nursery]:
+        """The nurseries this task has open, outermost first."""
+        return list(self._child_nurseries)
+
+    def iter_await_frames(self) -> Iterator[tuple[types.FrameType, int]]:
+        """(frame, lineno) pairs down the task's await chain."""
+        coro: Any = self.coro
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is None:
+                return
+            yield frame, frame.f_lineno
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+
+    # Called with the runner's deadline heap entry when a sleep expires.
+    def _deadline_expired(self) -> None:
+        if self._abort_func is not None:
+            reschedule(self)
+
+    def _attempt_abort(self, raise_cancel: Callable[[], NoReturn]) -> None:
+        abort_func = self._abort_func
+        if abort_func is None:
+            return
+        success = abort_func(raise_cancel)
+        if type(success) is not Abort:
+            raise RingtrioInternalError(
+                f"abort function {abort_func!r} must return Abort.SUCCEEDED or "
+                f"Abort.FAILED, not {success!r}"
+            )
+        if success is Abort.SUCCEEDED:
+            reschedule(self, outcome.capture(raise_cancel))
+
+    def _attempt_delivery_of_any_pending_cancel(self) -> None:
+        if self._abort_func is None:
+            return
+        if self._cancel_scope._eff:
+            self._attempt_abort(_raise_cancelled)
+        elif self._runner.ki_pending and self is self._runner.main_task:
+            self._attempt_abort(self._runner._raise_ki)
+
+
+# ---------------------------------------------------------------------------
+# Cancel scopes
+# ---------------------------------------------------------------------------
+
+
+class CancelScope:
+    """A region of code that can be cancelled, by ``cancel()`` or a deadline.
+
+    Cancellation is level-triggered: once cancelled, every checkpoint inside
+    the scope raises :exc:`Cancelled` until the scope is left, and the scope
+    catches the :exc:`Cancelled` that belong to it (``cancelled_caught``).
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_relative_deadline",
+        "_shield",
+        "_cancel_called",
+        "cancelled_caught",
+        "_parent",
+        "_children",
+        "_nursery_tasks",
+        "_eff",
+        "_state",
+        "_owner",
+        "_deadline_seq",
+    )
+
+    # _state values
+    _NEW, _ACTIVE, _DONE = 0, 1, 2
+
+    def __init__(
+        self,
+        *,
+        deadline: float = inf,
+        relative_deadline: float = inf,
+        shield: bool = False,
+    ) -> None:
+        if math.isnan(deadline):
+            raise ValueError("deadline must not be NaN")
+        if math.isnan(relative_deadline):
+            raise ValueError("relative_deadline must not be NaN")
+        if relative_deadline < 0:
+            raise ValueError(f"relative_deadline must be >= 0, not {relative_deadline!r}")
+        if deadline != inf and relative_deadline != inf:
+            raise ValueError("Cannot specify both a deadline and a relative deadline")
+        self._deadline = deadline
+        self._relative_deadline = relative_deadline
+        self._shield = bool(shield)
+        self._cancel_called = False
+        self.cancelled_caught = False
+        self._parent: CancelScope | None = None
+        self._children: set[CancelScope] | None = None
+        # Tasks whose innermost scope this is, other than the owner: only
+        # nursery scopes have them (the nursery's children).
+        self._nursery_tasks: set[Task] | None = None
+        # "effectively cancelled": cancel() was called here, or an enclosing
+        # scope is cancelled and no shield in between.  Cached, and kept
+        # current by _update_eff when anything it depends on changes.
+        self._eff = False
+        self._state = CancelScope._NEW
+        self._owner: Task | None = None
+        self._deadline_seq = 0
+
+    def __repr__(self) -> str:
+        state = ("unbound", "active", "exited")[self._state]
+        extra = ", cancelled" if self._cancel_called else ""
+        return f"<ringtrio.CancelScope {state}{extra} at {id(self):#x}>"
+
+    # -- entering and leaving ------------------------------------------------
+
+    def __enter__(self) -> CancelScope:
+        task: Task = _local.task
+        self._enter_in(task)
+        return self
+
+    def _enter_in(self, task: Task) -> None:
+        if self._state != CancelScope._NEW:
+            raise RuntimeError(
+                "Each CancelScope may only be used for a single 'with' block; "
+                "create a new CancelScope for each block"
+            )
+        self._state = CancelScope._ACTIVE
+        runner = task._runner
+        if self._relative_deadline != inf:
+            self._deadline = runner.current_time() + self._relative_deadline
+            self._relative_deadline = inf
+        parent = task._cancel_scope
+        self._parent = parent
+        self._owner = task
+        children = parent._children
+        if children is None:
+            parent._children = {self}
+        else:
+            children.add(self)
+        task._cancel_scope = self
+        self._eff = self._cancel_called or (not self._shield and parent._eff)
+        if self._deadline != inf:
+            if runner.current_time() >= self._deadline:
+                self.cancel()
+            else:
+                runner._register_deadline(self, self._deadline)
+
+    def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> bool:
+        remaining = self._close(exc)
+        if remaining is None:
+            return True
+        if remaining is exc:
+            return False
+        # A new exception (a narrowed group, or a misnesting error): raise it
+        # with the context the original had, so tracebacks stay readable.
+        old_context = remaining.__context__
+        try:
+            raise remaining
+        finally:
+            remaining.__context__ = old_context
+            del remaining
+
+    def _close(self, exc: BaseException | None) -> BaseException | None:
+        if self._state != CancelScope._ACTIVE:
+            err = RuntimeError(
+                f"Cancel scope stack corrupted: attempted to exit {self!r}, which "
+                "is not active (never entered, or already exited)"
+            )
+            err.__context__ = exc
+            return err
+        task: Task = _local.task
+        if task is not self._owner:
+            err = RuntimeError(
+                f"Cancel scope stack corrupted: attempted to exit {self!r} from "
+                f"{task!r}, but it was entered in {self._owner!r}. Cancel scopes "
+                "(and nurseries) must be exited in the task that entered them."
+            )
+            err.__context__ = exc
+            return err
+        if task._cancel_scope is not self:
+            # Misnesting: an inner scope of this task is still open.  Close
+            # the inner ones as abandoned and report the mistake.
+            inner = task._cancel_scope
+            err = RuntimeError(
+                f"Cancel scope stack corrupted: attempted to exit {self!r} while "
+                f"{inner!r} inside it is still open. Scopes must be exited in "
+                "the reverse order they were entered (use 'with' blocks)."
+            )
+            err.__context__ = exc
+            exc = err
+            while inner is not self and inner is not None and inner._owner is task:
+                inner._detach(task)
+                inner = inner._parent  # type: ignore[assignment]
+        parent = self._parent
+        assert parent is not None
+        if (
+            exc is not None
+            and self._eff
+            and not (not self._shield and parent._eff)
+        ):
+            # This scope's own cancellation: absorb the Cancelled it caused.
+            if isinstance(exc, Cancelled):
+                self.cancelled_caught = True
+                exc = None
+            elif isinstance(exc, BaseExceptionGroup):
+                matched, rest = exc.split(Cancelled)
+                if matched is not None:
+                    self.cancelled_caught = True
+                exc = rest
+        self._detach(task)
+        return exc
+
+    def _detach(self, task: Task) -> None:
+        parent = self._parent
+        assert parent is not None
+        self._state = CancelScope._DONE
+        if task._cancel_scope is self:
+            task._cancel_scope = parent
+        if parent._children is not None:
+            parent._children.discard(self)
+        if self._deadline_seq:
+            task._runner._unregister_deadline(self)
+
+    # -- cancellation ----------------------------------------------------
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel this scope: every checkpoint inside it raises Cancelled.
+        Idempotent; may be called before the scope is entered."""
+        if self._cancel_called:
+            return
+        self._cancel_called = True
+        if self._deadline_seq and self._owner is not None:
+            self._owner._runner._unregister_deadline(self)
+        if self._state == CancelScope._ACTIVE:
+            self._update_eff()
+
+    def _deadline_expired(self) -> None:
+        self._deadline_seq = 0
+        self.cancel()
+
+    def _update_eff(self) -> None:
+        # Recompute "effectively cancelled" for this scope and, where it
+        # changed, for its subtree; deliver to parked tasks that just became
+        # cancelled.  An explicit stack: subtrees can be deep.
+        stack = [self]
+        newly_cancelled: list[Task] = []
+        while stack:
+            scope = stack.pop()
+            parent = scope._parent
+            new = scope._cancel_called or (
+                not scope._shield and parent is not None and parent._eff
+            )
+            if new == scope._eff:
+                continue
+            scope._eff = new
+            if new:
+                owner = scope._owner
+                if owner is not None and owner._cancel_scope is scope:
+                    newly_cancelled.append(owner)
+                if scope._nursery_tasks:
+                    newly_cancelled.extend(scope._nursery_tasks)
+            if scope._children:
+                stack.extend(scope._children)
+        # Abort functions run last, with the tree consistent: they may do
+        # arbitrary things, including cancelling other scopes.
+        for task in newly_cancelled:
+            if task._abort_func is not None and task._cancel_scope._eff:
+                task._attempt_abort(_raise_cancelled)
+
+    # -- properties ------------------------------------------------------
+
+    @property
+    def cancel_called(self) -> bool:
+        """True once ``cancel()`` was called or the deadline expired."""
+        return self._cancel_called
+
+    @property
+    def deadline(self) -> float:
+        """Absolute deadline on the ``current_time()`` clock; ``inf`` if none."""
+        if self._state == CancelScope._NEW and self._relative_deadline != inf:
+            # trio reports the relative value as "not yet anchored": +inf
+            return inf
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, new_deadline: float) -> None:
+        if math.isnan(new_deadline):
+            raise ValueError("deadline must not be NaN")
+        if self._relative_deadline != inf:
+            if self._state == CancelScope._NEW:
+                raise RuntimeError(
+                    "unentered relative cancel scope does not have an absolute deadline; "
+                    "set relative_deadline instead, or enter the scope first"
+                )
+            self._relative_deadline = inf
+        self._deadline = float(new_deadline)
+        if self._state == CancelScope._ACTIVE and not self._cancel_called:
+            runner: Runner = self._owner._runner  # type: ignore[union-attr]
+            if self._deadline_seq:
+                runner._unregister_deadline(self)
+            if self._deadline != inf:
+                runner._register_deadline(self, self._deadline)
+
+    @property
+    def relative_deadline(self) -> float:
+        """Deadline relative to when the scope is entered (before entry), or
+        to now (after entry)."""
+        if self._state == CancelScope._NEW:
+            return self._relative_deadline
+        if self._state == CancelScope._ACTIVE:
+            return self._deadline - self._owner._runner.current_time()  # type: ignore[union-attr]
+        raise RuntimeError("relative_deadline is not available on an exited cancel scope")
+
+    @relative_deadline.setter
+    def relative_deadline(self, new_relative_deadline: float) -> None:
+        if math.isnan(new_relative_deadline):
+            raise ValueError("relative_deadline must not be NaN")
+        if new_relative_deadline < 0:
+            raise ValueError(f"relative_deadline must be >= 0, not {new_relative_deadline!r}")
+        if self._state == CancelScope._ACTIVE:
+            runner: Runner = self._owner._runner  # type: ignore[union-attr]
+            self.deadline = runner.current_time() + new_relative_deadline
+        elif self._state == CancelScope._NEW:
+            self._deadline = inf
+            self._relative_deadline = float(new_relative_deadline)
+        else:
+            raise RuntimeError("cannot set relative_deadline on an exited cancel scope")
+
+    @property
+    def shield(self) -> bool:
+        """While True, cancellation of enclosing scopes does not reach inside."""
+        return self._shield
+
+    @shield.setter
+    def shield(self, new_value: bool) -> None:
+        if not isinstance(new_value, bool):
+            raise TypeError("shield must be a bool")
+        self._shield = new_value
+        if self._state == CancelScope._ACTIVE:
+            self._update_eff()
+
+    def _effective_deadline(self) -> float:
+        """The earliest deadline that can cancel code inside this scope."""
+        scope: CancelScope | None = self
+        best = inf
+        while scope is not None:
+            if scope._cancel_called:
+                return -inf
+            if scope._deadline < best:
+                best = scope._deadline
+            if scope._shield:
+                break
+            scope = scope._parent
+        return best
+
+
+# ---------------------------------------------------------------------------
+# Nurseries
+# ---------------------------------------------------------------------------
+
+
+class _TaskStatusIgnored:
+    def __repr__(self) -> str:
+        return "TASK_STATUS_IGNORED"
+
+    def started(self, value: object = None) -> None:
+        pass
+
+
+TASK_STATUS_IGNORED: Any = _TaskStatusIgnored()
+
+_NO_STATUS = object()
+
+
+class _TaskStatus:
+    __slots__ = ("_old_nursery", "_new_nursery", "_value")
+
+    def __init__(self, old_nursery: Nursery, new_nursery: Nursery) -> None:
+        self._old_nursery = old_nursery
+        self._new_nursery = new_nursery
+        self._value: object = _NO_STATUS
+
+    def __repr__(self) -> str:
+        return f"<task status object at {id(self):#x}>"
+
+    def started(self, value: object = None) -> None:
+        if self._value is not _NO_STATUS:
+            raise RuntimeError("called 'started' twice on the same task status")
+        self._value = value
+        old = self._old_nursery
+        # If start() itself was cancelled, leave the child where it is: it
+        # will unwind under the cancelled scope that can catch its Cancelled.
+        if old._scope._eff:
+            return
+        new = self._new_nursery
+        assert not new._closed
+        tasks = old._children
+        old._children = set()
+        old_scope = old._scope
+        new_scope = new._scope
+        # Detach everything from the old nursery's scope first, then attach
+        # to the new one: attaching may run abort functions (if the new
+        # nursery is cancelled) and those must see a consistent tree.
+        moved_scopes = [s for s in (old_scope._children or ()) if s._owner is not old._parent_task]
+        moved_tasks = [t for t in (old_scope._nursery_tasks or ())]
+        for s in moved_scopes:
+            old_scope._children.discard(s)  # type: ignore[union-attr]
+        if old_scope._nursery_tasks is not None:
+            old_scope._nursery_tasks.clear()
+        for task in tasks:
+            task._parent_nursery = new
+            task._eventual_parent_nursery = None
+            new._children.add(task)
+        if new_scope._children is None:
+            new_scope._children = set()
+        for s in moved_scopes:
+            s._parent = new_scope
+            new_scope._children.add(s)
+        if new_scope._nursery_tasks is None:
+            new_scope._nursery_tasks = set()
+        for task in moved_tasks:
+            task._cancel_scope = new_scope
+            new_scope._nursery_tasks.add(task)
+        for s in moved_scopes:
+            s._update_eff()
+        for task in moved_tasks:
+            task._attempt_delivery_of_any_pending_cancel()
+        old._check_nursery_closed()
+
+
+class Nursery:
+    """A place where child tasks run; the ``async with`` block that opened it
+    does not finish until all of them have.  Get one from :func:`open_nursery`."""
+
+    __slots__ = (
+        "_parent_task",
+        "_scope",
+        "_children",
+        "_pending_excs",
+        "_nested_child_running",
+        "_parent_waiting_in_aexit",
+        "_pending_starts",
+        "_closed",
+        "_strict",
+        "_exit_callbacks",
+        "__weakref__",
+    )
+
+    def __init__(self, parent_task: Task, scope: CancelScope, strict: bool) -> None:
+        self._parent_task = parent_task
+        self._scope = scope
+        self._children: set[Task] = set()
+        self._pending_excs: list[BaseException] = []
+        self._nested_child_running = True
+        self._parent_waiting_in_aexit = False
+        self._pending_starts = 0
+        self._closed = False
+        self._strict = strict
+        # Cleanups run when the nursery closes, after its children
+        # (resources owned by the nursery: multishot requests, buffer groups).
+        self._exit_callbacks: list[Callable[[], Any]] | None = None
+        if scope._nursery_tasks is None:
+            scope._nursery_tasks = set()
+
+    def __repr__(self) -> str:
+        return f"<ringtrio.Nursery at {id(self):#x}>"
+
+    @property
+    def cancel_scope(self) -> CancelScope:
+        """The scope around the nursery: cancelling it cancels every child."""
+        return self._scope
+
+    @property
+    def child_tasks(self) -> frozenset[Task]:
+        return frozenset(self._children)
+
+    @property
+    def parent_task(self) -> Task:
+        return self._parent_task
+
+    def start_soon(
+        self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> None:
+        """Start ``async_fn(*args)`` as a child task of this nursery."""
+        self._parent_task._runner._spawn(async_fn, args, self, name)
+
+    async def start(
+        self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> Any:
+        """Start ``async_fn(*args, task_status=...)`` and wait until it calls
+        ``task_status.started(value)``; return that value.  Until then the
+        child runs "inside" this call: its errors are raised here and
+        cancelling this call cancels it."""
+        if self._closed:
+            raise RuntimeError("Nursery is closed to new arrivals")
+        runner = self._parent_task._runner
+        try:
+            self._pending_starts += 1
+            try:
+                async with open_nursery(strict_exception_groups=True) as old_nursery:
+                    task_status = _TaskStatus(old_nursery, self)
+
+                    def thunk(*a: Any) -> Any:
+                        return async_fn(*a, task_status=task_status)
+
+                    task = runner._spawn(thunk, args, old_nursery, name or async_fn)
+                    task._eventual_parent_nursery = self
+            except BaseExceptionGroup as group:
+                if len(group.exceptions) == 1:
+                    exc = group.exceptions[0]
+                    try:
+                        raise exc
+                    finally:
+                        del exc, group
+                raise
+            if task_status._value is _NO_STATUS:
+                raise RuntimeError("child exited without calling task_status.started()")
+            return task_status._value
+        finally:
+            self._pending_starts -= 1
+            self._check_nursery_closed()
+
+    def _add_exc(self, exc: BaseException) -> None:
+        self._pending_excs.append(exc)
+        self._scope.cancel()
+
+    def _check_nursery_closed(self) -> None:
+        if not (self._nested_child_running or self._children or self._pending_starts):
+            self._closed = True
+            if self._parent_waiting_in_aexit:
+                self._parent_waiting_in_aexit = False
+                reschedule(self._parent_task)
+
+    def _child_finished(self, task: Task, result: outcome.Outcome[Any]) -> None:
+        self._children.remove(task)
+        if type(result) is outcome.Error:
+            self._add_exc(result.error)
+        if not (self._children or self._nested_child_running or self._pending_starts):
+            self._check_nursery_closed()
+
+    async def _nested_child_finished(
+        self, nested_child_exc: BaseException | None
+    ) -> BaseException | None:
+        if nested_child_exc is not None:
+            self._add_exc(nested_child_exc)
+        self._nested_child_running = False
+        self._check_nursery_closed()
+        if not self._closed:
+
+            def aborted(raise_cancel: Callable[[], NoReturn]) -> Abort:
+                # Cancelled needs no action: the enclosing cancellation
+                # already reaches the children.  KeyboardInterrupt is kept.
+                exn = outcome.capture(raise_cancel).error  # type: ignore[union-attr]
+                if not isinstance(exn, Cancelled):
+                    self._add_exc(exn)
+                del exn
+                return Abort.FAILED
+
+            self._parent_waiting_in_aexit = True
+            await wait_task_rescheduled(aborted)
+        else:
+            await cancel_shielded_checkpoint()
+        if self._exit_callbacks:
+            callbacks, self._exit_callbacks = self._exit_callbacks, None
+            for cb in reversed(callbacks):
+                try:
+                    result = cb()
+                    if result is not None and hasattr(result, "__await__"):
+                        with CancelScope(shield=True):
+                            await result
+                except BaseException as exc:  # noqa: BLE001 - reported via the group
+                    self._pending_excs.append(exc)
+        popped = self._parent_task._child_nurseries.pop()
+        assert popped is self
+        if self._pending_excs:
+            excs = self._pending_excs
+            self._pending_excs = []
+            if not self._strict and len(excs) == 1:
+                return excs[0]
+            return BaseExceptionGroup("Exceptions from ringtrio nursery", excs)
+        return None
+
+    def _add_exit_callback(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback()`` (sync, or returning an awaitable) when the nursery
+        closes, after all children have finished.  Used for resources owned by
+        the nursery."""
+        if self._exit_callbacks is None:
+            self._exit_callbacks = []
+        self._exit_callbacks.append(callback)
+
+
+class _NurseryManager:
+    __slots__ = ("_strict", "_scope", "_nursery")
+
+    def __init__(self, strict: bool | None) -> None:
+        self._strict = strict
+
+    async def __aenter__(self) -> Nursery:
+        task: Task = _local.task
+        strict = self._strict if self._strict is not None else task._runner.strict_exception_groups
+        scope = CancelScope()
+        scope._enter_in(task)
+        self._scope = scope
+        nursery = Nursery(task, scope, strict)
+        self._nursery = nursery
+        task._child_nurseries.append(nursery)
+        return nursery
+
+    async def __aexit__(self, etype: Any, exc: BaseException | None, tb: Any) -> bool:
+        new_exc = await self._nursery._nested_child_finished(exc)
+        combined = self._scope._close(new_exc)
+        if combined is None:
+            return True
+        if combined is exc:
+            return False
+        old_context = combined.__context__
+        try:
+            raise combined
+        finally:
+            combined.__context__ = old_context
+            del combined, exc, new_exc
+
+    def __enter__(self) -> NoReturn:
+        raise RuntimeError("use 'async with open_nursery(...)', not 'with open_nursery(...)'")
+
+    def __exit__(self, *args: Any) -> None:  # pragma: no cover
+        pass
+
+
+def open_nursery(strict_exception_groups: bool | None = None) -> _NurseryManager:
+    """Open a nursery: ``async with ringtrio.open_nursery() as nursery:``.
+
+    Errors from children (and the body) leave as a :exc:`BaseExceptionGroup`.
+    """
+    return _NurseryManager(strict_exception_groups)
+
+
+# ---------------------------------------------------------------------------
+# Ring operations: the one path every I/O layer uses
+# ---------------------------------------------------------------------------
+
+
+class RingOp:
+    """One io_uring operation: the fields of its SQE, the memory it owns
+    until its final CQE, and what a completion means.
+
+    The default meaning (used by :func:`submit_and_wait`) is "wake the task
+    parked on me with ``(res, flags)``".  Subclasses override
+    :meth:`_on_cqe` (e.g. multishot requests that produce many CQEs).
+    """
+
+    __slots__ = (
+        "opcode",
+        "fd",
+        "addr",
+        "length",
+        "off",
+        "op_flags",
+        "ioprio",
+        "sqe_flags",
+        "buf_index",
+        "keepalive",
+        "token",
+        "task",
+        "cancel_raise",
+        "linked",
+        "done",
+    )
+
+    def __init__(
+        self,
+        opcode: int,
+        fd: int = -1,
+        addr: int = 0,
+        length: int = 0,
+        off: int = 0,
+        op_flags: int = 0,
+        *,
+        ioprio: int = 0,
+        sqe_flags: int = 0,
+        buf_index: int = 0,
+        keepalive: object = None,
+    ) -> None:
+        self.opcode = opcode
+        self.fd = fd
+        self.addr = addr
+        self.length = length
+        self.off = off
+        self.op_flags = op_flags
+        self.ioprio = ioprio
+        self.sqe_flags = sqe_flags
+        self.buf_index = buf_index
+        # Whatever `addr`/`off` point into: kept alive until the final CQE,
+        # whatever happens to the task that submitted the op.
+        self.keepalive = keepalive
+        self.token = 0
+        self.task: Task | None = None
+        self.cancel_raise: Callable[[], NoReturn] | None = None
+        self.linked = False
+        self.done = False
+
+    def __repr__(self) -> str:
+        name = _ring.OPCODE_NAMES.get(self.opcode, str(self.opcode))
+        return f"<RingOp {name} fd={self.fd} token={self.token:#x}>"
+
+    def _on_cqe(self, res: int, flags: int) -> None:
+        task = self.task
+        if task is None:
+            return
+        self.task = None
+        if self.cancel_raise is not None and res == -errno.ECANCELED:
+            # We asked the kernel to cancel and it did: the op did not happen.
+            reschedule(task, outcome.capture(self.cancel_raise))
+        elif self.linked and res == -errno.ECANCELED:
+            # The linked deadline fired in the kernel: the op did not happen.
+            reschedule(task, outcome.Value(_LINK_EXPIRED))
+        else:
+            reschedule(task, outcome.Value((res, flags)))
+
+
+_LINK_EXPIRED = object()
+_IGNORED_OP = RingOp(_ring.IORING_OP_NOP)
+
+# Reserved tokens: the low slots never hold user ops.
+_TOKEN_IGNORE = 0  # CQEs we do not care about (cancel results, link timeouts)
+_TOKEN_WAKEUP = 1  # the read kept pending on the wake-up pipe
+_RESERVED_SLOTS = 8
+_SLOT_MASK = 0xFFFFFFFF
+
+
+async def submit_and_wait(op: RingOp) -> tuple[int, int]:
+    """Submit a ring op and park the current task until its CQE arrives.
+
+    This is a checkpoint: it raises :exc:`Cancelled` before submitting if the
+    task is already cancelled.  If the task is cancelled while the op is in
+    flight, ``IORING_OP_ASYNC_CANCEL`` is submitted and the task keeps
+    waiting for the op's own CQE: ``-ECANCELED`` raises :exc:`Cancelled`, any
+    other result is returned (the cancellation then lands at the next
+    checkpoint).  When the task has a finite deadline, it rides along as a
+    linked ``IORING_OP_LINK_TIMEOUT``.  Returns ``(res, cqe_flags)``; a
+    negative ``res`` is ``-errno`` and is not raised here.
+    """
+    task: Task = _local.task
+    runner = task._runner
+    if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
+        await _yield_trap(_CHECKPOINT)
+    while True:
+        runner._submit_op(op, task)
+        result = await wait_task_rescheduled(op._abort)  # type: ignore[attr-defined]
+        if result is not _LINK_EXPIRED:
+            return result  # type: ignore[no-any-return]
+        # The kernel deadline fired.  The runner has already expired Python
+        # deadlines up to now, so if that deadline still stands we are
+        # cancelled; if it was moved later meanwhile, just submit again.
+        if task._cancel_scope._eff:
+            raise Cancelled._create()
+
+
+def _op_abort(self: RingOp, raise_cancel: Callable[[], NoReturn]) -> Abort:
+    # Keep the task parked: only the op's own CQE says whether it happened.
+    if self.cancel_raise is None:
+        self.cancel_raise = raise_cancel
+        task = self.task
+        if task is not None:
+            task._runner._submit_cancel(self.token)
+    return Abort.FAILED
+
+
+RingOp._abort = _op_abort  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Clocks, instruments, tokens, run-local variables
+# ---------------------------------------------------------------------------
+
+
+class Clock:
+    """Interface for a custom clock (see ``ringtrio.testing.MockClock``)."""
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Instrument:
+    """Base class for instruments; override the hooks you need.  Hook names
+    and arguments are trio's."""
+
+    def before_run(self) -> None: ...
+    def after_run(self) -> None: ...
+    def task_spawned(self, task: Task) -> None: ...
+    def task_scheduled(self, task: Task) -> None: ...
+    def before_task_step(self, task: Task) -> None: ...
+    def after_task_step(self, task: Task) -> None: ...
+    def task_exited(self, task: Task) -> None: ...
+    def before_io_wait(self, timeout: float) -> None: ...
+    def after_io_wait(self, timeout: float) -> None: ...
+
+
+_INSTRUMENT_HOOKS = (
+    "before_run",
+    "after_run",
+    "task_spawned",
+    "task_scheduled",
+    "before_task_step",
+    "after_task_step",
+    "task_exited",
+    "before_io_wait",
+    "after_io_wait",
+)
+
+
+class TrioToken:
+    """A handle to a running ringtrio loop, usable from any thread.
+
+    (Named like trio's for portability; ``RingtrioToken`` is the same class.)
+    """
+
+    __slots__ = ("_runner",)
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def run_sync_soon(
+        self, sync_fn: Callable[..., Any], *args: Any, idempotent: bool = False
+    ) -> None:
+        """Schedule ``sync_fn(*args)`` to run in the loop's thread soon.
+        Thread-safe and signal-safe.  Raises :exc:`RunFinishedError` if the
+        run is over.  An exception from ``sync_fn`` crashes the run."""
+        self._runner._run_sync_soon(sync_fn, args, idempotent)
+
+
+RingtrioToken = TrioToken
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatistics:
+    """What :func:`current_statistics` returns."""
+
+    tasks_living: int
+    tasks_runnable: int
+    seconds_to_next_deadline: float
+    run_sync_soon_queue_size: int
+    sqes_submitted: int
+    cqes_reaped: int
+    enters: int
+    cq_overflows: int
+    ops_in_flight: int
+    stale_cqes: int
+
+
+class RunVar(Generic[T]):
+    """A variable whose value is local to one call of :func:`ringtrio.run`."""
+
+    __slots__ = ("_name", "_default")
+    _NO_DEFAULT = object()
+
+    def __init__(self, name: str, default: Any = _NO_DEFAULT) -> None:
+        self._name = name
+        self._default = default
+
+    def get(self, default: Any = _NO_DEFAULT) -> T:
+        runner = _current_runner()
+        try:
+            return runner._runvars[self]  # type: ignore[no-any-return]
+        except KeyError:
+            if default is not RunVar._NO_DEFAULT:
+                return default  # type: ignore[no-any-return]
+            if self._default is not RunVar._NO_DEFAULT:
+                return self._default  # type: ignore[no-any-return]
+            raise LookupError(self) from None
+
+    def set(self, value: T) -> RunVarToken[T]:
+        runner = _current_runner()
+        old = runner._runvars.get(self, RunVarToken.MISSING)
+        runner._runvars[self] = value
+        return RunVarToken(self, old)
+
+    def reset(self, token: RunVarToken[T]) -> None:
+        if token is None:  # pragma: no cover
+            raise TypeError("token must not be None")
+        if token._redeemed:
+            raise ValueError("token has already been used")
+        if token._var is not self:
+            raise ValueError("token is not for this RunVar")
+        runner = _current_runner()
+        if token.old_value is RunVarToken.MISSING:
+            runner._runvars.pop(self, None)
+        else:
+            runner._runvars[self] = token.old_value
+        token._redeemed = True
+
+    def __repr__(self) -> str:
+        return f"<RunVar name={self._name!r}>"
+
+
+class RunVarToken(Generic[T]):
+    MISSING = object()
+    __slots__ = ("_var", "old_value", "_redeemed")
+
+    def __init__(self, var: RunVar[T], old_value: Any) -> None:
+        self._var = var
+        self.old_value = old_value
+        self._redeemed = False
+
+
+# ---------------------------------------------------------------------------
+# The runner
+# ---------------------------------------------------------------------------
+
+_CQE_STRUCT = struct.Struct("QiI")
+_iter_cqes = _CQE_STRUCT.iter_unpack
+
+
+class Runner:
+    """The state of one call to :func:`run`."""
+
+    def __init__(
+        self,
+        clock: Clock | None,
+        instruments: tuple[Instrument, ...],
+        strict_exception_groups: bool,
+    ) -> None:
+        self.ring = Ring()
+        self.features: RingFeatures = self.ring.features
+        self._lib = self.ring.lib
+        self._ring_ptr = self.ring.ptr
+        self.clock = clock
+        # With the default clock, deadlines are CLOCK_MONOTONIC seconds and can
+        # ride with ring ops as kernel link timeouts.  A custom clock's time is
+        # not the kernel's: then deadlines are handled in Python only.
+        self._kernel_deadlines = clock is None
+        if clock is None:
+            self.current_time: Callable[[], float] = time.monotonic
+        else:
+            self.current_time = clock.current_time
+        self.strict_exception_groups = strict_exception_groups
+        self._instruments: list[Instrument] = []
+        for inst in instruments:
+            self.add_instrument(inst)
+        self._runq: deque[Task] = deque()
+        self._tasks: set[Task] = set()
+        self._deadlines: list[tuple[float, int, Any]] = []
+        self._deadline_counter = itertools.count(1)
+        self._stale_deadlines = 0
+        self._runvars: dict[RunVar[Any], Any] = {}
+        self.ki_pending = False
+        self.main_task: Task | None = None
+        self.main_outcome: outcome.Outcome[Any] | None = None
+        self.init_task: Task | None = None
+        self.system_nursery: Nursery | None = None
+        self.system_context: Context = copy_context()
+        self.system_context.run(sniffio.current_async_library_cvar.set, "ringtrio")
+        self.trio_token = TrioToken(self)
+        self._idle_waiters: list[tuple[float, int, Task]] = []
+        self._idle_counter = itertools.count()
+        # Tokens: slot index in the low 32 bits, the slot's generation in the
+        # high 32.  A CQE whose generation does not match the slot's current
+        # one is stale (its op is long gone) and wakes nobody.
+        self._op_slots: list[RingOp | None] = [_IGNORED_OP] * _RESERVED_SLOTS
+        self._op_gens: list[int] = [0] * _RESERVED_SLOTS
+        self._free_slots: list[int] = []
+        self._ops_in_flight = 0
+        self._stale_cqes = 0
+        self._more_cqes = False
+        # Cross-thread wake-ups: a pipe whose read end always has a READ
+        # pending on the ring.  run_sync_soon from another thread and signal
+        # delivery (via signal.set_wakeup_fd) write a byte to it.
+        self._entry_queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._entry_lock = threading.Lock()
+        self._idempotent: dict[tuple[Callable[..., Any], tuple[Any, ...]], None] = {}
+        self._closed_for_entries = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_buf = self.ring.ffi.new("char[]", 256)
+        self._wakeup_armed = False
+        self._thread = threading.get_ident()
+        self._done = False
+
+    # -- instruments -----------------------------------------------------
+
+    def add_instrument(self, instrument: Instrument) -> None:
+        if instrument not in self._instruments:
+            self._instruments.append(instrument)
+
+    def remove_instrument(self, instrument: Instrument) -> None:
+        try:
+            self._instruments.remove(instrument)
+        except ValueError:
+            raise KeyError(f"instrument {instrument!r} is not installed") from None
+
+    def _instrument(self, hook: str, *args: Any) -> None:
+        for inst in list(self._instruments):
+            method = getattr(inst, hook, None)
+            if method is None:
+                continue
+            try:
+                method(*args)
+            except BaseException:
+                # A broken instrument is removed, loudly, rather than taking
+                # the run down.
+                self._instruments.remove(inst)
+                import logging
+
+                logging.getLogger("ringtrio.abc.Instrument").exception(
+                    "Exception raised when calling %r on instrument %r. "
+                    "Instrument has been disabled.",
+                    hook,
+                    inst,
+                )
+
+    # -- deadlines -------------------------------------------------------
+
+    def _register_deadline(self, obj: Any, deadline: float) -> None:
+        seq = next(self._deadline_counter)
+        obj._deadline_seq = seq
+        heapq.heappush(self._deadlines, (deadline, seq, obj))
+
+    def _unregister_deadline(self, obj: Any) -> None:
+        # Lazy deletion: the heap entry stays, marked stale by the sequence
+        # number no longer matching.  Compact when stale entries dominate.
+        obj._deadline_seq = 0
+        self._stale_deadlines += 1
+        if self._stale_deadlines > 1024 and self._stale_deadlines * 2 > len(self._deadlines):
+            self._deadlines = [e for e in self._deadlines if e[2]._deadline_seq == e[1]]
+            heapq.heapify(self._deadlines)
+            self._stale_deadlines = 0
+
+    def _expire_deadlines(self, now: float) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, seq, obj = heapq.heappop(heap)
+            if obj._deadline_seq == seq:
+                obj._deadline_seq = 0
+                obj._deadline_expired()
+            else:
+                self._stale_deadlines -= 1
+
+    def _next_deadline(self) -> float:
+        heap = self._deadlines
+        while heap:
+            deadline, seq, obj = heap[0]
+            if obj._deadline_seq == seq:
+                return deadline
+            heapq.heappop(heap)
+            self._stale_deadlines -= 1
+        return inf
+
+    # -- tasks -----------------------------------------------------------
+
+    def _spawn(
+        self,
+        async_fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        nursery: Nursery | None,
+        name: object,
+        *,
+        system: bool = False,
+        context: Context | None = None,
+    ) -> Task:
+        if nursery is not None and nursery._closed:
+            raise RuntimeError("Nursery is closed to new arrivals")
+        coro = _coroutine_or_error(async_fn, args)
+        if name is None:
+            name = async_fn
+        if isinstance(name, str):
+            task_name = name
+        else:
+            if isinstance(name, __import__("functools").partial):
+                name = name.func
+            task_name = getattr(name, "__qualname__", None) or repr(name)
+            module = getattr(name, "__module__", None)
+            if module and not task_name.startswith(module):
+                task_name = f"{module}.{task_name}"
+        if context is None:
+            if system:
+                context = self.system_context.copy()
+            else:
+                context = _local.task.context.copy()
+        task = Task(self, coro, task_name, context, nursery, system)
+        self._tasks.add(task)
+        if nursery is not None:
+            nursery._children.add(task)
+            scope = nursery._scope
+            task._cancel_scope = scope
+            scope._nursery_tasks.add(task)  # type: ignore[union-attr]
+        self._runq.append(task)
+        if self._instruments:
+            self._instrument("task_spawned", task)
+            self._instrument("task_scheduled", task)
+        return task
+
+    def _task_exited(self, task: Task, result: outcome.Outcome[Any]) -> None:
+        scope = task._cancel_scope
+        nursery = task._parent_nursery
+        if nursery is not None and scope is not nursery._scope:
+            # The task left with cancel scopes still open (e.g. a scope
+            # entered by hand and never exited).
+            result = outcome.Error(
+                RuntimeError(
+                    f"Cancel scope stack corrupted: {task!r} exited with "
+                    f"{scope!r} still open. Use 'with' blocks for cancel scopes."
+                )
+            )
+            while scope is not None and scope._owner is task:
+                scope._detach(task)
+                scope = scope._parent  # type: ignore[assignment]
+            scope = task._cancel_scope
+        if scope is not None and scope._nursery_tasks is not None:
+            scope._nursery_tasks.discard(task)
+        self._tasks.discard(task)
+        if task is self.main_task:
+            self.main_outcome = result
+            result = outcome.Value(None)
+        elif task._system and type(result) is outcome.Error:
+            error = result.error
+            if not isinstance(error, Cancelled):
+                self._crash(RingtrioInternalError(f"system task {task!r} raised {error!r}"), error)
+        if self._instruments:
+            self._instrument("task_exited", task)
+        if nursery is not None:
+            nursery._child_finished(task, result)
+        else:
+            # The init task: the run is over.
+            if type(result) is outcome.Error:
+                self._crash(
+                    RingtrioInternalError("the runtime's init task raised"), result.error
+                )
+            self._done = True
+        task.coro = None  # type: ignore[assignment]
+
+    def _crash(self, exc: RingtrioInternalError, cause: BaseException) -> NoReturn:
+        exc.__cause__ = cause
+        raise exc
+
+    # -- ring ops --------------------------------------------------------
+
+    def _alloc_token(self, op: RingOp) -> int:
+        free = self._free_slots
+        if free:
+            slot = free.pop()
+            self._op_slots[slot] = op
+        else:
+            slot = len(self._op_slots)
+            self._op_slots.append(op)
+            self._op_gens.append(0)
+        token = (self._op_gens[slot] << 32) | slot
+        op.token = token
+        self._ops_in_flight += 1
+        return token
+
+    def _release_token(self, slot: int) -> None:
+        self._op_slots[slot] = None
+        self._op_gens[slot] = (self._op_gens[slot] + 1) & _SLOT_MASK
+        self._free_slots.append(slot)
+        self._ops_in_flight -= 1
+
+    def _submit_op(self, op: RingOp, task: Task | None, deadline: float | None = None) -> None:
+        """Queue ``op``'s SQE (sent with this pass's single enter) and park
+        nothing: callers park on ``op._abort`` themselves."""
+        if self._done or self.ring.closed:
+            raise RuntimeError("the ringtrio run this op belongs to has finished")
+        op.task = task
+        op.cancel_raise = None
+        op.done = False
+        token = self._alloc_token(op)
+        link_ns = -1
+        if self._kernel_deadlines:
+            if deadline is None and task is not None:
+                deadline = task._cancel_scope._effective_deadline()
+            if deadline is not None and deadline != inf:
+                # The kernel compares against CLOCK_MONOTONIC ns: round up so
+                # that when it fires, time.monotonic() >= our float deadline.
+                link_ns = max(0, math.ceil(deadline * 1e9))
+        op.linked = link_ns >= 0
+        rc = self._lib.rt_prep(
+            self._ring_ptr,
+            op.opcode,
+            op.sqe_flags,
+            op.ioprio,
+            op.fd,
+            op.addr,
+            op.length,
+            op.off,
+            op.op_flags,
+            token,
+            op.buf_index,
+            link_ns,
+            _TOKEN_IGNORE,
+        )
+        if rc < 0:
+            self._release_token(token & _SLOT_MASK)
+            op.task = None
+            raise OSError(-rc, f"could not queue {op!r}: {os.strerror(-rc)}")
+
+    def _submit_cancel(self, token: int, flags: int = 0, fd: int = -1) -> None:
+        # Success needs no handling: skip its CQE.  Failures (-ENOENT: the op
+        # already completed; -EALREADY: it is completing) arrive on the ignore
+        # token: the op's own CQE is what decides.
+        rc = self._lib.rt_prep(
+            self._ring_ptr,
+            IORING_OP_ASYNC_CANCEL,
+            IOSQE_CQE_SKIP_SUCCESS,
+            0,
+            fd,
+            token,
+            0,
+            0,
+            flags,
+            _TOKEN_IGNORE,
+            0,
+            -1,
+            0,
+        )
+        if rc < 0:  # pragma: no cover - SQ could not be drained
+            raise RingtrioInternalError(f"could not queue ASYNC_CANCEL: {os.strerror(-rc)}")
+
+    def cancel_ops_on_fd(self, fd: int) -> None:
+        """Ask the kernel to cancel every op in flight on ``fd`` (used when a
+        resource is closed with operations pending)."""
+        self._submit_cancel(0, _ring.IORING_ASYNC_CANCEL_FD | _ring.IORING_ASYNC_CANCEL_ALL, fd)
+
+    def _arm_wakeup(self) -> None:
+        rc = self._lib.rt_prep(
+            self._ring_ptr,
+            IORING_OP_READ,
+            0,
+            0,
+            self._wake_r,
+            int(self.ring.ffi.cast("uintptr_t", self._wake_buf)),
+            256,
+            0,
+            0,
+            _TOKEN_WAKEUP,
+            0,
+            -1,
+            0,
+        )
+        if rc < 0:  # pragma: no cover
+            raise RingtrioInternalError(f"could not arm the wake-up read: {os.strerror(-rc)}")
+        self._wakeup_armed = True
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            # Full pipe: a wake-up is already pending.  Closed: run is over.
+            pass
+
+    def _dispatch_cqes(self, n: int) -> None:
+        slots = self._op_slots
+        gens = self._op_gens
+        for ud, res, flags in _iter_cqes(self.ring.cqe_bytes[: n * 16]):
+            slot = ud & _SLOT_MASK
+            if slot < _RESERVED_SLOTS:
+                if slot == _TOKEN_WAKEUP:
+                    self._wakeup_armed = False
+                continue
+            op = slots[slot] if slot < len(slots) else None
+            if op is None or gens[slot] != ud >> 32:
+                self._stale_cqes += 1
+                continue
+            if not (flags & IORING_CQE_F_MORE):
+                op.done = True
+                self._release_token(slot)
+            op._on_cqe(res, flags)
+
+    # -- cross-thread entry ----------------------------------------------
+
+    def _run_sync_soon(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], idempotent: bool
+    ) -> None:
+        with self._entry_lock:
+            if self._closed_for_entries:
+                raise RunFinishedError("the ringtrio run this token belongs to has finished")
+            if idempotent:
+                key = (fn, args)
+                if key in self._idempotent:
+                    return
+                self._idempotent[key] = None
+            self._entry_queue.append((fn, args))
+        if threading.get_ident() != self._thread:
+            self._wake()
+
+    def _run_entry_queue(self) -> None:
+        while True:
+            with self._entry_lock:
+                if not self._entry_queue:
+                    return
+                fn, args = self._entry_queue.popleft()
+                self._idempotent.pop((fn, args), None)
+            try:
+                self.system_context.run(fn, *args)
+            except BaseException as exc:
+                self._crash(
+                    RingtrioInternalError(f"run_sync_soon callback {fn!r} raised"), exc
+                )
+
+    # -- KeyboardInterrupt -----------------------------------------------
+
+    def _raise_ki(self) -> NoReturn:
+        self.ki_pending = False
+        raise KeyboardInterrupt
+
+    def _deliver_ki(self) -> None:
+        main = self.main_task
+        if main is not None and main._abort_func is not None:
+            main._attempt_abort(self._raise_ki)
+
+    # -- idle detection (wait_all_tasks_blocked) --------------------------
+
+    def _wake_idle_waiters(self, now_idle_for: float) -> bool:
+        waiters = self._idle_waiters
+        woke = False
+        while waiters and waiters[0][0] <= now_idle_for:
+            _, _, task = heapq.heappop(waiters)
+            reschedule(task)
+            woke = True
+        return woke
+
+    # -- the loop ----------------------------------------------------------
+
+    def _compute_timeout(self) -> float:
+        deadline = self._next_deadline()
+        if deadline == inf:
+            timeout = inf
+        elif self.clock is None:
+            timeout = deadline - time.monotonic()
+        else:
+            timeout = self.clock.deadline_to_sleep_time(deadline)
+        if self._idle_waiters:
+            timeout = min(timeout, self._idle_waiters[0][0])
+        return max(timeout, 0.0)
+
+    def _run_loop(self) -> None:
+        lib = self._lib
+        ptr = self._ring_ptr
+        cqes = self.ring.cqes
+        runq = self._runq
+        local = _local
+        current_time = self.current_time
+        CKPT = _CHECKPOINT
+        YIELD = _YIELD
+        RESUME_CHECK = _RESUME_CHECKING_CANCEL
+        Park = _Park
+        Value = outcome.Value
+        Error = outcome.Error
+        entry_queue = self._entry_queue
+        while not self._done:
+            if not self._wakeup_armed:
+                self._arm_wakeup()
+            # --- one enter: submit this pass's SQEs, maybe wait, reap ---
+            if runq or entry_queue or self._more_cqes or self.ki_pending:
+                n = lib.rt_pass(ptr, 0, 0, cqes, _ring.CQE_BATCH)
+                idle_timeout = -1.0
+            else:
+                timeout = self._compute_timeout()
+                idle_timeout = timeout
+                if self._instruments:
+                    self._instrument("before_io_wait", timeout)
+                timeout_ns = -1 if timeout == inf else int(timeout * 1e9)
+                n = lib.rt_pass(ptr, 1, timeout_ns, cqes, _ring.CQE_BATCH)
+                if self._instruments:
+                    self._instrument("after_io_wait", timeout)
+            if n < 0:
+                raise RingtrioInternalError(f"io_uring_enter failed: {os.strerror(-n)}")
+            self._more_cqes = n == _ring.CQE_BATCH
+            if n:
+                self._dispatch_cqes(n)
+            if entry_queue:
+                self._run_entry_queue()
+            if self.ki_pending:
+                self._deliver_ki()
+            # --- deadlines: expire what is due, with a fresh clock reading ---
+            heap = self._deadlines
+            if heap and heap[0][0] <= current_time():
+                self._expire_deadlines(current_time())
+            if not runq and self._idle_waiters and n == 0 and idle_timeout >= 0:
+                # Nothing happened for the whole wait: everybody is blocked.
+                self._wake_idle_waiters(idle_timeout)
+                if not runq and self.clock is not None and hasattr(self.clock, "_autojump"):
+                    pass
+            elif not runq and n == 0 and idle_timeout >= 0 and self.clock is not None:
+                autojump = getattr(self.clock, "_autojump", None)
+                if autojump is not None:
+                    autojump()
+            # --- run every task that is runnable now, once ---
+            batch = len(runq)
+            if self._instruments:
+                self._run_batch_instrumented(batch)
+                continue
+            popleft = runq.popleft
+            append = runq.append
+            for _ in range(batch):
+                task = popleft()
+                local.task = task
+                next_send = task._next_send
+                task._next_send = None
+                try:
+                    if next_send is None:
+                        msg = task.context.run(task.coro.send, None)
+                    elif next_send is RESUME_CHECK:
+                        if task._cancel_scope._eff:
+                            msg = task.context.run(task.coro.throw, Cancelled._create())
+                        elif self.ki_pending and task is self.main_task:
+                            self.ki_pending = False
+                            msg = task.context.run(task.coro.throw, KeyboardInterrupt())
+                        else:
+                            msg = task.context.run(task.coro.send, None)
+                    else:
+                        msg = task.context.run(next_send.send, task.coro)
+                except StopIteration as stop:
+                    local.task = None
+                    self._task_exited(task, Value(stop.value))
+                    continue
+                except BaseException as exc:
+                    local.task = None
+                    self._task_exited(task, Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
+                    continue
+                if msg is CKPT:
+                    task._next_send = RESUME_CHECK
+                    append(task)
+                elif msg is YIELD:
+                    append(task)
+                elif type(msg) is Park:
+                    task._abort_func = msg.abort_func
+                    if task._cancel_scope._eff or (
+                        self.ki_pending and task is self.main_task
+                    ):
+                        task._attempt_delivery_of_any_pending_cancel()
+                else:
+                    self._bad_yield(task, msg)
+            local.task = None
+
+    def _run_batch_instrumented(self, batch: int) -> None:
+        # The same as the fast loop above, with instrument hooks; kept
+        # separate so the common case pays nothing for instruments.
+        runq = self._runq
+        for _ in range(batch):
+            task = runq.popleft()
+            self._instrument("before_task_step", task)
+            self._step(task)
+            self._instrument("after_task_step", task)
+
+    def _step(self, task: Task) -> None:
+        _local.task = task
+        next_send = task._next_send
+        task._next_send = None
+        try:
+            if next_send is None:
+                msg = task.context.run(task.coro.send, None)
+            elif next_send is _RESUME_CHECKING_CANCEL:
+                if task._cancel_scope._eff:
+                    msg = task.context.run(task.coro.throw, Cancelled._create())
+                elif self.ki_pending and task is self.main_task:
+                    self.ki_pending = False
+                    msg = task.context.run(task.coro.throw, KeyboardInterrupt())
+                else:
+                    msg = task.context.run(task.coro.send, None)
+            else:
+                msg = task.context.run(next_send.send, task.coro)
+        except StopIteration as stop:
+            _local.task = None
+            self._task_exited(task, outcome.Value(stop.value))
+            return
+        except BaseException as exc:
+            _local.task = None
+            self._task_exited(task, outcome.Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
+            return
+        finally:
+            _local.task = None
+        if msg is _CHECKPOINT:
+            task._next_send = _RESUME_CHECKING_CANCEL
+            self._runq.append(task)
+            self._instrument("task_scheduled", task)
+        elif msg is _YIELD:
+            self._runq.append(task)
+            self._instrument("task_scheduled", task)
+        elif type(msg) is _Park:
+            task._abort_func = msg.abort_func
+            if task._cancel_scope._eff or (self.ki_pending and task is self.main_task):
+                task._attempt_delivery_of_any_pending_cancel()
+        else:
+            self._bad_yield(task, msg)
+
+    def _bad_yield(self, task: Task, msg: object) -> None:
+        # Something awaited an object from another async library (an asyncio
+        # future, a bare `yield`).  Throw a clear error into the task.
+        err = TypeError(
+            f"ringtrio got {msg!r} from {task!r}: the task awaited something that is "
+            "not a ringtrio operation. Are you using a library written for asyncio "
+            "(or another event loop) inside ringtrio.run()?"
+        )
+        task._next_send = outcome.Error(err)
+        self._runq.append(task)
+
+    # -- shutdown ----------------------------------------------------------
+
+    def _drain_ring(self) -> None:
+        # Memory that in-flight ops point into must outlive them, so before
+        # the ring is closed every op is cancelled and its final CQE awaited.
+        if self.ring.closed:
+            return
+        lib = self._lib
+        self._submit_cancel(0, _ring.IORING_ASYNC_CANCEL_ANY | _ring.IORING_ASYNC_CANCEL_ALL)
+        deadline = time.monotonic() + 5.0
+        while (self._ops_in_flight > 0 or self._wakeup_armed) and time.monotonic() < deadline:
+            n = lib.rt_pass(self._ring_ptr, 1, 50_000_000, self.ring.cqes, _ring.CQE_BATCH)
+            if n < 0:
+                break
+            for ud, res, flags in _iter_cqes(self.ring.cqe_bytes[: n * 16]):
+                slot = ud & _SLOT_MASK
+                if slot == _TOKEN_WAKEUP:
+                    self._wakeup_armed = False
+                elif slot >= _RESERVED_SLOTS and slot < len(self._op_slots):
+                    op = self._op_slots[slot]
+                    if op is not None and self._op_gens[slot] == ud >> 32 and not (
+                        flags & IORING_CQE_F_MORE
+                    ):
+                        op.done = True
+                        self._release_token(slot)
+
+    def close(self) -> None:
+        with self._entry_lock:
+            self._closed_for_entries = True
+        try:
+            self._drain_ring()
+        finally:
+            self.ring.close()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:  # pragma: no cover
+                    pass
+
+
+def _coroutine_or_error(
+    async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+) -> Coroutine[Any, Any, Any]:
+    if isinstance(async_fn, types.CoroutineType) or (
+        hasattr(async_fn, "send") and hasattr(async_fn, "throw")
+    ):
+        raise TypeError(
+            f"ringtrio was expecting an async function, but got a coroutine object "
+            f"{async_fn!r}. You probably wrote 'nursery.start_soon(fn())' instead of "
+            "'nursery.start_soon(fn)' (pass the function and its arguments separately)."
+        )
+    try:
+        coro = async_fn(*args)
+    except TypeError:
+        raise
+    if isinstance(coro, types.CoroutineType):
+        return coro
+    if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & 0x100:
+        return coro  # type: ignore[return-value]
+    if hasattr(coro, "send") and hasattr(coro, "throw") and hasattr(coro, "close"):
+        return coro  # type: ignore[return-value]
+    if hasattr(coro, "__await__"):
+        try:
+            import asyncio
+
+            if isinstance(coro, asyncio.Future):
+                raise TypeError(
+                    f"ringtrio got an asyncio Future from {async_fn!r}: asyncio objects "
+                    "cannot be awaited inside ringtrio.run()."
+                )
+        except ImportError:  # pragma: no cover
+            pass
+        awaitable = coro
+
+        async def _wrap() -> Any:
+            return await awaitable
+
+        return _wrap()
+    raise TypeError(
+        f"ringtrio expected an async function, but {async_fn!r} returned {coro!r}. "
+        "Use 'async def' (and pass the function itself, not its result)."
+    )
+
+
+def _current_runner() -> Runner:
+    runner = getattr(_local, "runner", None)
+    if runner is None:
+        raise RuntimeError("must be called from inside ringtrio.run()")
+    return runner  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------
+# run()
+# ---------------------------------------------------------------------------
+
+
+async def _init(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    async with open_nursery() as system_nursery:
+        runner.system_nursery = system_nursery
+        async with open_nursery() as main_nursery:
+            try:
+                runner.main_task = runner._spawn(async_fn, args, main_nursery, None)
+            except BaseException as exc:
+                runner.main_outcome = outcome.Error(exc)
+                return
+        # Main task done: system tasks are cancelled.
+        system_nursery.cancel_scope.cancel()
+
+
+def run(
+    async_fn: Callable[..., Awaitable[RetT]],
+    *args: Any,
+    clock: Clock | None = None,
+    instruments: tuple[Instrument, ...] | list[Instrument] = (),
+    strict_exception_groups: bool = True,
+) -> RetT:
+    """Run ``async_fn(*args)`` under ringtrio and return its result (or raise
+    its exception).  The trio-shaped entry point of the library."""
+    if getattr(_local, "runner", None) is not None:
+        raise RuntimeError("Attempted to call ringtrio.run() from inside a run()")
+    if not callable(async_fn):
+        raise TypeError(f"run() needs an async function, got {async_fn!r}")
+    if clock is not None and not hasattr(clock, "current_time"):
+        raise TypeError(f"clock must provide current_time() and deadline_to_sleep_time(), got {clock!r}")
+    runner = Runner(clock, tuple(instruments), strict_exception_groups)
+    _local.runner = runner
+    restore_signals = _install_sigint(runner)
+    try:
+        if clock is not None:
+            clock.start_clock()
+        if runner._instruments:
+            runner._instrument("before_run")
+        # The root scope: never cancelled, the parent of everything.
+        root_scope = CancelScope()
+        init_task = Task(runner, _init(runner, async_fn, args), "<init>", runner.system_context.copy(), None, True)
+        init_task._cancel_scope = root_scope
+        root_scope._state = CancelScope._ACTIVE
+        root_scope._owner = init_task
+        runner.init_task = init_task
+        runner._tasks.add(init_task)
+        runner._runq.append(init_task)
+        runner._run_loop()
+        if runner._instruments:
+            runner._instrument("after_run")
+    except RingtrioInternalError:
+        raise
+    except BaseException as exc:
+        raise RingtrioInternalError("internal error in ringtrio - please report it") from exc
+    finally:
+        try:
+            runner.close()
+        finally:
+            restore_signals()
+            _local.runner = None
+            _local.task = None
+    result = runner.main_outcome
+    if runner.ki_pending:
+        ki = KeyboardInterrupt()
+        if type(result) is outcome.Error:
+            ki.__context__ = result.error
+        result = outcome.Error(ki)
+    assert result is not None
+    return result.unwrap()  # type: ignore[no-any-return]
+
+
+def _install_sigint(runner: Runner) -> Callable[[], None]:
+    """Turn SIGINT into "KeyboardInterrupt at the main task's next checkpoint".
+
+    Only when run() is in the main thread and nobody installed their own
+    handler.  The signal module's wake-up fd points at our wake-up pipe, so a
+    signal arriving while we sleep in io_uring_enter wakes the loop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        runner.ki_pending = True
+
+    old_handler = signal.signal(signal.SIGINT, handler)
+    try:
+        old_wakeup = signal.set_wakeup_fd(runner._wake_w, warn_on_full_buffer=False)
+    except ValueError:  # pragma: no cover
+        old_wakeup = -1
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, old_handler)
+        try:
+            signal.set_wakeup_fd(old_wakeup)
+        except ValueError:  # pragma: no cover
+            pass
+
+    return restore
+
+
+# ---------------------------------------------------------------------------
+# Public helpers that need the runner
+# ---------------------------------------------------------------------------
+
+
+def current_task() -> Task:
+    """The task this code is running in."""
+    task = getattr(_local, "task", None)
+    if task is None:
+        raise RuntimeError("must be called from inside a ringtrio task (inside ringtrio.run())")
+    return task  # type: ignore[no-any-return]
+
+
+def current_root_task() -> Task | None:
+    """The runtime's root task (the parent of the main task's nursery)."""
+    return _current_runner().init_task
+
+
+def current_time() -> float:
+    """The current time on the run's clock (CLOCK_MONOTONIC seconds by default)."""
+    return _current_runner().current_time()
+
+
+def current_clock() -> Clock | None:
+    return _current_runner().clock
+
+
+def current_effective_deadline() -> float:
+    """The deadline that applies to the current code: ``-inf`` if already
+    cancelled, ``inf`` if there is none."""
+    task = current_task()
+    return task._cancel_scope._effective_deadline()
+
+
+def current_trio_token() -> TrioToken:
+    """A token for reaching this run from other threads."""
+    return _current_runner().trio_token
+
+
+def current_statistics() -> RunStatistics:
+    runner = _current_runner()
+    submitted, reaped, enters, overflows = runner.ring.stats()
+    deadline = runner._next_deadline()
+    return RunStatistics(
+        tasks_living=len(runner._tasks),
+        tasks_runnable=len(runner._runq),
+        seconds_to_next_deadline=deadline - runner.current_time() if deadline != inf else inf,
+        run_sync_soon_queue_size=len(runner._entry_queue),
+        sqes_submitted=submitted,
+        cqes_reaped=reaped,
+        enters=enters,
+        cq_overflows=overflows,
+        ops_in_flight=runner._ops_in_flight,
+        stale_cqes=runner._stale_cqes,
+    )
+
+
+def current_ring_features() -> RingFeatures:
+    """What the kernel's io_uring supports (probed once at setup)."""
+    return _current_runner().features
+
+
+def add_instrument(instrument: Instrument) -> None:
+    _current_runner().add_instrument(instrument)
+
+
+def remove_instrument(instrument: Instrument) -> None:
+    _current_runner().remove_instrument(instrument)
+
+
+def spawn_system_task(
+    async_fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    name: object = None,
+    context: Context | None = None,
+) -> Task:
+    """Start a task in the system nursery: it is cancelled when the main task
+    finishes, and if it raises, the whole run fails with an internal error."""
+    runner = _current_runner()
+    assert runner.system_nursery is not None
+    return runner._spawn(async_fn, args, runner.system_nursery, name, system=True, context=context)
+
+
+async def sleep_until(deadline: float) -> None:
+    """Sleep until ``current_time() >= deadline``.  A checkpoint."""
+    if math.isnan(deadline):
+        raise ValueError("deadline must not be NaN")
+    task: Task = _local.task
+    runner = task._runner
+    if deadline <= runner.current_time():
+        await _yield_trap(_CHECKPOINT)
+        return
+    if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
+        await _yield_trap(_CHECKPOINT)
+    if deadline == inf:
+        await wait_task_rescheduled(_abort_sleep)
+        return
+    # A sleeping task is its own heap entry: no cancel scope, no exception on
+    # the normal path.  Cancellation invalidates the entry (_abort_sleep).
+    runner._register_deadline(task, deadline)
+    await wait_task_rescheduled(_abort_sleep)
+
+
+def _abort_sleep(raise_cancel: Callable[[], NoReturn]) -> Abort:
+    task: Task = _local.task if getattr(_local, "task", None) is not None else None  # type: ignore[assignment]
+    return Abort.SUCCEEDED
+
+
+async def sleep(seconds: float) -> None:
+    """Sleep for ``seconds`` (0 is a pure checkpoint)."""
+    if seconds < 0:
+        raise ValueError(f"sleep length must be non-negative, not {seconds!r}")
+    if math.isnan(seconds):
+        raise ValueError("sleep length must not be NaN")
+    task: Task = _local.task
+    if seconds == 0:
+        await _yield_trap(_CHECKPOINT)
+        return
+    await sleep_until(task._runner.current_time() + seconds)
+
+
+async def sleep_forever() -> NoReturn:
+    """Sleep until cancelled."""
+    await wait_task_rescheduled(lambda _: Abort.SUCCEEDED)
+    raise RingtrioInternalError("sleep_forever() was rescheduled")  # pragma: no cover

@@ -1,0 +1,69 @@
+"""Low-level API: the parking protocol, ring operations, run introspection.
+
+Mirrors ``trio.lowlevel`` where trio has the same concept; the ring-specific
+entries (:class:`RingOp`, :func:`submit_and_wait`, :func:`current_ring_features`)
+are the documented path every I/O layer uses to talk to the kernel.
+"""
+
+from ._core import (
+    Abort,
+    Clock,
+    Instrument,
+    ParkingLot,
+    ParkingLotStatistics,
+    RingFeatures,
+    RingOp,
+    RingtrioToken,
+    RunStatistics,
+    RunVar,
+    RunVarToken,
+    Task,
+    TrioToken,
+    add_instrument,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+    current_clock,
+    current_ring_features,
+    current_root_task,
+    current_statistics,
+    current_task,
+    current_trio_token,
+    remove_instrument,
+    reschedule,
+    spawn_system_task,
+    submit_and_wait,
+    wait_task_rescheduled,
+)
+from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
+
+__all__ = [
+    "Abort",
+    "Clock",
+    "Instrument",
+    "ParkingLot",
+    "ParkingLotStatistics",
+    "RingFeatures",
+    "RingOp",
+    "RingtrioToken",
+    "RunStatistics",
+    "RunVar",
+    "RunVarToken",
+    "Task",
+    "TrioToken",
+    "add_instrument",
+    "cancel_shielded_checkpoint",
+    "checkpoint",
+    "checkpoint_if_cancelled",
+    "current_clock",
+    "current_ring_features",
+    "current_root_task",
+    "current_statistics",
+    "current_task",
+    "current_trio_token",
+    "remove_instrument",
+    "reschedule",
+    "spawn_system_task",
+    "submit_and_wait",
+    "wait_task_rescheduled",
+]
