@@ -1131,7 +1131,7 @@ class Runner:
         instruments: tuple[Instrument, ...],
         strict_exception_groups: bool,
     ) -> None:
-        self.ring = Ring()
+        self.ring = Ring(_ring.SQ_ENTRIES, _ring.CQ_ENTRIES)
         self.features: RingFeatures = self.ring.features
         self._lib = self.ring.lib
         self._ring_ptr = self.ring.ptr
@@ -1844,6 +1844,9 @@ def run(
         runner.init_task = init_task
         runner._tasks.add(init_task)
         runner._runq.append(init_task)
+        if runner._instruments:
+            runner._instrument("task_spawned", init_task)
+            runner._instrument("task_scheduled", init_task)
         runner._run_loop()
         if runner._instruments:
             runner._instrument("after_run")
