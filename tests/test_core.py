@@ -674,3 +674,25 @@ def test_checkpoints_interleave_tasks_fairly() -> None:
 
     ringtrio.run(main)
     assert log == ["a", "b", "a", "b", "a", "b"]
+
+
+def test_cancelled_sleep_does_not_wake_a_later_wait() -> None:
+    # A sleep cut short by cancellation must not leave its timer behind to
+    # wake whatever the task waits on next.
+    log: list[str] = []
+
+    async def main() -> None:
+        with ringtrio.move_on_after(0.01):
+            await ringtrio.sleep(0.05)
+        task = lowlevel.current_task()
+
+        def wake_later() -> None:
+            log.append("woken by the right party")
+            lowlevel.reschedule(task, __import__("outcome").Value("ok"))
+
+        threading.Timer(0.2, lowlevel.current_trio_token().run_sync_soon, (wake_later,)).start()
+        result = await lowlevel.wait_task_rescheduled(lambda _: lowlevel.Abort.SUCCEEDED)
+        log.append(result)
+
+    ringtrio.run(main)
+    assert log == ["woken by the right party", "ok"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import heapq
 import itertools
 import math
@@ -224,6 +225,12 @@ class Task:
     def _deadline_expired(self) -> None:
         if self._abort_func is not None:
             reschedule(self)
+
+    def _abort_timed_sleep(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
+        # The sleep is over early: its heap entry must not wake a later wait.
+        if self._deadline_seq:
+            self._runner._unregister_deadline(self)
+        return Abort.SUCCEEDED
 
     def _attempt_abort(self, raise_cancel: Callable[[], NoReturn]) -> None:
         abort_func = self._abort_func
@@ -913,8 +920,10 @@ class RingOp:
         if task is None:
             return
         self.task = None
-        if self.cancel_raise is not None and res == -errno.ECANCELED:
+        if self.cancel_raise is not None and res in _NOT_HAPPENED:
             # We asked the kernel to cancel and it did: the op did not happen.
+            # (-EINTR: an op interrupted in an io-wq worker before it
+            # transferred anything; a partial transfer is a result.)
             reschedule(task, outcome.capture(self.cancel_raise))
         elif self.linked and res == -errno.ECANCELED:
             # The linked deadline fired in the kernel: the op did not happen.
@@ -924,6 +933,10 @@ class RingOp:
 
 
 _LINK_EXPIRED = object()
+_NOT_HAPPENED = frozenset({-errno.ECANCELED, -errno.EINTR})
+# Ops still in flight when a run could not drain its ring: their memory is
+# kept alive forever rather than freed under the kernel's feet.
+_abandoned_ops: list[RingOp] = []
 _IGNORED_OP = RingOp(_ring.IORING_OP_NOP)
 
 # Reserved tokens: the low slots never hold user ops.
@@ -1275,7 +1288,7 @@ class Runner:
         if isinstance(name, str):
             task_name = name
         else:
-            if isinstance(name, __import__("functools").partial):
+            if isinstance(name, functools.partial):
                 name = name.func
             task_name = getattr(name, "__qualname__", None) or repr(name)
             module = getattr(name, "__module__", None)
@@ -1734,6 +1747,8 @@ class Runner:
             self._closed_for_entries = True
         try:
             self._drain_ring()
+            if self._ops_in_flight:
+                _abandoned_ops.extend(op for op in self._op_slots[_RESERVED_SLOTS:] if op is not None)
         finally:
             self.ring.close()
             for fd in (self._wake_r, self._wake_w):
@@ -1754,10 +1769,7 @@ def _coroutine_or_error(
             f"{async_fn!r}. You probably wrote 'nursery.start_soon(fn())' instead of "
             "'nursery.start_soon(fn)' (pass the function and its arguments separately)."
         )
-    try:
-        coro = async_fn(*args)
-    except TypeError:
-        raise
+    coro = async_fn(*args)
     if isinstance(coro, types.CoroutineType):
         return coro
     if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & 0x100:
@@ -2002,11 +2014,10 @@ async def sleep_until(deadline: float) -> None:
     # A sleeping task is its own heap entry: no cancel scope, no exception on
     # the normal path.  Cancellation invalidates the entry (_abort_sleep).
     runner._register_deadline(task, deadline)
-    await wait_task_rescheduled(_abort_sleep)
+    await wait_task_rescheduled(task._abort_timed_sleep)
 
 
 def _abort_sleep(raise_cancel: Callable[[], NoReturn]) -> Abort:
-    task: Task = _local.task if getattr(_local, "task", None) is not None else None  # type: ignore[assignment]
     return Abort.SUCCEEDED
 
 
