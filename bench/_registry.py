@@ -1,0 +1,89 @@
+"""The benchmark registry: which rows exist and which libraries run them.
+
+To add a row, write one body per library family (``_trio_like.py`` takes the
+library module, ``_asyncio_like.py`` does not) and add an entry to ``ROWS``.
+A family with no sensible equivalent can be left as ``None``; its cells then
+read ``n/a`` and nothing is run.
+
+To add a library, add it to ``LIBS`` with its family, and teach
+:func:`run_body` how to start it.
+
+This module must stay cheap to import: the orchestrator imports it, and only
+the worker subprocess imports the libraries under test (inside
+:func:`run_body`).
+"""
+
+import importlib
+import platform
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import _asyncio_like
+import _trio_like
+
+
+@dataclass(frozen=True)
+class Row:
+    count: int  # default number of ops at --scale 1
+    unit: str  # what one op is, for the table's legend
+    trio_like: Optional[Callable]  # async def body(lib, n)
+    asyncio_like: Optional[Callable]  # async def body(n)
+
+
+def _row(count, unit, name):
+    return Row(count, unit, getattr(_trio_like, name), getattr(_asyncio_like, name))
+
+
+ROWS = {
+    "spawn_join": _row(100_000, "tasks", "spawn_join"),
+    "checkpoints": _row(300_000, "checkpoints", "checkpoints"),
+    "timeout_scopes": _row(100_000, "scopes", "timeout_scopes"),
+    "sleep_1ms": _row(100_000, "tasks", "sleep_1ms"),
+    "channel_unbuffered": _row(100_000, "messages", "channel_unbuffered"),
+    "event_pingpong": _row(50_000, "round trips", "event_pingpong"),
+    "to_thread": _row(10_000, "round trips", "to_thread"),
+}
+
+# library name -> family (the attribute of Row holding its body)
+LIBS = {
+    "ringtrio": "trio_like",
+    "trio": "trio_like",
+    "asyncio": "asyncio_like",
+    "uvloop": "asyncio_like",
+}
+
+DEFAULT_LIBS = ["ringtrio", "trio", "asyncio", "uvloop"]
+
+
+def body_for(row, lib):
+    """The body that runs ``row`` for ``lib``, or None if it has none."""
+    return getattr(ROWS[row], LIBS[lib])
+
+
+def run_body(lib, body, n):
+    """Import ``lib``, run ``body`` with ``n`` ops in it, return a dict.
+
+    The dict has ``elapsed`` (seconds) and whatever identifies what actually
+    ran (``version``, ``loop``, ``module_file``).  Exceptions propagate.
+    """
+    family = LIBS[lib]
+    if family == "trio_like":
+        mod = importlib.import_module(lib)
+        elapsed = _trio_like.run(mod, body, n)
+        return {
+            "elapsed": elapsed,
+            "version": getattr(mod, "__version__", None),
+            "module_file": getattr(mod, "__file__", None)
+            or str(list(getattr(mod, "__path__", []))),
+        }
+    if lib == "asyncio":
+        elapsed, loop = _asyncio_like.run(None, body, n)
+        return {"elapsed": elapsed, "version": platform.python_version(), "loop": loop}
+    if lib == "uvloop":
+        import uvloop
+
+        elapsed, loop = _asyncio_like.run(uvloop.new_event_loop, body, n)
+        if not loop.startswith("uvloop"):
+            raise RuntimeError(f"expected a uvloop loop, got {loop}")
+        return {"elapsed": elapsed, "version": uvloop.__version__, "loop": loop}
+    raise ValueError(f"don't know how to run library {lib!r}")
