@@ -92,15 +92,19 @@ def _yield_trap(trap: object) -> Any:
     return (yield trap)
 
 
-async def checkpoint() -> None:
+# These two are generator-based coroutines (one frame per await instead of
+# two): they are the hottest awaits in the runtime.
+@types.coroutine
+def checkpoint() -> Any:
     """A pure checkpoint: let other tasks run, then raise :exc:`Cancelled`
     if this task's cancel scope has been cancelled."""
-    await _yield_trap(_CHECKPOINT)
+    yield _CHECKPOINT
 
 
-async def cancel_shielded_checkpoint() -> None:
+@types.coroutine
+def cancel_shielded_checkpoint() -> Any:
     """A schedule point that never raises :exc:`Cancelled`."""
-    await _yield_trap(_YIELD)
+    yield _YIELD
 
 
 async def checkpoint_if_cancelled() -> None:
@@ -155,7 +159,7 @@ class Task:
     __slots__ = (
         "_runner",
         "coro",
-        "name",
+        "_name",
         "context",
         "_parent_nursery",
         "_eventual_parent_nursery",
@@ -173,14 +177,14 @@ class Task:
         self,
         runner: Runner,
         coro: Coroutine[Any, Any, Any],
-        name: str,
+        name: object,
         context: Context,
         nursery: Nursery | None,
         system: bool,
     ) -> None:
         self._runner = runner
         self.coro = coro
-        self.name = name
+        self._name = name
         self.context = context
         self._parent_nursery = nursery
         self._eventual_parent_nursery: Nursery | None = None
@@ -194,6 +198,25 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} at {id(self):#x}>"
+
+    @property
+    def name(self) -> str:
+        """The task's name: given to start_soon(name=...), else the function's
+        qualified name."""
+        name = self._name
+        if not isinstance(name, str):
+            if isinstance(name, functools.partial):
+                name = name.func
+            qual = getattr(name, "__qualname__", None) or repr(name)
+            module = getattr(name, "__module__", None)
+            if module and not qual.startswith(module):
+                qual = f"{module}.{qual}"
+            self._name = name = qual
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = str(value)
 
     @property
     def parent_nursery(self) -> Nursery | None:
@@ -1162,7 +1185,7 @@ class Runner:
         for inst in instruments:
             self.add_instrument(inst)
         self._runq: deque[Task] = deque()
-        self._tasks: set[Task] = set()
+        self._ntasks = 0
         self._deadlines: list[tuple[float, int, Any]] = []
         self._deadline_counter = itertools.count(1)
         self._stale_deadlines = 0
@@ -1186,6 +1209,9 @@ class Runner:
         self._ops_in_flight = 0
         self._stale_cqes = 0
         self._more_cqes = False
+        # SQEs queued since the last enter: if none and no op is in flight,
+        # a non-blocking pass needs no native call at all.
+        self._sq_dirty = False
         # Cross-thread wake-ups: a pipe whose read end always has a READ
         # pending on the ring.  run_sync_soon from another thread and signal
         # delivery (via signal.set_wakeup_fd) write a byte to it.
@@ -1282,25 +1308,20 @@ class Runner:
     ) -> Task:
         if nursery is not None and nursery._closed:
             raise RuntimeError("Nursery is closed to new arrivals")
-        coro = _coroutine_or_error(async_fn, args)
-        if name is None:
-            name = async_fn
-        if isinstance(name, str):
-            task_name = name
+        if type(async_fn) is types.FunctionType:
+            coro = async_fn(*args)
+            if type(coro) is not types.CoroutineType:
+                coro = _coroutine_or_error(async_fn, args, coro)
         else:
-            if isinstance(name, functools.partial):
-                name = name.func
-            task_name = getattr(name, "__qualname__", None) or repr(name)
-            module = getattr(name, "__module__", None)
-            if module and not task_name.startswith(module):
-                task_name = f"{module}.{task_name}"
+            coro = _coroutine_or_error(async_fn, args)
         if context is None:
             if system:
                 context = self.system_context.copy()
             else:
                 context = _local.task.context.copy()
-        task = Task(self, coro, task_name, context, nursery, system)
-        self._tasks.add(task)
+        # The name is worked out lazily (Task.name): most tasks never need it.
+        task = Task(self, coro, async_fn if name is None else name, context, nursery, system)
+        self._ntasks += 1
         if nursery is not None:
             nursery._children.add(task)
             scope = nursery._scope
@@ -1330,7 +1351,7 @@ class Runner:
             scope = task._cancel_scope
         if scope is not None and scope._nursery_tasks is not None:
             scope._nursery_tasks.discard(task)
-        self._tasks.discard(task)
+        self._ntasks -= 1
         if task is self.main_task:
             self.main_outcome = result
             result = outcome.Value(None)
@@ -1395,6 +1416,7 @@ class Runner:
                 # that when it fires, time.monotonic() >= our float deadline.
                 link_ns = max(0, math.ceil(deadline * 1e9))
         op.linked = link_ns >= 0
+        self._sq_dirty = True
         rc = self._lib.rt_prep(
             self._ring_ptr,
             op.opcode,
@@ -1419,6 +1441,7 @@ class Runner:
         # Success needs no handling: skip its CQE.  Failures (-ENOENT: the op
         # already completed; -EALREADY: it is completing) arrive on the ignore
         # token: the op's own CQE is what decides.
+        self._sq_dirty = True
         rc = self._lib.rt_prep(
             self._ring_ptr,
             IORING_OP_ASYNC_CANCEL,
@@ -1443,6 +1466,7 @@ class Runner:
         self._submit_cancel(0, _ring.IORING_ASYNC_CANCEL_FD | _ring.IORING_ASYNC_CANCEL_ALL, fd)
 
     def _arm_wakeup(self) -> None:
+        self._sq_dirty = True
         rc = self._lib.rt_prep(
             self._ring_ptr,
             IORING_OP_READ,
@@ -1573,14 +1597,19 @@ class Runner:
                 self._arm_wakeup()
             # --- one enter: submit this pass's SQEs, maybe wait, reap ---
             if runq or entry_queue or self._more_cqes or self.ki_pending:
-                n = lib.rt_pass(ptr, 0, 0, cqes, _ring.CQE_BATCH)
                 idle_timeout = -1.0
+                if self._sq_dirty or self._ops_in_flight or self._more_cqes:
+                    self._sq_dirty = False
+                    n = lib.rt_pass(ptr, 0, 0, cqes, _ring.CQE_BATCH)
+                else:
+                    n = 0
             else:
                 timeout = self._compute_timeout()
                 idle_timeout = timeout
                 if self._instruments:
                     self._instrument("before_io_wait", timeout)
                 timeout_ns = -1 if timeout == inf else int(timeout * 1e9)
+                self._sq_dirty = False
                 n = lib.rt_pass(ptr, 1, timeout_ns, cqes, _ring.CQE_BATCH)
                 if self._instruments:
                     self._instrument("after_io_wait", timeout)
@@ -1758,8 +1787,11 @@ class Runner:
                     pass
 
 
+_NOT_CALLED = object()
+
+
 def _coroutine_or_error(
-    async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], coro: Any = _NOT_CALLED
 ) -> Coroutine[Any, Any, Any]:
     if isinstance(async_fn, types.CoroutineType) or (
         hasattr(async_fn, "send") and hasattr(async_fn, "throw")
@@ -1769,7 +1801,8 @@ def _coroutine_or_error(
             f"{async_fn!r}. You probably wrote 'nursery.start_soon(fn())' instead of "
             "'nursery.start_soon(fn)' (pass the function and its arguments separately)."
         )
-    coro = async_fn(*args)
+    if coro is _NOT_CALLED:
+        coro = async_fn(*args)
     if isinstance(coro, types.CoroutineType):
         return coro
     if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & 0x100:
@@ -1854,7 +1887,7 @@ def run(
         root_scope._state = CancelScope._ACTIVE
         root_scope._owner = init_task
         runner.init_task = init_task
-        runner._tasks.add(init_task)
+        runner._ntasks += 1
         runner._runq.append(init_task)
         if runner._instruments:
             runner._instrument("task_spawned", init_task)
@@ -1958,7 +1991,7 @@ def current_statistics() -> RunStatistics:
     submitted, reaped, enters, overflows = runner.ring.stats()
     deadline = runner._next_deadline()
     return RunStatistics(
-        tasks_living=len(runner._tasks),
+        tasks_living=runner._ntasks,
         tasks_runnable=len(runner._runq),
         seconds_to_next_deadline=deadline - runner.current_time() if deadline != inf else inf,
         run_sync_soon_queue_size=len(runner._entry_queue),
@@ -2009,12 +2042,12 @@ async def sleep_until(deadline: float) -> None:
     if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
         await _yield_trap(_CHECKPOINT)
     if deadline == inf:
-        await wait_task_rescheduled(_abort_sleep)
+        await _yield_trap(_Park(_abort_sleep))
         return
     # A sleeping task is its own heap entry: no cancel scope, no exception on
-    # the normal path.  Cancellation invalidates the entry (_abort_sleep).
+    # the normal path.  Cancellation invalidates the entry.
     runner._register_deadline(task, deadline)
-    await wait_task_rescheduled(task._abort_timed_sleep)
+    await _yield_trap(_Park(task._abort_timed_sleep))
 
 
 def _abort_sleep(raise_cancel: Callable[[], NoReturn]) -> Abort:
@@ -2031,7 +2064,15 @@ async def sleep(seconds: float) -> None:
     if seconds == 0:
         await _yield_trap(_CHECKPOINT)
         return
-    await sleep_until(task._runner.current_time() + seconds)
+    runner = task._runner
+    if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
+        await _yield_trap(_CHECKPOINT)
+    if seconds == inf:
+        await _yield_trap(_Park(_abort_sleep))
+        return
+    # (sleep_until inlined: this is the hot path of timer-heavy programs.)
+    runner._register_deadline(task, runner.current_time() + seconds)
+    await _yield_trap(_Park(task._abort_timed_sleep))
 
 
 async def sleep_forever() -> NoReturn:
