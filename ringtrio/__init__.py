@@ -28,13 +28,50 @@ from ._core import (
     sleep_forever,
     sleep_until,
 )
+from ._channel import (
+    MemoryChannelStatistics,
+    MemoryReceiveChannel,
+    MemorySendChannel,
+    open_memory_channel,
+)
+from ._sync import (
+    CapacityLimiter,
+    CapacityLimiterStatistics,
+    Condition,
+    ConditionStatistics,
+    Event,
+    EventStatistics,
+    Lock,
+    LockStatistics,
+    Semaphore,
+    SemaphoreStatistics,
+    StrictFIFOLock,
+)
 from ._timeouts import fail_after, fail_at, move_on_after, move_on_at
+from . import abc, testing
 
 TrioInternalError = RingtrioInternalError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CapacityLimiter",
+    "CapacityLimiterStatistics",
+    "Condition",
+    "ConditionStatistics",
+    "Event",
+    "EventStatistics",
+    "Lock",
+    "LockStatistics",
+    "MemoryChannelStatistics",
+    "MemoryReceiveChannel",
+    "MemorySendChannel",
+    "Semaphore",
+    "SemaphoreStatistics",
+    "StrictFIFOLock",
+    "abc",
+    "open_memory_channel",
+    "testing",
     "TASK_STATUS_IGNORED",
     "BrokenResourceError",
     "BusyResourceError",

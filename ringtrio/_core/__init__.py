@@ -49,6 +49,7 @@ from ._run import (
     sleep_until,
     spawn_system_task,
     submit_and_wait,
+    wait_all_tasks_blocked,
     wait_task_rescheduled,
 )
 

@@ -64,8 +64,12 @@ _local = threading.local()
 _CHECKPOINT = object()
 # A schedule point that never raises Cancelled.
 _YIELD = object()
-# Marker stored in Task._next_send: "resume with None, unless cancelled".
+# Markers stored in Task._next_send: "resume with None, unless cancelled",
+# and "resume with None" after a cancel-shielded schedule point.  (None means
+# a plain reschedule() after a park.)  ringtrio.testing.assert_checkpoints
+# tells the three apart.
 _RESUME_CHECKING_CANCEL = object()
+_RESUME_PLAIN = object()
 
 
 class _Park:
@@ -1555,14 +1559,18 @@ class Runner:
 
     # -- idle detection (wait_all_tasks_blocked) --------------------------
 
-    def _wake_idle_waiters(self, now_idle_for: float) -> bool:
+    def _wake_idle_waiters(self) -> None:
+        # Everybody has been blocked for the smallest cushion: wake the tasks
+        # waiting with exactly that cushion, in the order they started waiting.
         waiters = self._idle_waiters
-        woke = False
-        while waiters and waiters[0][0] <= now_idle_for:
+        cushion = waiters[0][0]
+        while waiters and waiters[0][0] == cushion:
             _, _, task = heapq.heappop(waiters)
             reschedule(task)
-            woke = True
-        return woke
+
+    def _remove_idle_waiter(self, task: Task) -> None:
+        self._idle_waiters = [e for e in self._idle_waiters if e[2] is not task]
+        heapq.heapify(self._idle_waiters)
 
     # -- the loop ----------------------------------------------------------
 
@@ -1574,8 +1582,6 @@ class Runner:
             timeout = deadline - time.monotonic()
         else:
             timeout = self.clock.deadline_to_sleep_time(deadline)
-        if self._idle_waiters:
-            timeout = min(timeout, self._idle_waiters[0][0])
         return max(timeout, 0.0)
 
     def _run_loop(self) -> None:
@@ -1588,6 +1594,7 @@ class Runner:
         CKPT = _CHECKPOINT
         YIELD = _YIELD
         RESUME_CHECK = _RESUME_CHECKING_CANCEL
+        RESUME_PLAIN = _RESUME_PLAIN
         Park = _Park
         Value = outcome.Value
         Error = outcome.Error
@@ -1596,8 +1603,8 @@ class Runner:
             if not self._wakeup_armed:
                 self._arm_wakeup()
             # --- one enter: submit this pass's SQEs, maybe wait, reap ---
+            idle_primed = 0
             if runq or entry_queue or self._more_cqes or self.ki_pending:
-                idle_timeout = -1.0
                 if self._sq_dirty or self._ops_in_flight or self._more_cqes:
                     self._sq_dirty = False
                     n = lib.rt_pass(ptr, 0, 0, cqes, _ring.CQE_BATCH)
@@ -1605,7 +1612,17 @@ class Runner:
                     n = 0
             else:
                 timeout = self._compute_timeout()
-                idle_timeout = timeout
+                # Idle detection (wait_all_tasks_blocked, MockClock autojump):
+                # if the wait below times out with nothing runnable, every
+                # task has been blocked for that long.
+                if self._idle_waiters and self._idle_waiters[0][0] < timeout:
+                    timeout = self._idle_waiters[0][0]
+                    idle_primed = 1
+                if self.clock is not None:
+                    threshold = getattr(self.clock, "_autojump_threshold", inf)
+                    if threshold < timeout:
+                        timeout = threshold
+                        idle_primed = 2
                 if self._instruments:
                     self._instrument("before_io_wait", timeout)
                 timeout_ns = -1 if timeout == inf else int(timeout * 1e9)
@@ -1626,15 +1643,11 @@ class Runner:
             heap = self._deadlines
             if heap and heap[0][0] <= current_time():
                 self._expire_deadlines(current_time())
-            if not runq and self._idle_waiters and n == 0 and idle_timeout >= 0:
-                # Nothing happened for the whole wait: everybody is blocked.
-                self._wake_idle_waiters(idle_timeout)
-                if not runq and self.clock is not None and hasattr(self.clock, "_autojump"):
-                    pass
-            elif not runq and n == 0 and idle_timeout >= 0 and self.clock is not None:
-                autojump = getattr(self.clock, "_autojump", None)
-                if autojump is not None:
-                    autojump()
+            if idle_primed and not runq:
+                if idle_primed == 1:
+                    self._wake_idle_waiters()
+                else:
+                    self.clock._autojump()  # type: ignore[union-attr]
             # --- run every task that is runnable now, once ---
             batch = len(runq)
             if self._instruments:
@@ -1658,6 +1671,8 @@ class Runner:
                             msg = task.context.run(task.coro.throw, KeyboardInterrupt())
                         else:
                             msg = task.context.run(task.coro.send, None)
+                    elif next_send is RESUME_PLAIN:
+                        msg = task.context.run(task.coro.send, None)
                     else:
                         msg = task.context.run(next_send.send, task.coro)
                 except StopIteration as stop:
@@ -1672,6 +1687,7 @@ class Runner:
                     task._next_send = RESUME_CHECK
                     append(task)
                 elif msg is YIELD:
+                    task._next_send = RESUME_PLAIN
                     append(task)
                 elif type(msg) is Park:
                     task._abort_func = msg.abort_func
@@ -1708,6 +1724,8 @@ class Runner:
                     msg = task.context.run(task.coro.throw, KeyboardInterrupt())
                 else:
                     msg = task.context.run(task.coro.send, None)
+            elif next_send is _RESUME_PLAIN:
+                msg = task.context.run(task.coro.send, None)
             else:
                 msg = task.context.run(next_send.send, task.coro)
         except StopIteration as stop:
@@ -1725,6 +1743,7 @@ class Runner:
             self._runq.append(task)
             self._instrument("task_scheduled", task)
         elif msg is _YIELD:
+            task._next_send = _RESUME_PLAIN
             self._runq.append(task)
             self._instrument("task_scheduled", task)
         elif type(msg) is _Park:
@@ -2028,6 +2047,23 @@ def spawn_system_task(
     runner = _current_runner()
     assert runner.system_nursery is not None
     return runner._spawn(async_fn, args, runner.system_nursery, name, system=True, context=context)
+
+
+async def wait_all_tasks_blocked(cushion: float = 0.0) -> None:
+    """Block until every other task has been blocked for ``cushion`` seconds
+    of real time.  Tasks waiting with the same cushion wake together, in the
+    order they started waiting."""
+    if cushion < 0 or math.isnan(cushion):
+        raise ValueError(f"cushion must be a non-negative number, not {cushion!r}")
+    task = current_task()
+    runner = task._runner
+    heapq.heappush(runner._idle_waiters, (float(cushion), next(runner._idle_counter), task))
+
+    def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
+        runner._remove_idle_waiter(task)
+        return Abort.SUCCEEDED
+
+    await wait_task_rescheduled(abort)
 
 
 async def sleep_until(deadline: float) -> None:

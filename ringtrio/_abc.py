@@ -1,0 +1,129 @@
+"""Abstract interfaces shared by ringtrio's resources.
+
+This module only describes *shapes*: what methods a closable resource or a
+channel endpoint must provide.  Concrete implementations live elsewhere
+(for example ``ringtrio._channel`` for in-memory channels).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from ._core import EndOfChannel
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+__all__ = ["AsyncResource", "Channel", "ReceiveChannel", "SendChannel"]
+
+T = TypeVar("T")
+# A send endpoint only consumes values, a receive endpoint only produces them,
+# so their variance differs; a full duplex Channel has to be invariant.
+SendType = TypeVar("SendType", contravariant=True)
+ReceiveType = TypeVar("ReceiveType", covariant=True)
+
+
+class AsyncResource(ABC):
+    """Something that holds resources and must be closed when you are done.
+
+    Closing is asynchronous because a graceful shutdown may have to wait (for
+    example to flush buffered data).  Even if that wait is cut short -- by an
+    error or by cancellation -- :meth:`aclose` must still release everything
+    it holds before it returns or raises.
+
+    Every ``AsyncResource`` works as an async context manager: entering does
+    nothing and is not a checkpoint, leaving calls :meth:`aclose`::
+
+        async with resource:
+            ...
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the resource, gracefully if possible.
+
+        Calling it on an already closed resource must succeed silently.  After
+        it returns (or raises), other operations on the resource are expected
+        to fail with :exc:`ClosedResourceError`.
+        """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class SendChannel(AsyncResource, Generic[SendType]):
+    """The sending end of a channel that carries Python objects."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def send(self, value: SendType) -> None:
+        """Deliver ``value`` into the channel, waiting for room if needed.
+
+        Raises:
+          BrokenResourceError: nobody can ever receive from the channel again
+              (every receive endpoint was closed).
+          ClosedResourceError: this endpoint was closed, possibly while
+              ``send`` was waiting.
+          BusyResourceError: the implementation does not allow concurrent
+              sends and another task is already sending.
+        """
+
+
+class ReceiveChannel(AsyncResource, Generic[ReceiveType]):
+    """The receiving end of a channel that carries Python objects.
+
+    Besides :meth:`receive`, a receive endpoint is an async iterator which
+    stops cleanly once the channel signals :exc:`EndOfChannel`::
+
+        async for value in receive_channel:
+            ...
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def receive(self) -> ReceiveType:
+        """Wait for the next value from the channel and return it.
+
+        Raises:
+          EndOfChannel: every send endpoint was closed and nothing is left
+              to receive.
+          ClosedResourceError: this endpoint was closed, possibly while
+              ``receive`` was waiting.
+          BrokenResourceError: the channel failed and cannot deliver more.
+          BusyResourceError: the implementation does not allow concurrent
+              receives and another task is already receiving.
+        """
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ReceiveType:
+        # Translate the channel's own end-of-data signal into the one the
+        # async-iteration protocol understands.  ``from None`` keeps the
+        # traceback of a normal loop exit free of noise.
+        try:
+            return await self.receive()
+        except EndOfChannel:
+            raise StopAsyncIteration from None
+
+
+class Channel(SendChannel[T], ReceiveChannel[T]):
+    """A single object that can both send and receive values of type ``T``."""
+
+    __slots__ = ()
+

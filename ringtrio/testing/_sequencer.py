@@ -1,0 +1,42 @@
+"""Sequencer: make tasks take turns in a fixed order, for tests."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from .._core import BrokenResourceError
+from .._sync import Event
+
+
+class Sequencer:
+    """``async with seq(n):`` blocks until every block with a smaller number
+    has been entered and left. Numbers start at 0 and each may be used once.
+    If a block with a smaller number is cancelled, the waiting blocks get
+    :exc:`BrokenResourceError`."""
+
+    def __init__(self) -> None:
+        self._sequence_points: defaultdict[int, Event] = defaultdict(Event)
+        self._claimed: set[int] = set()
+        self._broken = False
+
+    @asynccontextmanager
+    async def __call__(self, position: int) -> AsyncIterator[None]:
+        if position in self._claimed:
+            raise RuntimeError(f"Sequencer position {position} was already used")
+        self._claimed.add(position)
+        if position != 0:
+            try:
+                await self._sequence_points[position].wait()
+            except BaseException:
+                self._broken = True
+                for event in self._sequence_points.values():
+                    event.set()
+                raise
+            if self._broken:
+                raise BrokenResourceError("Sequencer is broken: an earlier position was cancelled")
+        try:
+            yield
+        finally:
+            self._sequence_points[position + 1].set()
