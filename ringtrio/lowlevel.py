@@ -35,6 +35,7 @@ from ._core import (
     submit_and_wait,
     wait_task_rescheduled,
 )
+from ._core import _ring
 from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 
 __all__ = [
@@ -66,4 +67,5 @@ __all__ = [
     "spawn_system_task",
     "submit_and_wait",
     "wait_task_rescheduled",
+    *_ring.__all__,
 ]

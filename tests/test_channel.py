@@ -47,6 +47,19 @@ async def settle(lib: ModuleType, done: Callable[[], bool], what: str = "") -> N
     raise AssertionError(f"not reached after {MAX_CHECKPOINTS} checkpoints: {what}")
 
 
+async def settle_count(
+    lib: ModuleType, get: Callable[[], int], expected: int
+) -> None:
+    """Checkpoint until ``get()`` returns ``expected``; fail after MAX_CHECKPOINTS."""
+    for _ in range(MAX_CHECKPOINTS):
+        if get() == expected:
+            return
+        await lib.lowlevel.checkpoint()
+    raise AssertionError(
+        f"count still {get()} (expected {expected}) after {MAX_CHECKPOINTS} checkpoints"
+    )
+
+
 def stats(channel: Any) -> dict[str, object]:
     s = channel.statistics()
     return {name: getattr(s, name) for name in STAT_FIELDS}
@@ -176,8 +189,8 @@ def receivers_fifo_scenario(lib: ModuleType, size: int | float) -> list[object]:
         async with lib.open_nursery() as nursery:
             for i in range(4):
                 nursery.start_soon(receiver, f"R{i}")
-                await settle(
-                    lib, lambda i=i: send.statistics().tasks_waiting_receive == i + 1
+                await settle_count(
+                    lib, lambda: send.statistics().tasks_waiting_receive, i + 1
                 )
             for item in "abc":
                 send.send_nowait(item)
@@ -226,8 +239,8 @@ def senders_fifo_scenario(lib: ModuleType, size: int) -> list[object]:
         async with lib.open_nursery() as nursery:
             for i in range(3):
                 nursery.start_soon(sender, f"S{i}")
-                await settle(
-                    lib, lambda i=i: send.statistics().tasks_waiting_send == i + 1
+                await settle_count(
+                    lib, lambda: send.statistics().tasks_waiting_send, i + 1
                 )
             for i in range(size + 3):
                 log.append(receive.receive_nowait())
@@ -235,7 +248,7 @@ def senders_fifo_scenario(lib: ModuleType, size: int) -> list[object]:
                 # Each receive frees at most one sender (the oldest), and we
                 # wait for it to run before the next receive, so the log
                 # order is fixed.
-                await settle(lib, lambda i=i: _count_done(log) == min(i + 1, 3))
+                await settle_count(lib, lambda: _count_done(log), min(i + 1, 3))
             with pytest.raises(lib.WouldBlock):
                 receive.receive_nowait()
 
@@ -343,8 +356,8 @@ def close_receive_scenario(lib: ModuleType) -> list[object]:
         async with lib.open_nursery() as nursery:
             for i in range(2):
                 nursery.start_soon(sender, f"S{i}")
-                await settle(
-                    lib, lambda i=i: send.statistics().tasks_waiting_send == i + 1
+                await settle_count(
+                    lib, lambda: send.statistics().tasks_waiting_send, i + 1
                 )
             receive.close()
             log.append(stats(send))  # one receive endpoint still open
@@ -352,7 +365,7 @@ def close_receive_scenario(lib: ModuleType) -> list[object]:
                 pass  # sync context manager closes it, without a checkpoint
             log.append(stats(send))
             await settle(lib, lambda: len(log) == 4)
-        log[2:4] = sorted(log[2:4])  # woken together: run order is free
+        log[2:4] = sorted(map(str, log[2:4]))  # woken together: run order is free
         with pytest.raises(lib.BrokenResourceError):
             send.send_nowait("late")
         with pytest.raises(lib.BrokenResourceError):
@@ -402,14 +415,14 @@ def close_send_scenario(lib: ModuleType) -> list[object]:
         async with lib.open_nursery() as nursery:
             for i in range(2):
                 nursery.start_soon(receiver, f"R{i}")
-                await settle(
-                    lib, lambda i=i: receive.statistics().tasks_waiting_receive == i + 1
+                await settle_count(
+                    lib, lambda: receive.statistics().tasks_waiting_receive, i + 1
                 )
             log.append(stats(receive))  # send2 still open: nobody woken
             send2.close()  # not a checkpoint: nobody runs before we log
             log.append(stats(receive))
             await settle(lib, lambda: len(log) == 4)
-        log[2:4] = sorted(log[2:4])
+        log[2:4] = sorted(map(str, log[2:4]))
         with pytest.raises(lib.EndOfChannel):
             receive.receive_nowait()
         with pytest.raises(lib.EndOfChannel):
@@ -652,8 +665,8 @@ def cancel_blocked_send_scenario(lib: ModuleType) -> list[object]:
         async with lib.open_nursery() as nursery:
             for i, name in enumerate(["S0", "S1"]):
                 nursery.start_soon(sender, name)
-                await settle(
-                    lib, lambda i=i: send.statistics().tasks_waiting_send == i + 1
+                await settle_count(
+                    lib, lambda: send.statistics().tasks_waiting_send, i + 1
                 )
             scopes["S0"].cancel()
             log.append(stats(send)["tasks_waiting_send"])
@@ -689,8 +702,8 @@ def cancel_blocked_receive_scenario(lib: ModuleType) -> list[object]:
         async with lib.open_nursery() as nursery:
             for i, name in enumerate(["R0", "R1"]):
                 nursery.start_soon(receiver, name)
-                await settle(
-                    lib, lambda i=i: send.statistics().tasks_waiting_receive == i + 1
+                await settle_count(
+                    lib, lambda: send.statistics().tasks_waiting_receive, i + 1
                 )
             scopes["R0"].cancel()
             log.append(stats(send)["tasks_waiting_receive"])

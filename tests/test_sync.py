@@ -43,6 +43,19 @@ async def settle(lib: ModuleType, done: Callable[[], bool], what: str = "") -> N
     raise AssertionError(f"not reached after {MAX_CHECKPOINTS} checkpoints: {what}")
 
 
+async def settle_count(
+    lib: ModuleType, get: Callable[[], int], expected: int
+) -> None:
+    """Checkpoint until ``get()`` returns ``expected``; fail after MAX_CHECKPOINTS."""
+    for _ in range(MAX_CHECKPOINTS):
+        if get() == expected:
+            return
+        await lib.lowlevel.checkpoint()
+    raise AssertionError(
+        f"count still {get()} (expected {expected}) after {MAX_CHECKPOINTS} checkpoints"
+    )
+
+
 async def checkpoints(lib: ModuleType, n: int) -> None:
     for _ in range(n):
         await lib.lowlevel.checkpoint()
@@ -103,7 +116,7 @@ def test_event_wait_after_set_is_still_a_checkpoint(lib: ModuleType) -> None:
             with pytest.raises(lib.Cancelled):
                 await ev.wait()
         # ... and lets other tasks run.
-        ran = []
+        ran: list[int] = []
         async with lib.open_nursery() as nursery:
             nursery.start_soon(lambda: _append(ran))
             assert not ran
@@ -157,7 +170,7 @@ def lock_handoff_scenario(lib: ModuleType, lock_cls_name: str = "Lock") -> list[
         async with lib.open_nursery() as nursery:
             for i, name in enumerate("ABC"):
                 nursery.start_soon(worker, name)
-                await settle(lib, lambda i=i: lock.statistics().tasks_waiting == i + 1)
+                await settle_count(lib, lambda: lock.statistics().tasks_waiting, i + 1)
             lock.release()
             # Hand-off: A owns the lock before it has even run again.
             stats = lock.statistics()
@@ -227,7 +240,7 @@ def lock_cancelled_waiter_scenario(lib: ModuleType) -> list[str]:
         async with lib.open_nursery() as nursery:
             for i, name in enumerate("ABC"):
                 nursery.start_soon(worker, name)
-                await settle(lib, lambda i=i: lock.statistics().tasks_waiting == i + 1)
+                await settle_count(lib, lambda: lock.statistics().tasks_waiting, i + 1)
             scopes["B"].cancel()
             # Cancelling pulls B out of the queue at once; wait for B to
             # actually run before releasing, so the log order is fixed.
@@ -272,7 +285,7 @@ def semaphore_scenario(lib: ModuleType) -> list[str]:
         async with lib.open_nursery() as nursery:
             for i, name in enumerate("ABCD"):
                 nursery.start_soon(worker, name)
-                await settle(lib, lambda i=i: sem.statistics().tasks_waiting == i + 1)
+                await settle_count(lib, lambda: sem.statistics().tasks_waiting, i + 1)
             for i in range(4):
                 sem.release()
                 # Hand-off: the unit went to the waiter, not to the counter,
@@ -280,7 +293,7 @@ def semaphore_scenario(lib: ModuleType) -> list[str]:
                 assert sem.value == 0
                 with pytest.raises(lib.WouldBlock):
                     sem.acquire_nowait()
-                await settle(lib, lambda i=i: len(log) == i + 1)
+                await settle_count(lib, lambda: len(log), i + 1)
             sem.release()
             assert sem.value == 1
 
@@ -375,7 +388,7 @@ def condition_scenario(lib: ModuleType) -> list[str]:
         async with lib.open_nursery() as nursery:
             for i, name in enumerate("ABCDE"):
                 nursery.start_soon(waiter, name)
-                await settle(lib, lambda i=i: cond.statistics().tasks_waiting == i + 1)
+                await settle_count(lib, lambda: cond.statistics().tasks_waiting, i + 1)
             async with cond:
                 cond.notify(2)
                 stats = cond.statistics()
@@ -570,8 +583,8 @@ def capacity_limiter_scenario(lib: ModuleType) -> list[object]:
         async with lib.open_nursery() as nursery:
             for i, name in enumerate("ABCDE"):
                 nursery.start_soon(worker, name)
-                await settle(
-                    lib, lambda i=i: limiter.statistics().tasks_waiting == i + 1
+                await settle_count(
+                    lib, lambda: limiter.statistics().tasks_waiting, i + 1
                 )
             limiter.release_on_behalf_of("main")
             # Hand-off: the token is already A's; "main" cannot take it back.
@@ -632,8 +645,8 @@ def capacity_limiter_cancel_scenario(lib: ModuleType) -> list[str]:
         async with lib.open_nursery() as nursery:
             for i, name in enumerate("ABC"):
                 nursery.start_soon(worker, name)
-                await settle(
-                    lib, lambda i=i: limiter.statistics().tasks_waiting == i + 1
+                await settle_count(
+                    lib, lambda: limiter.statistics().tasks_waiting, i + 1
                 )
             scopes["A"].cancel()
             assert limiter.statistics().tasks_waiting == 2
@@ -667,7 +680,9 @@ def test_capacity_limiter_acquire_is_a_checkpoint(lib: ModuleType) -> None:
 WINDOW_ATTEMPTS = 30
 
 
-def cancel_during_acquire_yield(lib: ModuleType, kind: str) -> tuple[bool, list[object]]:
+def cancel_during_acquire_yield(
+    lib: ModuleType, kind: str
+) -> tuple[bool, list[object]]:
     log: list[object] = []
     window_hit = False
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NoReturn, Callable
 
 from . import _run
-from ._run import Abort, Task
+from ._run import Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,38 +38,40 @@ class ParkingLot:
         return f"<ParkingLot with {len(self._parked)} parked task(s)>"
 
     async def park(self) -> None:
-        """Park until unparked.  Not a checkpoint by itself beyond the park."""
+        """Park until unparked.  Cancellable: a cancelled task leaves the lot."""
         task = _run.current_task()
         self._parked[task] = None
         task.custom_sleep_data = self
+        await _run._yield_trap(_run._Park(task._abort_parking))
 
-        def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
-            lot: ParkingLot = task.custom_sleep_data
-            del lot._parked[task]
-            task.custom_sleep_data = None
-            return Abort.SUCCEEDED
-
-        await _run.wait_task_rescheduled(abort)
-
-    def _pop_several(self, count: int | float) -> Iterator[Task]:
-        if isinstance(count, float):
-            if not math.isinf(count):
-                raise ValueError("count must be an int or math.inf")
-        elif not isinstance(count, int):
-            raise TypeError("count must be an int or math.inf")
+    def _pop_several(self, count: int | float) -> list[Task]:
+        if type(count) is not int:
+            if isinstance(count, float):
+                if not math.isinf(count):
+                    raise ValueError("count must be an int or math.inf")
+            elif not isinstance(count, int):
+                raise TypeError("count must be an int or math.inf")
         if count < 0:
             raise ValueError("count must be >= 0")
-        while self._parked and count > 0:
-            task, _ = self._parked.popitem(last=False)
+        parked = self._parked
+        if count >= len(parked):
+            tasks = list(parked)
+            parked.clear()
+        else:
+            tasks = []
+            popitem = parked.popitem
+            for _ in range(int(count)):
+                tasks.append(popitem(last=False)[0])
+        for task in tasks:
             task.custom_sleep_data = None
-            count -= 1
-            yield task
+        return tasks
 
     def unpark(self, *, count: int | float = 1) -> list[Task]:
         """Wake up to ``count`` tasks, oldest first.  Returns them."""
-        tasks = list(self._pop_several(count))
+        tasks = self._pop_several(count)
+        reschedule = _run.reschedule
         for task in tasks:
-            _run.reschedule(task)
+            reschedule(task)
         return tasks
 
     def unpark_all(self) -> list[Task]:

@@ -88,6 +88,12 @@ IORING_FEAT_NODROP = 1 << 1
 IORING_FEAT_EXT_ARG = 1 << 8
 IORING_FEAT_CQE_SKIP = 1 << 11
 
+__all__ = sorted(
+    name
+    for name in dict(globals())
+    if name.startswith(("IORING_", "IOSQE_"))
+) + ["OPCODE_NAMES", "RingFeatures"]
+
 PREFERRED_SETUP_FLAGS = (
     IORING_SETUP_SINGLE_ISSUER
     | IORING_SETUP_DEFER_TASKRUN

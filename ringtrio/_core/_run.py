@@ -54,7 +54,19 @@ inf = math.inf
 
 # Where "the current runner / task" lives.  A thread-local so that separate
 # threads can each run their own ringtrio.run().
-_local = threading.local()
+class _RunLocal(threading.local):
+    runner: Runner | None = None
+    task: Task | None = None
+
+
+_local = _RunLocal()
+
+
+def _outside_run() -> NoReturn:
+    raise RuntimeError(
+        "this must be called from inside ringtrio.run() (in a ringtrio task), "
+        "not from plain synchronous code or another event loop"
+    )
 
 # ---------------------------------------------------------------------------
 # Traps: what a task yields to the run loop
@@ -114,7 +126,9 @@ def cancel_shielded_checkpoint() -> Any:
 async def checkpoint_if_cancelled() -> None:
     """Raise :exc:`Cancelled` (after a schedule point) if this task is in a
     cancelled scope; otherwise return at once without yielding."""
-    task: Task = _local.task
+    task = _local.task
+    if task is None:
+        _outside_run()
     if task._cancel_scope._eff or (task._runner.ki_pending and task is task._runner.main_task):
         await _yield_trap(_CHECKPOINT)
 
@@ -253,6 +267,13 @@ class Task:
         if self._abort_func is not None:
             reschedule(self)
 
+    def _abort_parking(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
+        # Cancelled while parked in a ParkingLot: leave the lot.
+        lot = self.custom_sleep_data
+        del lot._parked[self]
+        self.custom_sleep_data = None
+        return Abort.SUCCEEDED
+
     def _abort_timed_sleep(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
         # The sleep is over early: its heap entry must not wake a later wait.
         if self._deadline_seq:
@@ -353,7 +374,9 @@ class CancelScope:
     # -- entering and leaving ------------------------------------------------
 
     def __enter__(self) -> CancelScope:
-        task: Task = _local.task
+        task = _local.task
+        if task is None:
+            _outside_run()
         self._enter_in(task)
         return self
 
@@ -407,8 +430,8 @@ class CancelScope:
             )
             err.__context__ = exc
             return err
-        task: Task = _local.task
-        if task is not self._owner:
+        task = _local.task
+        if task is None or task is not self._owner:
             err = RuntimeError(
                 f"Cancel scope stack corrupted: attempted to exit {self!r} from "
                 f"{task!r}, but it was entered in {self._owner!r}. Cancel scopes "
@@ -502,7 +525,7 @@ class CancelScope:
                 stack.extend(scope._children)
         # Abort functions run last, with the tree consistent: they may do
         # arbitrary things, including cancelling other scopes.
-        for task in newly_cancelled:
+        for task in dict.fromkeys(newly_cancelled):
             if task._abort_func is not None and task._cancel_scope._eff:
                 task._attempt_abort(_raise_cancelled)
 
@@ -510,15 +533,25 @@ class CancelScope:
 
     @property
     def cancel_called(self) -> bool:
-        """True once ``cancel()`` was called or the deadline expired."""
+        """True once ``cancel()`` was called or the deadline has passed."""
+        if not self._cancel_called and self._state != CancelScope._DONE and self._deadline != inf:
+            # As trio: a passed deadline reads as cancelled even before the
+            # scheduler got round to expiring it.
+            runner = getattr(_local, "runner", None)
+            if runner is not None and runner.current_time() >= self._deadline:
+                self.cancel()
         return self._cancel_called
 
     @property
     def deadline(self) -> float:
-        """Absolute deadline on the ``current_time()`` clock; ``inf`` if none."""
-        if self._state == CancelScope._NEW and self._relative_deadline != inf:
-            # trio reports the relative value as "not yet anchored": +inf
-            return inf
+        """Absolute deadline on the ``current_time()`` clock; ``inf`` if none.
+        An unentered scope made with a relative deadline has none yet
+        (RuntimeError, as in trio)."""
+        if self._relative_deadline != inf:
+            raise RuntimeError(
+                "Unentered relative cancel scope does not have an absolute deadline "
+                "yet; read relative_deadline, or enter the scope first"
+            )
         return self._deadline
 
     @deadline.setter
@@ -526,12 +559,10 @@ class CancelScope:
         if math.isnan(new_deadline):
             raise ValueError("deadline must not be NaN")
         if self._relative_deadline != inf:
-            if self._state == CancelScope._NEW:
-                raise RuntimeError(
-                    "unentered relative cancel scope does not have an absolute deadline; "
-                    "set relative_deadline instead, or enter the scope first"
-                )
-            self._relative_deadline = inf
+            raise RuntimeError(
+                "Unentered relative cancel scope does not have an absolute deadline; "
+                "set relative_deadline instead, or enter the scope first"
+            )
         self._deadline = float(new_deadline)
         if self._state == CancelScope._ACTIVE and not self._cancel_called:
             runner: Runner = self._owner._runner  # type: ignore[union-attr]
@@ -542,13 +573,15 @@ class CancelScope:
 
     @property
     def relative_deadline(self) -> float:
-        """Deadline relative to when the scope is entered (before entry), or
-        to now (after entry)."""
-        if self._state == CancelScope._NEW:
-            return self._relative_deadline
-        if self._state == CancelScope._ACTIVE:
+        """Seconds from now to the deadline (after entry), or from entry
+        (before).  An unentered scope with an absolute deadline has none."""
+        if self._state != CancelScope._NEW:
             return self._deadline - self._owner._runner.current_time()  # type: ignore[union-attr]
-        raise RuntimeError("relative_deadline is not available on an exited cancel scope")
+        if self._deadline != inf:
+            raise RuntimeError(
+                "Unentered non-relative cancel scope does not have a relative deadline"
+            )
+        return self._relative_deadline
 
     @relative_deadline.setter
     def relative_deadline(self, new_relative_deadline: float) -> None:
@@ -556,14 +589,22 @@ class CancelScope:
             raise ValueError("relative_deadline must not be NaN")
         if new_relative_deadline < 0:
             raise ValueError(f"relative_deadline must be >= 0, not {new_relative_deadline!r}")
-        if self._state == CancelScope._ACTIVE:
+        if self._state != CancelScope._NEW:
             runner: Runner = self._owner._runner  # type: ignore[union-attr]
-            self.deadline = runner.current_time() + new_relative_deadline
-        elif self._state == CancelScope._NEW:
-            self._deadline = inf
-            self._relative_deadline = float(new_relative_deadline)
+            self.deadline = runner.current_time() + float(new_relative_deadline)
+        elif self._deadline != inf:
+            raise RuntimeError(
+                "Unentered non-relative cancel scope does not have a relative deadline"
+            )
         else:
-            raise RuntimeError("cannot set relative_deadline on an exited cancel scope")
+            self._relative_deadline = float(new_relative_deadline)
+
+    @property
+    def is_relative(self) -> bool | None:
+        """None once entered; before that, whether the deadline is relative."""
+        if self._state != CancelScope._NEW:
+            return None
+        return self._relative_deadline != inf
 
     @property
     def shield(self) -> bool:
@@ -658,7 +699,10 @@ class _TaskStatus:
         if new_scope._nursery_tasks is None:
             new_scope._nursery_tasks = set()
         for task in moved_tasks:
-            task._cancel_scope = new_scope
+            # The task's base scope moves; a scope it entered itself (already
+            # moved above) stays its innermost one.
+            if task._cancel_scope is old_scope:
+                task._cancel_scope = new_scope
             new_scope._nursery_tasks.add(task)
         for s in moved_scopes:
             s._update_eff()
@@ -835,7 +879,9 @@ class _NurseryManager:
         self._strict = strict
 
     async def __aenter__(self) -> Nursery:
-        task: Task = _local.task
+        task = _local.task
+        if task is None:
+            _outside_run()
         strict = self._strict if self._strict is not None else task._runner.strict_exception_groups
         scope = CancelScope()
         scope._enter_in(task)
@@ -960,6 +1006,7 @@ class RingOp:
 
 
 _LINK_EXPIRED = object()
+_MAX_KERNEL_DEADLINE = 2.0**62 / 1e9  # seconds; beyond this int64 ns overflows
 _NOT_HAPPENED = frozenset({-errno.ECANCELED, -errno.EINTR})
 # Ops still in flight when a run could not drain its ring: their memory is
 # kept alive forever rather than freed under the kernel's feet.
@@ -985,7 +1032,9 @@ async def submit_and_wait(op: RingOp) -> tuple[int, int]:
     linked ``IORING_OP_LINK_TIMEOUT``.  Returns ``(res, cqe_flags)``; a
     negative ``res`` is ``-errno`` and is not raised here.
     """
-    task: Task = _local.task
+    task = _local.task
+    if task is None:
+        _outside_run()
     runner = task._runner
     if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
         await _yield_trap(_CHECKPOINT)
@@ -1195,6 +1244,10 @@ class Runner:
         self._stale_deadlines = 0
         self._runvars: dict[RunVar[Any], Any] = {}
         self.ki_pending = False
+        # A KeyboardInterrupt that has not yet been offered to a parked main
+        # task.  Offered once: if the main task's wait cannot be aborted right
+        # away (Abort.FAILED), it gets it at its next checkpoint or park.
+        self._ki_fresh = False
         self.main_task: Task | None = None
         self.main_outcome: outcome.Outcome[Any] | None = None
         self.init_task: Task | None = None
@@ -1220,7 +1273,9 @@ class Runner:
         # pending on the ring.  run_sync_soon from another thread and signal
         # delivery (via signal.set_wakeup_fd) write a byte to it.
         self._entry_queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
-        self._entry_lock = threading.Lock()
+        # Re-entrant: run_sync_soon may be called from a signal handler that
+        # interrupted the loop while it held the lock.
+        self._entry_lock = threading.RLock()
         self._idempotent: dict[tuple[Callable[..., Any], tuple[Any, ...]], None] = {}
         self._closed_for_entries = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -1322,7 +1377,7 @@ class Runner:
             if system:
                 context = self.system_context.copy()
             else:
-                context = _local.task.context.copy()
+                context = _local.task.context.copy()  # type: ignore[union-attr]
         # The name is worked out lazily (Task.name): most tasks never need it.
         task = Task(self, coro, async_fn if name is None else name, context, nursery, system)
         self._ntasks += 1
@@ -1415,27 +1470,36 @@ class Runner:
         if self._kernel_deadlines:
             if deadline is None and task is not None:
                 deadline = task._cancel_scope._effective_deadline()
-            if deadline is not None and deadline != inf:
+            if deadline is not None and deadline < _MAX_KERNEL_DEADLINE:
                 # The kernel compares against CLOCK_MONOTONIC ns: round up so
                 # that when it fires, time.monotonic() >= our float deadline.
+                # (Deadlines centuries away are left to the Python heap.)
                 link_ns = max(0, math.ceil(deadline * 1e9))
         op.linked = link_ns >= 0
         self._sq_dirty = True
-        rc = self._lib.rt_prep(
-            self._ring_ptr,
-            op.opcode,
-            op.sqe_flags,
-            op.ioprio,
-            op.fd,
-            op.addr,
-            op.length,
-            op.off,
-            op.op_flags,
-            token,
-            op.buf_index,
-            link_ns,
-            _TOKEN_IGNORE,
-        )
+        try:
+            rc = self._lib.rt_prep(
+                self._ring_ptr,
+                op.opcode,
+                op.sqe_flags,
+                op.ioprio,
+                op.fd,
+                op.addr,
+                op.length,
+                op.off,
+                op.op_flags,
+                token,
+                op.buf_index,
+                link_ns,
+                _TOKEN_IGNORE,
+            )
+        except (OverflowError, TypeError) as exc:
+            self._release_token(token & _SLOT_MASK)
+            op.task = None
+            raise ValueError(
+                f"{op!r} has a field out of range for an SQE (fd/len/op_flags are "
+                f"32-bit, addr/off 64-bit unsigned, buf_index 16-bit): {exc}"
+            ) from None
         if rc < 0:
             self._release_token(token & _SLOT_MASK)
             op.task = None
@@ -1604,7 +1668,7 @@ class Runner:
                 self._arm_wakeup()
             # --- one enter: submit this pass's SQEs, maybe wait, reap ---
             idle_primed = 0
-            if runq or entry_queue or self._more_cqes or self.ki_pending:
+            if runq or entry_queue or self._more_cqes or self._ki_fresh:
                 if self._sq_dirty or self._ops_in_flight or self._more_cqes:
                     self._sq_dirty = False
                     n = lib.rt_pass(ptr, 0, 0, cqes, _ring.CQE_BATCH)
@@ -1637,8 +1701,10 @@ class Runner:
                 self._dispatch_cqes(n)
             if entry_queue:
                 self._run_entry_queue()
-            if self.ki_pending:
-                self._deliver_ki()
+            if self._ki_fresh:
+                self._ki_fresh = False
+                if self.ki_pending:
+                    self._deliver_ki()
             # --- deadlines: expire what is due, with a fresh clock reading ---
             heap = self._deadlines
             if heap and heap[0][0] <= current_time():
@@ -1889,12 +1955,15 @@ def run(
         raise RuntimeError("Attempted to call ringtrio.run() from inside a run()")
     if not callable(async_fn):
         raise TypeError(f"run() needs an async function, got {async_fn!r}")
-    if clock is not None and not hasattr(clock, "current_time"):
+    if clock is not None and not (
+        hasattr(clock, "current_time") and hasattr(clock, "deadline_to_sleep_time")
+    ):
         raise TypeError(f"clock must provide current_time() and deadline_to_sleep_time(), got {clock!r}")
     runner = Runner(clock, tuple(instruments), strict_exception_groups)
     _local.runner = runner
-    restore_signals = _install_sigint(runner)
+    restore_signals: Callable[[], None] = lambda: None
     try:
+        restore_signals = _install_sigint(runner)
         if clock is not None:
             clock.start_clock()
         if runner._instruments:
@@ -1949,6 +2018,7 @@ def _install_sigint(runner: Runner) -> Callable[[], None]:
 
     def handler(signum: int, frame: Any) -> None:
         runner.ki_pending = True
+        runner._ki_fresh = True
 
     old_handler = signal.signal(signal.SIGINT, handler)
     try:
@@ -2070,7 +2140,9 @@ async def sleep_until(deadline: float) -> None:
     """Sleep until ``current_time() >= deadline``.  A checkpoint."""
     if math.isnan(deadline):
         raise ValueError("deadline must not be NaN")
-    task: Task = _local.task
+    task = _local.task
+    if task is None:
+        _outside_run()
     runner = task._runner
     if deadline <= runner.current_time():
         await _yield_trap(_CHECKPOINT)
@@ -2096,7 +2168,9 @@ async def sleep(seconds: float) -> None:
         raise ValueError(f"sleep length must be non-negative, not {seconds!r}")
     if math.isnan(seconds):
         raise ValueError("sleep length must not be NaN")
-    task: Task = _local.task
+    task = _local.task
+    if task is None:
+        _outside_run()
     if seconds == 0:
         await _yield_trap(_CHECKPOINT)
         return
@@ -2114,4 +2188,4 @@ async def sleep(seconds: float) -> None:
 async def sleep_forever() -> NoReturn:
     """Sleep until cancelled."""
     await wait_task_rescheduled(lambda _: Abort.SUCCEEDED)
-    raise RingtrioInternalError("sleep_forever() was rescheduled")  # pragma: no cover
+    raise RuntimeError("sleep_forever() should only end by cancellation, but it was rescheduled")
