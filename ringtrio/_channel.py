@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 from ._abc import ReceiveChannel, SendChannel
+from ._core import _run
 from ._core import (
     Abort,
     BrokenResourceError,
@@ -156,6 +157,9 @@ class _ChannelState(Generic[T]):
         return waiter
 
 
+_EMPTY = object()
+
+
 def _check_state(state: object, cls_name: str) -> None:
     if not isinstance(state, _ChannelState):
         raise TypeError(
@@ -202,6 +206,12 @@ class MemorySendChannel(SendChannel[T]):
           BrokenResourceError: every receive endpoint is closed.
           ClosedResourceError: this endpoint is closed.
         """
+        if not self._try_send(value):
+            raise WouldBlock
+
+    def _try_send(self, value: T) -> bool:
+        # send_nowait without the WouldBlock exception: False means "would
+        # block".  send() uses this so the common path raises nothing.
         if self._closed:
             raise ClosedResourceError(
                 "this MemorySendChannel was closed; it cannot send any more "
@@ -222,7 +232,8 @@ class MemorySendChannel(SendChannel[T]):
             if len(state.buffer) > state.peak_buffer_used:
                 state.peak_buffer_used = len(state.buffer)
         else:
-            raise WouldBlock
+            return False
+        return True
 
     async def send(self, value: T) -> None:
         """Send ``value``, waiting (in FIFO order with other senders) while the
@@ -236,17 +247,17 @@ class MemorySendChannel(SendChannel[T]):
           ClosedResourceError: this endpoint was closed, possibly while we
               were waiting.
         """
-        await checkpoint_if_cancelled()
-        try:
-            self.send_nowait(value)
-        except WouldBlock:
-            pass
-        else:
+        task = _run._local.task
+        if task is None:
+            _run._outside_run()
+        if task._cancel_scope._eff:
+            await checkpoint_if_cancelled()
+        if self._try_send(value):
             # Delivered; a cancel arriving now must not pretend otherwise.
             await cancel_shielded_checkpoint()
             return
 
-        waiter: _Waiter[T] = _Waiter(current_task(), self, value)
+        waiter: _Waiter[T] = _Waiter(task, self, value)
         self._state.send_waiters[waiter] = None
         self._waiters[waiter] = None
 
@@ -257,7 +268,7 @@ class MemorySendChannel(SendChannel[T]):
             del self._waiters[waiter]
             return Abort.SUCCEEDED
 
-        await wait_task_rescheduled(abort)
+        await _run._yield_trap(_run._Park(abort))
         waiter.result()
 
     def clone(self) -> MemorySendChannel[T]:
@@ -362,6 +373,14 @@ class MemoryReceiveChannel(ReceiveChannel[T]):
           EndOfChannel: every send endpoint is closed and nothing is left.
           ClosedResourceError: this endpoint is closed.
         """
+        value = self._try_receive()
+        if value is _EMPTY:
+            raise WouldBlock
+        return value  # type: ignore[return-value]
+
+    def _try_receive(self) -> T | object:
+        # receive_nowait without the WouldBlock exception: _EMPTY means
+        # "would block".
         if self._closed:
             raise ClosedResourceError(
                 "this MemoryReceiveChannel was closed; it cannot receive any "
@@ -381,7 +400,7 @@ class MemoryReceiveChannel(ReceiveChannel[T]):
             return state.buffer.popleft()
         if state.open_send_channels == 0:
             raise EndOfChannel
-        raise WouldBlock
+        return _EMPTY
 
     async def receive(self) -> T:
         """Return the next item, waiting (in FIFO order with other receivers)
@@ -395,17 +414,18 @@ class MemoryReceiveChannel(ReceiveChannel[T]):
           ClosedResourceError: this endpoint was closed, possibly while we
               were waiting.
         """
-        await checkpoint_if_cancelled()
-        try:
-            value = self.receive_nowait()
-        except WouldBlock:
-            pass
-        else:
+        task = _run._local.task
+        if task is None:
+            _run._outside_run()
+        if task._cancel_scope._eff:
+            await checkpoint_if_cancelled()
+        value = self._try_receive()
+        if value is not _EMPTY:
             # We hold the item; a cancel arriving now would lose it.
             await cancel_shielded_checkpoint()
-            return value
+            return value  # type: ignore[return-value]
 
-        waiter: _Waiter[T] = _Waiter(current_task(), self)
+        waiter: _Waiter[T] = _Waiter(task, self)
         self._state.receive_waiters[waiter] = None
         self._waiters[waiter] = None
 
@@ -415,7 +435,7 @@ class MemoryReceiveChannel(ReceiveChannel[T]):
             del self._waiters[waiter]
             return Abort.SUCCEEDED
 
-        await wait_task_rescheduled(abort)
+        await _run._yield_trap(_run._Park(abort))
         return waiter.result()
 
     def clone(self) -> MemoryReceiveChannel[T]:

@@ -132,10 +132,12 @@ class Event:
 
     def __init__(self) -> None:
         self._flag = False
-        self._lot = ParkingLot()
+        # Created on the first wait: many events are set before anyone waits.
+        self._lot: ParkingLot | None = None
 
     def __repr__(self) -> str:
-        state = "set" if self._flag else f"unset, {len(self._lot)} waiting"
+        waiting = len(self._lot) if self._lot is not None else 0
+        state = "set" if self._flag else f"unset, {waiting} waiting"
         return f"<ringtrio.Event ({state}) at {id(self):#x}>"
 
     def is_set(self) -> bool:
@@ -150,7 +152,8 @@ class Event:
         if self._flag:
             return
         self._flag = True
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
 
     async def wait(self) -> None:
         """Block until the flag is set.
@@ -160,12 +163,15 @@ class Event:
         """
         if self._flag:
             await checkpoint()
-        else:
-            await self._lot.park()
+            return
+        lot = self._lot
+        if lot is None:
+            lot = self._lot = ParkingLot()
+        await lot.park()
 
     def statistics(self) -> EventStatistics:
         """Return an :class:`EventStatistics` snapshot."""
-        return EventStatistics(tasks_waiting=len(self._lot))
+        return EventStatistics(tasks_waiting=len(self._lot) if self._lot is not None else 0)
 
     def __bool__(self) -> NoReturn:
         raise NotImplementedError(

@@ -133,7 +133,8 @@ async def checkpoint_if_cancelled() -> None:
         await _yield_trap(_CHECKPOINT)
 
 
-async def wait_task_rescheduled(abort_func: Callable[[Callable[[], NoReturn]], Abort]) -> Any:
+@types.coroutine
+def wait_task_rescheduled(abort_func: Callable[[Callable[[], NoReturn]], Abort]) -> Any:
     """Park the current task until :func:`reschedule` is called for it.
 
     ``abort_func(raise_cancel)`` is called if the task is cancelled while
@@ -142,7 +143,7 @@ async def wait_task_rescheduled(abort_func: Callable[[Callable[[], NoReturn]], A
     not be, in which case the code that will eventually call ``reschedule``
     decides the outcome (it may pass ``outcome.capture(raise_cancel)``).
     """
-    return await _yield_trap(_Park(abort_func))
+    return (yield _Park(abort_func))
 
 
 def _raise_cancelled() -> NoReturn:
@@ -177,6 +178,7 @@ class Task:
     __slots__ = (
         "_runner",
         "coro",
+        "_send",
         "_name",
         "context",
         "_parent_nursery",
@@ -202,6 +204,9 @@ class Task:
     ) -> None:
         self._runner = runner
         self.coro = coro
+        # The bound send method, made once: resuming a task is the hottest
+        # operation in the runtime.
+        self._send = coro.send
         self._name = name
         self.context = context
         self._parent_nursery = nursery
@@ -1269,6 +1274,7 @@ class Runner:
         # SQEs queued since the last enter: if none and no op is in flight,
         # a non-blocking pass needs no native call at all.
         self._sq_dirty = False
+        self._idle_primed = 0
         # Cross-thread wake-ups: a pipe whose read end always has a READ
         # pending on the ring.  run_sync_soon from another thread and signal
         # delivery (via signal.set_wakeup_fd) write a byte to it.
@@ -1430,6 +1436,7 @@ class Runner:
                 )
             self._done = True
         task.coro = None  # type: ignore[assignment]
+        task._send = None  # type: ignore[assignment]
 
     def _crash(self, exc: RingtrioInternalError, cause: BaseException) -> NoReturn:
         exc.__cause__ = cause
@@ -1664,47 +1671,25 @@ class Runner:
         Error = outcome.Error
         entry_queue = self._entry_queue
         while not self._done:
-            if not self._wakeup_armed:
-                self._arm_wakeup()
-            # --- one enter: submit this pass's SQEs, maybe wait, reap ---
             idle_primed = 0
-            if runq or entry_queue or self._more_cqes or self._ki_fresh:
-                if self._sq_dirty or self._ops_in_flight or self._more_cqes:
-                    self._sq_dirty = False
-                    n = lib.rt_pass(ptr, 0, 0, cqes, _ring.CQE_BATCH)
-                else:
-                    n = 0
+            if runq and not (
+                self._sq_dirty or self._ops_in_flight or self._more_cqes or entry_queue or self._ki_fresh
+            ):
+                # The common pass of a busy program: tasks to run, nothing
+                # for the kernel.  No native call; straight to deadlines.
+                pass
             else:
-                timeout = self._compute_timeout()
-                # Idle detection (wait_all_tasks_blocked, MockClock autojump):
-                # if the wait below times out with nothing runnable, every
-                # task has been blocked for that long.
-                if self._idle_waiters and self._idle_waiters[0][0] < timeout:
-                    timeout = self._idle_waiters[0][0]
-                    idle_primed = 1
-                if self.clock is not None:
-                    threshold = getattr(self.clock, "_autojump_threshold", inf)
-                    if threshold < timeout:
-                        timeout = threshold
-                        idle_primed = 2
-                if self._instruments:
-                    self._instrument("before_io_wait", timeout)
-                timeout_ns = -1 if timeout == inf else int(timeout * 1e9)
-                self._sq_dirty = False
-                n = lib.rt_pass(ptr, 1, timeout_ns, cqes, _ring.CQE_BATCH)
-                if self._instruments:
-                    self._instrument("after_io_wait", timeout)
-            if n < 0:
-                raise RingtrioInternalError(f"io_uring_enter failed: {os.strerror(-n)}")
-            self._more_cqes = n == _ring.CQE_BATCH
-            if n:
-                self._dispatch_cqes(n)
-            if entry_queue:
-                self._run_entry_queue()
-            if self._ki_fresh:
-                self._ki_fresh = False
-                if self.ki_pending:
-                    self._deliver_ki()
+                n = self._io_pass()
+                if n:
+                    self._dispatch_cqes(n)
+                if entry_queue:
+                    self._run_entry_queue()
+                if self._ki_fresh:
+                    self._ki_fresh = False
+                    if self.ki_pending:
+                        self._deliver_ki()
+                if not n and not runq:
+                    idle_primed = self._idle_primed
             # --- deadlines: expire what is due, with a fresh clock reading ---
             heap = self._deadlines
             if heap and heap[0][0] <= current_time():
@@ -1727,8 +1712,8 @@ class Runner:
                 next_send = task._next_send
                 task._next_send = None
                 try:
-                    if next_send is None:
-                        msg = task.context.run(task.coro.send, None)
+                    if next_send is None or next_send is RESUME_PLAIN:
+                        msg = task.context.run(task._send, None)
                     elif next_send is RESUME_CHECK:
                         if task._cancel_scope._eff:
                             msg = task.context.run(task.coro.throw, Cancelled._create())
@@ -1736,9 +1721,7 @@ class Runner:
                             self.ki_pending = False
                             msg = task.context.run(task.coro.throw, KeyboardInterrupt())
                         else:
-                            msg = task.context.run(task.coro.send, None)
-                    elif next_send is RESUME_PLAIN:
-                        msg = task.context.run(task.coro.send, None)
+                            msg = task.context.run(task._send, None)
                     else:
                         msg = task.context.run(next_send.send, task.coro)
                 except StopIteration as stop:
@@ -1765,6 +1748,45 @@ class Runner:
                     self._bad_yield(task, msg)
             local.task = None
 
+    def _io_pass(self) -> int:
+        """Submit this pass's SQEs with one enter, waiting if nothing is
+        runnable, and copy out CQEs.  Returns how many CQEs were copied."""
+        runq = self._runq
+        self._idle_primed = 0
+        if not self._wakeup_armed:
+            self._arm_wakeup()
+        if runq or self._entry_queue or self._more_cqes or self._ki_fresh:
+            if not (self._sq_dirty or self._ops_in_flight or self._more_cqes):
+                return 0
+            self._sq_dirty = False
+            n = self._lib.rt_pass(self._ring_ptr, 0, 0, self.ring.cqes, _ring.CQE_BATCH)
+        else:
+            timeout = self._compute_timeout()
+            # Idle detection (wait_all_tasks_blocked, MockClock autojump):
+            # if the wait below times out with nothing runnable, every task
+            # has been blocked for that long.
+            idle_primed = 0
+            if self._idle_waiters and self._idle_waiters[0][0] < timeout:
+                timeout = self._idle_waiters[0][0]
+                idle_primed = 1
+            if self.clock is not None:
+                threshold = getattr(self.clock, "_autojump_threshold", inf)
+                if threshold < timeout:
+                    timeout = threshold
+                    idle_primed = 2
+            self._idle_primed = idle_primed
+            if self._instruments:
+                self._instrument("before_io_wait", timeout)
+            timeout_ns = -1 if timeout == inf else int(timeout * 1e9)
+            self._sq_dirty = False
+            n = self._lib.rt_pass(self._ring_ptr, 1, timeout_ns, self.ring.cqes, _ring.CQE_BATCH)
+            if self._instruments:
+                self._instrument("after_io_wait", timeout)
+        if n < 0:
+            raise RingtrioInternalError(f"io_uring_enter failed: {os.strerror(-n)}")
+        self._more_cqes = n == _ring.CQE_BATCH
+        return n  # type: ignore[no-any-return]
+
     def _run_batch_instrumented(self, batch: int) -> None:
         # The same as the fast loop above, with instrument hooks; kept
         # separate so the common case pays nothing for instruments.
@@ -1780,8 +1802,8 @@ class Runner:
         next_send = task._next_send
         task._next_send = None
         try:
-            if next_send is None:
-                msg = task.context.run(task.coro.send, None)
+            if next_send is None or next_send is _RESUME_PLAIN:
+                msg = task.context.run(task._send, None)
             elif next_send is _RESUME_CHECKING_CANCEL:
                 if task._cancel_scope._eff:
                     msg = task.context.run(task.coro.throw, Cancelled._create())
@@ -1790,8 +1812,6 @@ class Runner:
                     msg = task.context.run(task.coro.throw, KeyboardInterrupt())
                 else:
                     msg = task.context.run(task.coro.send, None)
-            elif next_send is _RESUME_PLAIN:
-                msg = task.context.run(task.coro.send, None)
             else:
                 msg = task.context.run(next_send.send, task.coro)
         except StopIteration as stop:
