@@ -17,7 +17,17 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["AsyncResource", "Channel", "ReceiveChannel", "SendChannel"]
+__all__ = [
+    "AsyncResource",
+    "Channel",
+    "HalfCloseableStream",
+    "Listener",
+    "ReceiveChannel",
+    "ReceiveStream",
+    "SendChannel",
+    "SendStream",
+    "Stream",
+]
 
 T = TypeVar("T")
 # A send endpoint only consumes values, a receive endpoint only produces them,
@@ -127,3 +137,79 @@ class Channel(SendChannel[T], ReceiveChannel[T]):
 
     __slots__ = ()
 
+
+
+# ------------------------------------------------------------------ streams
+
+
+class SendStream(AsyncResource):
+    """A stream you can send bytes into."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``, waiting as needed.  If cancelled, some of the
+        data may have been sent: the stream is then in an unknown state and
+        the only safe thing to do is to close it.  Raises
+        :exc:`BusyResourceError` if another task is already sending,
+        :exc:`BrokenResourceError` if the peer went away, and
+        :exc:`ClosedResourceError` if the stream was closed."""
+
+    @abstractmethod
+    async def wait_send_all_might_not_block(self) -> None:
+        """Block until a ``send_all`` would probably not block (a hint only)."""
+
+
+class ReceiveStream(AsyncResource):
+    """A stream you can receive bytes from.  ``async for chunk in stream``
+    yields chunks until end of stream."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Wait for some data and return between 1 and ``max_bytes`` bytes
+        (a size chosen by the stream if None); ``b""`` means end of stream.
+        Raises :exc:`BusyResourceError` if another task is already receiving."""
+
+    def __aiter__(self) -> ReceiveStream:
+        return self
+
+    async def __anext__(self) -> bytes | bytearray:
+        data = await self.receive_some()
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+
+class Stream(SendStream, ReceiveStream):
+    """A bidirectional byte stream."""
+
+    __slots__ = ()
+
+
+class HalfCloseableStream(Stream):
+    """A stream whose sending side can be closed on its own."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def send_eof(self) -> None:
+        """Close the sending side: the peer's receive_some returns b"" once it
+        has read everything sent before.  Receiving still works."""
+
+
+ListenerT = TypeVar("ListenerT", bound=AsyncResource, covariant=True)
+
+
+class Listener(AsyncResource, Generic[ListenerT]):
+    """Something that accepts incoming connections."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def accept(self) -> ListenerT:
+        """Wait for and return the next incoming connection.  Raises
+        :exc:`BusyResourceError` if another task is already accepting and
+        :exc:`ClosedResourceError` if the listener was closed."""

@@ -696,3 +696,26 @@ def test_cancelled_sleep_does_not_wake_a_later_wait() -> None:
 
     ringtrio.run(main)
     assert log == ["woken by the right party", "ok"]
+
+
+def test_cancel_ring_op_for_a_closing_resource_raises_the_given_error(pipe: Any) -> None:
+    r, w = pipe
+    log: list[Any] = []
+
+    async def main() -> None:
+        op = PipeRead(r)
+
+        async def reader() -> None:
+            try:
+                await lowlevel.submit_and_wait(op)
+            except ringtrio.ClosedResourceError as exc:
+                log.append(str(exc))
+
+        async with ringtrio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await ringtrio.sleep(0.01)
+            lowlevel.cancel_ring_op(op, ringtrio.ClosedResourceError("closed under it"))
+        log.append(lowlevel.current_statistics().ops_in_flight)
+
+    ringtrio.run(main)
+    assert log == ["closed under it", 0]

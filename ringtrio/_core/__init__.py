@@ -29,6 +29,7 @@ from ._run import (
     Task,
     TrioToken,
     add_instrument,
+    cancel_ring_op,
     cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,

@@ -1068,6 +1068,28 @@ def _op_abort(self: RingOp, raise_cancel: Callable[[], NoReturn]) -> Abort:
 RingOp._abort = _op_abort  # type: ignore[attr-defined]
 
 
+def cancel_ring_op(op: RingOp, error: BaseException) -> None:
+    """Cancel an op that is in flight because its resource is going away
+    (e.g. the socket it reads from is being closed).
+
+    If the kernel confirms the op did not happen, the task waiting on it gets
+    ``error`` raised (typically :exc:`ClosedResourceError`); if the op
+    completed in the race, the task gets its result as usual.  Does nothing
+    for an op that is not in flight.
+    """
+    task = op.task
+    if op.done or task is None:
+        return
+
+    def raise_error() -> NoReturn:
+        raise error
+
+    already_requested = op.cancel_raise is not None
+    op.cancel_raise = raise_error
+    if not already_requested:
+        task._runner._submit_cancel(op.token)
+
+
 # ---------------------------------------------------------------------------
 # Clocks, instruments, tokens, run-local variables
 # ---------------------------------------------------------------------------
