@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 import ringtrio
 
-LIBS = [pytest.param(trio, id="trio"), pytest.param(ringtrio, id="ringtrio")]
-MAX_CHECKPOINTS = 100
+from _differential import LIBS, MAX_CHECKPOINTS, lib, settle, settle_count  # noqa: F401
 
 STAT_FIELDS = (
     "current_buffer_used",
@@ -33,31 +32,9 @@ STAT_FIELDS = (
 )
 
 
-@pytest.fixture(params=LIBS)
-def lib(request: pytest.FixtureRequest) -> ModuleType:
-    return request.param  # type: ignore[no-any-return]
 
 
-async def settle(lib: ModuleType, done: Callable[[], bool], what: str = "") -> None:
-    """Checkpoint until ``done()`` holds; fail after MAX_CHECKPOINTS."""
-    for _ in range(MAX_CHECKPOINTS):
-        if done():
-            return
-        await lib.lowlevel.checkpoint()
-    raise AssertionError(f"not reached after {MAX_CHECKPOINTS} checkpoints: {what}")
 
-
-async def settle_count(
-    lib: ModuleType, get: Callable[[], int], expected: int
-) -> None:
-    """Checkpoint until ``get()`` returns ``expected``; fail after MAX_CHECKPOINTS."""
-    for _ in range(MAX_CHECKPOINTS):
-        if get() == expected:
-            return
-        await lib.lowlevel.checkpoint()
-    raise AssertionError(
-        f"count still {get()} (expected {expected}) after {MAX_CHECKPOINTS} checkpoints"
-    )
 
 
 def stats(channel: Any) -> dict[str, object]:
