@@ -25,12 +25,6 @@ import ringtrio
 from _differential import LIBS, MAX_CHECKPOINTS, lib, settle, settle_count  # noqa: F401
 
 
-
-
-
-
-
-
 async def checkpoints(lib: ModuleType, n: int) -> None:
     for _ in range(n):
         await lib.lowlevel.checkpoint()
