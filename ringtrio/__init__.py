@@ -48,7 +48,30 @@ from ._sync import (
     StrictFIFOLock,
 )
 from ._timeouts import fail_after, fail_at, move_on_after, move_on_at
-from . import abc, testing
+from . import abc, from_thread, testing, to_thread
+
+# --- sockets and streams (issue 4) -----------------------------------------
+from . import socket
+from ._highlevel_generic import StapledStream, aclose_forcefully
+from ._highlevel_open_tcp_listeners import open_tcp_listeners, serve_tcp
+from ._highlevel_open_tcp_stream import open_tcp_stream
+from ._highlevel_open_unix_stream import open_unix_socket
+from ._highlevel_serve_listeners import serve_listeners
+from ._highlevel_socket import SocketListener, SocketStream
+
+_SOCKET_NAMES = [
+    "SocketListener",
+    "SocketStream",
+    "StapledStream",
+    "aclose_forcefully",
+    "open_tcp_listeners",
+    "open_tcp_stream",
+    "open_unix_socket",
+    "serve_listeners",
+    "serve_tcp",
+    "socket",
+]
+# --- end sockets and streams -------------------------------------------------
 
 TrioInternalError = RingtrioInternalError
 
@@ -70,6 +93,8 @@ __all__ = [
     "SemaphoreStatistics",
     "StrictFIFOLock",
     "abc",
+    "from_thread",
+    "to_thread",
     "open_memory_channel",
     "testing",
     "TASK_STATUS_IGNORED",
@@ -99,3 +124,4 @@ __all__ = [
     "sleep_forever",
     "sleep_until",
 ]
+__all__ += _SOCKET_NAMES

@@ -37,6 +37,7 @@ from ._core import (
     wait_task_rescheduled,
 )
 from ._core import _ring
+from ._thread_cache import start_thread_soon
 from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "remove_instrument",
     "reschedule",
     "spawn_system_task",
+    "start_thread_soon",
     "submit_and_wait",
     "wait_task_rescheduled",
     *_ring.__all__,

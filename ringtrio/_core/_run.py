@@ -1901,6 +1901,18 @@ class Runner:
     def close(self) -> None:
         with self._entry_lock:
             self._closed_for_entries = True
+        # Callbacks queued after the loop's last pass (a thread racing the end
+        # of the run) still run, so whoever queued them is not left waiting.
+        while self._entry_queue:
+            fn, args = self._entry_queue.popleft()
+            try:
+                self.system_context.run(fn, *args)
+            except BaseException:  # noqa: BLE001 - the run is over; report only
+                import logging
+
+                logging.getLogger("ringtrio").exception(
+                    "run_sync_soon callback %r raised after the run finished", fn
+                )
         try:
             self._drain_ring()
             if self._ops_in_flight:
