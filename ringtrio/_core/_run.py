@@ -1538,6 +1538,10 @@ class Runner:
         # Success needs no handling: skip its CQE.  Failures (-ENOENT: the op
         # already completed; -EALREADY: it is completing) arrive on the ignore
         # token: the op's own CQE is what decides.
+        if self.ring.closed:
+            # The run is over (e.g. a resource closed from __del__ after
+            # run() returned): the ring was drained, nothing is in flight.
+            return
         self._sq_dirty = True
         rc = self._lib.rt_prep(
             self._ring_ptr,
