@@ -719,3 +719,48 @@ def test_cancel_ring_op_for_a_closing_resource_raises_the_given_error(pipe: Any)
 
     ringtrio.run(main)
     assert log == ["closed under it", 0]
+
+
+def test_abandoned_async_generator_is_finalized_inside_the_run() -> None:
+    log: list[str] = []
+
+    async def numbers() -> Any:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            await lowlevel.checkpoint()  # an await in cleanup needs the loop
+            log.append("cleaned up")
+
+    async def main() -> None:
+        async for i in numbers():
+            if i == 2:
+                break
+        gc.collect()
+        for _ in range(5):
+            await lowlevel.checkpoint()
+        log.append("main done")
+
+    ringtrio.run(main)
+    assert log == ["cleaned up", "main done"]
+
+
+def test_async_generator_still_alive_at_end_of_run_is_closed() -> None:
+    log: list[str] = []
+    keep: list[Any] = []
+
+    async def forever() -> Any:
+        try:
+            while True:
+                yield 1
+        finally:
+            await lowlevel.checkpoint()
+            log.append("closed at end of run")
+
+    async def main() -> None:
+        agen = forever()
+        keep.append(agen)
+        await agen.__anext__()
+
+    ringtrio.run(main)
+    assert log == ["closed at end of run"]

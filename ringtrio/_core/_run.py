@@ -37,6 +37,7 @@ import outcome
 import sniffio
 
 from . import _ring
+from ._asyncgens import AsyncGenerators
 from ._exceptions import Cancelled, RingtrioInternalError, RunFinishedError
 from ._ring import (
     IORING_CQE_F_MORE,
@@ -1282,6 +1283,7 @@ class Runner:
         self.system_context: Context = copy_context()
         self.system_context.run(sniffio.current_async_library_cvar.set, "ringtrio")
         self.trio_token = TrioToken(self)
+        self.asyncgens = AsyncGenerators(self)
         self._idle_waiters: list[tuple[float, int, Task]] = []
         self._idle_counter = itertools.count()
         # Tokens: slot index in the low 32 bits, the slot's generation in the
@@ -1998,6 +2000,8 @@ async def _init(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: t
                 return
         # Main task done: system tasks are cancelled.
         system_nursery.cancel_scope.cancel()
+    # No user code is left but abandoned async generators' cleanup.
+    await runner.asyncgens.finalize_remaining()
 
 
 def run(
@@ -2022,6 +2026,7 @@ def run(
     restore_signals: Callable[[], None] = lambda: None
     try:
         restore_signals = _install_sigint(runner)
+        runner.asyncgens.install()
         if clock is not None:
             clock.start_clock()
         if runner._instruments:
@@ -2049,6 +2054,7 @@ def run(
         try:
             runner.close()
         finally:
+            runner.asyncgens.uninstall()
             restore_signals()
             _local.runner = None
             _local.task = None
