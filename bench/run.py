@@ -1,8 +1,16 @@
-"""Side-by-side micro-benchmarks: ringtrio vs trio vs asyncio vs asyncio+uvloop.
+"""Side-by-side benchmarks: ringtrio vs trio vs asyncio vs asyncio+uvloop.
 
-    python bench/run.py [--rows a,b] [--libs ringtrio,trio,asyncio,uvloop]
-                        [--repeat N] [--scale F] [--quick] [--stat best|median]
-                        [--pin | --no-pin] [--cpu K] [--json out.json]
+    python bench/run.py [--rows a,b] [--libs ringtrio,trio,asyncio,uvloop,c]
+                        [--servers a,b] [--repeat N] [--scale F] [--quick]
+                        [--stat best|median] [--pin | --no-pin] [--cpu K]
+                        [--json out.json]
+
+There are two kinds of rows.  *Micro* rows (``_registry.ROWS``) run a body
+inside each library's event loop, as described below.  *Network* rows
+(``_net.ROWS``: ``tcp_echo_100``, ``tcp_echo_1``, ``idle_memory``) run an
+echo server per library variant in its own process, driven by a load
+generator written in C; see ``_net.py`` for their method.  Both are printed
+by the same command, micro rows first.
 
 Methodology
 -----------
@@ -47,6 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import _net  # noqa: E402
 import _registry  # noqa: E402
 
 WORKER = os.path.join(HERE, "_worker.py")
@@ -61,15 +70,22 @@ def _csv(text):
 
 
 def parse_args(argv):
+    all_rows = list(_registry.ROWS) + list(_net.ROWS)
+    all_libs = list(_registry.LIBS) + ["c"]
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
         description="Benchmark ringtrio against trio, asyncio and uvloop.",
-        epilog="rows: " + ", ".join(_registry.ROWS),
+        epilog="rows: " + ", ".join(all_rows) + "; servers (network rows): "
+        + ", ".join(_net.SERVER_LIBS),
     )
-    parser.add_argument("--rows", type=_csv, default=list(_registry.ROWS),
+    parser.add_argument("--rows", type=_csv, default=all_rows,
                         help="comma-separated rows (default: all)")
-    parser.add_argument("--libs", type=_csv, default=list(_registry.DEFAULT_LIBS),
-                        help="comma-separated libraries (default: %(default)s)")
+    parser.add_argument("--libs", type=_csv, default=list(_registry.DEFAULT_LIBS) + ["c"],
+                        help="comma-separated libraries (default: %(default)s; "
+                        "'c' is the C io_uring echo server, network rows only)")
+    parser.add_argument("--servers", type=_csv, default=None,
+                        help="network rows: only these servers (default: every "
+                        "server of the selected libraries)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="fresh-process runs per cell (default 3)")
     parser.add_argument("--scale", type=float, default=None,
@@ -100,13 +116,25 @@ def parse_args(argv):
     if args.scale <= 0:
         parser.error("--scale must be positive")
     for row in args.rows:
-        if row not in _registry.ROWS:
-            parser.error(f"unknown row {row!r}; known: {', '.join(_registry.ROWS)}")
+        if row not in all_rows:
+            parser.error(f"unknown row {row!r}; known: {', '.join(all_rows)}")
     for lib in args.libs:
-        if lib not in _registry.LIBS:
-            parser.error(f"unknown lib {lib!r}; known: {', '.join(_registry.LIBS)}")
+        if lib not in all_libs:
+            parser.error(f"unknown lib {lib!r}; known: {', '.join(all_libs)}")
+    for server in args.servers or ():
+        if server not in _net.SERVER_LIBS:
+            parser.error(f"unknown server {server!r}; known: {', '.join(_net.SERVER_LIBS)}")
     if not args.rows or not args.libs:
         parser.error("need at least one row and one lib")
+    # micro rows and their libraries; network rows and their servers
+    args.micro_rows = [r for r in args.rows if r in _registry.ROWS]
+    args.micro_libs = [lib for lib in args.libs if lib in _registry.LIBS]
+    args.net_rows = [r for r in args.rows if r in _net.ROWS]
+    args.servers = _net.servers_for(args.libs, args.servers)
+    if args.micro_rows and not args.micro_libs:
+        parser.error("micro rows need at least one of: " + ", ".join(_registry.LIBS))
+    if args.net_rows and not args.servers:
+        parser.error("network rows need at least one server")
     if args.pin and args.cpu is None:
         args.cpu = max(os.sched_getaffinity(0))
     if not args.pin:
@@ -150,9 +178,11 @@ def run_worker(row, lib, n, cpu, timeout):
 def measure(args):
     """Run every cell ``args.repeat`` times; return {(row, lib): cell}."""
     cells = {}
-    for row in args.rows:
+    if not args.micro_rows:
+        return cells
+    for row in args.micro_rows:
         n = max(1, round(_registry.ROWS[row].count * args.scale))
-        for lib in args.libs:
+        for lib in args.micro_libs:
             has_body = _registry.body_for(row, lib) is not None
             cells[row, lib] = {"row": row, "lib": lib, "n": n, "samples": [],
                                "error": None if has_body else "n/a", "info": {}}
@@ -160,9 +190,9 @@ def measure(args):
     total = sum(1 for c in cells.values() if c["error"] is None) * args.repeat
     done = 0
     for rep in range(args.repeat):
-        shift = rep % len(args.libs)
-        order = args.libs[shift:] + args.libs[:shift]
-        for row in args.rows:
+        shift = rep % len(args.micro_libs)
+        order = args.micro_libs[shift:] + args.micro_libs[:shift]
+        for row in args.micro_rows:
             for lib in order:
                 cell = cells[row, lib]
                 if cell["error"] is not None:  # n/a, or failed earlier: skip
@@ -248,7 +278,7 @@ def ratio(cells, row, num, den):
     return a["ops_per_s"] / b["ops_per_s"]
 
 
-def print_report(args, cells, info):
+def print_report(args, cells, info, net_cells=None, gen_cpu=None):
     print(f"ringtrio bench  {datetime.datetime.now():%Y-%m-%d %H:%M}")
     print(f"python   {info['python']}  ({info['python_executable']})")
     print(f"kernel   {info['kernel']} {info['machine']}, {info['cpus']} CPUs"
@@ -258,17 +288,29 @@ def print_report(args, cells, info):
           f"scale {args.scale:g}, {pin}; higher is better")
     versions = []
     for lib in args.libs:
+        if lib not in _registry.LIBS and not args.net_rows:
+            continue  # "c" only takes part in network rows
         found = next((c["info"] for (_, l), c in cells.items() if l == lib and c["info"]), {})
+        if not found and net_cells:
+            found = next((c["result"]["info"] for (_, s), c in net_cells.items()
+                          if _net.SERVER_LIBS[s] == lib and c.get("result")), {})
         extra = found.get("version") or "(no successful run)"
         versions.append(f"{lib} {extra}")
     print("libs     " + ", ".join(versions))
-    print()
+    if args.micro_rows:
+        print()
+        print_micro_table(args, cells)
+    if args.net_rows:
+        print()
+        _net.print_report(args, args.net_rows, args.servers, net_cells, gen_cpu, fmt_rate)
 
-    pairs = ratio_columns(args.libs, args.baseline)
-    header = ["row"] + args.libs + [f"{a}/{b}" for a, b in pairs]
+
+def print_micro_table(args, cells):
+    pairs = ratio_columns(args.micro_libs, args.baseline)
+    header = ["row"] + args.micro_libs + [f"{a}/{b}" for a, b in pairs]
     table = [header]
-    for row in args.rows:
-        line = [row] + [fmt_cell(cells[row, lib]) for lib in args.libs]
+    for row in args.micro_rows:
+        line = [row] + [fmt_cell(cells[row, lib]) for lib in args.micro_libs]
         for a, b in pairs:
             r = ratio(cells, row, a, b)
             line.append("-" if r is None else f"{r:.2f}x")
@@ -279,8 +321,8 @@ def print_report(args, cells, info):
         print("".join(text.ljust(w) for text, w in zip(line, widths)).rstrip())
 
     print()
-    print("ops: " + "; ".join(f"{row} = {cells[row, args.libs[0]]['n']:,} "
-                              f"{_registry.ROWS[row].unit}" for row in args.rows))
+    print("ops: " + "; ".join(f"{row} = {cells[row, args.micro_libs[0]]['n']:,} "
+                              f"{_registry.ROWS[row].unit}" for row in args.micro_rows))
     errors = {}
     for (row, lib), cell in cells.items():
         if cell["error"] not in (None, "n/a"):
@@ -288,37 +330,49 @@ def print_report(args, cells, info):
     if errors:
         print("errors:")
         for (lib, err), rows in errors.items():
-            where = "all rows" if len(rows) == len(args.rows) else ", ".join(rows)
+            where = "all rows" if len(rows) == len(args.micro_rows) else ", ".join(rows)
             print(f"  {lib} ({where}): {err}")
 
 
-def write_json(path, args, cells, info):
+def write_json(path, args, cells, info, net_cells=None, gen_cpu=None):
     doc = {
         "meta": dict(info, date=datetime.datetime.now().isoformat(timespec="seconds"),
                      stat=args.stat, repeat=args.repeat, scale=args.scale,
                      pinned_cpu=args.cpu, rows=args.rows, libs=args.libs,
-                     baseline=args.baseline),
+                     baseline=args.baseline, servers=args.servers,
+                     load_generator_cpu=gen_cpu),
         "results": [
             {k: cell.get(k) for k in ("row", "lib", "n", "samples", "best", "median",
                                       "elapsed", "ops_per_s", "error", "info")}
             for cell in cells.values()
         ],
+        "net_results": _net.json_results(net_cells or {}),
     }
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
 
 
+def _exit_on_sigterm(signum, frame):
+    # turn SIGTERM into an exception, so that every ``finally`` runs and no
+    # echo server or load generator outlives the harness
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     info = machine_info()
     cells = measure(args)
-    print_report(args, cells, info)
+    net_cells, gen_cpu = {}, None
+    if args.net_rows:
+        net_cells, gen_cpu = _net.measure(args, args.net_rows, args.servers)
+    print_report(args, cells, info, net_cells, gen_cpu)
     if args.json:
-        write_json(args.json, args, cells, info)
+        write_json(args.json, args, cells, info, net_cells, gen_cpu)
         print(f"\nwrote {args.json}")
-    attempted = [c for c in cells.values() if c["error"] != "n/a"]
-    succeeded = [c for c in attempted if "ops_per_s" in c]
+    attempted = [c for c in cells.values() if c["error"] != "n/a"] + list(net_cells.values())
+    succeeded = [c for c in attempted if "ops_per_s" in c or c.get("result")]
     return 0 if succeeded or not attempted else 1
 
 
