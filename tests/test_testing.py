@@ -1,5 +1,6 @@
 """ringtrio.testing: MockClock, wait_all_tasks_blocked, checkpoint asserts,
-Sequencer."""
+Sequencer.  These tests run through the project's own pytest plugin
+(``@pytest.mark.ringtrio`` and its ``autojump_clock``/``mock_clock`` fixtures)."""
 
 from __future__ import annotations
 
@@ -17,67 +18,56 @@ from ringtrio.testing import (
     wait_all_tasks_blocked,
 )
 
+pytestmark = pytest.mark.ringtrio
 
-def test_autojump_makes_an_hour_long_sleep_instant() -> None:
-    async def main() -> float:
-        start = ringtrio.current_time()
-        await ringtrio.sleep(3600)
-        with ringtrio.move_on_after(7200) as scope:
-            await ringtrio.sleep_forever()
-        assert scope.cancelled_caught
-        return ringtrio.current_time() - start
 
+async def test_autojump_makes_an_hour_long_sleep_instant(autojump_clock: MockClock) -> None:
     t0 = time.monotonic()
-    virtual = ringtrio.run(main, clock=MockClock(autojump_threshold=0))
-    assert virtual == pytest.approx(3600 + 7200)
+    start = ringtrio.current_time()
+    await ringtrio.sleep(3600)
+    with ringtrio.move_on_after(7200) as scope:
+        await ringtrio.sleep_forever()
+    assert scope.cancelled_caught
+    assert ringtrio.current_time() - start == pytest.approx(3600 + 7200)
     assert time.monotonic() - t0 < 5
 
 
-def test_mock_clock_rate_zero_only_moves_by_jump() -> None:
-    clock = MockClock()
+async def test_mock_clock_rate_zero_only_moves_by_jump(mock_clock: MockClock) -> None:
     log: list[str] = []
 
     async def sleeper() -> None:
         await ringtrio.sleep(10)
         log.append("woke")
 
-    async def main() -> None:
-        async with ringtrio.open_nursery() as nursery:
-            nursery.start_soon(sleeper)
-            await wait_all_tasks_blocked()
-            assert clock.current_time() == 0
-            clock.jump(5)
-            await wait_all_tasks_blocked()
-            assert log == []
-            clock.jump(5)
-        assert log == ["woke"]
-
-    ringtrio.run(main, clock=clock)
+    async with ringtrio.open_nursery() as nursery:
+        nursery.start_soon(sleeper)
+        await wait_all_tasks_blocked()
+        assert mock_clock.current_time() == 0
+        mock_clock.jump(5)
+        await wait_all_tasks_blocked()
+        assert log == []
+        mock_clock.jump(5)
+    assert log == ["woke"]
 
 
-def test_mock_clock_rejects_bad_values() -> None:
+@pytest.mark.parametrize("kwargs", [{"rate": -1}, {"autojump_threshold": -1}])
+async def test_mock_clock_rejects_bad_values(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        MockClock(rate=-1)
-    with pytest.raises(ValueError):
-        MockClock(autojump_threshold=-1)
-    with pytest.raises(ValueError):
+        MockClock(**kwargs)
+    with pytest.raises(ValueError, match="backwards"):
         MockClock().jump(-1)
 
 
-def test_mock_clock_rate_scales_real_time() -> None:
-    clock = MockClock(rate=1000)
-
-    async def main() -> float:
-        start = ringtrio.current_time()
-        await ringtrio.sleep(20)  # 20 virtual seconds = 20 ms of real time
-        return ringtrio.current_time() - start
-
+async def test_mock_clock_rate_scales_real_time(mock_clock: MockClock) -> None:
+    mock_clock.rate = 1000
     t0 = time.monotonic()
-    assert ringtrio.run(main, clock=clock) >= 20
+    start = ringtrio.current_time()
+    await ringtrio.sleep(20)  # 20 virtual seconds = 20 ms of real time
+    assert ringtrio.current_time() - start >= 20
     assert time.monotonic() - t0 < 5
 
 
-def test_wait_all_tasks_blocked_waits_for_everyone() -> None:
+async def test_wait_all_tasks_blocked_waits_for_everyone() -> None:
     log: list[str] = []
 
     async def busy(name: str, steps: int) -> None:
@@ -86,65 +76,56 @@ def test_wait_all_tasks_blocked_waits_for_everyone() -> None:
         log.append(name)
         await ringtrio.sleep_forever()
 
-    async def main() -> None:
-        async with ringtrio.open_nursery() as nursery:
-            nursery.start_soon(busy, "a", 5)
-            nursery.start_soon(busy, "b", 50)
-            await wait_all_tasks_blocked()
-            log.append("all blocked")
-            nursery.cancel_scope.cancel()
-
-    ringtrio.run(main)
+    async with ringtrio.open_nursery() as nursery:
+        nursery.start_soon(busy, "a", 5)
+        nursery.start_soon(busy, "b", 50)
+        await wait_all_tasks_blocked()
+        log.append("all blocked")
+        nursery.cancel_scope.cancel()
     assert log == ["a", "b", "all blocked"]
 
 
-def test_wait_all_tasks_blocked_cushion_order_and_cancel() -> None:
+async def test_wait_all_tasks_blocked_cushion_order_and_cancel() -> None:
     log: list[str] = []
 
     async def waiter(name: str, cushion: float) -> None:
         await wait_all_tasks_blocked(cushion)
         log.append(name)
 
-    async def main() -> None:
-        async with ringtrio.open_nursery() as nursery:
-            nursery.start_soon(waiter, "long", 0.05)
-            nursery.start_soon(waiter, "short1", 0)
-            nursery.start_soon(waiter, "short2", 0)
-        with ringtrio.move_on_after(0.01) as scope:
-            async with ringtrio.open_nursery() as nursery:
-                nursery.start_soon(ringtrio.sleep_forever)
-                await wait_all_tasks_blocked(10)
-        assert scope.cancelled_caught
-
-    ringtrio.run(main)
+    async with ringtrio.open_nursery() as nursery:
+        nursery.start_soon(waiter, "long", 0.05)
+        nursery.start_soon(waiter, "short1", 0)
+        nursery.start_soon(waiter, "short2", 0)
     assert log == ["short1", "short2", "long"]
+    with ringtrio.move_on_after(0.01) as scope:
+        async with ringtrio.open_nursery() as nursery:
+            nursery.start_soon(ringtrio.sleep_forever)
+            await wait_all_tasks_blocked(10)
+    assert scope.cancelled_caught
     with pytest.raises(ValueError):
-        ringtrio.run(wait_all_tasks_blocked, -1)
+        await wait_all_tasks_blocked(-1)
 
 
-def test_assert_checkpoints_accepts_checkpoints_and_blocking_calls() -> None:
-    async def main() -> None:
+async def test_assert_checkpoints_accepts_checkpoints_and_blocking_calls() -> None:
+    with assert_checkpoints():
+        await lowlevel.checkpoint()
+    with assert_checkpoints():
+        await ringtrio.sleep(0.001)
+    with assert_no_checkpoints():
+        pass
+    with pytest.raises(AssertionError, match="did not yield"):
         with assert_checkpoints():
-            await lowlevel.checkpoint()
-        with assert_checkpoints():
-            await ringtrio.sleep(0.001)
-        with assert_no_checkpoints():
             pass
-        with pytest.raises(AssertionError, match="did not yield"):
-            with assert_checkpoints():
-                pass
-        with pytest.raises(AssertionError, match="did not yield"):
-            with assert_checkpoints():
-                # yields, but never checks for cancellation
-                await lowlevel.cancel_shielded_checkpoint()
-        with pytest.raises(AssertionError, match="yielded"):
-            with assert_no_checkpoints():
-                await lowlevel.checkpoint()
-
-    ringtrio.run(main)
+    with pytest.raises(AssertionError, match="did not yield"):
+        with assert_checkpoints():
+            # yields, but never checks for cancellation
+            await lowlevel.cancel_shielded_checkpoint()
+    with pytest.raises(AssertionError, match="yielded"):
+        with assert_no_checkpoints():
+            await lowlevel.checkpoint()
 
 
-def test_sequencer_orders_blocks() -> None:
+async def test_sequencer_orders_blocks() -> None:
     log: list[int] = []
     seq = Sequencer()
 
@@ -153,28 +134,24 @@ def test_sequencer_orders_blocks() -> None:
             log.append(i)
             await lowlevel.checkpoint()
 
-    async def main() -> None:
-        async with ringtrio.open_nursery() as nursery:
-            for i in (3, 1, 0, 2):
-                nursery.start_soon(worker, i)
-
-    ringtrio.run(main)
+    async with ringtrio.open_nursery() as nursery:
+        for i in (3, 1, 0, 2):
+            nursery.start_soon(worker, i)
     assert log == [0, 1, 2, 3]
 
 
-def test_sequencer_position_used_twice_is_an_error() -> None:
-    async def main() -> None:
-        seq = Sequencer()
+async def test_sequencer_position_used_twice_is_an_error() -> None:
+    seq = Sequencer()
+    async with seq(0):
+        pass
+    with pytest.raises(RuntimeError, match="already used"):
         async with seq(0):
-            pass
-        with pytest.raises(RuntimeError, match="already used"):
-            async with seq(0):
-                pass  # pragma: no cover
-
-    ringtrio.run(main)
+            pass  # pragma: no cover
 
 
-def test_sequencer_breaks_when_an_earlier_position_is_cancelled() -> None:
+async def test_sequencer_breaks_when_an_earlier_position_is_cancelled(
+    nursery: ringtrio.Nursery,
+) -> None:
     log: list[str] = []
     seq = Sequencer()
 
@@ -191,13 +168,10 @@ def test_sequencer_breaks_when_an_earlier_position_is_cancelled() -> None:
         except ringtrio.BrokenResourceError:
             log.append("broken")
 
-    async def main() -> None:
-        async with ringtrio.open_nursery() as nursery:
-            nursery.start_soon(first)
-            nursery.start_soon(second)
-            await wait_all_tasks_blocked()
-            async with seq(0):
-                pass
-
-    ringtrio.run(main)
+    nursery.start_soon(first)
+    nursery.start_soon(second)
+    await wait_all_tasks_blocked()
+    async with seq(0):
+        pass
+    await wait_all_tasks_blocked()
     assert log == ["broken"]
