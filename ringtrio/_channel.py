@@ -250,7 +250,7 @@ class MemorySendChannel(SendChannel[T]):
         task = _run._local.task
         if task is None:
             _run._outside_run()
-        if task._cancel_scope._eff:
+        if task._cancel_scope._eff or task._runner.ki_pending:
             await checkpoint_if_cancelled()
         if self._try_send(value):
             # Delivered; a cancel arriving now must not pretend otherwise.
@@ -417,7 +417,7 @@ class MemoryReceiveChannel(ReceiveChannel[T]):
         task = _run._local.task
         if task is None:
             _run._outside_run()
-        if task._cancel_scope._eff:
+        if task._cancel_scope._eff or task._runner.ki_pending:
             await checkpoint_if_cancelled()
         value = self._try_receive()
         if value is not _EMPTY:

@@ -165,13 +165,14 @@ async def test_sequencer_breaks_when_an_earlier_position_is_cancelled(
         try:
             async with seq(2):
                 pass  # pragma: no cover
-        except ringtrio.BrokenResourceError:
+        except RuntimeError:
             log.append("broken")
 
     nursery.start_soon(first)
     nursery.start_soon(second)
     await wait_all_tasks_blocked()
-    async with seq(0):
-        pass
-    await wait_all_tasks_blocked()
     assert log == ["broken"]
+    # Once broken, every later block is refused too (as in trio).
+    with pytest.raises(RuntimeError, match="broken"):
+        async with seq(0):
+            pass  # pragma: no cover

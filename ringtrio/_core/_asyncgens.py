@@ -34,7 +34,10 @@ _log = logging.getLogger("ringtrio.asyncgens")
 class AsyncGenerators:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
-        self.alive: weakref.WeakSet[Any] = weakref.WeakSet()
+        # agen -> creation sequence number (weak keys: remembering a
+        # generator must not keep it alive).
+        self.alive: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._counter = 0
         self._previous: Any = None
 
     def install(self) -> None:
@@ -50,7 +53,8 @@ class AsyncGenerators:
         from ._run import _local
 
         if _local.runner is self._runner:
-            self.alive.add(agen)
+            self._counter += 1
+            self.alive[agen] = self._counter
             return
         previous = self._previous.firstiter if self._previous is not None else None
         if previous is not None:
@@ -101,10 +105,10 @@ class AsyncGenerators:
 
         # Newest first: a generator usually depends on the ones created
         # before it (an outer async for wraps an inner one).
-        remaining = sorted(self.alive, key=id)
+        remaining = sorted(self.alive.items(), key=lambda item: item[1])
         self.alive.clear()
         with CancelScope(shield=True):
-            for agen in reversed(remaining):
+            for agen, _ in reversed(remaining):
                 try:
                     await agen.aclose()
                 except Exception:  # noqa: BLE001

@@ -6,15 +6,14 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from .._core import BrokenResourceError
 from .._sync import Event
 
 
 class Sequencer:
     """``async with seq(n):`` blocks until every block with a smaller number
     has been entered and left. Numbers start at 0 and each may be used once.
-    If a block with a smaller number is cancelled, the waiting blocks get
-    :exc:`BrokenResourceError`."""
+    If a waiting block is cancelled the sequence is broken: every block
+    waiting or entered afterwards raises :exc:`RuntimeError` (as trio)."""
 
     def __init__(self) -> None:
         self._sequence_points: defaultdict[int, Event] = defaultdict(Event)
@@ -26,6 +25,8 @@ class Sequencer:
         if position in self._claimed:
             raise RuntimeError(f"Sequencer position {position} was already used")
         self._claimed.add(position)
+        if self._broken:
+            raise RuntimeError("Sequencer is broken: an earlier position was cancelled")
         if position != 0:
             try:
                 await self._sequence_points[position].wait()
@@ -35,7 +36,7 @@ class Sequencer:
                     event.set()
                 raise
             if self._broken:
-                raise BrokenResourceError("Sequencer is broken: an earlier position was cancelled")
+                raise RuntimeError("Sequencer is broken: an earlier position was cancelled")
         try:
             yield
         finally:
