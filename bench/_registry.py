@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import _asyncio_like
+import _files
 import _trio_like
 
 
@@ -28,6 +29,7 @@ class Row:
     unit: str  # what one op is, for the table's legend
     trio_like: Optional[Callable]  # async def body(lib, n)
     asyncio_like: Optional[Callable]  # async def body(n)
+    sync_like: Optional[Callable] = None  # def body(n): plain blocking Python
 
 
 def _row(count, unit, name):
@@ -42,6 +44,11 @@ ROWS = {
     "channel_unbuffered": _row(100_000, "messages", "channel_unbuffered"),
     "event_pingpong": _row(50_000, "round trips", "event_pingpong"),
     "to_thread": _row(10_000, "round trips", "to_thread"),
+    # File I/O (issue 6): ringtrio and trio against plain blocking Python.
+    "files_read_4k": Row(10_000, "files", _files.files_read_4k, None, _files.sync_files_read_4k),
+    "file_read_64k": Row(4096, "64 KiB chunks", _files.file_read_64k, None, _files.sync_file_read_64k),
+    "file_read_at_8": Row(4096, "64 KiB chunks", _files.file_read_at_8, None, _files.sync_file_read_at_8),
+    "file_write_64k": Row(4096, "64 KiB chunks", _files.file_write_64k, None, _files.sync_file_write_64k),
 }
 
 # library name -> family (the attribute of Row holding its body)
@@ -50,9 +57,10 @@ LIBS = {
     "trio": "trio_like",
     "asyncio": "asyncio_like",
     "uvloop": "asyncio_like",
+    "sync": "sync_like",
 }
 
-DEFAULT_LIBS = ["ringtrio", "trio", "asyncio", "uvloop"]
+DEFAULT_LIBS = ["ringtrio", "trio", "asyncio", "uvloop", "sync"]
 
 
 def body_for(row, lib):
@@ -86,4 +94,11 @@ def run_body(lib, body, n):
         if not loop.startswith("uvloop"):
             raise RuntimeError(f"expected a uvloop loop, got {loop}")
         return {"elapsed": elapsed, "version": uvloop.__version__, "loop": loop}
+    if family == "sync_like":
+        import time
+
+        t0 = time.perf_counter()
+        result = body(n)
+        elapsed = result if isinstance(result, float) else time.perf_counter() - t0
+        return {"elapsed": elapsed, "version": platform.python_version()}
     raise ValueError(f"don't know how to run library {lib!r}")

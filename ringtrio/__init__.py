@@ -48,6 +48,8 @@ from ._sync import (
     StrictFIFOLock,
 )
 from ._timeouts import fail_after, fail_at, move_on_after, move_on_at
+from ._file_io import AsyncBinaryFile, AsyncFile, AsyncTextFile, open_file, wrap_file
+from ._path import Path
 from . import abc, from_thread, testing, to_thread
 
 # --- sockets and streams (issue 4) -----------------------------------------
@@ -78,6 +80,12 @@ TrioInternalError = RingtrioInternalError
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncBinaryFile",
+    "AsyncFile",
+    "AsyncTextFile",
+    "Path",
+    "open_file",
+    "wrap_file",
     "CapacityLimiter",
     "CapacityLimiterStatistics",
     "Condition",

@@ -28,7 +28,7 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from contextvars import Context, copy_context
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
@@ -503,7 +503,6 @@ class CancelScope:
             self._update_eff()
 
     def _deadline_expired(self) -> None:
-        self._deadline_seq = 0
         self.cancel()
 
     def _update_eff(self) -> None:
@@ -956,6 +955,7 @@ class RingOp:
         "cancel_raise",
         "linked",
         "done",
+        "result",
     )
 
     def __init__(
@@ -989,6 +989,8 @@ class RingOp:
         self.cancel_raise: Callable[[], NoReturn] | None = None
         self.linked = False
         self.done = False
+        # Set by the default _on_cqe for submit_and_wait to pick up.
+        self.result: Any = None
 
     def __repr__(self) -> str:
         name = _ring.OPCODE_NAMES.get(self.opcode, str(self.opcode))
@@ -1004,11 +1006,19 @@ class RingOp:
             # (-EINTR: an op interrupted in an io-wq worker before it
             # transferred anything; a partial transfer is a result.)
             reschedule(task, outcome.capture(self.cancel_raise))
-        elif self.linked and res == -errno.ECANCELED:
-            # The linked deadline fired in the kernel: the op did not happen.
-            reschedule(task, outcome.Value(_LINK_EXPIRED))
         else:
-            reschedule(task, outcome.Value((res, flags)))
+            if self.linked and res == -errno.ECANCELED:
+                # The linked deadline fired in the kernel: it did not happen.
+                self.result = _LINK_EXPIRED
+            else:
+                self.result = (res, flags)
+            # reschedule(task), inlined: this runs once per completed op.
+            task._abort_func = None
+            task._next_send = None
+            runner = task._runner
+            runner._runq.append(task)
+            if runner._instruments:
+                runner._instrument("task_scheduled", task)
 
 
 _LINK_EXPIRED = object()
@@ -1026,7 +1036,8 @@ _RESERVED_SLOTS = 8
 _SLOT_MASK = 0xFFFFFFFF
 
 
-async def submit_and_wait(op: RingOp) -> tuple[int, int]:
+@types.coroutine
+def submit_and_wait(op: RingOp) -> Generator[Any, Any, tuple[int, int]]:
     """Submit a ring op and park the current task until its CQE arrives.
 
     This is a checkpoint: it raises :exc:`Cancelled` before submitting if the
@@ -1037,16 +1048,24 @@ async def submit_and_wait(op: RingOp) -> tuple[int, int]:
     checkpoint).  When the task has a finite deadline, it rides along as a
     linked ``IORING_OP_LINK_TIMEOUT``.  Returns ``(res, cqe_flags)``; a
     negative ``res`` is ``-errno`` and is not raised here.
+
+    (A generator-based coroutine: one frame per op; this is the hot path of
+    all I/O.)
     """
     task = _local.task
     if task is None:
         _outside_run()
     runner = task._runner
     if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
-        await _yield_trap(_CHECKPOINT)
+        yield _CHECKPOINT
     while True:
         runner._submit_op(op, task)
-        result = await wait_task_rescheduled(op._abort)  # type: ignore[attr-defined]
+        # The plain completion path resumes us with None and leaves the
+        # result on the op (no outcome object per op); cancellation and
+        # errors arrive as outcomes and raise here.
+        yield _Park(op._abort)  # type: ignore[attr-defined]
+        result = op.result
+        op.result = None
         if result is not _LINK_EXPIRED:
             return result  # type: ignore[no-any-return]
         # The kernel deadline fired.  The runner has already expired Python
@@ -1270,6 +1289,9 @@ class Runner:
         self._deadlines: list[tuple[float, int, Any]] = []
         self._deadline_counter = itertools.count(1)
         self._stale_deadlines = 0
+        # Active cancel scopes with a registered deadline.  While zero, no
+        # ring op can need a linked timeout: skip the scope-chain walk.
+        self._scope_deadlines = 0
         self._runvars: dict[RunVar[Any], Any] = {}
         self.ki_pending = False
         # A KeyboardInterrupt that has not yet been offered to a parked main
@@ -1299,6 +1321,8 @@ class Runner:
         # a non-blocking pass needs no native call at all.
         self._sq_dirty = False
         self._idle_primed = 0
+        # Set once the loop is over: no new ops may be submitted.
+        self._ops_closed = False
         # Cross-thread wake-ups: a pipe whose read end always has a READ
         # pending on the ring.  run_sync_soon from another thread and signal
         # delivery (via signal.set_wakeup_fd) write a byte to it.
@@ -1352,11 +1376,15 @@ class Runner:
         seq = next(self._deadline_counter)
         obj._deadline_seq = seq
         heapq.heappush(self._deadlines, (deadline, seq, obj))
+        if type(obj) is CancelScope:
+            self._scope_deadlines += 1
 
     def _unregister_deadline(self, obj: Any) -> None:
         # Lazy deletion: the heap entry stays, marked stale by the sequence
         # number no longer matching.  Compact when stale entries dominate.
         obj._deadline_seq = 0
+        if type(obj) is CancelScope:
+            self._scope_deadlines -= 1
         self._stale_deadlines += 1
         if self._stale_deadlines > 1024 and self._stale_deadlines * 2 > len(self._deadlines):
             self._deadlines = [e for e in self._deadlines if e[2]._deadline_seq == e[1]]
@@ -1369,6 +1397,8 @@ class Runner:
             _, seq, obj = heapq.heappop(heap)
             if obj._deadline_seq == seq:
                 obj._deadline_seq = 0
+                if type(obj) is CancelScope:
+                    self._scope_deadlines -= 1
                 obj._deadline_expired()
             else:
                 self._stale_deadlines -= 1
@@ -1491,14 +1521,25 @@ class Runner:
     def _submit_op(self, op: RingOp, task: Task | None, deadline: float | None = None) -> None:
         """Queue ``op``'s SQE (sent with this pass's single enter) and park
         nothing: callers park on ``op._abort`` themselves."""
-        if self._done or self.ring.closed:
+        if self._ops_closed:
             raise RuntimeError("the ringtrio run this op belongs to has finished")
         op.task = task
         op.cancel_raise = None
         op.done = False
-        token = self._alloc_token(op)
+        # Token allocation (as _alloc_token), inlined: once per op.
+        free = self._free_slots
+        if free:
+            slot = free.pop()
+            self._op_slots[slot] = op
+        else:
+            slot = len(self._op_slots)
+            self._op_slots.append(op)
+            self._op_gens.append(0)
+        token = (self._op_gens[slot] << 32) | slot
+        op.token = token
+        self._ops_in_flight += 1
         link_ns = -1
-        if self._kernel_deadlines:
+        if self._kernel_deadlines and self._scope_deadlines:
             if deadline is None and task is not None:
                 deadline = task._cancel_scope._effective_deadline()
             if deadline is not None and deadline < _MAX_KERNEL_DEADLINE:
@@ -1599,6 +1640,7 @@ class Runner:
     def _dispatch_cqes(self, n: int) -> None:
         slots = self._op_slots
         gens = self._op_gens
+        free = self._free_slots
         for ud, res, flags in _iter_cqes(self.ring.cqe_bytes[: n * 16]):
             slot = ud & _SLOT_MASK
             if slot < _RESERVED_SLOTS:
@@ -1610,8 +1652,12 @@ class Runner:
                 self._stale_cqes += 1
                 continue
             if not (flags & IORING_CQE_F_MORE):
+                # The op's final CQE: release its token (as _release_token).
                 op.done = True
-                self._release_token(slot)
+                slots[slot] = None
+                gens[slot] = (gens[slot] + 1) & _SLOT_MASK
+                free.append(slot)
+                self._ops_in_flight -= 1
             op._on_cqe(res, flags)
 
     # -- cross-thread entry ----------------------------------------------
@@ -1907,6 +1953,7 @@ class Runner:
     def close(self) -> None:
         with self._entry_lock:
             self._closed_for_entries = True
+        self._ops_closed = True
         # Callbacks queued after the loop's last pass (a thread racing the end
         # of the run) still run, so whoever queued them is not left waiting.
         while self._entry_queue:

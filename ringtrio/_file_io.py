@@ -1,0 +1,1534 @@
+"""Async file I/O on the ring: ``open_file``, ``wrap_file`` and the file objects.
+
+Binary reads and writes are ``IORING_OP_READ`` / ``IORING_OP_WRITE`` at an
+offset the file object tracks in Python (``seek``/``tell`` never touch the
+ring); files are opened with ``IORING_OP_OPENAT`` (+ ``IORING_OP_STATX`` on the
+new fd, for the "is it a directory" check and the size) and closed with
+``IORING_OP_CLOSE``.  Text mode is a decoding/encoding layer in Python over
+the same binary object, structured like the stdlib's ``TextIOWrapper`` so that
+positions, ``tell()`` cookies and newline translation agree with it.
+
+Every kernel operation goes through :func:`ringtrio.lowlevel.submit_and_wait`
+(see docs/design.md, "The cancel protocol"): a cancelled op either happened
+(its result is used: bytes read are returned, bytes written advance the
+position, an opened fd is closed) or it did not (``Cancelled``, nothing
+changed).  See docs/files.md for the user-facing description.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import io
+import os
+import stat as _stat
+from operator import index as _index
+import struct
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from ._core import (
+    CancelScope,
+    ClosedResourceError,
+    RingOp,
+    cancel_ring_op,
+    checkpoint,
+    checkpoint_if_cancelled,
+    submit_and_wait,
+)
+from ._core._ring import (
+    IORING_FSYNC_DATASYNC,
+    IORING_OP_CLOSE,
+    IORING_OP_FSYNC,
+    IORING_OP_FTRUNCATE,
+    IORING_OP_OPENAT,
+    IORING_OP_READ,
+    IORING_OP_STATX,
+    IORING_OP_WRITE,
+)
+
+try:
+    from . import _native  # type: ignore[attr-defined]
+
+    _ffi = _native.ffi
+except ImportError:  # pragma: no cover - reported properly by ringtrio.run()
+    _ffi = None
+
+__all__ = ["AsyncFile", "AsyncBinaryFile", "AsyncTextFile", "open_file", "wrap_file"]
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_REMOVEDIR = 0x200
+AT_EMPTY_PATH = 0x1000
+STATX_BASIC_STATS = 0x7FF
+# "Use (and advance) the file position": the offset for non-seekable files and
+# for O_APPEND writes.
+_OFF_CUR = (1 << 64) - 1
+_DEFAULT_BUFFER_SIZE = io.DEFAULT_BUFFER_SIZE
+# Text layer chunk size: the same as CPython's TextIOWrapper (_CHUNK_SIZE).
+_TEXT_CHUNK = 8192
+# Reads smaller than this fill a read-ahead buffer of this size instead of
+# reading exactly what was asked for: one ring round trip costs far more than
+# copying a few KiB.
+_MIN_READAHEAD = 16384
+_EMPTY = b""
+
+
+# ---------------------------------------------------------------------------
+# Small ring helpers shared with _path.py
+# ---------------------------------------------------------------------------
+
+
+def _addr(cdata: Any) -> int:
+    return int(_ffi.cast("uintptr_t", cdata))
+
+
+def _cpath(path: str | bytes) -> Any:
+    """A NUL-terminated C copy of ``path`` (keep it alive while the op runs)."""
+    b = os.fsencode(path)
+    if b"\0" in b:
+        raise ValueError("embedded null byte")
+    return _ffi.new("char[]", b)
+
+
+def _oserror(res: int, *filenames: Any) -> OSError:
+    """``-errno`` -> the stdlib exception (FileNotFoundError, ...), with names."""
+    err = -res
+    if filenames:
+        return OSError(err, os.strerror(err), *filenames[:1], None, *filenames[1:2])
+    return OSError(err, os.strerror(err))
+
+
+async def _run_op(op: RingOp) -> int:
+    res, _flags = await submit_and_wait(op)
+    return res
+
+
+async def _openat(path: str | bytes, flags: int, mode: int = 0o666, dirfd: int = AT_FDCWD) -> int:
+    """openat(2) on the ring; returns the fd.  If the task is cancelled after
+    the kernel opened the file, the fd is still returned: the caller owns it
+    (and the pending cancellation lands at its next checkpoint)."""
+    cpath = _cpath(path)
+    res = await _run_op(
+        RingOp(IORING_OP_OPENAT, dirfd, _addr(cpath), mode, 0, flags | os.O_CLOEXEC, keepalive=cpath)
+    )
+    if res < 0:
+        raise _oserror(res, path)
+    return res
+
+
+async def _close_fd(fd: int) -> None:
+    """close(2) on the ring.  Shielded: a close must happen even when the
+    caller is being cancelled."""
+    with CancelScope(shield=True):
+        res = await _run_op(RingOp(IORING_OP_CLOSE, fd))
+    if res < 0 and res != -errno.EINTR:
+        raise _oserror(res)
+
+
+# struct statx (linux/stat.h), the part we use: 144 bytes of the 256.
+_STATX = struct.Struct("=IIQIIIHxxQQQQqIxxxxqIxxxxqIxxxxqIxxxxIIII")
+_STATX_BUFSIZE = 256
+
+
+def _statx_to_stat_result(buf: Any) -> os.stat_result:
+    (
+        _mask,
+        blksize,
+        _attrs,
+        nlink,
+        uid,
+        gid,
+        mode,
+        ino,
+        size,
+        blocks,
+        _attrs_mask,
+        a_sec,
+        a_nsec,
+        _b_sec,
+        _b_nsec,
+        c_sec,
+        c_nsec,
+        m_sec,
+        m_nsec,
+        rdev_major,
+        rdev_minor,
+        dev_major,
+        dev_minor,
+    ) = _STATX.unpack_from(buf)
+    a_ns = a_sec * 1_000_000_000 + a_nsec
+    m_ns = m_sec * 1_000_000_000 + m_nsec
+    c_ns = c_sec * 1_000_000_000 + c_nsec
+    return os.stat_result(
+        (mode, ino, os.makedev(dev_major, dev_minor), nlink, uid, gid, size, a_sec, m_sec, c_sec),
+        {
+            "st_atime": a_ns / 1e9,
+            "st_mtime": m_ns / 1e9,
+            "st_ctime": c_ns / 1e9,
+            "st_atime_ns": a_ns,
+            "st_mtime_ns": m_ns,
+            "st_ctime_ns": c_ns,
+            "st_blksize": blksize,
+            "st_blocks": blocks,
+            "st_rdev": os.makedev(rdev_major, rdev_minor),
+        },
+    )
+
+
+async def _statx(
+    path: str | bytes | None, *, dirfd: int = AT_FDCWD, follow_symlinks: bool = True
+) -> os.stat_result:
+    """statx(2) on the ring.  ``path=None`` stats ``dirfd`` itself."""
+    buf = _ffi.new("char[]", _STATX_BUFSIZE)
+    if path is None:
+        cpath = _ffi.new("char[]", b"")
+        flags = AT_EMPTY_PATH
+    else:
+        cpath = _cpath(path)
+        flags = 0 if follow_symlinks else AT_SYMLINK_NOFOLLOW
+    res = await _run_op(
+        RingOp(
+            IORING_OP_STATX,
+            dirfd,
+            _addr(cpath),
+            STATX_BASIC_STATS,
+            _addr(buf),
+            flags,
+            keepalive=(cpath, buf),
+        )
+    )
+    if res < 0:
+        raise _oserror(res, path) if path is not None else _oserror(res)
+    return _statx_to_stat_result(_ffi.buffer(buf))
+
+
+# ---------------------------------------------------------------------------
+# Mode parsing (the stdlib's rules and error messages)
+# ---------------------------------------------------------------------------
+
+
+class _Mode:
+    __slots__ = ("flags", "readable", "writable", "append", "creating", "binary", "raw_mode", "text")
+
+    def __init__(self, mode: str) -> None:
+        if not isinstance(mode, str):
+            raise TypeError(f"open() argument 'mode' must be str, not {type(mode).__name__}")
+        seen = set()
+        for ch in mode:
+            if ch not in "rwxab+t" or ch in seen:
+                raise ValueError(f"invalid mode: {mode!r}")
+            seen.add(ch)
+        if "t" in seen and "b" in seen:
+            raise ValueError("can't have text and binary mode at once")
+        kinds = sum(ch in seen for ch in "rwxa")
+        plus = "+" in seen
+        if kinds > 1:
+            raise ValueError("must have exactly one of create/read/write/append mode")
+        if kinds == 0:
+            raise ValueError(
+                "Must have exactly one of create/read/write/append mode and at most one plus"
+            )
+        self.binary = "b" in seen
+        self.text = not self.binary
+        self.append = "a" in seen
+        self.creating = "x" in seen
+        if "r" in seen:
+            kind, flags = "r", 0
+        elif "w" in seen:
+            kind, flags = "w", os.O_CREAT | os.O_TRUNC
+        elif "x" in seen:
+            kind, flags = "x", os.O_CREAT | os.O_EXCL
+        else:
+            kind, flags = "a", os.O_CREAT | os.O_APPEND
+        self.readable = kind == "r" or plus
+        self.writable = kind != "r" or plus
+        if plus:
+            flags |= os.O_RDWR
+        elif self.readable:
+            flags |= os.O_RDONLY
+        else:
+            flags |= os.O_WRONLY
+        self.flags = flags | os.O_CLOEXEC
+        # FileIO's normalised mode string (what binary files report as .mode)
+        if kind == "x":
+            self.raw_mode = "xb+" if plus else "xb"
+        elif kind == "a":
+            self.raw_mode = "ab+" if plus else "ab"
+        elif self.readable:
+            self.raw_mode = "rb+" if self.writable else "rb"
+        else:
+            self.raw_mode = "wb"
+
+
+# ---------------------------------------------------------------------------
+# File objects
+# ---------------------------------------------------------------------------
+
+
+def _closed_error() -> ValueError:
+    return ValueError("I/O operation on closed file.")
+
+
+def _size_arg(size: Any) -> int:
+    if size is None:
+        return -1
+    try:
+        return _index(size)
+    except TypeError:
+        raise TypeError(f"argument should be integer or None, not '{type(size).__name__}'") from None
+
+
+class AsyncFile:
+    """Common base of ringtrio's async file objects (for ``isinstance``).
+
+    ``async with`` closes the file; ``async for line in f`` iterates lines.
+    """
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self  # type: ignore[return-value]
+
+    async def __anext__(self) -> Any:
+        line = await self.readline()  # type: ignore[attr-defined]
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+
+class AsyncBinaryFile(AsyncFile):
+    """A binary file whose I/O runs on the ring.
+
+    Reads are buffered like ``io.BufferedReader`` (a read-ahead buffer serves
+    small reads and ``readline``); writes go to the kernel at once (there is
+    no write buffer: ``write`` returns when every byte is written, and
+    ``flush`` has nothing to do).  The position lives in Python.
+    """
+
+    __slots__ = (
+        "_fd",
+        "_name",
+        "_mode",
+        "_closefd",
+        "_readable",
+        "_writable",
+        "_append",
+        "_seekable",
+        "_regular",
+        "_pos",
+        "_rbuf",
+        "_ri",
+        "_bufsize",
+        "_readahead",
+        "_inflight",
+        "_closed",
+        "_closing",
+        "_wrapped",
+    )
+
+    def __init__(
+        self,
+        fd: int,
+        name: Any,
+        mode: str,
+        *,
+        readable: bool,
+        writable: bool,
+        append: bool = False,
+        closefd: bool = True,
+        pos: int | None = None,
+        bufsize: int = _DEFAULT_BUFFER_SIZE,
+        buffered: bool = True,
+        regular: bool | None = None,
+        wrapped: Any = None,
+    ) -> None:
+        self._fd = fd
+        self._name = name
+        self._mode = mode
+        self._closefd = closefd
+        self._readable = readable
+        self._writable = writable
+        self._append = append
+        if pos is None:
+            try:
+                pos = os.lseek(fd, 0, os.SEEK_CUR)
+                seekable = True
+            except OSError:
+                pos, seekable = 0, False
+        else:
+            seekable = True
+        self._seekable = seekable
+        if regular is None:
+            try:
+                regular = _stat.S_ISREG(os.fstat(fd).st_mode)
+            except OSError:
+                regular = False
+        # On a regular file a short read means end of file (the kernel only
+        # returns fewer bytes than asked at EOF), which saves a round trip.
+        self._regular = regular and seekable
+        self._pos = pos
+        self._rbuf = _EMPTY  # read-ahead: the file's bytes from _pos - _ri
+        self._ri = 0
+        self._bufsize = bufsize
+        self._readahead = max(bufsize, _MIN_READAHEAD) if buffered else 0
+        self._inflight: set[RingOp] = set()
+        self._closed = False
+        self._closing = False
+        self._wrapped = wrapped
+
+    def __repr__(self) -> str:
+        return f"<ringtrio.AsyncBinaryFile name={self._name!r} mode={self._mode!r}>"
+
+    # -- attributes ---------------------------------------------------------
+
+    @property
+    def name(self) -> Any:
+        return self._name
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def closefd(self) -> bool:
+        return self._closefd
+
+    @property
+    def wrapped(self) -> Any:
+        """The stdlib file given to :func:`wrap_file`, or None."""
+        return self._wrapped
+
+    def fileno(self) -> int:
+        if self._closed:
+            raise _closed_error()
+        return self._fd
+
+    def readable(self) -> bool:
+        if self._closed:
+            raise _closed_error()
+        return self._readable
+
+    def writable(self) -> bool:
+        if self._closed:
+            raise _closed_error()
+        return self._writable
+
+    def seekable(self) -> bool:
+        if self._closed:
+            raise _closed_error()
+        return self._seekable
+
+    def isatty(self) -> bool:
+        if self._closed:
+            raise _closed_error()
+        return os.isatty(self._fd)
+
+    # -- the ring primitives ----------------------------------------------------
+
+    def _check(self, readable: bool = False, writable: bool = False, what: str = "") -> None:
+        if self._closed:
+            raise _closed_error()
+        if readable and not self._readable:
+            raise io.UnsupportedOperation(what or "read")
+        if writable and not self._writable:
+            raise io.UnsupportedOperation(what or "write")
+
+    async def _op(self, op: RingOp) -> int:
+        inflight = self._inflight
+        inflight.add(op)
+        try:
+            res, _flags = await submit_and_wait(op)
+        finally:
+            inflight.discard(op)
+        if res < 0:
+            raise _oserror(res, self._name) if isinstance(self._name, (str, bytes)) else _oserror(res)
+        return res
+
+    def _offset(self) -> int:
+        return self._pos if self._seekable else _OFF_CUR
+
+    async def _buffer_op(self, opcode: int, mv: memoryview, offset: int, writable: bool) -> int:
+        """One READ/WRITE between ``mv`` and the file.
+
+        The cffi view of ``mv`` is released as soon as the op's CQE is in
+        (or it was never submitted): a memoryview still exported to cffi
+        cannot be cleared by the garbage collector (BufferError, and worse).
+        Only if the coroutine is closed while the op may still be in flight
+        (a run abandoned at shutdown) is the export left to the op's
+        keepalive.
+        """
+        if self._closed:
+            raise _closed_error()
+        cbuf = _ffi.from_buffer(mv, require_writable=writable)
+        try:
+            n = await self._op(RingOp(opcode, self._fd, _addr(cbuf), len(mv), offset, keepalive=cbuf))
+        except GeneratorExit:
+            raise
+        except BaseException:
+            _ffi.release(cbuf)
+            raise
+        _ffi.release(cbuf)
+        return n
+
+    async def _pread_into(self, mv: memoryview, offset: int) -> int:
+        """One kernel read into ``mv``.  Returns the byte count (0 at EOF)."""
+        return await self._buffer_op(IORING_OP_READ, mv, offset, True)
+
+    async def _pread(self, size: int, offset: int) -> bytes:
+        buf = bytearray(size)
+        n = await self._pread_into(memoryview(buf), offset)
+        if n == size:
+            return bytes(buf)
+        return bytes(memoryview(buf)[:n])
+
+    async def _read_raw(self, size: int) -> bytes:
+        """One kernel read at the position, advancing it by what was read."""
+        data = await self._pread(size, self._offset())
+        self._pos += len(data)
+        return data
+
+    def _take_buffered(self, n: int) -> bytes:
+        """Up to ``n`` bytes from the read-ahead buffer (n < 0: all)."""
+        rbuf, ri = self._rbuf, self._ri
+        avail = len(rbuf) - ri
+        if avail <= 0:
+            return _EMPTY
+        if n < 0 or n >= avail:
+            out = rbuf[ri:] if ri else rbuf
+            self._rbuf, self._ri = _EMPTY, 0
+            self._pos += avail
+            return out
+        self._ri = ri + n
+        self._pos += n
+        return rbuf[ri : ri + n]
+
+    async def _fill(self) -> bool:
+        """Refill the (empty) read-ahead buffer; False at EOF."""
+        size = self._readahead or self._bufsize
+        data = await self._pread(size, self._offset())
+        if not self._seekable:
+            # the kernel advanced its own position; ours follows
+            pass
+        self._rbuf, self._ri = data, 0
+        return bool(data)
+
+    def _drop_readahead(self) -> None:
+        self._rbuf, self._ri = _EMPTY, 0
+
+    # -- reading ----------------------------------------------------------------
+
+    async def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (all, to EOF, when negative or None).
+        Like ``io.BufferedReader.read``: only returns fewer at end of file."""
+        size = _size_arg(size)
+        self._check(readable=True)
+        if size < -1 and self._readahead:
+            raise ValueError("read length must be non-negative or -1")
+        if size < 0:
+            return await self.readall()
+        if size == 0:
+            await checkpoint()
+            return _EMPTY
+        head = self._take_buffered(size)
+        if len(head) == size:
+            await checkpoint()
+            return head
+        if not self._readahead:
+            # unbuffered (buffering=0): exactly one kernel read, like FileIO
+            if head:
+                await checkpoint()
+                return head
+            return await self._read_raw(size)
+        need = size - len(head)
+        parts = [head] if head else []
+        while need > 0:
+            if need >= self._readahead:
+                chunk = await self._read_raw(need)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                need -= len(chunk)
+                if self._regular and need:
+                    break  # short read on a regular file: EOF
+            else:
+                if not await self._fill():
+                    break
+                short = len(self._rbuf) < self._readahead
+                chunk = self._take_buffered(need)
+                parts.append(chunk)
+                need -= len(chunk)
+                if short and self._regular and need:
+                    break
+        if not parts:
+            return _EMPTY
+        return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+
+    async def readall(self) -> bytes:
+        self._check(readable=True)
+        parts = []
+        head = self._take_buffered(-1)
+        if head:
+            parts.append(head)
+        chunk_size = max(self._readahead, _DEFAULT_BUFFER_SIZE)
+        if self._regular:
+            # Size the first read from the file size: usually one op.
+            try:
+                end = os.fstat(self._fd).st_size
+            except OSError:
+                end = 0
+            if end >= self._pos:
+                chunk_size = max(chunk_size, end - self._pos + 1)
+        while True:
+            chunk = await self._read_raw(chunk_size)
+            if not chunk:
+                break
+            parts.append(chunk)
+            if self._regular and len(chunk) < chunk_size:
+                break
+            chunk_size = min(chunk_size * 2, 1 << 26)
+        if not parts:
+            await checkpoint_if_cancelled()
+            return _EMPTY
+        return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+
+    async def read1(self, size: int | None = -1) -> bytes:
+        """At most one kernel read (none if the read-ahead buffer has data)."""
+        size = _size_arg(size)
+        self._check(readable=True)
+        if size < 0:
+            size = self._bufsize
+        if size == 0:
+            await checkpoint()
+            return _EMPTY
+        head = self._take_buffered(size)
+        if head:
+            await checkpoint()
+            return head
+        return await self._read_raw(size)
+
+    async def peek(self, size: int = 0) -> bytes:
+        self._check(readable=True)
+        if len(self._rbuf) - self._ri <= 0:
+            await self._fill()
+        else:
+            await checkpoint()
+        return self._rbuf[self._ri :]
+
+    async def readinto(self, buffer: Any) -> int:
+        """Read into a writable buffer until it is full or EOF."""
+        return await self._readinto(buffer, one=False)
+
+    async def readinto1(self, buffer: Any) -> int:
+        return await self._readinto(buffer, one=True)
+
+    async def _readinto(self, buffer: Any, one: bool) -> int:
+        try:
+            mv = memoryview(buffer)
+        except TypeError:
+            raise TypeError(
+                f"readinto() argument must be read-write bytes-like object, not {type(buffer).__name__}"
+            ) from None
+        if mv.readonly:
+            raise TypeError(
+                f"readinto() argument must be read-write bytes-like object, not {type(buffer).__name__}"
+            )
+        mv = mv.cast("B")
+        self._check(readable=True)
+        total = len(mv)
+        head = self._take_buffered(total)
+        got = len(head)
+        mv[:got] = head
+        if got == total or (one and got):
+            await checkpoint()
+            return got
+        while got < total:
+            n = await self._pread_into(mv[got:], self._offset())
+            self._pos += n
+            got += n
+            if n == 0 or one or (self._regular and got < total) or not self._readahead:
+                break
+        return got
+
+    async def readline(self, size: int | None = -1) -> bytes:
+        size = _size_arg(size)
+        self._check(readable=size != 0)  # (the stdlib's readline(0) never reads)
+        if size == 0:
+            await checkpoint()
+            return _EMPTY
+        parts: list[bytes] = []
+        got = 0
+        yielded = False
+        while True:
+            rbuf, ri = self._rbuf, self._ri
+            if len(rbuf) > ri:
+                limit = len(rbuf) if size < 0 else min(len(rbuf), ri + size - got)
+                nl = rbuf.find(b"\n", ri, limit)
+                if nl >= 0:
+                    parts.append(self._take_buffered(nl + 1 - ri))
+                    break
+                piece = self._take_buffered(limit - ri)
+                parts.append(piece)
+                got += len(piece)
+                if size >= 0 and got >= size:
+                    break
+            yielded = True
+            if not await self._fill():
+                break
+        if not yielded:
+            await checkpoint()
+        return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+
+    async def readlines(self, hint: int | None = -1) -> list[bytes]:
+        hint = _size_arg(hint)
+        lines: list[Any] = []
+        total = 0
+        while True:
+            line = await self.readline()
+            if not line:
+                break
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    # -- positioned I/O -----------------------------------------------------------
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` without using or moving
+        the file position (one kernel read; safe to call concurrently)."""
+        self._check(readable=True)
+        offset, size = _index(offset), _index(size)
+        if offset < 0:
+            raise ValueError(f"negative offset {offset}")
+        if size < 0:
+            raise ValueError(f"negative size {size}")
+        if size == 0:
+            await checkpoint()
+            return _EMPTY
+        return await self._pread(size, offset)
+
+    async def write_at(self, offset: int, data: Any) -> int:
+        """Write all of ``data`` at ``offset`` without using or moving the file
+        position (safe to call concurrently on disjoint ranges).  On O_APPEND
+        files the kernel appends instead, as for pwrite(2)."""
+        self._check(writable=True)
+        offset = _index(offset)
+        if offset < 0:
+            raise ValueError(f"negative offset {offset}")
+        mv = self._as_bytes_view(data)
+        written = 0
+        total = len(mv)
+        if total == 0:
+            await checkpoint()
+            return 0
+        while written < total:
+            written += await self._pwrite(mv[written:], offset + written)
+        return total
+
+    # -- writing --------------------------------------------------------------------
+
+    @staticmethod
+    def _as_bytes_view(data: Any) -> memoryview:
+        if isinstance(data, str):
+            raise TypeError("a bytes-like object is required, not 'str'")
+        try:
+            mv = memoryview(data)
+        except TypeError:
+            raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+        return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+    async def _pwrite(self, mv: memoryview, offset: int) -> int:
+        n = await self._buffer_op(IORING_OP_WRITE, mv, offset, False)
+        if n == 0:
+            raise OSError(errno.EIO, "write returned 0 bytes")
+        return n
+
+    async def write(self, data: Any) -> int:
+        """Write all of ``data``; returns its length.  If cancelled part way
+        (between kernel writes), raises ``Cancelled`` with the position
+        advanced by exactly what was written."""
+        mv = self._as_bytes_view(data)
+        self._check(writable=True)
+        total = len(mv)
+        if total == 0:
+            await checkpoint()
+            return 0
+        if self._rbuf:
+            self._drop_readahead()
+        written = 0
+        if self._append or not self._seekable:
+            # O_APPEND: the kernel writes at the end and moves its own file
+            # position there (offset -1 = "the current position").
+            while written < total:
+                written += await self._pwrite(mv[written:], _OFF_CUR)
+                if self._seekable:
+                    self._pos = os.lseek(self._fd, 0, os.SEEK_CUR)
+            return total
+        while written < total:
+            n = await self._pwrite(mv[written:], self._pos)
+            self._pos += n
+            written += n
+        return total
+
+    async def writelines(self, lines: Iterable[Any]) -> None:
+        self._check()
+        views = [self._as_bytes_view(line) for line in lines]
+        if views:
+            self._check(writable=True)
+        data = _EMPTY.join(views)
+        if data:
+            await self.write(data)
+        else:
+            await checkpoint()
+
+    async def flush(self) -> None:
+        """Nothing is buffered for writing; a checkpoint (and a closed check)."""
+        if self._closed:
+            raise ValueError("flush of closed file")
+        await checkpoint()
+
+    async def truncate(self, size: int | None = None) -> int:
+        """Resize the file (``IORING_OP_FTRUNCATE``); the position is unchanged."""
+        self._check(writable=True, what="truncate")
+        if size is None:
+            size = self._pos
+        else:
+            size = _index(size)
+        if size < 0:
+            await checkpoint()
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self._drop_readahead()
+        await self._op(RingOp(IORING_OP_FTRUNCATE, self._fd, 0, 0, size))
+        return size
+
+    async def fsync(self) -> None:
+        """Flush the file's data and metadata to the device (IORING_OP_FSYNC)."""
+        self._check()
+        await self._op(RingOp(IORING_OP_FSYNC, self._fd))
+
+    async def fdatasync(self) -> None:
+        """Like :meth:`fsync` but skips metadata not needed to read the data."""
+        self._check()
+        await self._op(RingOp(IORING_OP_FSYNC, self._fd, 0, 0, 0, IORING_FSYNC_DATASYNC))
+
+    async def stat(self) -> os.stat_result:
+        """fstat via ``IORING_OP_STATX`` on the fd."""
+        self._check()
+        return await _statx(None, dirfd=self._fd)
+
+    # -- position ---------------------------------------------------------------
+
+    def _seek_sync(self, offset: int, whence: int) -> int:
+        if self._closed:
+            raise _closed_error()
+        offset = _index(offset)
+        whence = _index(whence)
+        if whence == os.SEEK_CUR:
+            if not self._seekable:
+                raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+            offset, whence = self._pos + offset, os.SEEK_SET
+            if offset < 0:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        # lseek(2) is a cheap syscall that never blocks; it gives exactly the
+        # stdlib's answers (and errors) for SEEK_END, SEEK_DATA, SEEK_HOLE.
+        pos = os.lseek(self._fd, offset, whence)
+        rbuf = self._rbuf
+        if rbuf:
+            start = self._pos - self._ri
+            if start <= pos <= start + len(rbuf):
+                self._ri = pos - start
+            else:
+                self._drop_readahead()
+        self._pos = pos
+        return pos
+
+    async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        pos = self._seek_sync(offset, whence)
+        await checkpoint()
+        return pos
+
+    async def tell(self) -> int:
+        if self._closed:
+            raise _closed_error()
+        if not self._seekable:
+            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+        await checkpoint()
+        return self._pos
+
+    # -- closing -----------------------------------------------------------------
+
+    def _cancel_inflight(self) -> None:
+        for op in list(self._inflight):
+            cancel_ring_op(op, ClosedResourceError("the file was closed while this operation was in flight"))
+
+    async def aclose(self) -> None:
+        """Close the file: cancel ops in flight (their tasks get
+        ``ClosedResourceError`` unless the op completed), then
+        ``IORING_OP_CLOSE``.  Closes even when cancelled."""
+        if self._closed:
+            await checkpoint_if_cancelled()
+            return
+        self._closed = True
+        self._drop_readahead()
+        self._cancel_inflight()
+        try:
+            if self._wrapped is not None:
+                # the stdlib object owns the fd: let it close it (it may have
+                # nothing buffered: wrap_file flushed it)
+                self._wrapped.close()
+            elif self._closefd:
+                await _close_fd(self._fd)
+        finally:
+            await checkpoint_if_cancelled()
+
+
+class AsyncTextFile(AsyncFile):
+    """A text file: decoding/encoding in Python over an :class:`AsyncBinaryFile`.
+
+    Mirrors ``io.TextIOWrapper``: same newline handling, same ``tell()``
+    cookies, same chunked read-ahead (so positions agree with the stdlib).
+    """
+
+    __slots__ = (
+        "buffer",
+        "_mode",
+        "_encoding",
+        "_errors",
+        "_readuniversal",
+        "_readtranslate",
+        "_readnl",
+        "_writetranslate",
+        "_writenl",
+        "_line_buffering",
+        "_decoder",
+        "_encoder",
+        "_decoded",
+        "_used",
+        "_snapshot",
+        "_wrapped",
+    )
+
+    def __init__(
+        self,
+        buffer: AsyncBinaryFile,
+        mode: str,
+        encoding: str,
+        errors: str,
+        newline: str | None,
+        line_buffering: bool = False,
+    ) -> None:
+        self.buffer = buffer
+        self._mode = mode
+        self._encoding = encoding
+        self._errors = errors
+        self._readuniversal = not newline
+        self._readtranslate = newline is None
+        self._readnl = newline
+        self._writetranslate = newline != ""
+        self._writenl = newline or os.linesep
+        self._line_buffering = line_buffering
+        self._decoder: Any = None
+        self._encoder: Any = None
+        self._decoded = ""
+        self._used = 0
+        self._snapshot: tuple[int, bytes] | None = None
+        self._wrapped: Any = None
+        if buffer._readable:
+            dec: Any = codecs.getincrementaldecoder(encoding)(errors)
+            if self._readuniversal:
+                dec = io.IncrementalNewlineDecoder(dec, self._readtranslate)
+            self._decoder = dec
+        if buffer._writable:
+            self._encoder = codecs.getincrementalencoder(encoding)(errors)
+            # Appending (or opening at a non-zero position): no BOM.
+            if buffer._seekable and buffer._pos != 0:
+                try:
+                    self._encoder.setstate(0)
+                except (AttributeError, TypeError):  # pragma: no cover
+                    pass
+
+    def __repr__(self) -> str:
+        return f"<ringtrio.AsyncTextFile name={self.name!r} mode={self._mode!r} encoding={self._encoding!r}>"
+
+    # -- attributes -----------------------------------------------------------
+
+    @property
+    def name(self) -> Any:
+        return self.buffer.name
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def closed(self) -> bool:
+        return self.buffer.closed
+
+    @property
+    def encoding(self) -> str:
+        return self._encoding
+
+    @property
+    def errors(self) -> str:
+        return self._errors
+
+    @property
+    def newlines(self) -> Any:
+        return getattr(self._decoder, "newlines", None)
+
+    @property
+    def line_buffering(self) -> bool:
+        return self._line_buffering
+
+    @property
+    def closefd(self) -> bool:
+        return self.buffer.closefd
+
+    def fileno(self) -> int:
+        return self.buffer.fileno()
+
+    def readable(self) -> bool:
+        return self.buffer.readable()
+
+    def writable(self) -> bool:
+        return self.buffer.writable()
+
+    def seekable(self) -> bool:
+        return self.buffer.seekable()
+
+    def isatty(self) -> bool:
+        return self.buffer.isatty()
+
+    # -- decoding state -----------------------------------------------------------
+
+    def _check(self, readable: bool = False, writable: bool = False) -> None:
+        if self.buffer._closed:
+            raise _closed_error()
+        if readable and self._decoder is None:
+            raise io.UnsupportedOperation("not readable")
+        if writable and self._encoder is None:
+            raise io.UnsupportedOperation("not writable")
+
+    def _take(self, n: int = -1) -> str:
+        decoded, used = self._decoded, self._used
+        if n < 0:
+            out = decoded[used:] if used else decoded
+            self._used = len(decoded)
+        else:
+            out = decoded[used : used + n]
+            self._used = used + len(out)
+        return out
+
+    def _reset_decoding(self) -> None:
+        self._decoded = ""
+        self._used = 0
+        self._snapshot = None
+
+    async def _read_chunk(self) -> bool:
+        """Decode one more chunk; False at EOF.  Records the snapshot
+        (decoder flags, bytes fed since) that tell() starts from."""
+        dec_buffer, dec_flags = self._decoder.getstate()
+        chunk = await self.buffer.read1(_TEXT_CHUNK)
+        eof = not chunk
+        self._decoded = self._decoder.decode(chunk, eof)
+        self._used = 0
+        self._snapshot = (dec_flags, dec_buffer + chunk)
+        return not eof
+
+    # -- reading ----------------------------------------------------------------
+
+    async def read(self, size: int | None = -1) -> str:
+        size = _size_arg(size)
+        self._check(readable=True)
+        if size < 0:
+            data = await self.buffer.read()
+            out = self._take() + self._decoder.decode(data, True)
+            self._reset_decoding()
+            return out
+        result = self._take(size)
+        if len(result) >= size:
+            await checkpoint()
+            return result
+        parts = [result]
+        got = len(result)
+        while got < size:
+            if not await self._read_chunk():
+                parts.append(self._take())
+                break
+            piece = self._take(size - got)
+            parts.append(piece)
+            got += len(piece)
+        return "".join(parts)
+
+    def _find_line_end(self, line: str, start: int) -> int:
+        """Index just past the first line ending at or after ``start``, or -1."""
+        if self._readtranslate:
+            i = line.find("\n", start)
+            return -1 if i < 0 else i + 1
+        if self._readuniversal:
+            # "\n", "\r" or "\r\n"; the decoder holds back a trailing "\r"
+            # until it knows what follows, except at EOF.
+            i = line.find("\n", start)
+            j = line.find("\r", start)
+            if j < 0:
+                return -1 if i < 0 else i + 1
+            if i < 0 or j < i:
+                if j + 1 < len(line) and line[j + 1] == "\n":
+                    return j + 2
+                return j + 1
+            return i + 1
+        i = line.find(self._readnl, start)  # type: ignore[arg-type]
+        return -1 if i < 0 else i + len(self._readnl)  # type: ignore[arg-type]
+
+    async def readline(self, size: int | None = -1) -> str:
+        size = _size_arg(size)
+        self._check(readable=True)
+        line = self._take()
+        start = 0
+        yielded = False
+        while True:
+            end = self._find_line_end(line, start)
+            if end >= 0:
+                break
+            if 0 <= size <= len(line):
+                end = size
+                break
+            # a separator may straddle the chunk boundary
+            start = max(0, len(line) - len(self._readnl or "\n") + 1) if not self._readuniversal else len(line)
+            yielded = True
+            more = await self._read_chunk()
+            line += self._take()
+            if not more:
+                end = self._find_line_end(line, 0)
+                if end < 0:
+                    end = len(line)
+                break
+        if 0 <= size < end:
+            end = size
+        # give back what follows the line: always a suffix of the last chunk
+        self._used -= len(line) - end
+        if not yielded:
+            await checkpoint()
+        return line[:end]
+
+    async def readlines(self, hint: int | None = -1) -> list[str]:
+        hint = _size_arg(hint)
+        lines: list[str] = []
+        total = 0
+        while True:
+            line = await self.readline()
+            if not line:
+                break
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    # -- writing ------------------------------------------------------------------
+
+    async def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        self._check(writable=True)
+        length = len(s)
+        if self._writetranslate and self._writenl != "\n" and "\n" in s:
+            s = s.replace("\n", self._writenl)
+        data = self._encoder.encode(s)
+        # like TextIOWrapper: drop decoded read-ahead (the bytes already
+        # consumed from the buffer stay consumed)
+        self._reset_decoding()
+        if self._decoder is not None:
+            self._decoder.reset()
+        await self.buffer.write(data)
+        return length
+
+    async def writelines(self, lines: Iterable[str]) -> None:
+        self._check()
+        lines = list(lines)
+        if lines:
+            self._check(writable=True)
+        for line in lines:
+            if not isinstance(line, str):
+                raise TypeError(f"write() argument must be str, not {type(line).__name__}")
+        await self.write("".join(lines))
+
+    async def flush(self) -> None:
+        await self.buffer.flush()
+
+    async def truncate(self, pos: int | None = None) -> int:
+        self._check()
+        if pos is None:
+            pos = await self.tell()
+        return await self.buffer.truncate(pos)
+
+    async def fsync(self) -> None:
+        await self.buffer.fsync()
+
+    async def fdatasync(self) -> None:
+        await self.buffer.fdatasync()
+
+    async def stat(self) -> os.stat_result:
+        return await self.buffer.stat()
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        """Positioned *binary* read on the underlying file (see
+        :meth:`AsyncBinaryFile.read_at`)."""
+        return await self.buffer.read_at(offset, size)
+
+    async def write_at(self, offset: int, data: Any) -> int:
+        """Positioned *binary* write on the underlying file."""
+        return await self.buffer.write_at(offset, data)
+
+    # -- position: TextIOWrapper's cookies ---------------------------------------------
+
+    @staticmethod
+    def _pack_cookie(position: int, dec_flags: int = 0, feed: int = 0, need_eof: bool = False, skip: int = 0) -> int:
+        return position | (dec_flags << 64) | (feed << 128) | (skip << 192) | (int(need_eof) << 256)
+
+    @staticmethod
+    def _unpack_cookie(cookie: int) -> tuple[int, int, int, bool, int]:
+        mask = (1 << 64) - 1
+        return (
+            cookie & mask,
+            (cookie >> 64) & mask,
+            (cookie >> 128) & mask,
+            bool(cookie >> 256),
+            (cookie >> 192) & mask,
+        )
+
+    def _tell_sync(self) -> int:
+        if self.buffer._closed:
+            raise _closed_error()
+        if not self.buffer._seekable:
+            raise io.UnsupportedOperation("underlying stream is not seekable")
+        position = self.buffer._pos
+        decoder, snapshot = self._decoder, self._snapshot
+        if decoder is None or snapshot is None:
+            return position
+        dec_flags, fed = snapshot
+        position -= len(fed)
+        skip = self._used
+        if skip == 0:
+            return self._pack_cookie(position, dec_flags)
+        # Find the latest point at or before the current character where the
+        # decoder holds no pending bytes, by re-decoding the chunk one byte
+        # at a time from the snapshot.
+        saved = decoder.getstate()
+        try:
+            decoder.setstate((b"", dec_flags))
+            start, start_flags, fed_n, chars = position, dec_flags, 0, 0
+            need_eof = False
+            done = False
+            for i in range(len(fed)):
+                fed_n += 1
+                chars += len(decoder.decode(fed[i : i + 1]))
+                pending, flags = decoder.getstate()
+                if not pending and chars <= skip:
+                    start += fed_n
+                    skip -= chars
+                    start_flags = flags
+                    fed_n = chars = 0
+                if chars >= skip:
+                    done = True
+                    break
+            if not done:
+                chars += len(decoder.decode(b"", True))
+                need_eof = True
+                if chars < skip:
+                    raise OSError("can't reconstruct logical file position")
+            return self._pack_cookie(start, start_flags, fed_n, need_eof, skip)
+        finally:
+            decoder.setstate(saved)
+
+    async def tell(self) -> int:
+        cookie = self._tell_sync()
+        await checkpoint()
+        return cookie
+
+    async def seek(self, cookie: int, whence: int = os.SEEK_SET) -> int:
+        self._check()
+        cookie = _index(cookie)
+        whence = _index(whence)
+        buf = self.buffer
+        if not buf._seekable:
+            raise io.UnsupportedOperation("underlying stream is not seekable")
+        if whence == os.SEEK_CUR:
+            if cookie != 0:
+                raise io.UnsupportedOperation("can't do nonzero cur-relative seeks")
+            cookie = self._tell_sync()
+            whence = os.SEEK_SET
+        elif whence == os.SEEK_END:
+            if cookie != 0:
+                raise io.UnsupportedOperation("can't do nonzero end-relative seeks")
+            pos = buf._seek_sync(0, os.SEEK_END)
+            self._reset_decoding()
+            if self._decoder is not None:
+                self._decoder.reset()
+            self._reset_encoder(pos)
+            await checkpoint()
+            return pos
+        if whence != os.SEEK_SET:
+            raise ValueError(f"invalid whence ({whence}, should be {os.SEEK_SET}, {os.SEEK_CUR} or {os.SEEK_END})")
+        if cookie < 0:
+            raise ValueError(f"negative seek position {cookie}")
+        start, dec_flags, feed, need_eof, skip = self._unpack_cookie(cookie)
+        buf._seek_sync(start, os.SEEK_SET)
+        self._reset_decoding()
+        if self._decoder is not None:
+            if cookie == 0:
+                self._decoder.reset()
+            else:
+                self._decoder.setstate((b"", dec_flags))
+                self._snapshot = (dec_flags, b"")
+        self._reset_encoder(cookie)
+        if self._decoder is not None and (feed or need_eof or skip):
+            fed = await buf.read(feed)
+            self._decoded = self._decoder.decode(fed, need_eof)
+            self._snapshot = (dec_flags, fed)
+            if len(self._decoded) < skip:
+                raise OSError("can't restore logical file position")
+            self._used = skip
+        else:
+            await checkpoint()
+        return cookie
+
+    def _reset_encoder(self, position: int) -> None:
+        if self._encoder is not None:
+            if position == 0:
+                self._encoder.reset()
+            else:
+                try:
+                    self._encoder.setstate(0)
+                except (AttributeError, TypeError):  # pragma: no cover
+                    pass
+
+    async def aclose(self) -> None:
+        if self._wrapped is not None and not self.buffer._closed:
+            self.buffer._closed = True
+            self.buffer._cancel_inflight()
+            try:
+                self._wrapped.close()
+            finally:
+                await checkpoint_if_cancelled()
+            return
+        await self.buffer.aclose()
+
+
+# ---------------------------------------------------------------------------
+# open_file / wrap_file
+# ---------------------------------------------------------------------------
+
+
+def _resolve_text_params(encoding: Any, errors: Any, newline: Any) -> tuple[str, str]:
+    # Let the stdlib validate (and resolve encoding=None to the locale's):
+    # same errors, same defaults.  Nothing is opened.
+    probe = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors=errors, newline=newline)
+    try:
+        return probe.encoding, probe.errors or "strict"
+    finally:
+        probe.detach()
+
+
+async def open_file(
+    file: Any,
+    mode: str = "r",
+    buffering: int = -1,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    closefd: bool = True,
+    opener: Any = None,
+) -> AsyncBinaryFile | AsyncTextFile:
+    """Open a file, like the builtin ``open()``, with its I/O on the ring.
+
+    Returns an :class:`AsyncBinaryFile` for binary modes and an
+    :class:`AsyncTextFile` for text modes.  ``opener`` (rare) falls back to
+    the stdlib ``open()`` in a worker thread.
+    """
+    m = _Mode(mode)
+    if not isinstance(buffering, int):
+        raise TypeError(f"'{type(buffering).__name__}' object cannot be interpreted as an integer")
+    if m.binary:
+        if encoding is not None:
+            raise ValueError("binary mode doesn't take an encoding argument")
+        if errors is not None:
+            raise ValueError("binary mode doesn't take an errors argument")
+        if newline is not None:
+            raise ValueError("binary mode doesn't take a newline argument")
+        if buffering == 1:
+            import warnings
+
+            warnings.warn(
+                "line buffering (buffering=1) isn't supported in binary mode, the default buffer size will be used",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    else:
+        if buffering == 0:
+            raise ValueError("can't have unbuffered text I/O")
+        enc, errs = _resolve_text_params(encoding, errors, newline)
+    if opener is not None:
+        from . import to_thread
+
+        f = await to_thread.run_sync(lambda: open(file, mode, buffering, encoding, errors, newline, closefd, opener))
+        return wrap_file(f)  # type: ignore[return-value]
+    if isinstance(file, bool):
+        import warnings
+
+        warnings.warn("bool is used as a file descriptor", RuntimeWarning, stacklevel=2)
+    if isinstance(file, int):
+        if file < 0:
+            raise ValueError("negative file descriptor")
+        fd = file
+        name: Any = file
+        await checkpoint()
+    else:
+        name = file
+        path = os.fspath(file)
+        if not closefd:
+            raise ValueError("Cannot use closefd=False with file name")
+        fd = await _openat(path, m.flags)
+    try:
+        # fstat on the open fd: never blocks, and costs a fraction of a ring
+        # round trip (STATX on the ring is what Path.stat / f.stat use).
+        st = os.fstat(fd)
+        if _stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        regular = _stat.S_ISREG(st.st_mode)
+        blksize = st.st_blksize if st.st_blksize > 1 else _DEFAULT_BUFFER_SIZE
+        bufsize = buffering if buffering > 1 else blksize
+        if isinstance(file, int) or not regular:
+            pos = None  # ask the kernel (or find out it's not seekable)
+        else:
+            pos = st.st_size if m.append else 0
+        if m.append and regular:
+            pos = os.lseek(fd, 0, os.SEEK_END)
+        raw = AsyncBinaryFile(
+            fd,
+            name,
+            m.raw_mode,
+            readable=m.readable,
+            writable=m.writable,
+            append=m.append,
+            closefd=closefd,
+            pos=pos,
+            bufsize=bufsize,
+            buffered=buffering != 0,
+            regular=regular,
+        )
+        if m.binary:
+            return raw
+        return AsyncTextFile(raw, mode, enc, errs, newline, line_buffering=buffering == 1)
+    except BaseException:
+        # Cancelled (or failed) after the kernel opened the file: close it,
+        # nothing leaks.
+        if closefd:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        raise
+
+
+class _ThreadedFile(AsyncFile):
+    """``wrap_file`` for file objects without a usable fd (BytesIO, text
+    files whose decoder state we cannot take over, ...): every method runs in
+    a worker thread, as in trio."""
+
+    __slots__ = ("_wrapped",)
+
+    _ASYNC = frozenset(
+        "flush read read1 readall readinto readinto1 readline readlines seek tell truncate "
+        "write writelines peek".split()
+    )
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    @property
+    def wrapped(self) -> Any:
+        return self._wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._wrapped, name)
+        if name not in self._ASYNC:
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            from . import to_thread
+
+            return await to_thread.run_sync(lambda: attr(*args, **kwargs))
+
+        call.__name__ = name
+        return call
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(type(self))) | {a for a in dir(self._wrapped) if not a.startswith("_")})
+
+    async def aclose(self) -> None:
+        from . import to_thread
+
+        with CancelScope(shield=True):
+            await to_thread.run_sync(self._wrapped.close)
+        await checkpoint_if_cancelled()
+
+
+def wrap_file(file: Any) -> Any:
+    """Wrap an already-open stdlib file object.
+
+    Binary files with an fd (``FileIO``, ``BufferedReader``/``Writer``/
+    ``Random``) are taken over: the stdlib object is flushed and its position
+    synced, then all I/O runs on the ring on its fd.  ``aclose()`` closes the
+    stdlib object.  Anything else (``BytesIO``, text files, objects without a
+    real fd) is wrapped with its methods running in a worker thread.
+    """
+    if not (callable(getattr(file, "close", None)) and (hasattr(file, "read") or hasattr(file, "write"))):
+        raise TypeError(f"{file} does not implement required duck-file methods: close and (read or write)")
+    if isinstance(file, (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom)) and not file.closed:
+        try:
+            fd = file.fileno()
+        except (OSError, ValueError):
+            return _ThreadedFile(file)
+        if file.writable():
+            file.flush()
+        try:
+            # drop the stdlib read-ahead so the kernel position is the
+            # logical one
+            pos: int | None = file.seek(file.tell()) if file.seekable() else None
+        except OSError:
+            pos = None
+        mode = getattr(file, "mode", "rb")
+        m = _Mode(mode.replace("b", "") + "b") if isinstance(mode, str) else None
+        append = bool(m and m.append)
+        if append and pos is not None:
+            pos = os.lseek(fd, 0, os.SEEK_END)
+        bufsize = getattr(file, "_CHUNK_SIZE", None) or _DEFAULT_BUFFER_SIZE
+        return AsyncBinaryFile(
+            fd,
+            getattr(file, "name", fd),
+            mode,
+            readable=file.readable(),
+            writable=file.writable(),
+            append=append,
+            pos=pos,
+            bufsize=_DEFAULT_BUFFER_SIZE if not isinstance(bufsize, int) else _DEFAULT_BUFFER_SIZE,
+            buffered=not isinstance(file, io.FileIO),
+            wrapped=file,
+        )
+    return _ThreadedFile(file)

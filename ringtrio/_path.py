@@ -1,0 +1,317 @@
+"""``ringtrio.Path``: trio's async path object, with the file-system calls on
+the ring where the kernel has an opcode for them.
+
+Pure-path operations (joining, ``parent``, ``name``, ``with_suffix``, ...)
+are inherited from :class:`pathlib.PurePosixPath` and stay synchronous.
+Everything that touches the file system is ``async``:
+
+* on the ring: ``open``, ``read_bytes``, ``read_text``, ``write_bytes``,
+  ``write_text`` (OPENAT/READ/WRITE/CLOSE), ``stat``/``lstat``/``exists``/
+  ``is_*`` (STATX), ``mkdir`` (MKDIRAT), ``unlink`` (UNLINKAT), ``rmdir``
+  (UNLINKAT + AT_REMOVEDIR), ``rename``/``replace`` (RENAMEAT),
+  ``symlink_to`` (SYMLINKAT), ``hardlink_to`` (LINKAT), ``touch``
+  (OPENAT + CLOSE, then a thread only to set the times of an existing file);
+* in a worker thread (no io_uring opcode): ``iterdir``, ``glob``, ``rglob``,
+  ``resolve``, ``absolute``, ``readlink``, ``chmod``, ``samefile``,
+  ``expanduser``, ``owner``, ``group``, ``is_mount``, ``cwd``, ``home``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import stat as _stat
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._core import RingOp, checkpoint, submit_and_wait as _submit
+from ._core._ring import (
+    IORING_OP_LINKAT,
+    IORING_OP_MKDIRAT,
+    IORING_OP_READ,
+    IORING_OP_RENAMEAT,
+    IORING_OP_SYMLINKAT,
+    IORING_OP_UNLINKAT,
+)
+from ._file_io import (
+    AT_FDCWD,
+    AT_REMOVEDIR,
+    _addr,
+    _close_fd,
+    _cpath,
+    _ffi,
+    _openat,
+    _oserror,
+    _run_op,
+    _statx,
+    open_file,
+)
+
+__all__ = ["Path"]
+
+T = TypeVar("T")
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    from . import to_thread
+
+    return await to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+def _ignore_stat_error(exc: OSError) -> bool:
+    # what pathlib's exists()/is_*() treat as "no" rather than an error
+    return exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
+class Path(pathlib.PurePosixPath):
+    """An async version of :class:`pathlib.Path` (trio's ``trio.Path``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"ringtrio.Path({str(self)!r})"
+
+    # -- constructors that touch the file system -----------------------------
+
+    @classmethod
+    async def cwd(cls) -> Path:
+        return cls(await _in_thread(os.getcwd))
+
+    @classmethod
+    async def home(cls) -> Path:
+        return cls(await _in_thread(lambda: str(pathlib.Path.home())))
+
+    # -- opening, reading, writing ---------------------------------------------
+
+    async def open(
+        self,
+        mode: str = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        return await open_file(self, mode, buffering, encoding, errors, newline)
+
+    async def read_bytes(self) -> bytes:
+        """The whole file: OPENAT and one READ of size+1 on the ring.
+
+        The size comes from fstat(2) on the new fd and the fd of this
+        read-only file is closed with close(2): both are non-blocking
+        syscalls on an open fd that cost far less than a ring round trip
+        (measured: see docs/files.md).  The ops that can block on the device
+        (path lookup, reading the data) are the ring ops.
+        """
+        path = os.fspath(self)
+        fd = await _openat(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if _stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            regular = _stat.S_ISREG(st.st_mode)
+            size = st.st_size + 1 if regular else 65536
+            parts: list[bytes] = []
+            off = 0 if regular else (1 << 64) - 1
+            while True:
+                buf = bytearray(size)
+                cbuf = _ffi.from_buffer(buf)
+                n, _ = await _submit(RingOp(IORING_OP_READ, fd, _addr(cbuf), size, off, keepalive=cbuf))
+                if n < 0:
+                    raise _oserror(n, path)
+                if n:
+                    parts.append(bytes(buf) if n == size else bytes(memoryview(buf)[:n]))
+                if n == 0 or (regular and n < size):
+                    break
+                if regular:
+                    off += n
+                size = min(size * 2, 1 << 26)
+        finally:
+            # (also when cancelled after the kernel opened the file: no leak)
+            os.close(fd)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
+        async with await open_file(self, "r", encoding=encoding, errors=errors) as f:
+            return await f.read()  # type: ignore[no-any-return]
+
+    async def write_bytes(self, data: Any) -> int:
+        view = memoryview(data)
+        async with await open_file(self, "wb") as f:
+            return await f.write(view)
+
+    async def write_text(
+        self, data: str, encoding: str | None = None, errors: str | None = None, newline: str | None = None
+    ) -> int:
+        if not isinstance(data, str):
+            raise TypeError(f"data must be str, not {type(data).__name__}")
+        async with await open_file(self, "w", encoding=encoding, errors=errors, newline=newline) as f:
+            return await f.write(data)  # type: ignore[no-any-return]
+
+    async def touch(self, mode: int = 0o666, exist_ok: bool = True) -> None:
+        flags = os.O_CREAT | os.O_WRONLY
+        if not exist_ok:
+            flags |= os.O_EXCL
+        fd = await _openat(str(self), flags, mode)
+        await _close_fd(fd)
+        if exist_ok:
+            # bump the times, like pathlib (utimensat has no opcode)
+            await _in_thread(os.utime, str(self))
+
+    # -- stat family ----------------------------------------------------------
+
+    async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        return await _statx(str(self), follow_symlinks=follow_symlinks)
+
+    async def lstat(self) -> os.stat_result:
+        return await _statx(str(self), follow_symlinks=False)
+
+    async def _mode_or_none(self, follow_symlinks: bool = True) -> int | None:
+        try:
+            return (await _statx(str(self), follow_symlinks=follow_symlinks)).st_mode
+        except OSError as exc:
+            if not _ignore_stat_error(exc):
+                raise
+            return None
+        except ValueError:
+            return None
+
+    async def exists(self, *, follow_symlinks: bool = True) -> bool:
+        return await self._mode_or_none(follow_symlinks) is not None
+
+    async def _is(self, test: Callable[[int], bool], follow_symlinks: bool = True) -> bool:
+        mode = await self._mode_or_none(follow_symlinks)
+        return mode is not None and test(mode)
+
+    async def is_file(self) -> bool:
+        return await self._is(_stat.S_ISREG)
+
+    async def is_dir(self) -> bool:
+        return await self._is(_stat.S_ISDIR)
+
+    async def is_symlink(self) -> bool:
+        return await self._is(_stat.S_ISLNK, follow_symlinks=False)
+
+    async def is_socket(self) -> bool:
+        return await self._is(_stat.S_ISSOCK)
+
+    async def is_fifo(self) -> bool:
+        return await self._is(_stat.S_ISFIFO)
+
+    async def is_block_device(self) -> bool:
+        return await self._is(_stat.S_ISBLK)
+
+    async def is_char_device(self) -> bool:
+        return await self._is(_stat.S_ISCHR)
+
+    async def samefile(self, other_path: Any) -> bool:
+        st = await self.stat()
+        other = other_path if isinstance(other_path, Path) else Path(other_path)
+        ot = await other.stat()
+        return st.st_ino == ot.st_ino and st.st_dev == ot.st_dev
+
+    # -- directory and link operations on the ring ---------------------------------
+
+    async def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
+        try:
+            cpath = _cpath(str(self))
+            res = await _run_op(RingOp(IORING_OP_MKDIRAT, AT_FDCWD, _addr(cpath), mode, keepalive=cpath))
+            if res < 0:
+                raise _oserror(res, str(self))
+        except FileNotFoundError:
+            if not parents or self.parent == self:
+                raise
+            await self.parent.mkdir(parents=True, exist_ok=True)
+            await self.mkdir(mode, parents=False, exist_ok=exist_ok)
+        except OSError:
+            if not exist_ok or not await self.is_dir():
+                raise
+
+    async def _unlinkat(self, flags: int) -> None:
+        cpath = _cpath(str(self))
+        res = await _run_op(RingOp(IORING_OP_UNLINKAT, AT_FDCWD, _addr(cpath), 0, 0, flags, keepalive=cpath))
+        if res < 0:
+            raise _oserror(res, str(self))
+
+    async def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            await self._unlinkat(0)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    async def rmdir(self) -> None:
+        await self._unlinkat(AT_REMOVEDIR)
+
+    async def _two_path_op(self, opcode: int, src: str, dst: str, flags: int = 0) -> None:
+        csrc, cdst = _cpath(src), _cpath(dst)
+        res = await _run_op(
+            RingOp(opcode, AT_FDCWD, _addr(csrc), AT_FDCWD & 0xFFFFFFFF, _addr(cdst), flags, keepalive=(csrc, cdst))
+        )
+        if res < 0:
+            raise _oserror(res, src, dst)
+
+    async def rename(self, target: Any) -> Path:
+        await self._two_path_op(IORING_OP_RENAMEAT, str(self), os.fspath(target))
+        return type(self)(target)
+
+    async def replace(self, target: Any) -> Path:
+        await self._two_path_op(IORING_OP_RENAMEAT, str(self), os.fspath(target))
+        return type(self)(target)
+
+    async def symlink_to(self, target: Any, target_is_directory: bool = False) -> None:
+        ctarget, clink = _cpath(os.fspath(target)), _cpath(str(self))
+        res = await _run_op(
+            RingOp(IORING_OP_SYMLINKAT, AT_FDCWD, _addr(ctarget), 0, _addr(clink), keepalive=(ctarget, clink))
+        )
+        if res < 0:
+            raise _oserror(res, os.fspath(target), str(self))
+
+    async def hardlink_to(self, target: Any) -> None:
+        await self._two_path_op(IORING_OP_LINKAT, os.fspath(target), str(self))
+
+    # -- worker-thread operations (no opcode) -------------------------------------------
+
+    async def iterdir(self) -> list[Path]:
+        """The directory's entries (read in a worker thread: io_uring has no
+        getdents opcode).  ``for p in await path.iterdir(): ...``"""
+        cls = type(self)
+        return await _in_thread(lambda: [cls(p) for p in pathlib.Path(self).iterdir()])
+
+    async def glob(self, pattern: str) -> list[Path]:
+        cls = type(self)
+        return await _in_thread(lambda: [cls(p) for p in pathlib.Path(self).glob(pattern)])
+
+    async def rglob(self, pattern: str) -> list[Path]:
+        cls = type(self)
+        return await _in_thread(lambda: [cls(p) for p in pathlib.Path(self).rglob(pattern)])
+
+    async def resolve(self, strict: bool = False) -> Path:
+        return type(self)(await _in_thread(lambda: pathlib.Path(self).resolve(strict=strict)))
+
+    async def absolute(self) -> Path:
+        if self.is_absolute():
+            await checkpoint()
+            return self
+        return type(self)(await _in_thread(lambda: pathlib.Path(self).absolute()))
+
+    async def expanduser(self) -> Path:
+        return type(self)(await _in_thread(lambda: pathlib.Path(self).expanduser()))
+
+    async def readlink(self) -> Path:
+        return type(self)(await _in_thread(os.readlink, str(self)))
+
+    async def chmod(self, mode: int, *, follow_symlinks: bool = True) -> None:
+        await _in_thread(os.chmod, str(self), mode, follow_symlinks=follow_symlinks)
+
+    async def lchmod(self, mode: int) -> None:
+        await self.chmod(mode, follow_symlinks=False)
+
+    async def owner(self) -> str:
+        return await _in_thread(lambda: pathlib.Path(self).owner())
+
+    async def group(self) -> str:
+        return await _in_thread(lambda: pathlib.Path(self).group())
+
+    async def is_mount(self) -> bool:
+        return await _in_thread(lambda: pathlib.Path(self).is_mount())
