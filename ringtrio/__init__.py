@@ -6,6 +6,12 @@
 from __future__ import annotations
 
 from . import lowlevel
+from ._channel import (
+    MemoryChannelStatistics,
+    MemoryReceiveChannel,
+    MemorySendChannel,
+    open_memory_channel,
+)
 from ._core import (
     TASK_STATUS_IGNORED,
     BrokenResourceError,
@@ -28,12 +34,8 @@ from ._core import (
     sleep_forever,
     sleep_until,
 )
-from ._channel import (
-    MemoryChannelStatistics,
-    MemoryReceiveChannel,
-    MemorySendChannel,
-    open_memory_channel,
-)
+from ._file_io import AsyncBinaryFile, AsyncFile, AsyncTextFile, open_file, wrap_file
+from ._path import Path
 from ._sync import (
     CapacityLimiter,
     CapacityLimiterStatistics,
@@ -48,48 +50,43 @@ from ._sync import (
     StrictFIFOLock,
 )
 from ._timeouts import fail_after, fail_at, move_on_after, move_on_at
-from ._file_io import AsyncBinaryFile, AsyncFile, AsyncTextFile, open_file, wrap_file
-from ._path import Path
-from . import abc, from_thread, testing, to_thread
 
-# --- sockets and streams (issue 4) -----------------------------------------
-from . import socket
-from ._highlevel_generic import StapledStream, aclose_forcefully
-from ._highlevel_open_tcp_listeners import open_tcp_listeners, serve_tcp
-from ._highlevel_open_tcp_stream import open_tcp_stream
-from ._highlevel_open_unix_stream import open_unix_socket
-from ._highlevel_serve_listeners import serve_listeners
-from ._highlevel_socket import SocketListener, SocketStream
-
-_SOCKET_NAMES = [
-    "SocketListener",
-    "SocketStream",
-    "StapledStream",
-    "aclose_forcefully",
-    "open_tcp_listeners",
-    "open_tcp_stream",
-    "open_unix_socket",
-    "serve_listeners",
-    "serve_tcp",
-    "socket",
-]
-# --- end sockets and streams -------------------------------------------------
+# Submodules that import the names above come last.
+from . import abc, from_thread, socket, testing, to_thread  # noqa: E402  isort: skip
+from ._highlevel_generic import StapledStream, aclose_forcefully  # noqa: E402
+from ._highlevel_open_tcp_listeners import open_tcp_listeners, serve_tcp  # noqa: E402
+from ._highlevel_open_tcp_stream import open_tcp_stream  # noqa: E402
+from ._highlevel_open_unix_stream import open_unix_socket  # noqa: E402
+from ._highlevel_serve_listeners import serve_listeners  # noqa: E402
+from ._highlevel_socket import SocketListener, SocketStream  # noqa: E402
+from ._ssl import (  # noqa: E402
+    NeedHandshakeError,
+    SSLListener,
+    SSLStream,
+    open_ssl_over_tcp_listeners,
+    open_ssl_over_tcp_stream,
+    serve_ssl_over_tcp,
+)
 
 TrioInternalError = RingtrioInternalError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "TASK_STATUS_IGNORED",
     "AsyncBinaryFile",
     "AsyncFile",
     "AsyncTextFile",
-    "Path",
-    "open_file",
-    "wrap_file",
+    "BrokenResourceError",
+    "BusyResourceError",
+    "CancelScope",
+    "Cancelled",
     "CapacityLimiter",
     "CapacityLimiterStatistics",
+    "ClosedResourceError",
     "Condition",
     "ConditionStatistics",
+    "EndOfChannel",
     "Event",
     "EventStatistics",
     "Lock",
@@ -97,39 +94,50 @@ __all__ = [
     "MemoryChannelStatistics",
     "MemoryReceiveChannel",
     "MemorySendChannel",
-    "Semaphore",
-    "SemaphoreStatistics",
-    "StrictFIFOLock",
-    "abc",
-    "from_thread",
-    "to_thread",
-    "open_memory_channel",
-    "testing",
-    "TASK_STATUS_IGNORED",
-    "BrokenResourceError",
-    "BusyResourceError",
-    "CancelScope",
-    "Cancelled",
-    "ClosedResourceError",
-    "EndOfChannel",
+    "NeedHandshakeError",
     "Nursery",
+    "Path",
     "RingUnavailableError",
     "RingtrioInternalError",
     "RunFinishedError",
+    "SSLListener",
+    "SSLStream",
+    "Semaphore",
+    "SemaphoreStatistics",
+    "SocketListener",
+    "SocketStream",
+    "StapledStream",
+    "StrictFIFOLock",
     "TooSlowError",
     "TrioInternalError",
     "WouldBlock",
+    "abc",
+    "aclose_forcefully",
     "current_effective_deadline",
     "current_time",
     "fail_after",
     "fail_at",
+    "from_thread",
     "lowlevel",
     "move_on_after",
     "move_on_at",
+    "open_file",
+    "open_memory_channel",
     "open_nursery",
+    "open_ssl_over_tcp_listeners",
+    "open_ssl_over_tcp_stream",
+    "open_tcp_listeners",
+    "open_tcp_stream",
+    "open_unix_socket",
     "run",
+    "serve_listeners",
+    "serve_ssl_over_tcp",
+    "serve_tcp",
     "sleep",
     "sleep_forever",
     "sleep_until",
+    "socket",
+    "testing",
+    "to_thread",
+    "wrap_file",
 ]
-__all__ += _SOCKET_NAMES

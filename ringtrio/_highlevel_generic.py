@@ -1,0 +1,66 @@
+"""Generic stream helpers: :func:`aclose_forcefully` and :class:`StapledStream`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from ._abc import AsyncResource, HalfCloseableStream, ReceiveStream, SendStream
+from ._core import CancelScope
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["StapledStream", "aclose_forcefully"]
+
+SendStreamT = TypeVar("SendStreamT", bound=SendStream)
+ReceiveStreamT = TypeVar("ReceiveStreamT", bound=ReceiveStream)
+
+
+async def aclose_forcefully(resource: AsyncResource) -> None:
+    """Close ``resource`` without waiting for anything graceful: its
+    ``aclose()`` runs inside an already-cancelled scope, so a graceful close
+    (a TLS goodbye, a flush) is cut short while the resources are still
+    released.  Use it when the resource may be broken, e.g. in an error path.
+    """
+    with CancelScope() as scope:
+        scope.cancel()
+        await resource.aclose()
+
+
+class StapledStream(HalfCloseableStream, Generic[SendStreamT, ReceiveStreamT]):
+    """A bidirectional stream made of one send stream and one receive stream.
+
+    ``send_all`` and ``wait_send_all_might_not_block`` go to ``send_stream``,
+    ``receive_some`` to ``receive_stream``.  ``send_eof`` calls the send
+    stream's ``send_eof`` if it has one, and otherwise closes it.  ``aclose``
+    closes both.
+    """
+
+    def __init__(self, send_stream: SendStreamT, receive_stream: ReceiveStreamT) -> None:
+        self.send_stream = send_stream
+        self.receive_stream = receive_stream
+
+    def __repr__(self) -> str:
+        return f"StapledStream(send_stream={self.send_stream!r}, receive_stream={self.receive_stream!r})"
+
+    async def send_all(self, data: bytes | bytearray | memoryview | Buffer) -> None:
+        return await self.send_stream.send_all(data)  # type: ignore[arg-type]
+
+    async def wait_send_all_might_not_block(self) -> None:
+        return await self.send_stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        stream = self.send_stream
+        if isinstance(stream, HalfCloseableStream):
+            await stream.send_eof()
+        else:
+            await stream.aclose()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.receive_stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        try:
+            await self.send_stream.aclose()
+        finally:
+            await self.receive_stream.aclose()

@@ -1,0 +1,242 @@
+"""Streams over sockets: :class:`SocketStream` and :class:`SocketListener`."""
+
+from __future__ import annotations
+
+import errno
+import socket as _stdlib_socket
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._abc import HalfCloseableStream, Listener
+from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError
+from ._core._run import checkpoint
+from ._socket import SocketType
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from typing_extensions import Buffer
+
+__all__ = ["SocketListener", "SocketStream"]
+
+# receive_some() without max_bytes.  Also the runtime buffer ring's buffer
+# size, so a default receive can be served by one buffer.
+DEFAULT_RECEIVE_SIZE = 65536
+
+# Errnos that mean "this socket was closed (by us)", not "the peer broke it".
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+# accept() errors that concern only the connection being accepted (it went
+# away or was refused by a filter): skip it and accept the next one.  The
+# same list as trio, from the Linux accept(2) man page.
+_IGNORABLE_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)
+
+# With TCP_NOTSENT_LOWAT the kernel reports "writable" (and lets a send go
+# on) only while little unsent data is queued, so wait_send_all_might_not_block
+# means something and a slow peer does not make us buffer megabytes.  Same
+# value as trio.
+_NOTSENT_LOWAT = 2**14
+
+
+@contextmanager
+def _translate_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _CLOSED_ERRNOS:
+            raise ClosedResourceError(f"can't {what}: this stream was already closed") from None
+        raise BrokenResourceError(f"socket connection broken during {what}: {exc}") from exc
+
+
+class SocketStream(HalfCloseableStream):
+    """A :class:`~ringtrio.abc.HalfCloseableStream` over a connected
+    ``SOCK_STREAM`` socket (TCP or Unix).
+
+    ``TCP_NODELAY`` is turned on (small writes are sent at once: a
+    ``send_all`` is a message, not something to coalesce).  ``receive_some``
+    waits without pinning a buffer (see :meth:`ringtrio.socket.SocketType.recv`).
+
+    Attributes:
+      socket: the underlying :class:`ringtrio.socket.SocketType`.
+    """
+
+    __slots__ = ("socket", "_sending", "_receiving")
+
+    def __init__(self, socket: SocketType) -> None:
+        if not isinstance(socket, SocketType):
+            raise TypeError(
+                f"SocketStream needs a ringtrio socket (ringtrio.socket.socket()), not "
+                f"{type(socket).__name__}; wrap stdlib sockets with "
+                "ringtrio.socket.from_stdlib_socket()"
+            )
+        if socket.type != _stdlib_socket.SOCK_STREAM:
+            raise ValueError(f"SocketStream needs a SOCK_STREAM socket, not {socket.type!r}")
+        self.socket = socket
+        self._sending = False
+        self._receiving = False
+        if socket.family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
+            try:
+                socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, True)
+            except OSError:
+                pass
+            try:
+                socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
+            except (OSError, AttributeError):
+                pass
+
+    def __repr__(self) -> str:
+        return f"<ringtrio.SocketStream {self.socket!r}>"
+
+    async def send_all(self, data: bytes | bytearray | memoryview | Buffer) -> None:
+        if self._sending:
+            raise BusyResourceError("another task is already sending on this stream")
+        if self.socket.did_shutdown_SHUT_WR:
+            raise ClosedResourceError("can't send data after sending EOF (send_eof)")
+        self._sending = True
+        try:
+            with _translate_errors("send data"):
+                # Not released explicitly (no `with`): the kernel op holds an
+                # export of it until its CQE, and an error traceback may too.
+                view = memoryview(data)
+                if view.ndim != 1 or view.format not in ("B", "b", "c"):
+                    view = view.cast("B")
+                total = view.nbytes
+                if total == 0:
+                    if self.socket.fileno() < 0:
+                        raise ClosedResourceError("can't send data: this stream was already closed")
+                    await checkpoint()
+                    return
+                sent = 0
+                while sent < total:
+                    # One SEND per iteration; a short send (the socket
+                    # buffer filled up) goes round again.
+                    sent += await self.socket._send_all_stream(view[sent:] if sent else view)
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            if self.socket.fileno() < 0:
+                raise ClosedResourceError("this stream was already closed")
+            with _translate_errors("wait for writability"):
+                await self.socket.wait_writable()
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            await checkpoint()
+            if self.socket.did_shutdown_SHUT_WR:
+                return
+            with _translate_errors("send EOF"):
+                self.socket.shutdown(_stdlib_socket.SHUT_WR)
+        finally:
+            self._sending = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._receiving:
+            raise BusyResourceError("another task is already receiving on this stream")
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        elif not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+            raise TypeError(f"max_bytes must be an int or None, not {type(max_bytes).__name__}")
+        elif max_bytes < 1:
+            await checkpoint()
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self._receiving = True
+        try:
+            return await self.socket.recv(max_bytes)
+        except OSError as exc:
+            if exc.errno in _CLOSED_ERRNOS:
+                raise ClosedResourceError("can't receive: this stream was already closed") from None
+            raise BrokenResourceError(f"socket connection broken during receive: {exc}") from exc
+        finally:
+            self._receiving = False
+
+    async def aclose(self) -> None:
+        self.socket.close()
+        await checkpoint()
+
+    def setsockopt(self, level: int, option: int, value: int | Buffer | None, length: int | None = None) -> None:
+        """Set an option on the underlying socket (see :meth:`socket.socket.setsockopt`)."""
+        self.socket.setsockopt(level, option, value, length)
+
+    def getsockopt(self, level: int, option: int, buffersize: int = 0) -> Any:
+        """Read an option of the underlying socket (see :meth:`socket.socket.getsockopt`)."""
+        if buffersize == 0:
+            return self.socket.getsockopt(level, option)
+        return self.socket.getsockopt(level, option, buffersize)
+
+
+class SocketListener(Listener[SocketStream]):
+    """A :class:`~ringtrio.abc.Listener` over a listening ``SOCK_STREAM`` socket.
+
+    :func:`ringtrio.serve_listeners` recognises it and accepts with one
+    multishot ``IORING_OP_ACCEPT`` instead of calling :meth:`accept` in a loop.
+    """
+
+    __slots__ = ("socket",)
+
+    def __init__(self, socket: SocketType) -> None:
+        if not isinstance(socket, SocketType):
+            raise TypeError(
+                f"SocketListener needs a ringtrio socket, not {type(socket).__name__}"
+            )
+        if socket.type != _stdlib_socket.SOCK_STREAM:
+            raise ValueError(f"SocketListener needs a SOCK_STREAM socket, not {socket.type!r}")
+        try:
+            listening = socket.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ACCEPTCONN)
+        except OSError:
+            listening = True  # cannot tell: trust the caller
+        if not listening:
+            raise ValueError("SocketListener needs a listening socket: call socket.listen() first")
+        self.socket = socket
+
+    def __repr__(self) -> str:
+        return f"<ringtrio.SocketListener {self.socket!r}>"
+
+    async def accept(self) -> SocketStream:
+        """Accept the next connection.  Errors that concern only that
+        connection (it was reset while queued ...) are skipped, as in trio;
+        EMFILE/ENFILE are raised (``serve_listeners`` backs off on them)."""
+        while True:
+            try:
+                sock, _ = await self.socket.accept()
+            except OSError as exc:
+                if exc.errno in _CLOSED_ERRNOS:
+                    raise ClosedResourceError("this listener was already closed") from None
+                if exc.errno not in _IGNORABLE_ACCEPT_ERRNOS:
+                    raise
+            else:
+                return SocketStream(sock)
+
+    async def aclose(self) -> None:
+        self.socket.close()
+        await checkpoint()
+

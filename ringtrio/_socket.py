@@ -1,0 +1,1028 @@
+"""Sockets on the ring: ``ringtrio.socket``.
+
+Mirrors ``trio.socket`` (and so the stdlib): the same constructors, the same
+constants, a :class:`SocketType` whose blocking methods are async.
+
+Every async method is **one** ring operation (``IORING_OP_ACCEPT``,
+``CONNECT``, ``RECV``, ``SEND``, ``RECVMSG``, ``SENDMSG``; ``POLL_ADD`` only
+for the explicit :meth:`SocketType.wait_readable` / ``wait_writable``) built
+as a :class:`ringtrio.lowlevel.RingOp` and awaited with
+:func:`ringtrio.lowlevel.submit_and_wait`.  There is no readiness loop: the
+kernel does the waiting.  Sockets are still put in non-blocking mode at the
+OS level (as trio does), so a stray synchronous call can never hang the run.
+
+Memory handed to the kernel (buffers, ``sockaddr``, ``msghdr``/``iovec``) is
+allocated with cffi and held by the op's ``keepalive`` until its CQE.
+
+``recv`` (and so ``SocketStream.receive_some``) does not pin a buffer while
+it waits: it selects from the run's provided-buffer ring
+(:mod:`ringtrio._core._buffers`) and copies the bytes out when they arrive.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket as _stdlib_socket
+import struct
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import _core
+from ._core import ClosedResourceError
+from ._core import _ring
+from ._core._buffers import runtime_recv_ring
+from ._core._ring import _load_native
+from ._core._run import RingOp, cancel_ring_op, checkpoint, submit_and_wait
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
+__all__ = [
+    "SocketType",
+    "from_stdlib_socket",
+    "fromfd",
+    "getaddrinfo",
+    "getnameinfo",
+    "socket",
+    "socketpair",
+    "wait_readable",
+    "wait_writable",
+]
+
+_ffi, _lib = _load_native()
+
+AddressFormat = Any
+
+_AF_INET = _stdlib_socket.AF_INET
+_AF_INET6 = _stdlib_socket.AF_INET6
+_AF_UNIX = _stdlib_socket.AF_UNIX
+
+# accept4() flags for accepted sockets: non-blocking (like every ringtrio
+# socket) and close-on-exec (like the stdlib's accept).
+_ACCEPT_FLAGS = _stdlib_socket.SOCK_NONBLOCK | _stdlib_socket.SOCK_CLOEXEC
+_MSG_NOSIGNAL = _stdlib_socket.MSG_NOSIGNAL
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+
+_ENOBUFS = -errno.ENOBUFS
+_F_BUFFER = _ring.IORING_CQE_F_BUFFER
+_BUFFER_SHIFT = _ring.IORING_CQE_BUFFER_SHIFT
+
+# The receive size used when the runtime buffer ring is empty (ENOBUFS): a
+# private buffer just for that call.
+_FALLBACK_RECV_SIZE = 64 * 1024
+
+# sizeof(struct sockaddr_storage)
+_SOCKADDR_MAX = 128
+
+# struct msghdr on LP64 Linux (x86_64, aarch64):
+#   void *msg_name; socklen_t msg_namelen; (pad 4)
+#   struct iovec *msg_iov; size_t msg_iovlen;
+#   void *msg_control; size_t msg_controllen;
+#   int msg_flags; (pad 4)
+_MSGHDR = struct.Struct("=QI4xQQQQi4x")
+_MSGHDR_NAMELEN_OFF = 8
+_MSGHDR_CONTROLLEN_OFF = 40
+_MSGHDR_FLAGS_OFF = 48
+_IOVEC = struct.Struct("=QQ")
+# struct cmsghdr: size_t cmsg_len; int cmsg_level; int cmsg_type; data aligned to 8.
+_CMSGHDR = struct.Struct("=Qii")
+assert _MSGHDR.size == 56 and _CMSGHDR.size == 16
+
+
+def _addr_of(cdata: Any) -> int:
+    return int(_ffi.cast("uintptr_t", cdata))
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _errno_error(res: int, what: str = "") -> OSError:
+    # OSError(errno, msg) picks the right subclass (ConnectionRefusedError ...).
+    code = -res
+    msg = os.strerror(code)
+    if what:
+        msg = f"{msg} ({what})"
+    return OSError(code, msg)
+
+
+def _writable_buffer(buffer: Any, what: str) -> Any:
+    try:
+        return _ffi.from_buffer(buffer, require_writable=True)
+    except (TypeError, BufferError):
+        raise TypeError(
+            f"{what}() needs a writable, contiguous bytes-like object (e.g. a bytearray "
+            f"or memoryview of one), not {type(buffer).__name__}"
+        ) from None
+
+
+def _readable_buffer(data: Any, what: str) -> Any:
+    if isinstance(data, str):
+        raise TypeError(
+            f"{what}() needs a bytes-like object, not 'str' (encode it first, "
+            "e.g. text.encode())"
+        )
+    try:
+        return _ffi.from_buffer(data)
+    except (TypeError, BufferError):
+        raise TypeError(
+            f"{what}() needs a contiguous bytes-like object, not {type(data).__name__}"
+        ) from None
+
+
+def _check_size(value: Any, name: str, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what}(): {name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"negative {name} in {what}() ({value}); it must be >= 0")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# sockaddr encoding/decoding (what the kernel reads and writes)
+# ---------------------------------------------------------------------------
+
+
+def _encode_sockaddr(family: int, address: Any) -> bytes:
+    """A resolved Python address -> the kernel's struct sockaddr bytes."""
+    if family == _AF_INET:
+        host, port = address
+        try:
+            packed = _stdlib_socket.inet_pton(_AF_INET, host)
+        except (OSError, TypeError):
+            raise OSError(
+                errno.EINVAL, f"{host!r} is not a numeric IPv4 address"
+            ) from None
+        if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise OverflowError(f"port must be 0-65535, got {port!r}")
+        return struct.pack("=H", _AF_INET) + struct.pack("!H", port) + packed + b"\0" * 8
+    if family == _AF_INET6:
+        host, port, flowinfo, scope_id = (tuple(address) + (0, 0))[:4]
+        try:
+            packed = _stdlib_socket.inet_pton(_AF_INET6, host)
+        except (OSError, TypeError):
+            raise OSError(
+                errno.EINVAL, f"{host!r} is not a numeric IPv6 address"
+            ) from None
+        if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise OverflowError(f"port must be 0-65535, got {port!r}")
+        if not 0 <= flowinfo <= 0xFFFFF:
+            raise OverflowError(f"flowinfo must be 0-1048575, got {flowinfo!r}")
+        return (
+            struct.pack("=H", _AF_INET6)
+            + struct.pack("!HI", port, flowinfo)
+            + packed
+            + struct.pack("=I", scope_id)
+        )
+    if family == _AF_UNIX:
+        path = os.fsencode(address) if not isinstance(address, (bytes, bytearray)) else bytes(address)
+        # sun_path is 108 bytes; a filesystem path also needs its NUL.
+        limit = 108 if path[:1] == b"\0" else 107
+        if len(path) > limit:
+            raise OSError(errno.ENAMETOOLONG, f"AF_UNIX path too long ({len(path)} > {limit} bytes)")
+        return struct.pack("=H", _AF_UNIX) + path
+    raise OSError(
+        errno.EAFNOSUPPORT,
+        f"ringtrio sockets can address AF_INET, AF_INET6 and AF_UNIX only, not family {family!r}",
+    )
+
+
+def _decode_sockaddr(buf: Any, length: int) -> Any:
+    """The kernel's struct sockaddr bytes -> a Python address (as the stdlib)."""
+    if length < 2:
+        return None
+    raw = bytes(buf[:length])
+    (family,) = struct.unpack_from("=H", raw)
+    if family == _AF_INET and length >= 8:
+        (port,) = struct.unpack_from("!H", raw, 2)
+        return (_stdlib_socket.inet_ntop(_AF_INET, raw[4:8]), port)
+    if family == _AF_INET6 and length >= 28:
+        port, flowinfo = struct.unpack_from("!HI", raw, 2)
+        (scope_id,) = struct.unpack_from("=I", raw, 24)
+        return (_stdlib_socket.inet_ntop(_AF_INET6, raw[8:24]), port, flowinfo, scope_id)
+    if family == _AF_UNIX:
+        path = raw[2:]
+        if path[:1] == b"\0":
+            return path  # abstract namespace: bytes, as the stdlib
+        return os.fsdecode(path.split(b"\0", 1)[0])
+    return (family, raw[2:])
+
+
+# ---------------------------------------------------------------------------
+# Name resolution
+# ---------------------------------------------------------------------------
+
+_NUMERIC_ONLY = _stdlib_socket.AI_NUMERICHOST | _stdlib_socket.AI_NUMERICSERV
+
+
+def _encode_hostname(host: str) -> bytes | str:
+    # IDNA 2008 (the `idna` package) when available, as trio; the stdlib's
+    # codec implements the older IDNA 2003.
+    if host.isascii():
+        return host
+    try:
+        import idna
+    except ImportError:  # pragma: no cover
+        return host
+    try:
+        return idna.encode(host, uts46=True)
+    except idna.IDNAError:
+        return host
+
+
+async def getaddrinfo(
+    host: bytes | str | None,
+    port: bytes | str | int | None,
+    family: int = 0,
+    type: int = 0,
+    proto: int = 0,
+    flags: int = 0,
+) -> list[tuple[Any, Any, int, str, Any]]:
+    """:func:`socket.getaddrinfo`, async.  Numeric hosts and ports are
+    resolved at once; names are looked up in a worker thread (a
+    cancellation abandons the thread)."""
+    try:
+        result = _stdlib_socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC_ONLY)
+    except _stdlib_socket.gaierror as exc:
+        if exc.errno != _stdlib_socket.EAI_NONAME:
+            await checkpoint()
+            raise
+    else:
+        await checkpoint()
+        return result
+    from . import to_thread
+
+    if isinstance(host, str):
+        host = _encode_hostname(host)
+    return await to_thread.run_sync(
+        _stdlib_socket.getaddrinfo, host, port, family, type, proto, flags, abandon_on_cancel=True
+    )
+
+
+async def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+    """:func:`socket.getnameinfo`, async (in a worker thread)."""
+    from . import to_thread
+
+    return await to_thread.run_sync(
+        _stdlib_socket.getnameinfo, sockaddr, flags, abandon_on_cancel=True
+    )
+
+
+async def getprotobyname(name: str) -> int:
+    """:func:`socket.getprotobyname`, async (in a worker thread)."""
+    from . import to_thread
+
+    return await to_thread.run_sync(_stdlib_socket.getprotobyname, name, abandon_on_cancel=True)
+
+
+async def _resolve_address(
+    family: int, type_: int, proto: int, address: Any, *, local: bool, v6only: bool
+) -> Any:
+    """Turn a user's address into one the kernel takes (numeric)."""
+    if family == _AF_INET:
+        if not isinstance(address, tuple) or len(address) != 2:
+            raise ValueError(f"an AF_INET address must be a (host, port) tuple, not {address!r}")
+    elif family == _AF_INET6:
+        if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            raise ValueError(
+                f"an AF_INET6 address must be a (host, port[, flowinfo[, scope_id]]) tuple, "
+                f"not {address!r}"
+            )
+    elif family == _AF_UNIX:
+        if not isinstance(address, (str, bytes, os.PathLike)):
+            raise TypeError(
+                f"an AF_UNIX address must be a str, bytes or path-like, not {type(address).__name__}"
+            )
+        return os.fspath(address)
+    else:
+        return address
+    host, port, *rest = address
+    if host is not None and not isinstance(host, (str, bytes)):
+        raise TypeError(f"host must be a str or bytes, not {type(host).__name__}")
+    if isinstance(port, int) and not isinstance(port, bool):
+        if not 0 <= port <= 0xFFFF:
+            raise OverflowError(f"port must be 0-65535, got {port}")
+        if isinstance(host, str):
+            # The common case: an IP address already.  No resolution at all
+            # (this is every sendto of a UDP socket).
+            try:
+                _stdlib_socket.inet_pton(family, host)
+            except OSError:
+                pass
+            else:
+                return address
+    elif not isinstance(port, (str, bytes)):
+        raise TypeError(f"port must be an int (or a service name), not {type(port).__name__}")
+    if host == "" or host == b"":
+        host = None
+    if host == "<broadcast>":
+        host = "255.255.255.255"
+    flags = _stdlib_socket.AI_PASSIVE if local else 0
+    if family == _AF_INET6 and not v6only:
+        flags |= _stdlib_socket.AI_V4MAPPED
+    infos = await getaddrinfo(host, port, family, type_, proto, flags)
+    if not infos:  # pragma: no cover - getaddrinfo never returns []
+        raise OSError(f"getaddrinfo({host!r}, {port!r}) returned no address")
+    normed = infos[0][4]
+    if family == _AF_INET6:
+        normed = list(normed)
+        # Keep the caller's flowinfo / scope_id.
+        for i, value in enumerate(rest, start=2):
+            normed[i] = value
+        return tuple(normed)
+    return normed
+
+
+# ---------------------------------------------------------------------------
+# Ring ops with extra behaviour
+# ---------------------------------------------------------------------------
+
+
+class _SelectRecvOp(RingOp):
+    """RECV with IOSQE_BUFFER_SELECT from a :class:`BufferRing`.
+
+    The bytes are copied out and the buffer recycled right in the CQE
+    dispatch, whatever happens to the task: a buffer can never stay taken
+    because its reader went away."""
+
+    __slots__ = ("bufring", "data")
+
+    def _on_cqe(self, res: int, flags: int) -> None:
+        if flags & _F_BUFFER:
+            self.data = self.bufring.take(flags >> _BUFFER_SHIFT, res if res > 0 else 0)
+        RingOp._on_cqe(self, res, flags)
+
+
+# ---------------------------------------------------------------------------
+# Constructors
+# ---------------------------------------------------------------------------
+
+
+def from_stdlib_socket(sock: _stdlib_socket.socket) -> SocketType:
+    """Wrap a stdlib socket as a ringtrio socket (it is made non-blocking)."""
+    if type(sock) is not _stdlib_socket.socket and not isinstance(sock, _stdlib_socket.socket):
+        raise TypeError(f"expected a stdlib socket.socket, got {type(sock).__name__}")
+    return SocketType._wrap(sock)
+
+
+def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> SocketType:
+    """Like :func:`socket.fromfd` (duplicates ``fd``), returning a ringtrio socket."""
+    return from_stdlib_socket(_stdlib_socket.fromfd(fd, family, type, proto))
+
+
+def socketpair(
+    family: int = _AF_UNIX, type: int = _stdlib_socket.SOCK_STREAM, proto: int = 0
+) -> tuple[SocketType, SocketType]:
+    """Like :func:`socket.socketpair`, returning ringtrio sockets."""
+    left, right = _stdlib_socket.socketpair(family, type, proto)
+    return (from_stdlib_socket(left), from_stdlib_socket(right))
+
+
+def socket(
+    family: int = _AF_INET,
+    type: int = _stdlib_socket.SOCK_STREAM,
+    proto: int = 0,
+    fileno: int | None = None,
+) -> SocketType:
+    """Create a ringtrio socket; the arguments are those of :class:`socket.socket`."""
+    if fileno is None:
+        # SOCK_NONBLOCK in the type: the kernel creates it non-blocking and
+        # the stdlib object knows it without another syscall.
+        sock = _stdlib_socket.socket(family, type | _stdlib_socket.SOCK_NONBLOCK, proto)
+    else:
+        sock = _stdlib_socket.socket(family, type, proto, fileno)
+    return from_stdlib_socket(sock)
+
+
+class _Done:
+    """The return value of :meth:`SocketType.bind`: ``await`` on it is a no-op,
+    so trio code (``await sock.bind(addr)``) and stdlib-style code
+    (``sock.bind(addr)``) both work."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return iter(())
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+_DONE = _Done()
+
+
+# ---------------------------------------------------------------------------
+# SocketType
+# ---------------------------------------------------------------------------
+
+
+class SocketType:
+    """A socket whose blocking operations are async and run on the ring.
+
+    Create one with :func:`socket`, :func:`socketpair`, :func:`fromfd` or
+    :func:`from_stdlib_socket` (not by calling this class).
+    """
+
+    __slots__ = ("_sock", "_ops", "_deferred_fd", "_did_shutdown_SHUT_WR", "__weakref__")
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "SocketType cannot be instantiated directly; use ringtrio.socket.socket() "
+            "or ringtrio.socket.from_stdlib_socket()"
+        )
+
+    @classmethod
+    def _wrap(cls, sock: _stdlib_socket.socket) -> SocketType:
+        self = object.__new__(cls)
+        if sock.gettimeout() != 0.0:
+            sock.setblocking(False)
+        self._sock = sock
+        # Ops in flight on this socket (None when there never were any): a
+        # close cancels them.
+        self._ops: list[RingOp] | None = None
+        # Set by close() while ops are in flight: the fd is released only
+        # when the kernel has let go of it (see close()).
+        self._deferred_fd: int | None = None
+        self._did_shutdown_SHUT_WR = False
+        return self
+
+    # -- plumbing -------------------------------------------------------
+
+    def _fd(self) -> int:
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "Bad file descriptor (this socket was closed)")
+        return fd
+
+    async def _run_op(self, op: RingOp) -> tuple[int, int]:
+        ops = self._ops
+        if ops is None:
+            ops = self._ops = []
+        ops.append(op)
+        try:
+            return await submit_and_wait(op)
+        finally:
+            ops.remove(op)
+            if op.done:
+                # The kernel is finished with the memory.  Drop it now: the
+                # task keeps a reference to the op (its last abort function)
+                # until it parks again, and a caller's buffer export (e.g.
+                # send_all's memoryview) must be releasable at once.
+                op.keepalive = None
+            if not ops and self._deferred_fd is not None:
+                self._release_deferred_fd()
+
+    def _track(self, op: RingOp) -> None:
+        """Register an op submitted without a task (a multishot owned by a
+        nursery) so that close() cancels it too.  Pair with :meth:`_untrack`
+        once its final CQE arrived."""
+        if self._ops is None:
+            self._ops = []
+        self._ops.append(op)
+
+    def _untrack(self, op: RingOp) -> None:
+        ops = self._ops
+        if ops is not None and op in ops:
+            ops.remove(op)
+            if not ops and self._deferred_fd is not None:
+                self._release_deferred_fd()
+
+    def _release_deferred_fd(self) -> None:
+        fd, self._deferred_fd = self._deferred_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:  # pragma: no cover
+                pass
+
+    def _error(self, res: int, what: str) -> BaseException:
+        if self._sock.fileno() < 0:
+            # The op failed because another task closed the socket under it.
+            return ClosedResourceError(f"{what} failed: another task closed this socket")
+        return _errno_error(res)
+
+    # -- closing --------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket.  Tasks blocked in an operation on it get
+        :exc:`ClosedResourceError` (or their result, if the operation
+        completed in the race)."""
+        sock = self._sock
+        if sock.fileno() < 0:
+            return
+        ops = self._ops
+        if not ops:
+            sock.close()
+            return
+        for op in list(ops):
+            # Cancelled by token, not by fd: the fd number could be reused
+            # before the cancel runs.  And an op that gets resubmitted (a
+            # moved deadline) must not find the old fd: -1 gives it EBADF.
+            op.fd = -1
+            on_close = getattr(op, "_on_socket_close", None)
+            if on_close is not None:
+                on_close()
+            else:
+                cancel_ring_op(op, ClosedResourceError("another task closed this socket"))
+        # The kernel still refers to the fd through SQEs that may not have
+        # been submitted yet (they go in at the end of this pass).  Closing
+        # the number now would let a new socket take it and receive those
+        # ops.  So the Python object is closed now, and the number is
+        # released when the last op's CQE has arrived.
+        self._deferred_fd = sock.detach()
+
+    def detach(self) -> int:
+        """Like :meth:`socket.socket.detach`.  Operations in flight get
+        :exc:`ClosedResourceError`."""
+        for op in list(self._ops or ()):
+            on_close = getattr(op, "_on_socket_close", None)
+            if on_close is not None:
+                on_close()
+            else:
+                cancel_ring_op(op, ClosedResourceError("another task detached this socket"))
+        return self._sock.detach()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A socket closed with ops in flight that never completed (the run
+        # ended abruptly): release the fd number now.
+        if getattr(self, "_deferred_fd", None) is not None and not self._ops:
+            self._release_deferred_fd()
+
+    # -- sync passthroughs ----------------------------------------------
+
+    @property
+    def family(self) -> _stdlib_socket.AddressFamily:
+        return self._sock.family
+
+    @property
+    def type(self) -> _stdlib_socket.SocketKind:
+        return self._sock.type
+
+    @property
+    def proto(self) -> int:
+        return self._sock.proto
+
+    @property
+    def did_shutdown_SHUT_WR(self) -> bool:
+        return self._did_shutdown_SHUT_WR
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
+    def getpeername(self) -> Any:
+        return self._sock.getpeername()
+
+    def setsockopt(self, level: int, optname: int, value: int | Buffer | None, optlen: int | None = None) -> None:
+        if optlen is None:
+            if value is None:
+                raise TypeError("setsockopt() needs optlen when value is None")
+            self._sock.setsockopt(level, optname, value)
+        else:
+            if value is not None:
+                raise TypeError("setsockopt() with optlen needs value=None")
+            self._sock.setsockopt(level, optname, None, optlen)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        if buflen is None:
+            return self._sock.getsockopt(level, optname)
+        return self._sock.getsockopt(level, optname, buflen)
+
+    def listen(self, backlog: int = min(_stdlib_socket.SOMAXCONN, 128)) -> None:
+        self._sock.listen(backlog)
+
+    def get_inheritable(self) -> bool:
+        return self._sock.get_inheritable()
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        self._sock.set_inheritable(inheritable)
+
+    def dup(self) -> SocketType:
+        return SocketType._wrap(self._sock.dup())
+
+    def bind(self, address: AddressFormat) -> _Done:
+        """Bind, synchronously (as the stdlib: binding never blocks; a host
+        name is resolved by the stdlib).  The return value may be awaited, so
+        trio-style ``await sock.bind(addr)`` works too."""
+        if self._sock.family in (_AF_INET, _AF_INET6) and isinstance(address, tuple) and address:
+            if address[0] == "<broadcast>":
+                address = ("255.255.255.255", *address[1:])
+        elif self._sock.family == _AF_UNIX and isinstance(address, os.PathLike):
+            address = os.fspath(address)
+        self._sock.bind(address)
+        return _DONE
+
+    def shutdown(self, flag: int) -> None:
+        """Like :meth:`socket.socket.shutdown` (synchronous, as trio's)."""
+        self._sock.shutdown(flag)
+        if flag in (_stdlib_socket.SHUT_WR, _stdlib_socket.SHUT_RDWR):
+            self._did_shutdown_SHUT_WR = True
+
+    def is_readable(self) -> bool:
+        """True if a receive would not block (data, EOF or an error pending)."""
+        poller = select.poll()
+        poller.register(self._fd(), select.POLLIN)
+        return bool(poller.poll(0))
+
+    def __repr__(self) -> str:
+        return repr(self._sock).replace("socket.socket", "ringtrio.socket.socket", 1)
+
+    # -- readiness --------------------------------------------------------
+
+    async def _poll(self, events: int) -> int:
+        op = RingOp(_ring.IORING_OP_POLL_ADD, self._fd(), 0, 0, 0, events)
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, "waiting for readiness")
+        return res
+
+    async def wait_readable(self) -> None:
+        """Block until the socket is readable (IORING_OP_POLL_ADD).  Prefer
+        the receive methods: they need no readiness wait."""
+        await self._poll(_POLLIN)
+
+    async def wait_writable(self) -> None:
+        """Block until the socket is writable (IORING_OP_POLL_ADD)."""
+        await self._poll(_POLLOUT)
+
+    # -- resolution -------------------------------------------------------
+
+    async def _resolve(self, address: Any, *, local: bool) -> Any:
+        family = self._sock.family
+        v6only = False
+        if family == _AF_INET6:
+            v6only = bool(self._sock.getsockopt(_stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY))
+        return await _resolve_address(
+            family, self._sock.type, self._sock.proto, address, local=local, v6only=v6only
+        )
+
+    # -- accept / connect ---------------------------------------------------
+
+    async def accept(self) -> tuple[SocketType, Any]:
+        """Like :meth:`socket.socket.accept`, async (one IORING_OP_ACCEPT).
+
+        A cancelled accept that completed in the race returns the connection
+        (the cancellation is delivered at the next checkpoint)."""
+        fd = self._fd()
+        addrbuf = _ffi.new("char[]", _SOCKADDR_MAX)
+        lenbuf = _ffi.new("uint32_t *", _SOCKADDR_MAX)
+        op = RingOp(
+            _ring.IORING_OP_ACCEPT,
+            fd,
+            _addr_of(addrbuf),
+            0,
+            _addr_of(lenbuf),
+            _ACCEPT_FLAGS,
+            keepalive=(addrbuf, lenbuf),
+        )
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, "accept")
+        sock = _wrap_accepted(res, self._sock)
+        return sock, _decode_sockaddr(_ffi.buffer(addrbuf), min(lenbuf[0], _SOCKADDR_MAX))
+
+    async def connect(self, address: AddressFormat) -> None:
+        """Like :meth:`socket.socket.connect`, async (one IORING_OP_CONNECT).
+
+        As in trio, a connect cannot be half-undone: if it is cancelled, the
+        socket is closed.  (If it completed in the race, it is connected and
+        the cancellation lands at the next checkpoint.)"""
+        try:
+            address = await self._resolve(address, local=False)
+            sa = _encode_sockaddr(self._sock.family, address)
+            fd = self._fd()
+            buf = _ffi.new("char[]", sa)
+            op = RingOp(_ring.IORING_OP_CONNECT, fd, _addr_of(buf), 0, len(sa), keepalive=buf)
+            res, _ = await self._run_op(op)
+            if res == -errno.EALREADY:
+                # A previous attempt is still going (its op was cancelled by a
+                # moved deadline and submitted again): wait for its outcome.
+                await self.wait_writable()
+                err = self._sock.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ERROR)
+                res = -err
+        except _core.Cancelled:
+            self.close()
+            raise
+        if res < 0:
+            if self._sock.fileno() < 0:
+                raise ClosedResourceError("connect failed: another task closed this socket")
+            raise OSError(-res, f"Error connecting to {address!r}: {os.strerror(-res)}")
+
+    # -- receiving ----------------------------------------------------------
+
+    async def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Like :meth:`socket.socket.recv`, async.
+
+        No buffer is pinned while waiting: the kernel picks one from the
+        run's provided-buffer ring when data arrives and the bytes are copied
+        out (so at most the ring's buffer size, 64 KiB, is returned)."""
+        _check_size(bufsize, "buffersize", "recv")
+        fd = self._fd()
+        if bufsize == 0:
+            await checkpoint()
+            return b""
+        bufring = runtime_recv_ring()
+        if bufring is not None:
+            op = _SelectRecvOp(
+                _ring.IORING_OP_RECV,
+                fd,
+                0,
+                bufsize if bufsize < bufring.size else bufring.size,
+                0,
+                flags,
+                sqe_flags=_ring.IOSQE_BUFFER_SELECT,
+                buf_index=bufring.bgid,
+            )
+            op.bufring = bufring
+            op.data = b""
+            res, _ = await self._run_op(op)
+            if res >= 0:
+                return op.data  # type: ignore[no-any-return]
+            if res != _ENOBUFS:
+                raise self._error(res, "recv")
+            # Every buffer of the ring is taken (a burst of completions):
+            # this one call reads into a private buffer instead.
+            bufsize = min(bufsize, _FALLBACK_RECV_SIZE)
+            fd = self._fd()
+        buf = _ffi.new("char[]", bufsize)
+        op = RingOp(_ring.IORING_OP_RECV, fd, _addr_of(buf), bufsize, 0, flags, keepalive=buf)
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, "recv")
+        return _ffi.buffer(buf, res)[:]  # type: ignore[no-any-return]
+
+    async def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
+        """Like :meth:`socket.socket.recv_into`, async; the kernel writes
+        straight into ``buffer`` (which therefore stays pinned while waiting)."""
+        cbuf = _writable_buffer(buffer, "recv_into")
+        nbytes = _check_size(nbytes, "buffersize", "recv_into")
+        size = len(cbuf)
+        if nbytes == 0:
+            nbytes = size
+        elif nbytes > size:
+            raise ValueError(f"buffer too small for requested bytes ({size} < {nbytes})")
+        fd = self._fd()
+        if nbytes == 0:
+            await checkpoint()
+            return 0
+        op = RingOp(_ring.IORING_OP_RECV, fd, _addr_of(cbuf), nbytes, 0, flags, keepalive=cbuf)
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, "recv_into")
+        return res
+
+    async def _recvmsg_raw(
+        self, data_cbuf: Any, nbytes: int, ancbufsize: int, flags: int, what: str
+    ) -> tuple[int, Any, int, int, Any]:
+        """One RECVMSG.  Returns (nbytes, name buffer, namelen, msg_flags,
+        ancillary bytes)."""
+        fd = self._fd()
+        name = _ffi.new("char[]", _SOCKADDR_MAX)
+        iov = _ffi.new("char[]", _IOVEC.size)
+        _IOVEC.pack_into(_ffi.buffer(iov), 0, _addr_of(data_cbuf), nbytes)
+        control = _ffi.new("char[]", ancbufsize) if ancbufsize else _ffi.NULL
+        msg = _ffi.new("char[]", _MSGHDR.size)
+        _MSGHDR.pack_into(
+            _ffi.buffer(msg),
+            0,
+            _addr_of(name),
+            _SOCKADDR_MAX,
+            _addr_of(iov),
+            1,
+            _addr_of(control) if ancbufsize else 0,
+            ancbufsize,
+            0,
+        )
+        op = RingOp(
+            _ring.IORING_OP_RECVMSG,
+            fd,
+            _addr_of(msg),
+            1,
+            0,
+            flags,
+            keepalive=(msg, iov, name, control, data_cbuf),
+        )
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, what)
+        mbuf = _ffi.buffer(msg)
+        (namelen,) = struct.unpack_from("=I", mbuf, _MSGHDR_NAMELEN_OFF)
+        (controllen,) = struct.unpack_from("=Q", mbuf, _MSGHDR_CONTROLLEN_OFF)
+        (msg_flags,) = struct.unpack_from("=i", mbuf, _MSGHDR_FLAGS_OFF)
+        anc = _ffi.buffer(control, min(controllen, ancbufsize))[:] if ancbufsize else b""
+        return res, _ffi.buffer(name), min(namelen, _SOCKADDR_MAX), msg_flags, anc
+
+    async def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        """Like :meth:`socket.socket.recvfrom`, async (one IORING_OP_RECVMSG)."""
+        _check_size(bufsize, "buffersize", "recvfrom")
+        buf = _ffi.new("char[]", max(bufsize, 1))
+        n, name, namelen, _, _ = await self._recvmsg_raw(buf, bufsize, 0, flags, "recvfrom")
+        return _ffi.buffer(buf, n)[:], _decode_sockaddr(name, namelen)
+
+    async def recvfrom_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        """Like :meth:`socket.socket.recvfrom_into`, async."""
+        cbuf = _writable_buffer(buffer, "recvfrom_into")
+        nbytes = _check_size(nbytes, "buffersize", "recvfrom_into")
+        if nbytes == 0:
+            nbytes = len(cbuf)
+        elif nbytes > len(cbuf):
+            raise ValueError(f"buffer too small for requested bytes ({len(cbuf)} < {nbytes})")
+        n, name, namelen, _, _ = await self._recvmsg_raw(cbuf, nbytes, 0, flags, "recvfrom_into")
+        return n, _decode_sockaddr(name, namelen)
+
+    async def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        """Like :meth:`socket.socket.recvmsg`, async (one IORING_OP_RECVMSG)."""
+        _check_size(bufsize, "buffersize", "recvmsg")
+        _check_size(ancbufsize, "ancillary buffer size", "recvmsg")
+        buf = _ffi.new("char[]", max(bufsize, 1))
+        n, name, namelen, msg_flags, anc = await self._recvmsg_raw(
+            buf, bufsize, ancbufsize, flags, "recvmsg"
+        )
+        return _ffi.buffer(buf, n)[:], _parse_cmsgs(anc), msg_flags, _decode_sockaddr(name, namelen)
+
+    # -- sending ------------------------------------------------------------
+
+    async def send(self, data: Buffer, flags: int = 0) -> int:
+        """Like :meth:`socket.socket.send`, async (one IORING_OP_SEND).
+        Returns how many bytes were sent; a cancelled send that sent some
+        bytes returns that count (the cancellation lands at the next
+        checkpoint)."""
+        cbuf = _readable_buffer(data, "send")
+        fd = self._fd()
+        op = RingOp(
+            _ring.IORING_OP_SEND, fd, _addr_of(cbuf), len(cbuf), 0, flags | _MSG_NOSIGNAL, keepalive=cbuf
+        )
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, "send")
+        return res
+
+    async def _send_all_stream(self, view: memoryview) -> int:
+        # For SocketStream.send_all: one SEND; the caller loops on short
+        # sends.  Not MSG_WAITALL (which would make one op send everything):
+        # an ASYNC_CANCEL that races with the kernel's internal retry of a
+        # send fails with -ENOENT and the op re-arms, so a WAITALL send to a
+        # peer that does not read would outlive its cancellation.  A plain
+        # send completes at its next partial transfer instead.
+        cbuf = _ffi.from_buffer(view)
+        fd = self._fd()
+        op = RingOp(
+            _ring.IORING_OP_SEND, fd, _addr_of(cbuf), len(cbuf), 0, _MSG_NOSIGNAL, keepalive=cbuf
+        )
+        del cbuf
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, "send")
+        return res
+
+    async def _sendmsg_raw(
+        self, buffers: Iterable[Any], ancdata: Iterable[Any], flags: int, address: Any, what: str
+    ) -> int:
+        cbufs = [_readable_buffer(b, what) for b in buffers]
+        control = b"".join(_build_cmsg(item) for item in ancdata)
+        if address is not None:
+            address = await self._resolve(address, local=False)
+            sa = _encode_sockaddr(self._sock.family, address)
+        else:
+            sa = b""
+        fd = self._fd()
+        iov = _ffi.new("char[]", max(1, _IOVEC.size * len(cbufs)))
+        iov_mem = _ffi.buffer(iov)
+        for i, cb in enumerate(cbufs):
+            _IOVEC.pack_into(iov_mem, i * _IOVEC.size, _addr_of(cb), len(cb))
+        name = _ffi.new("char[]", sa) if sa else _ffi.NULL
+        ctl = _ffi.new("char[]", control) if control else _ffi.NULL
+        msg = _ffi.new("char[]", _MSGHDR.size)
+        _MSGHDR.pack_into(
+            _ffi.buffer(msg),
+            0,
+            _addr_of(name) if sa else 0,
+            len(sa),
+            _addr_of(iov),
+            len(cbufs),
+            _addr_of(ctl) if control else 0,
+            len(control),
+            0,
+        )
+        op = RingOp(
+            _ring.IORING_OP_SENDMSG,
+            fd,
+            _addr_of(msg),
+            1,
+            0,
+            flags | _MSG_NOSIGNAL,
+            keepalive=(msg, iov, name, ctl, cbufs),
+        )
+        res, _ = await self._run_op(op)
+        if res < 0:
+            raise self._error(res, what)
+        return res
+
+    async def sendto(self, data: Buffer, *args: Any) -> int:
+        """``sendto(data, address)`` or ``sendto(data, flags, address)``, like
+        :meth:`socket.socket.sendto`, async (one IORING_OP_SENDMSG)."""
+        if len(args) == 1:
+            flags, address = 0, args[0]
+        elif len(args) == 2:
+            flags, address = args
+        else:
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args) + 1} given)")
+        if address is None:
+            raise TypeError("sendto() needs a destination address (use send() on a connected socket)")
+        return await self._sendmsg_raw((data,), (), flags, address, "sendto")
+
+    async def sendmsg(
+        self,
+        buffers: Iterable[Buffer],
+        ancdata: Iterable[tuple[int, int, Buffer]] = (),
+        flags: int = 0,
+        address: Any = None,
+    ) -> int:
+        """Like :meth:`socket.socket.sendmsg`, async (one IORING_OP_SENDMSG)."""
+        if isinstance(buffers, (bytes, bytearray, memoryview, str)):
+            raise TypeError("sendmsg() takes an iterable of buffers, not a single buffer")
+        return await self._sendmsg_raw(buffers, ancdata, flags, address, "sendmsg")
+
+
+def _build_cmsg(item: Any) -> bytes:
+    try:
+        level, type_, data = item
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"ancillary data items must be (level, type, data) tuples, not {item!r}"
+        ) from None
+    data = bytes(data)
+    header = _CMSGHDR.pack(_CMSGHDR.size + len(data), level, type_)
+    return header + data + b"\0" * (_align8(len(data)) - len(data))
+
+
+def _parse_cmsgs(control: bytes) -> list[tuple[int, int, bytes]]:
+    out = []
+    off = 0
+    while off + _CMSGHDR.size <= len(control):
+        length, level, type_ = _CMSGHDR.unpack_from(control, off)
+        if length < _CMSGHDR.size:
+            break
+        out.append((level, type_, control[off + _CMSGHDR.size : off + length]))
+        off += _align8(length)
+    return out
+
+
+def _wrap_accepted(fd: int, listener: _stdlib_socket.socket) -> SocketType:
+    """Wrap an fd the kernel just accepted; the fd is closed if that fails."""
+    try:
+        # SOCK_NONBLOCK in the type tells the stdlib the fd is already
+        # non-blocking (accept4 made it so): no extra syscall.
+        sock = _stdlib_socket.socket(
+            listener.family, listener.type | _stdlib_socket.SOCK_NONBLOCK, listener.proto, fd
+        )
+    except BaseException:
+        os.close(fd)
+        raise
+    return SocketType._wrap(sock)
+
+
+# ---------------------------------------------------------------------------
+# Readiness helpers on raw fds / objects with fileno()
+# ---------------------------------------------------------------------------
+
+
+def _as_fd(obj: Any) -> int:
+    fd = obj if isinstance(obj, int) else obj.fileno()
+    if fd < 0:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+    return int(fd)
+
+
+async def wait_readable(obj: Any) -> None:
+    """Block until ``obj`` (an fd or anything with ``fileno()``) is readable."""
+    if isinstance(obj, SocketType):
+        return await obj.wait_readable()
+    op = RingOp(_ring.IORING_OP_POLL_ADD, _as_fd(obj), 0, 0, 0, _POLLIN)
+    res, _ = await submit_and_wait(op)
+    if res < 0:
+        raise _errno_error(res, "wait_readable")
+
+
+async def wait_writable(obj: Any) -> None:
+    """Block until ``obj`` (an fd or anything with ``fileno()``) is writable."""
+    if isinstance(obj, SocketType):
+        return await obj.wait_writable()
+    op = RingOp(_ring.IORING_OP_POLL_ADD, _as_fd(obj), 0, 0, 0, _POLLOUT)
+    res, _ = await submit_and_wait(op)
+    if res < 0:
+        raise _errno_error(res, "wait_writable")
+
