@@ -349,6 +349,8 @@ class _SelectRecvOp(RingOp):
     because its reader went away."""
 
     __slots__ = ("bufring", "data")
+    bufring: Any
+    data: Any
 
     def _on_cqe(self, res: int, flags: int) -> None:
         if flags & _F_BUFFER:
@@ -427,6 +429,10 @@ class SocketType:
     """
 
     __slots__ = ("_sock", "_ops", "_deferred_fd", "_did_shutdown_SHUT_WR", "__weakref__")
+    _sock: _stdlib_socket.socket
+    _ops: list[RingOp] | None
+    _deferred_fd: int | None
+    _did_shutdown_SHUT_WR: bool
 
     def __init__(self) -> None:
         raise TypeError(
@@ -442,10 +448,10 @@ class SocketType:
         self._sock = sock
         # Ops in flight on this socket (None when there never were any): a
         # close cancels them.
-        self._ops: list[RingOp] | None = None
+        self._ops = None
         # Set by close() while ops are in flight: the fd is released only
         # when the kernel has let go of it (see close()).
-        self._deferred_fd: int | None = None
+        self._deferred_fd = None
         self._did_shutdown_SHUT_WR = False
         return self
 
@@ -756,8 +762,8 @@ class SocketType:
             bufsize = min(bufsize, _FALLBACK_RECV_SIZE)
             fd = self._fd()
         buf = _ffi.new("char[]", bufsize)
-        op = RingOp(_ring.IORING_OP_RECV, fd, _addr_of(buf), bufsize, 0, flags, keepalive=buf)
-        res, _ = await self._run_op(op)
+        plain = RingOp(_ring.IORING_OP_RECV, fd, _addr_of(buf), bufsize, 0, flags, keepalive=buf)
+        res, _ = await self._run_op(plain)
         if res < 0:
             raise self._error(res, "recv")
         return _ffi.buffer(buf, res)[:]  # type: ignore[no-any-return]

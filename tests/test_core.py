@@ -764,3 +764,29 @@ def test_async_generator_still_alive_at_end_of_run_is_closed() -> None:
 
     ringtrio.run(main)
     assert log == ["closed at end of run"]
+
+
+def test_cancel_that_finds_nothing_is_retried_while_the_op_is_in_flight() -> None:
+    # The kernel answers -ENOENT when the target is between attempts (e.g. a
+    # socket op being re-issued after a poll wake-up).  Simulate an op the
+    # cancel cannot find: the cancel must be retried while the op is still
+    # "in flight" and meant to be cancelled, and stop once it is done.
+    async def main() -> tuple[int, int]:
+        runner = _run._current_runner()
+        ghost = lowlevel.RingOp(lowlevel.IORING_OP_NOP)
+        ghost.token = (7 << 32) | 0xFFFFF  # a slot nobody uses
+        ghost.task = lowlevel.current_task()
+        ghost.cancel_raise = lambda: None  # type: ignore[assignment,return-value]
+        before = lowlevel.current_statistics().cqes_reaped
+        runner._cancel_op(ghost)
+        for _ in range(20):
+            await lowlevel.checkpoint()
+        retried = lowlevel.current_statistics().cqes_reaped - before
+        ghost.done = True  # its "final CQE" arrived: no more retries
+        for _ in range(5):
+            await lowlevel.checkpoint()
+        return retried, lowlevel.current_statistics().ops_in_flight
+
+    retried, in_flight = ringtrio.run(main)
+    assert retried >= 5
+    assert in_flight == 0

@@ -1081,8 +1081,39 @@ def _op_abort(self: RingOp, raise_cancel: Callable[[], NoReturn]) -> Abort:
         self.cancel_raise = raise_cancel
         task = self.task
         if task is not None:
-            task._runner._submit_cancel(self.token)
+            task._runner._cancel_op(self)
     return Abort.FAILED
+
+
+class _CancelOp(RingOp):
+    """The IORING_OP_ASYNC_CANCEL for one op, with a CQE we look at.
+
+    Why not fire-and-forget: the kernel can answer -ENOENT while the target
+    is between attempts (a socket op woken by poll and being re-issued is
+    briefly in no list the cancel searches), and the op then carries on as if
+    nothing had been asked.  So a -ENOENT for an op that is still in flight
+    and still meant to be cancelled is retried.  (-EALREADY means the op is
+    running in a worker and has been told to stop: it will complete.)
+    """
+
+    __slots__ = ("target", "retries")
+    MAX_RETRIES = 1000
+
+    def __init__(self, target: RingOp, retries: int) -> None:
+        super().__init__(IORING_OP_ASYNC_CANCEL, -1, target.token)
+        self.target = target
+        self.retries = retries
+
+    def _on_cqe(self, res: int, flags: int) -> None:
+        target = self.target
+        if (
+            res == -errno.ENOENT
+            and not target.done
+            and target.cancel_raise is not None
+            and target.task is not None
+            and self.retries < self.MAX_RETRIES
+        ):
+            target.task._runner._cancel_op(target, self.retries + 1)
 
 
 RingOp._abort = _op_abort  # type: ignore[attr-defined]
@@ -1107,7 +1138,7 @@ def cancel_ring_op(op: RingOp, error: BaseException) -> None:
     already_requested = op.cancel_raise is not None
     op.cancel_raise = raise_error
     if not already_requested:
-        task._runner._submit_cancel(op.token)
+        task._runner._cancel_op(op)
 
 
 # ---------------------------------------------------------------------------
@@ -1603,6 +1634,12 @@ class Runner:
         )
         if rc < 0:  # pragma: no cover - SQ could not be drained
             raise RingtrioInternalError(f"could not queue ASYNC_CANCEL: {os.strerror(-rc)}")
+
+    def _cancel_op(self, op: RingOp, retries: int = 0) -> None:
+        """Ask the kernel to cancel ``op`` (in flight); see _CancelOp."""
+        if self._ops_closed:
+            return
+        self._submit_op(_CancelOp(op, retries), None, inf)
 
     def cancel_ops_on_fd(self, fd: int) -> None:
         """Ask the kernel to cancel every op in flight on ``fd`` (used when a

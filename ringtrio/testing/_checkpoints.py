@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from .._core import Instrument, Task, add_instrument, current_task, remove_instrument
 from .._core import _run
@@ -49,13 +49,13 @@ def _watch(expect_checkpoints: bool) -> Generator[None, None, None]:
         )
 
 
-def assert_checkpoints() -> contextmanager:  # type: ignore[valid-type]
+def assert_checkpoints() -> AbstractContextManager[None]:
     """``with assert_checkpoints():`` fails unless the block contains a
     checkpoint (a schedule point that also checks for cancellation)."""
     return _watch(True)
 
 
-def assert_no_checkpoints() -> contextmanager:  # type: ignore[valid-type]
+def assert_no_checkpoints() -> AbstractContextManager[None]:
     """``with assert_no_checkpoints():`` fails if the block yields to the
     scheduler at all."""
     return _watch(False)
