@@ -1101,6 +1101,13 @@ class AsyncTextFile(AsyncFile):
         line = self._take()
         start = 0
         yielded = False
+        eof = False
+        if not line:
+            # As TextIOWrapper: with nothing decoded, a chunk is read first,
+            # even for readline(0) (which moves the underlying position).
+            yielded = True
+            eof = not await self._read_chunk()
+            line = self._take()
         while True:
             end = self._find_line_end(line, start)
             if end >= 0:
@@ -1108,16 +1115,14 @@ class AsyncTextFile(AsyncFile):
             if 0 <= size <= len(line):
                 end = size
                 break
+            if eof:
+                end = len(line)
+                break
             # a separator may straddle the chunk boundary
             start = max(0, len(line) - len(self._readnl or "\n") + 1) if not self._readuniversal else len(line)
             yielded = True
-            more = await self._read_chunk()
+            eof = not await self._read_chunk()
             line += self._take()
-            if not more:
-                end = self._find_line_end(line, 0)
-                if end < 0:
-                    end = len(line)
-                break
         if 0 <= size < end:
             end = size
         # give back what follows the line: always a suffix of the last chunk

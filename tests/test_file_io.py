@@ -150,10 +150,16 @@ def _differential(tmp_path, mode, initial, ops, sync_op, async_op, **kw):
     _prepare(p1, mode, initial)
     _prepare(p2, mode, initial)
     expected = []
+    # The sequences stop at the first operation that raises: after an error
+    # CPython's objects can be left in states that are quirks, not contracts
+    # (e.g. TextIOWrapper keeps tell() disabled after a readlines() that a
+    # decoding error interrupted).
     with open(p1, mode, **kw) as f:
         expected.append(("mode", f.mode))
         for name, arg in ops:
             expected.append((name, _outcome_sync(lambda: sync_op(f, name, arg))))
+            if expected[-1][1][0] == "err":
+                break
 
     async def main():
         got = []
@@ -161,6 +167,8 @@ def _differential(tmp_path, mode, initial, ops, sync_op, async_op, **kw):
             got.append(("mode", f.mode))
             for name, arg in ops:
                 got.append((name, await _outcome_async(lambda: async_op(f, name, arg))))
+                if got[-1][1][0] == "err":
+                    break
         return got
 
     got = run(main)
