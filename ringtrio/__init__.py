@@ -59,6 +59,7 @@ from ._highlevel_open_tcp_stream import open_tcp_stream  # noqa: E402
 from ._highlevel_open_unix_stream import open_unix_socket  # noqa: E402
 from ._highlevel_serve_listeners import serve_listeners  # noqa: E402
 from ._highlevel_socket import SocketListener, SocketStream  # noqa: E402
+from ._buffer_group import Buffer, BufferGroup  # noqa: E402
 from ._ssl import (  # noqa: E402
     NeedHandshakeError,
     SSLListener,
@@ -78,6 +79,8 @@ __all__ = [
     "AsyncFile",
     "AsyncTextFile",
     "BrokenResourceError",
+    "Buffer",
+    "BufferGroup",
     "BusyResourceError",
     "CancelScope",
     "Cancelled",

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer
 
+    from ._buffer_group import BufferGroup, BufferReceiver
+
 __all__ = ["SocketListener", "SocketStream"]
 
 # receive_some() without max_bytes.  Also the runtime buffer ring's buffer
@@ -80,7 +82,7 @@ class SocketStream(HalfCloseableStream):
       socket: the underlying :class:`ringtrio.socket.SocketType`.
     """
 
-    __slots__ = ("socket", "_sending", "_receiving")
+    __slots__ = ("socket", "_sending", "_receiving", "_buffer_receiver")
 
     def __init__(self, socket: SocketType) -> None:
         if not isinstance(socket, SocketType):
@@ -94,6 +96,7 @@ class SocketStream(HalfCloseableStream):
         self.socket = socket
         self._sending = False
         self._receiving = False
+        self._buffer_receiver: Any = None  # receive_buffers state (issue 5)
         if socket.family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
             try:
                 socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, True)
@@ -113,24 +116,29 @@ class SocketStream(HalfCloseableStream):
         if self.socket.did_shutdown_SHUT_WR:
             raise ClosedResourceError("can't send data after sending EOF (send_eof)")
         self._sending = True
+        # (The error translation of _translate_errors, written out: this is
+        # the hot path of every server.)
         try:
-            with _translate_errors("send data"):
-                # Not released explicitly (no `with`): the kernel op holds an
-                # export of it until its CQE, and an error traceback may too.
-                view = memoryview(data)
-                if view.ndim != 1 or view.format not in ("B", "b", "c"):
-                    view = view.cast("B")
-                total = view.nbytes
-                if total == 0:
-                    if self.socket.fileno() < 0:
-                        raise ClosedResourceError("can't send data: this stream was already closed")
-                    await checkpoint()
-                    return
-                sent = 0
-                while sent < total:
-                    # One SEND per iteration; a short send (the socket
-                    # buffer filled up) goes round again.
-                    sent += await self.socket._send_all_stream(view[sent:] if sent else view)
+            # Not released explicitly (no `with`): the kernel op holds an
+            # export of it until its CQE, and an error traceback may too.
+            view = memoryview(data)
+            if view.ndim != 1 or view.format not in ("B", "b", "c"):
+                view = view.cast("B")
+            total = view.nbytes
+            if total == 0:
+                if self.socket.fileno() < 0:
+                    raise ClosedResourceError("can't send data: this stream was already closed")
+                await checkpoint()
+                return
+            sent = 0
+            while sent < total:
+                # One SEND per iteration; a short send (the socket
+                # buffer filled up) goes round again.
+                sent += await self.socket._send_all_stream(view[sent:] if sent else view)
+        except OSError as exc:
+            if exc.errno in _CLOSED_ERRNOS:
+                raise ClosedResourceError("can't send data: this stream was already closed") from None
+            raise BrokenResourceError(f"socket connection broken during send data: {exc}") from exc
         finally:
             self._sending = False
 
@@ -178,6 +186,20 @@ class SocketStream(HalfCloseableStream):
             raise BrokenResourceError(f"socket connection broken during receive: {exc}") from exc
         finally:
             self._receiving = False
+
+    # -- receive_buffers (issue 5; the machinery is in _buffer_group.py) ----
+
+    def receive_buffers(self, group: BufferGroup, *, max_pending: int = 16) -> BufferReceiver:
+        """``async for buf in stream.receive_buffers(group):`` -- one multishot
+        receive into the shared ``group``, yielding a :class:`ringtrio.Buffer`
+        lease per completion until EOF (see docs/buffers.md).  At most
+        ``max_pending`` undelivered leases are queued before the receive is
+        paused."""
+        from ._buffer_group import BufferReceiver
+
+        return BufferReceiver(self, group, max_pending)
+
+    # -- end of receive_buffers ---------------------------------------------
 
     async def aclose(self) -> None:
         self.socket.close()

@@ -876,6 +876,13 @@ class Nursery:
             self._exit_callbacks = []
         self._exit_callbacks.append(callback)
 
+    def buffer_group(self, count: int, size: int, *, incremental: bool | None = None) -> Any:
+        """A provided-buffer group of ``count`` buffers of ``size`` bytes,
+        owned by this nursery (issue 5; see ``ringtrio/_buffer_group.py``)."""
+        from .._buffer_group import _open_group
+
+        return _open_group(self, count, size, incremental)
+
 
 class _NurseryManager:
     __slots__ = ("_strict", "_scope", "_nursery")

@@ -1,0 +1,772 @@
+"""Buffer groups owned by nurseries, multishot receives, and buffer leases.
+
+``group = nursery.buffer_group(count=N, size=S)`` registers a provided-buffer
+ring (``IORING_REGISTER_PBUF_RING``) of N buffers of S bytes in one memory
+region; ``async for buf in stream.receive_buffers(group)`` runs one
+**multishot** ``IORING_OP_RECV`` (``IORING_RECV_MULTISHOT`` +
+``IOSQE_BUFFER_SELECT``) on the stream and yields every completion as a
+:class:`Buffer` lease.  docs/buffers.md is the user's guide; this docstring
+is the engineer's.
+
+Ownership
+---------
+* The **group** belongs to the nursery that created it.  Its exit callback
+  runs after every child has finished: it refuses new arms, cancels every
+  multishot still armed on the group (whoever armed it), parks until each
+  one's final CQE has arrived, releases every lease still outstanding (which
+  invalidates their views) and then unregisters and frees the ring.
+* The **multishot request** belongs to the ``async for`` (the iterator
+  object).  It is cancelled, and its final CQE awaited, when ``__anext__``
+  leaves with an exception (cancellation included), when the iterator is
+  closed (``aclose``/``async with``), when the stream is closed (the op is
+  tracked on the socket, and the fd number is released only after the final
+  CQE), and when the group's nursery exits.  An ``async for`` left with
+  ``break`` drops the iterator: CPython finalises it at once and its
+  ``__del__`` asks the kernel to cancel; the final CQE is then awaited by
+  whoever owns the rest (stream close, group exit).  No CQE ever arrives for
+  an owner that is gone: the op object itself stays in the runner's slot
+  table until its final CQE.
+* **Undelivered leases** (received while the consumer was not looking) stay
+  queued on the stream, in order, for the next ``receive_buffers`` on it;
+  they are released when the stream's op object is dropped or the group
+  closes.
+
+Accounting (per buffer id)
+--------------------------
+``_refs[bid]``: outstanding references — one per lease and one per live
+``view`` export (tracked with an ``ffi.gc`` destructor on the cdata the view
+is built on, so a slice of a view keeps the buffer out of the ring until the
+slice is gone too).  ``_done[bid]``: the kernel has finished with the buffer
+(plain mode: at once; incremental mode: on the CQE without
+``IORING_CQE_F_BUF_MORE``).  ``_off[bid]``: bytes the kernel already consumed
+(incremental mode).  A buffer goes back to the ring (``rt_buf_ring_recycle``:
+memory writes only) when ``_done`` and ``_refs == 0``.
+
+Back-pressure
+-------------
+An empty ring ends a multishot with ``-ENOBUFS`` (the bytes stay in the
+socket).  The consumer then parks FIFO on the group until a buffer comes back
+(each recycle wakes one waiter; a woken waiter that gives up passes the wake
+on), re-arms, and carries on.  Nothing is lost and nothing spins.
+
+Final CQE
+---------
+The CQE without ``IORING_CQE_F_MORE`` ends the request whatever its code: 0
+(EOF — or, after we asked to cancel, a cancel on some kernels), ``-ECANCELED``,
+``-ENOENT``, ``-ENOBUFS``, an error, or even data (a kernel may stop a
+multishot after a CQ overflow).  Data is always kept; after our own cancel,
+0 and negative codes mean "stopped"; otherwise 0 is EOF, ``-ENOBUFS`` is
+back-pressure and anything else is an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from math import inf
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError, sleep
+from ._core import _ring, _run
+from ._core._buffers import MAX_COUNT, BufferRing
+from ._core._exceptions import RunFinishedError
+from ._core._ring import _load_native
+from ._core._run import Abort, CancelScope, RingOp, checkpoint, reschedule, wait_task_rescheduled
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._highlevel_socket import SocketStream
+
+__all__ = ["Buffer", "BufferGroup", "BufferGroupStatistics", "BufferReceiver"]
+
+_ffi, _lib = _load_native()
+
+IORING_RECV_MULTISHOT = 1 << 1
+IOU_PBUF_RING_INC = 2
+_F_MORE = _ring.IORING_CQE_F_MORE
+_F_BUFFER = _ring.IORING_CQE_F_BUFFER
+_F_BUF_MORE = _ring.IORING_CQE_F_BUF_MORE
+_BUFFER_SHIFT = _ring.IORING_CQE_BUFFER_SHIFT
+_ENOBUFS = -errno.ENOBUFS
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+# A buffer must fit a recv result (int32) and the ring entry's len (u32).
+MAX_SIZE = 2**31 - 1
+# Undelivered leases one stream may queue before its multishot is paused
+# (cancelled, re-armed when the consumer has drained the queue): one slow
+# consumer must not take a shared group's every buffer.
+DEFAULT_MAX_PENDING = 16
+# ENOBUFS endings in a row (no data in between) after which a consumer waits
+# for a buffer to come back even if the group's count says one is free: a
+# guard against spinning, should the count ever disagree with the kernel.
+_ENOBUFS_RETRIES = 2
+
+
+# ---------------------------------------------------------------------------
+# Leases
+# ---------------------------------------------------------------------------
+
+
+class Buffer:
+    """A lease on ``len(buf)`` received bytes inside a :class:`BufferGroup`.
+
+    The bytes stay in the group's memory (no copy) until the lease is
+    released: by leaving ``with buf:``, by :meth:`release`, or by the
+    owning nursery exiting.  Then the buffer goes back to the kernel and
+    :attr:`view` is released: using it (or ``bytes(buf)``, ``len(buf)``)
+    raises :exc:`ValueError`.  A slice taken from ``view`` keeps the buffer
+    out of the ring until the slice itself is gone, so no code can ever see
+    bytes that a later receive put there.
+    """
+
+    __slots__ = ("_group", "_bid", "_start", "_len", "_view", "_released")
+
+    def __init__(self, group: BufferGroup, bid: int, start: int, length: int) -> None:
+        self._group = group
+        self._bid = bid
+        self._start = start  # offset in the group's region
+        self._len = length
+        self._view: memoryview | None = None
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else f"{self._len} bytes"
+        return f"<ringtrio.Buffer bid={self._bid} {state}>"
+
+    def _check(self) -> None:
+        if self._released:
+            raise ValueError(
+                "this ringtrio.Buffer lease was released: its memory belongs to the "
+                "buffer group again (copy the bytes out with bytes(buf) before releasing)"
+            )
+
+    @property
+    def view(self) -> memoryview:
+        """A (writable) memoryview of the received bytes, valid until release."""
+        v = self._view
+        if v is None:
+            self._check()
+            group = self._group
+            group._refs[self._bid] += 1
+            group._total_refs += 1
+            cd = _ffi.gc(group._cbase + self._start, self._view_gone)
+            v = self._view = memoryview(_ffi.buffer(cd, self._len))
+        return v
+
+    def _view_gone(self, _cd: Any) -> None:
+        # ffi.gc destructor: the last memoryview built on the view's cdata
+        # (the view itself or a slice of it) is gone.
+        self._group._unref_any_thread(self._bid)
+
+    def __len__(self) -> int:
+        self._check()
+        return self._len
+
+    def __bool__(self) -> bool:
+        return not self._released and self._len > 0
+
+    def __bytes__(self) -> bytes:
+        self._check()
+        return _ffi.unpack(self._group._cbase + self._start, self._len)  # type: ignore[no-any-return]
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self) -> None:
+        """Give the buffer back to the group (memory writes only, no
+        syscall) and invalidate :attr:`view`.  Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        group = self._group
+        group._leases.discard(self)
+        v = self._view
+        if v is not None:
+            self._view = None
+            try:
+                v.release()
+            except BufferError:
+                # Something holds a raw export of the view itself (e.g. a
+                # cffi from_buffer): the buffer comes back when that ends.
+                pass
+        group._unref(self._bid)
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------
+# The group
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BufferGroupStatistics:
+    """A snapshot of a :class:`BufferGroup` (``group.statistics()``)."""
+
+    count: int  # buffers in the group
+    size: int  # bytes per buffer
+    free: int  # buffers in the ring (the kernel may pick them)
+    leased: int  # outstanding Buffer leases (queued or in user code)
+    held: int  # buffers out of the ring (leased, or a view slice still alive)
+    enobufs: int  # times a multishot receive ended because the ring was empty
+    armed: int  # multishot receives currently armed on the group
+    waiting: int  # receivers parked until a buffer comes back
+    incremental: bool  # IOU_PBUF_RING_INC consumption is in use
+    closed: bool
+
+
+class BufferGroup:
+    """``count`` buffers of ``size`` bytes that any number of streams
+    receive into (``stream.receive_buffers(group)``).  Create with
+    ``nursery.buffer_group(count=..., size=...)``; the nursery owns it."""
+
+    __slots__ = (
+        "count",
+        "size",
+        "incremental",
+        "_ring",
+        "_cbase",
+        "_runner",
+        "_thread",
+        "_refs",
+        "_done",
+        "_off",
+        "_total_refs",
+        "_free",
+        "_leases",
+        "_armed",
+        "_waiters",
+        "_closing",
+        "_closed",
+        "_closer",
+        "_freed",
+        "_enobufs",
+        "__weakref__",
+    )
+
+    def __init__(self, count: int, size: int, incremental: bool | None = None) -> None:
+        _check_args(count, size, incremental)
+        runner = _run._current_runner()
+        ring = None
+        if incremental is not False:
+            try:
+                ring = BufferRing(count, size, flags=IOU_PBUF_RING_INC)
+            except OSError as exc:
+                if incremental or exc.errno != errno.EINVAL:
+                    raise
+        self.incremental = ring is not None
+        if ring is None:
+            ring = BufferRing(count, size)
+        self.count = count
+        self.size = size
+        self._ring = ring
+        self._cbase = _ffi.cast("char *", ring.base)
+        self._runner = runner
+        self._thread = threading.get_ident()
+        self._refs = [0] * count
+        self._done = [False] * count
+        self._off = [0] * count
+        self._total_refs = 0
+        self._free = count
+        self._leases: set[Buffer] = set()
+        self._armed: set[_MultishotRecv] = set()
+        self._waiters: deque[_run.Task] = deque()
+        self._closing = False
+        self._closed = False
+        self._closer: _run.Task | None = None
+        self._freed = False
+        self._enobufs = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"free={self._free}"
+        return f"<ringtrio.BufferGroup count={self.count} size={self.size} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def statistics(self) -> BufferGroupStatistics:
+        return BufferGroupStatistics(
+            count=self.count,
+            size=self.size,
+            free=self._free,
+            leased=len(self._leases),
+            held=self.count - self._free,
+            enobufs=self._enobufs,
+            armed=len(self._armed),
+            waiting=len(self._waiters),
+            incremental=self.incremental,
+            closed=self._closed,
+        )
+
+    # -- completions -------------------------------------------------------
+
+    def _take(self, res: int, flags: int) -> Buffer | None:
+        """Account for a CQE that selected a buffer; the lease for its bytes."""
+        bid = flags >> _BUFFER_SHIFT
+        off = self._off[bid]
+        if flags & _F_BUF_MORE:
+            # Incremental mode: the kernel keeps the rest of this buffer.
+            self._off[bid] = off + (res if res > 0 else 0)
+        else:
+            self._done[bid] = True
+            self._free -= 1
+        if res <= 0:
+            if self._done[bid] and self._refs[bid] == 0:
+                self._recycle(bid)
+            return None
+        self._refs[bid] += 1
+        self._total_refs += 1
+        lease = Buffer(self, bid, bid * self.size + off, res)
+        self._leases.add(lease)
+        return lease
+
+    # -- returning buffers ---------------------------------------------------
+
+    def _unref(self, bid: int) -> None:
+        refs = self._refs[bid] - 1
+        self._refs[bid] = refs
+        self._total_refs -= 1
+        if refs == 0 and self._done[bid]:
+            self._recycle(bid)
+        if self._closed and self._total_refs == 0:
+            self._free_ring()
+
+    def _unref_any_thread(self, bid: int) -> None:
+        if threading.get_ident() == self._thread:
+            self._unref(bid)
+            return
+        # A view (slice) dropped in a worker thread: the ring's tail is only
+        # ever written by the run's thread.
+        try:
+            self._runner._run_sync_soon(self._unref, (bid,), False)
+        except (RunFinishedError, RuntimeError):
+            pass  # the run is over: its ring (and this memory) is abandoned
+
+    def _recycle(self, bid: int) -> None:
+        self._done[bid] = False
+        self._off[bid] = 0
+        if self._freed:
+            return
+        self._ring.recycle(bid)
+        self._free += 1
+        waiters = self._waiters
+        if waiters:
+            reschedule(waiters.popleft())
+
+    def _pass_wake(self) -> None:
+        """A woken receiver did not use the wake: hand it on."""
+        if self._free > 0 and self._waiters:
+            reschedule(self._waiters.popleft())
+
+    async def _wait_for_buffers(self) -> None:
+        task = _run.current_task()
+        waiters = self._waiters
+        waiters.append(task)
+
+        def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
+            try:
+                waiters.remove(task)
+            except ValueError:
+                pass
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    # -- closing -------------------------------------------------------------
+
+    def _op_ended(self, op: _MultishotRecv) -> None:
+        self._armed.discard(op)
+        closer = self._closer
+        if closer is not None and not self._armed:
+            self._closer = None
+            reschedule(closer)
+
+    async def _close_owned(self) -> None:
+        """The owning nursery's exit callback (after all its children)."""
+        if self._closing:
+            return
+        self._closing = True
+        while self._waiters:
+            reschedule(self._waiters.popleft())  # they see the group closed
+        for op in list(self._armed):
+            op.request_cancel()
+        while self._armed:
+            self._closer = _run.current_task()
+            await wait_task_rescheduled(_abort_failed)
+        for lease in list(self._leases):
+            lease.release()
+        self._closed = True
+        if self._total_refs == 0:
+            self._free_ring()
+        # else: a slice of some view is still alive somewhere; the memory is
+        # freed when the last one goes (see _unref).
+
+    def _free_ring(self) -> None:
+        if self._freed:
+            return
+        self._freed = True
+        self._free = self.count
+        ring = self._ring
+        if self._runner.ring.closed:
+            # The run is over and its ring gone: keep the memory forever
+            # rather than unmap it under some view that is still alive.
+            _run._abandoned_ops.append(ring)  # type: ignore[arg-type]
+        else:
+            ring.close()
+
+
+def _abort_failed(raise_cancel: Callable[[], NoReturn]) -> Abort:
+    return Abort.FAILED
+
+
+def _check_args(count: Any, size: Any, incremental: Any) -> None:
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"buffer_group(): count must be an int, not {type(count).__name__}")
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"buffer_group(): size must be an int, not {type(size).__name__}")
+    if count <= 0 or count > MAX_COUNT or count & (count - 1):
+        raise ValueError(
+            f"buffer_group(): count must be a power of two between 1 and {MAX_COUNT} "
+            f"(a kernel limit of provided-buffer rings), got {count}"
+        )
+    if size <= 0 or size > MAX_SIZE:
+        raise ValueError(f"buffer_group(): size must be between 1 and {MAX_SIZE} bytes, got {size}")
+    if incremental is not None and not isinstance(incremental, bool):
+        raise TypeError(
+            f"buffer_group(): incremental must be True, False or None, not {incremental!r}"
+        )
+
+
+def _open_group(nursery: _run.Nursery, count: int, size: int, incremental: bool | None) -> BufferGroup:
+    """``Nursery.buffer_group``: create a group owned by ``nursery``."""
+    _check_args(count, size, incremental)
+    if nursery._closed:
+        raise RuntimeError("this nursery is closed: it cannot own a new buffer group")
+    group = BufferGroup(count, size, incremental)
+    nursery._add_exit_callback(group._close_owned)
+    return group
+
+
+# ---------------------------------------------------------------------------
+# The multishot receive of one stream
+# ---------------------------------------------------------------------------
+
+
+class _MultishotCancel(RingOp):
+    """ASYNC_CANCEL for an armed multishot receive, retried while the kernel
+    answers -ENOENT (the request was between attempts) and it is still armed."""
+
+    __slots__ = ("target", "target_token", "retries")
+
+    def __init__(self, target: _MultishotRecv, retries: int) -> None:
+        super().__init__(_ring.IORING_OP_ASYNC_CANCEL, -1, target.token)
+        self.target = target
+        self.target_token = target.token
+        self.retries = retries
+
+    def _on_cqe(self, res: int, flags: int) -> None:
+        target = self.target
+        if (
+            res == -errno.ENOENT
+            and target.armed
+            and target.token == self.target_token
+            and self.retries < 1000
+        ):
+            target._send_cancel(self.retries + 1)
+
+
+class _MultishotRecv(RingOp):
+    """One stream's multishot receive and the leases it has not delivered yet.
+
+    Kept on the stream (``SocketStream._buffer_receiver``) so that leases
+    received but not yet consumed survive from one ``receive_buffers`` loop
+    to the next.  Its CQEs are handled here, in the run loop's dispatch.
+    """
+
+    __slots__ = (
+        "group",
+        "sock",
+        "queue",
+        "armed",
+        "stopping",
+        "eof",
+        "error",
+        "enobufs",
+        "enobufs_streak",
+        "closed_by_user",
+        "waiter",
+        "owner",
+        "max_pending",
+        "runner",
+    )
+
+    def __init__(self, group: BufferGroup, sock: Any) -> None:
+        super().__init__(
+            _ring.IORING_OP_RECV,
+            -1,
+            ioprio=IORING_RECV_MULTISHOT,
+            sqe_flags=_ring.IOSQE_BUFFER_SELECT,
+            buf_index=group._ring.bgid,
+        )
+        self.group = group
+        self.sock = sock
+        self.runner = group._runner
+        self.queue: deque[Buffer] = deque()
+        self.armed = False
+        self.stopping = False
+        self.eof = False
+        self.error = 0
+        self.enobufs = False
+        self.enobufs_streak = 0
+        self.closed_by_user = False
+        self.waiter: _run.Task | None = None
+        self.owner = 0  # id() of the iterator using it, 0 if none
+        self.max_pending = DEFAULT_MAX_PENDING
+
+    def arm(self) -> None:
+        try:
+            self.fd = self.sock._fd()
+        except OSError:
+            raise ClosedResourceError("can't receive: this stream was already closed") from None
+        self.stopping = False
+        self.enobufs = False
+        self.runner._submit_op(self, None, inf)
+        self.armed = True
+        self.group._armed.add(self)
+        self.sock._track(self)
+
+    def _on_cqe(self, res: int, flags: int) -> None:
+        group = self.group
+        if flags & _F_BUFFER:
+            lease = group._take(res, flags)
+            if lease is not None:
+                self.queue.append(lease)
+                self.enobufs_streak = 0
+                if len(self.queue) >= self.max_pending:
+                    self.request_cancel()  # pause: re-armed once drained
+        if not flags & _F_MORE:
+            self.armed = False
+            if res == 0 and not flags & _F_BUFFER:
+                if not self.stopping:
+                    self.eof = True
+            elif res < 0:
+                if res == _ENOBUFS:
+                    self.enobufs = True
+                    self.enobufs_streak += 1
+                    group._enobufs += 1
+                elif not self.stopping and res != -errno.ECANCELED:
+                    self.error = res
+            group._op_ended(self)
+            self.sock._untrack(self)
+            if not self.enobufs:
+                group._pass_wake()
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            reschedule(waiter)
+
+    def request_cancel(self) -> None:
+        if self.armed and not self.stopping:
+            self.stopping = True
+            self._send_cancel(0)
+
+    def _send_cancel(self, retries: int) -> None:
+        runner = self.runner
+        if runner._ops_closed:
+            return
+        runner._submit_op(_MultishotCancel(self, retries), None, inf)
+
+    def _on_socket_close(self) -> None:
+        self.closed_by_user = True
+        self.request_cancel()
+
+    def abort_wait(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
+        # Stop waiting at once; __anext__'s exception path stops the request
+        # and waits for its final CQE.
+        self.waiter = None
+        return Abort.SUCCEEDED
+
+    async def stop(self) -> None:
+        """Cancel the request (if armed) and wait for its final CQE, shielded."""
+        if not self.armed:
+            return
+        self.request_cancel()
+        with CancelScope(shield=True):
+            while self.armed:
+                self.waiter = _run.current_task()
+                await wait_task_rescheduled(_abort_failed)
+
+    def release_queue(self) -> None:
+        queue = self.queue
+        while queue:
+            queue.popleft().release()
+
+    def __del__(self) -> None:
+        # Not in flight (the slot table would keep us alive) and nobody can
+        # consume the queue any more: give its buffers back.
+        try:
+            self.release_queue()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class BufferReceiver:
+    """``stream.receive_buffers(group)``: an async iterator of :class:`Buffer`
+    leases, ending at EOF.  Owns the stream's multishot receive while it is
+    iterated; ``aclose()`` (or ``async with``) stops it and waits for its
+    final CQE, and so does leaving ``__anext__`` with an exception.  A loop
+    left with ``break`` drops the iterator, which asks the kernel to cancel
+    (the stream's close or the group's nursery then awaits the end)."""
+
+    __slots__ = ("_stream", "_group", "_op", "_closed", "_max_pending", "__weakref__")
+
+    def __init__(self, stream: SocketStream, group: BufferGroup, max_pending: int) -> None:
+        if not isinstance(group, BufferGroup):
+            raise TypeError(
+                f"receive_buffers() needs a ringtrio.BufferGroup (from "
+                f"nursery.buffer_group()), not {type(group).__name__}"
+            )
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"receive_buffers(): max_pending must be an int >= 1, got {max_pending!r}")
+        if group._runner is not _run._current_runner():
+            raise RuntimeError("this BufferGroup belongs to another ringtrio.run()")
+        self._stream = stream
+        self._group = group
+        self._op: _MultishotRecv | None = None
+        self._closed = False
+        self._max_pending = max_pending
+
+    def __repr__(self) -> str:
+        return f"<ringtrio.BufferReceiver on {self._stream!r}>"
+
+    def __aiter__(self) -> BufferReceiver:
+        return self
+
+    async def __aenter__(self) -> BufferReceiver:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _attach(self) -> _MultishotRecv:
+        stream = self._stream
+        op: _MultishotRecv | None = stream._buffer_receiver
+        me = id(self)
+        if op is not None and op.owner and op.owner != me:
+            raise BusyResourceError("another receive_buffers() loop is using this stream")
+        if op is not None and op.group is not self._group:
+            # The stream's previous group: deliver what it already received
+            # first (order!), then switch.
+            await op.stop()
+            if op.queue:
+                return op
+            stream._buffer_receiver = op = None
+        if op is None:
+            op = _MultishotRecv(self._group, stream.socket)
+            stream._buffer_receiver = op
+        op.owner = me
+        op.max_pending = self._max_pending
+        self._op = op
+        return op
+
+    async def __anext__(self) -> Buffer:
+        if self._closed:
+            raise StopAsyncIteration
+        stream = self._stream
+        if stream._receiving:
+            raise BusyResourceError("another task is already receiving on this stream")
+        op = self._op
+        if op is None or stream._buffer_receiver is not op:
+            op = await self._attach()
+        stream._receiving = True
+        parked = False
+        try:
+            while True:
+                queue = op.queue
+                if queue:
+                    if not parked:
+                        # Data already queued: still a checkpoint.
+                        await checkpoint()
+                        parked = True
+                        continue
+                    return queue.popleft()
+                if op.group is not self._group:
+                    op = await self._attach()
+                    continue
+                if op.eof:
+                    break
+                if op.error:
+                    code = -op.error
+                    op.error = 0
+                    if code in _CLOSED_ERRNOS:
+                        raise ClosedResourceError("can't receive: this stream was already closed")
+                    exc = OSError(code, os.strerror(code))
+                    raise BrokenResourceError(f"socket connection broken during receive: {exc}") from exc
+                if op.closed_by_user:
+                    raise ClosedResourceError("another task closed this stream")
+                group = op.group
+                if group._closing:
+                    raise ClosedResourceError("the buffer group's nursery has exited")
+                if not op.armed:
+                    if op.enobufs:
+                        # Back-pressure: the ring was empty.  Wait for a
+                        # buffer to come back (the bytes wait in the socket).
+                        op.enobufs = False
+                        if group._free == 0:
+                            await group._wait_for_buffers()
+                        elif op.enobufs_streak > _ENOBUFS_RETRIES:
+                            # The count says a buffer is free but the kernel
+                            # keeps finding none: back off, never spin.
+                            await sleep(min(0.001 * op.enobufs_streak, 0.1))
+                        continue
+                    op.arm()
+                op.waiter = _run.current_task()
+                await wait_task_rescheduled(op.abort_wait)
+                # The park was a schedule point; cancellation reached it
+                # through abort_wait.
+                parked = True
+        except BaseException:
+            op.waiter = None
+            if op.armed:
+                await op.stop()
+            op.group._pass_wake()
+            raise
+        finally:
+            stream._receiving = False
+        # EOF.
+        self._closed = True
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Stop the multishot receive and wait for its final CQE.  Leases
+        already received stay queued on the stream for a later loop."""
+        self._closed = True
+        op = self._op
+        if op is not None:
+            await op.stop()
+            if op.owner == id(self):
+                op.owner = 0
+        else:
+            await checkpoint()
+
+    def __del__(self) -> None:
+        op = getattr(self, "_op", None)
+        if op is not None and op.owner == id(self):
+            op.owner = 0
+            try:
+                op.request_cancel()
+            except Exception:  # pragma: no cover - run already over
+                pass
+
+
+def receive_buffers(stream: SocketStream, group: BufferGroup, max_pending: int) -> BufferReceiver:
+    return BufferReceiver(stream, group, max_pending)

@@ -1,0 +1,623 @@
+"""Buffer groups owned by nurseries, multishot receive_buffers, Buffer leases
+(issue 5)."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import hashlib
+import os
+import random
+import resource
+import socket as stdlib_socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ringtrio
+from ringtrio import socket as rsock
+from ringtrio.lowlevel import current_statistics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stream_pair() -> tuple[ringtrio.SocketStream, ringtrio.SocketStream]:
+    a, b = rsock.socketpair()
+    return ringtrio.SocketStream(a), ringtrio.SocketStream(b)
+
+
+def payload(seed: int, n: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+async def send_chunked(stream: ringtrio.SocketStream, data: bytes, seed: int) -> None:
+    rng = random.Random(seed)
+    i = 0
+    while i < len(data):
+        n = rng.randint(1, 3000)
+        await stream.send_all(data[i : i + n])
+        i += n
+        if rng.random() < 0.3:
+            await ringtrio.sleep(0)
+    await stream.send_eof()
+
+
+async def storm(conns: int, per_conn: int, *, count: int, size: int, incremental: bool | None) -> dict:
+    """``conns`` connections stream hashed data through one group of
+    ``count`` buffers; every receiver holds its lease across a checkpoint so
+    the ring runs dry again and again."""
+    digests: dict[int, tuple[int, str]] = {}
+    leases = [0]
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=count, size=size, incremental=incremental)
+
+        async def receiver(i: int, stream: ringtrio.SocketStream) -> None:
+            h = hashlib.sha256()
+            n = 0
+            async for buf in stream.receive_buffers(group):
+                with buf:
+                    h.update(buf.view)
+                    n += len(buf)
+                    leases[0] += 1
+                    await ringtrio.sleep(0)  # hold the lease across a checkpoint
+            digests[i] = (n, h.hexdigest())
+            await stream.aclose()
+
+        async def sender(i: int, stream: ringtrio.SocketStream) -> None:
+            await send_chunked(stream, payload(i, per_conn), i)
+            await stream.aclose()
+
+        async with ringtrio.open_nursery() as nursery:
+            for i in range(conns):
+                a, b = stream_pair()
+                nursery.start_soon(receiver, i, b)
+                nursery.start_soon(sender, i, a)
+        stats = group.statistics()
+    for i in range(conns):
+        data = payload(i, per_conn)
+        assert digests[i] == (len(data), hashlib.sha256(data).hexdigest()), f"connection {i}"
+    end = group.statistics()
+    assert end.leased == 0 and end.closed and end.free == count
+    assert current_statistics().ops_in_flight == 0
+    return {"during": stats, "end": end, "leases": leases[0]}
+
+
+def run_storm(conns: int, per_conn: int, incremental: bool | None, count: int = 8, size: int = 1024) -> dict:
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    result = ringtrio.run(functools.partial(storm, conns, per_conn, count=count, size=size, incremental=incremental))
+    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+    result["wall"], result["cpu"] = wall, cpu
+    enobufs = result["end"].enobufs
+    # The ring ran dry (that is the point) ...
+    assert enobufs > 0
+    # ... but a consumer re-arms only after a buffer came back: ENOBUFS
+    # endings are bounded by buffer returns, not by time spent waiting.
+    assert enobufs <= 4 * result["leases"] + conns, (enobufs, result["leases"])
+    # No busy loop: one thread, so CPU time cannot exceed wall time by much;
+    # generous bounds for a noisy 2-core VM.
+    assert cpu < wall * 1.5 + 0.5, (cpu, wall)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# ENOBUFS storm
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "plain"])
+def test_enobufs_storm_100_connections(incremental: bool) -> None:
+    result = run_storm(100, 64 * 1024, incremental)
+    assert result["end"].incremental is incremental
+    assert result["wall"] < 30
+
+
+@pytest.mark.slow
+def test_enobufs_storm_1000_connections() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2200:
+        if hard < 2200:
+            pytest.skip("needs 2200 file descriptors")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    result = run_storm(1000, 16 * 1024, None)
+    assert result["wall"] < 20
+
+
+def test_no_wakeup_storm_while_waiting_for_buffers() -> None:
+    """Receivers parked on an empty ring do not spin: while every buffer is
+    leased and held, the run goes idle (few passes, no ENOBUFS churn)."""
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=2, size=64, incremental=False)
+            held: list[ringtrio.Buffer] = []
+            streams = [stream_pair() for _ in range(5)]
+            got_two = ringtrio.Event()
+
+            async def rx(stream: ringtrio.SocketStream) -> None:
+                async for buf in stream.receive_buffers(group):
+                    held.append(buf)
+                    if len(held) == 2:
+                        got_two.set()
+
+            async with ringtrio.open_nursery() as nursery:
+                for a, b in streams:
+                    nursery.start_soon(rx, b)
+                    await a.send_all(b"x" * 200)
+                await got_two.wait()
+                await ringtrio.sleep(0.1)
+                before = group.statistics()
+                passes0 = current_statistics().enters
+                await ringtrio.sleep(0.3)
+                after = group.statistics()
+                passes = current_statistics().enters - passes0
+                assert after.free == 0 and after.leased == 2
+                assert after.enobufs == before.enobufs  # nothing re-armed
+                assert passes < 20, passes
+                assert after.waiting >= 1
+                for buf in held:
+                    buf.release()
+                nursery.cancel_scope.cancel()
+            for a, b in streams:
+                await a.aclose()
+                await b.aclose()
+        assert group.statistics().leased == 0
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+
+
+# ---------------------------------------------------------------------------
+# Incremental vs plain
+# ---------------------------------------------------------------------------
+
+
+def test_incremental_and_plain_give_identical_streams() -> None:
+    data = payload(7, 300_000)
+
+    async def collect(incremental: bool) -> tuple[bytes, ringtrio._buffer_group.BufferGroupStatistics, int]:
+        chunks = []
+        leases = 0
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=4096, incremental=incremental)
+            a, b = stream_pair()
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(send_chunked, a, data, 3)
+                async for buf in b.receive_buffers(group):
+                    with buf:
+                        chunks.append(bytes(buf))
+                        leases += 1
+            await a.aclose()
+            await b.aclose()
+        assert current_statistics().ops_in_flight == 0
+        return b"".join(chunks), group.statistics(), leases
+
+    inc, inc_stats, _ = ringtrio.run(collect, True)
+    plain, plain_stats, _ = ringtrio.run(collect, False)
+    assert inc_stats.incremental and not plain_stats.incremental
+    assert inc == plain == data
+
+
+def test_incremental_small_messages_share_one_buffer() -> None:
+    """With IOU_PBUF_RING_INC, 100-byte messages do not use up a buffer each:
+    many leases live in one buffer, at increasing offsets, and the buffer
+    returns to the ring only when the kernel is done *and* they are all
+    released."""
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=2, size=64 * 1024)
+            assert group.incremental
+            a, b = stream_pair()
+            leases = []
+            it = b.receive_buffers(group, max_pending=1000)
+            for i in range(20):
+                await a.send_all(bytes([i]) * 100)
+                buf = await it.__anext__()
+                assert bytes(buf) == bytes([i]) * 100
+                leases.append(buf)
+            # All 20 leases sit in the first buffer: only it is held.
+            assert {buf._bid for buf in leases} == {leases[0]._bid}
+            assert [buf._start for buf in leases] == [leases[0]._start + 100 * i for i in range(20)]
+            stats = group.statistics()
+            assert stats.leased == 20 and stats.free == 2  # the kernel still owns it
+            for buf in leases:
+                buf.release()
+            assert group.statistics().leased == 0
+            await it.aclose()
+            await a.aclose()
+            await b.aclose()
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+
+
+def test_plain_small_messages_take_a_buffer_each() -> None:
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=4096, incremental=False)
+            a, b = stream_pair()
+            it = b.receive_buffers(group)
+            held = []
+            for i in range(3):
+                await a.send_all(b"m" * 100)
+                held.append(await it.__anext__())
+            assert len({buf._bid for buf in held}) == 3
+            assert group.statistics().free == 1
+            for buf in held:
+                buf.release()
+            assert group.statistics().free == 4
+            await it.aclose()
+            await a.aclose()
+            await b.aclose()
+
+    ringtrio.run(main)
+
+
+# ---------------------------------------------------------------------------
+# Lease lifetime
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.ringtrio
+async def test_view_kept_after_release_raises() -> None:
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=4, size=256)
+        a, b = stream_pair()
+        await a.send_all(b"hello")
+        it = b.receive_buffers(group)
+        buf = await it.__anext__()
+        view = buf.view
+        assert bytes(view) == b"hello" and len(buf) == 5 and bytes(buf) == b"hello"
+        with buf:
+            pass
+        assert buf.released
+        with pytest.raises(ValueError):
+            bytes(view)
+        with pytest.raises(ValueError):
+            view[0]
+        with pytest.raises(ValueError, match="released"):
+            buf.view
+        with pytest.raises(ValueError, match="released"):
+            bytes(buf)
+        with pytest.raises(ValueError, match="released"):
+            len(buf)
+        buf.release()  # idempotent
+        assert group.statistics().leased == 0
+        await it.aclose()
+        await a.aclose()
+        await b.aclose()
+
+
+@pytest.mark.ringtrio
+async def test_slice_of_view_keeps_buffer_out_of_the_ring() -> None:
+    """A slice outlives the view's release, so the buffer must not be
+    reused (and overwritten) until the slice is gone."""
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=1, size=64, incremental=False)
+        a, b = stream_pair()
+        it = b.receive_buffers(group)
+        await a.send_all(b"first")
+        buf = await it.__anext__()
+        part = buf.view[1:4]
+        buf.release()
+        stats = group.statistics()
+        assert stats.leased == 0 and stats.free == 0  # still out: the slice
+        await a.send_all(b"SECOND")
+        with ringtrio.move_on_after(0.2) as scope:
+            await it.__anext__()
+        assert scope.cancelled_caught  # the only buffer is pinned by `part`
+        assert bytes(part) == b"irs"
+        del part
+        gc.collect()
+        assert group.statistics().free == 1
+        buf2 = await it.__anext__()
+        with buf2:
+            assert bytes(buf2) == b"SECOND"
+        await it.aclose()
+        await a.aclose()
+        await b.aclose()
+
+
+def test_unreleased_lease_is_returned_when_nursery_exits() -> None:
+    kept: list = []
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=128)
+            a, b = stream_pair()
+            await a.send_all(b"abc")
+            async for buf in b.receive_buffers(group):
+                kept.append((buf, buf.view))
+                break
+            assert group.statistics().leased == 1
+            await a.aclose()
+            await b.aclose()
+        buf, view = kept[0]
+        assert buf.released
+        with pytest.raises(ValueError):
+            bytes(view)
+        stats = group.statistics()
+        assert stats.leased == 0 and stats.closed and stats.free == 4
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+
+
+def test_cancelled_multishot_returns_its_buffers() -> None:
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=8, size=128)
+            a, b = stream_pair()
+            got = []
+
+            async def rx() -> None:
+                async for buf in b.receive_buffers(group):
+                    with buf:
+                        got.append(bytes(buf))
+
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(rx)
+                await a.send_all(b"one")
+                await ringtrio.testing.wait_all_tasks_blocked()
+                assert group.statistics().armed == 1
+                nursery.cancel_scope.cancel()
+            # The multishot's final CQE was awaited before rx finished.
+            stats = group.statistics()
+            assert stats.armed == 0 and stats.leased == 0
+            assert current_statistics().ops_in_flight == 0
+            assert got == [b"one"]
+            await a.aclose()
+            await b.aclose()
+
+    ringtrio.run(main)
+
+
+def test_queued_leases_survive_a_cancelled_loop() -> None:
+    """Bytes received while the consumer was not looking are delivered by
+    the next loop on the same stream (nothing lost), and returned when the
+    group's nursery exits if nobody consumes them."""
+
+    async def primed() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=8, size=4096)
+            a, b = stream_pair()
+            await a.send_all(b"+" * 10)
+            got = b""
+            sent = 10
+            with ringtrio.move_on_after(0.3):
+                async for buf in b.receive_buffers(group):
+                    with buf:
+                        got += bytes(buf)
+                    await a.send_all(b"+" * 10)
+                    sent += 10
+                    await ringtrio.sleep(0.05)
+            await a.send_all(b"tail")
+            await a.send_eof()
+            async for buf in b.receive_buffers(group):
+                with buf:
+                    got += bytes(buf)
+            assert got == b"+" * sent + b"tail"
+            await a.aclose()
+            await b.aclose()
+        assert group.statistics().leased == 0
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(primed)
+
+
+def test_break_then_close_stream_ends_the_multishot() -> None:
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=128)
+            a, b = stream_pair()
+            await a.send_all(b"x")
+            async for buf in b.receive_buffers(group):
+                buf.release()
+                break
+            # The iterator is gone; its multishot was asked to stop.
+            await b.aclose()
+            await ringtrio.sleep(0.01)
+            assert group.statistics().armed == 0
+            await a.aclose()
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+
+
+def test_group_exit_cancels_multishot_of_an_outside_task() -> None:
+    """A loop in a task outside the group's nursery: the group's exit cancels
+    its multishot, awaits the final CQE, and the loop gets ClosedResourceError."""
+
+    async def main() -> None:
+        a, b = stream_pair()
+        async with ringtrio.open_nursery() as outer:
+            errors = []
+            ready = ringtrio.Event()
+            box = []
+
+            async def rx() -> None:
+                await ready.wait()
+                try:
+                    async for buf in b.receive_buffers(box[0]):
+                        buf.release()
+                except ringtrio.ClosedResourceError as exc:
+                    errors.append(exc)
+
+            outer.start_soon(rx)
+            async with ringtrio.open_nursery() as owner:
+                box.append(owner.buffer_group(count=4, size=64))
+                ready.set()
+                await ringtrio.testing.wait_all_tasks_blocked()
+                assert box[0].statistics().armed == 1
+            assert box[0].statistics().armed == 0
+        assert len(errors) == 1
+        assert current_statistics().ops_in_flight == 0
+        await a.aclose()
+        await b.aclose()
+
+    ringtrio.run(main)
+
+
+def test_closing_the_stream_ends_the_loop() -> None:
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=64)
+            a, b = stream_pair()
+
+            async def rx() -> None:
+                with pytest.raises(ringtrio.ClosedResourceError):
+                    async for buf in b.receive_buffers(group):
+                        buf.release()
+
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(rx)
+                await ringtrio.testing.wait_all_tasks_blocked()
+                await b.aclose()
+            await a.aclose()
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+
+
+def test_peer_reset_is_broken_resource() -> None:
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=64)
+            listener = rsock.socket()
+            await listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            client = rsock.socket()
+            await client.connect(listener.getsockname())
+            server_sock, _ = await listener.accept()
+            stream = ringtrio.SocketStream(server_sock)
+            client.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            client.close()  # RST
+            with pytest.raises(ringtrio.BrokenResourceError):
+                async for buf in stream.receive_buffers(group):
+                    buf.release()
+            await stream.aclose()
+            listener.close()
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+
+
+def test_two_loops_on_one_stream_is_busy() -> None:
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=64)
+            a, b = stream_pair()
+            it1 = b.receive_buffers(group)
+            it2 = b.receive_buffers(group)
+            await a.send_all(b"1")
+            (await it1.__anext__()).release()
+            with pytest.raises(ringtrio.BusyResourceError):
+                await it2.__anext__()
+            await it1.aclose()
+            await a.aclose()
+            await b.aclose()
+
+    ringtrio.run(main)
+
+
+def test_eof_and_tcp_share_one_group() -> None:
+    """Many TCP connections share one group (the server shape)."""
+
+    async def main() -> None:
+        results = {}
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=16, size=512)
+
+            async def handler(stream: ringtrio.SocketStream) -> None:
+                async for buf in stream.receive_buffers(group):
+                    with buf:
+                        await stream.send_all(buf.view)
+
+            async with ringtrio.open_nursery() as nursery:
+                listeners = await nursery.start(functools.partial(ringtrio.serve_tcp, handler, 0, host="127.0.0.1"))
+                port = listeners[0].socket.getsockname()[1]
+
+                async def client(i: int) -> None:
+                    data = payload(i, 5000)
+                    s = await ringtrio.open_tcp_stream("127.0.0.1", port)
+                    async with ringtrio.open_nursery() as n2:
+                        n2.start_soon(send_chunked, s, data, i)
+                        got = b""
+                        while True:
+                            chunk = await s.receive_some()
+                            if not chunk:
+                                break
+                            got += chunk
+                    results[i] = got == data
+                    await s.aclose()
+
+                async with ringtrio.open_nursery() as clients:
+                    for i in range(20):
+                        clients.start_soon(client, i)
+                nursery.cancel_scope.cancel()
+        assert results == {i: True for i in range(20)}
+        assert group.statistics().leased == 0
+        assert current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+
+
+# ---------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.ringtrio
+async def test_bad_arguments() -> None:
+    async with ringtrio.open_nursery() as nursery:
+        for count in (0, 3, 100, 65536, -8):
+            with pytest.raises(ValueError, match="power of two"):
+                nursery.buffer_group(count=count, size=64)
+        for size in (0, -1, 2**31):
+            with pytest.raises(ValueError, match="size"):
+                nursery.buffer_group(count=8, size=size)
+        with pytest.raises(TypeError):
+            nursery.buffer_group(count=8.0, size=64)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            nursery.buffer_group(count=True, size=64)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            nursery.buffer_group(count=8, size=64, incremental="yes")  # type: ignore[arg-type]
+        group = nursery.buffer_group(count=32768, size=1)
+        assert group.statistics().count == 32768
+        a, b = stream_pair()
+        with pytest.raises(ValueError, match="max_pending"):
+            b.receive_buffers(group, max_pending=0)
+        with pytest.raises(TypeError):
+            b.receive_buffers("not a group")  # type: ignore[arg-type]
+        await a.aclose()
+        await b.aclose()
+
+
+def test_buffer_group_outside_run_or_on_closed_nursery() -> None:
+    async def main() -> None:
+        async with ringtrio.open_nursery() as nursery:
+            pass
+        with pytest.raises(RuntimeError):
+            nursery.buffer_group(count=8, size=64)
+
+    ringtrio.run(main)
+
+
+# ---------------------------------------------------------------------------
+# The example
+# ---------------------------------------------------------------------------
+
+
+def test_echo_buffers_example_self_test() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "echo_buffers.py"), "--port", "0", "--self-test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "self-test ok" in out.stdout
