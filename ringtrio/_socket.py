@@ -428,11 +428,24 @@ class SocketType:
     :func:`from_stdlib_socket` (not by calling this class).
     """
 
-    __slots__ = ("_sock", "_ops", "_deferred_fd", "_did_shutdown_SHUT_WR", "__weakref__")
+    __slots__ = (
+        "_sock",
+        "_ops",
+        "_deferred_fd",
+        "_did_shutdown_SHUT_WR",
+        "_recv_op",
+        "_send_op",
+        "__weakref__",
+    )
     _sock: _stdlib_socket.socket
     _ops: list[RingOp] | None
     _deferred_fd: int | None
     _did_shutdown_SHUT_WR: bool
+    # One recv and one send op object kept for reuse: an op whose final CQE
+    # has arrived (op.done) can be submitted again, which saves building one
+    # per call on the hot path of every stream.
+    _recv_op: _SelectRecvOp | None
+    _send_op: RingOp | None
 
     def __init__(self) -> None:
         raise TypeError(
@@ -453,6 +466,8 @@ class SocketType:
         # when the kernel has let go of it (see close()).
         self._deferred_fd = None
         self._did_shutdown_SHUT_WR = False
+        self._recv_op = None
+        self._send_op = None
         return self
 
     # -- plumbing -------------------------------------------------------
@@ -464,13 +479,18 @@ class SocketType:
         return fd
 
     async def _run_op(self, op: RingOp) -> tuple[int, int]:
-        ops = self._ops
-        if ops is None:
-            ops = self._ops = []
-        ops.append(op)
+        self._track(op)
         try:
             return await submit_and_wait(op)
         finally:
+            self._op_finished(op)
+
+    # _track and _op_finished are the two halves of _run_op, also used by hot
+    # paths that await submit_and_wait themselves (one coroutine frame fewer
+    # on every resume).
+    def _op_finished(self, op: RingOp) -> None:
+        ops = self._ops
+        if ops is not None:
             ops.remove(op)
             if op.done:
                 # The kernel is finished with the memory.  Drop it now: the
@@ -738,8 +758,17 @@ class SocketType:
         if bufsize == 0:
             await checkpoint()
             return b""
-        bufring = runtime_recv_ring()
-        if bufring is not None:
+        op = self._recv_op
+        if op is not None and op.done and not op.bufring.closed:
+            # Reuse (see _recv_op): same run, same buffer ring.
+            bufring = op.bufring
+            op.fd = fd
+            op.length = bufsize if bufsize < bufring.size else bufring.size
+            op.op_flags = flags
+        else:
+            op = None
+            bufring = runtime_recv_ring()
+        if op is None and bufring is not None:
             op = _SelectRecvOp(
                 _ring.IORING_OP_RECV,
                 fd,
@@ -751,8 +780,15 @@ class SocketType:
                 buf_index=bufring.bgid,
             )
             op.bufring = bufring
+            if self._recv_op is None or self._recv_op.done:
+                self._recv_op = op
+        if op is not None:
             op.data = b""
-            res, _ = await self._run_op(op)
+            self._track(op)
+            try:
+                res, _ = await submit_and_wait(op)
+            finally:
+                self._op_finished(op)
             if res >= 0:
                 return op.data  # type: ignore[no-any-return]
             if res != _ENOBUFS:
@@ -885,11 +921,25 @@ class SocketType:
         # send completes at its next partial transfer instead.
         cbuf = _ffi.from_buffer(view)
         fd = self._fd()
-        op = RingOp(
-            _ring.IORING_OP_SEND, fd, _addr_of(cbuf), len(cbuf), 0, _MSG_NOSIGNAL, keepalive=cbuf
-        )
+        op = self._send_op
+        if op is not None and op.done:
+            # Reuse (see _send_op).
+            op.fd = fd
+            op.addr = _addr_of(cbuf)
+            op.length = len(cbuf)
+            op.keepalive = cbuf
+        else:
+            op = RingOp(
+                _ring.IORING_OP_SEND, fd, _addr_of(cbuf), len(cbuf), 0, _MSG_NOSIGNAL, keepalive=cbuf
+            )
+            if self._send_op is None:
+                self._send_op = op
         del cbuf
-        res, _ = await self._run_op(op)
+        self._track(op)
+        try:
+            res, _ = await submit_and_wait(op)
+        finally:
+            self._op_finished(op)
         if res < 0:
             raise self._error(res, "send")
         return res

@@ -85,6 +85,7 @@ class BufferRing:
         "_lib",
         "_selected",
         "_recycled",
+        "_region",
         "__weakref__",
     )
 
@@ -123,6 +124,9 @@ class BufferRing:
         self._lib = lib
         # Integer address of buffer 0; buffer `bid` is at base + bid * size.
         self.base: int = int(ffi.cast("uintptr_t", lib.rt_buf_ring_base(ptr)))
+        # The whole region as one memoryview: take() slices it (cheaper than
+        # building a cffi buffer per completion).
+        self._region = memoryview(ffi.buffer(ffi.cast("char *", self.base), count * size))
         self._selected = 0
         self._recycled = 0
 
@@ -142,7 +146,8 @@ class BufferRing:
         if not 0 <= bid < self.count or not 0 <= nbytes <= self.size:
             raise ValueError(f"buffer {bid} / length {nbytes} is not in this ring")
         self._selected += 1
-        data = self._ffi.buffer(self._ffi.cast("char *", self.base + bid * self.size), nbytes)[:]
+        start = bid * self.size
+        data = self._region[start : start + nbytes].tobytes()
         self._recycled += 1
         self._lib.rt_buf_ring_recycle(self._ptr, bid)
         return data
@@ -172,6 +177,7 @@ class BufferRing:
         if ptr is None:
             return
         self._ptr = None
+        self._region.release()
         self._lib.rt_buf_ring_free(self._ring_ptr, ptr)
         self._release_id()
 
