@@ -21,9 +21,12 @@ rules that make them behave exactly like their trio counterparts:
 from __future__ import annotations
 
 import math
+import types
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn, Protocol, final
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, final
 
+from ._core import _run
 from ._core import (
     CancelScope,
     ParkingLot,
@@ -128,15 +131,19 @@ class Event:
     cheap), or use a channel or a ``ParkingLot`` for repeated signals.
     """
 
-    __slots__ = ("_flag", "_lot")
+    __slots__ = ("_flag", "_parked")
 
     def __init__(self) -> None:
         self._flag = False
-        # Created on the first wait: many events are set before anyone waits.
-        self._lot: ParkingLot | None = None
+        # The waiting tasks, oldest first (a dict: O(1) removal when one is
+        # cancelled).  The Event is its own parking lot -- the name
+        # ``_parked`` is what a parked task's abort function looks for -- and
+        # the dict is only made on the first wait: ping-pong code makes a
+        # fresh Event per message, and many are set before anyone waits.
+        self._parked: dict[Task, None] | None = None
 
     def __repr__(self) -> str:
-        waiting = len(self._lot) if self._lot is not None else 0
+        waiting = len(self._parked) if self._parked else 0
         state = "set" if self._flag else f"unset, {waiting} waiting"
         return f"<ringtrio.Event ({state}) at {id(self):#x}>"
 
@@ -152,26 +159,37 @@ class Event:
         if self._flag:
             return
         self._flag = True
-        if self._lot is not None:
-            self._lot.unpark_all()
+        parked = self._parked
+        if parked:
+            self._parked = None
+            for task in parked:
+                task.custom_sleep_data = None
+                _run.reschedule(task)
 
-    async def wait(self) -> None:
+    # A generator-based coroutine, parking inline: one frame per wait.
+    @types.coroutine
+    def wait(self) -> Generator[Any, Any, None]:
         """Block until the flag is set.
 
         This is always a checkpoint: even when the event is already set it
         honours a pending cancellation and lets other tasks run.
         """
         if self._flag:
-            await checkpoint()
+            yield _run._CHECKPOINT
             return
-        lot = self._lot
-        if lot is None:
-            lot = self._lot = ParkingLot()
-        await lot.park()
+        task = _run._local.task
+        if task is None:
+            _run._outside_run()
+        parked = self._parked
+        if parked is None:
+            parked = self._parked = {}
+        parked[task] = None
+        task.custom_sleep_data = self
+        yield _run._Park(task._abort_parking)
 
     def statistics(self) -> EventStatistics:
         """Return an :class:`EventStatistics` snapshot."""
-        return EventStatistics(tasks_waiting=len(self._lot) if self._lot is not None else 0)
+        return EventStatistics(tasks_waiting=len(self._parked) if self._parked else 0)
 
     def __bool__(self) -> NoReturn:
         raise NotImplementedError(
