@@ -1,13 +1,16 @@
-"""Generic stream helpers: :func:`aclose_forcefully` and :class:`StapledStream`."""
+"""Generic stream helpers: :func:`aclose_forcefully`, :class:`StapledStream`,
+and :class:`OneUser` (the guard streams use to report concurrent misuse)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._abc import AsyncResource, HalfCloseableStream, ReceiveStream, SendStream
-from ._core import CancelScope
+from ._core import BusyResourceError, CancelScope
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from typing_extensions import Buffer
 
 __all__ = ["StapledStream", "aclose_forcefully"]
@@ -64,3 +67,28 @@ class StapledStream(HalfCloseableStream, Generic[SendStreamT, ReceiveStreamT]):
             await self.send_stream.aclose()
         finally:
             await self.receive_stream.aclose()
+
+
+class OneUser:
+    """``with guard:`` raises :exc:`BusyResourceError` if another task is
+    already inside.  Not a lock: the second task fails instead of waiting,
+    which is how streams report concurrent misuse."""
+
+    __slots__ = ("_busy", "_message")
+
+    def __init__(self, message: str) -> None:
+        self._busy = False
+        self._message = message
+
+    def __enter__(self) -> None:
+        if self._busy:
+            raise BusyResourceError(self._message)
+        self._busy = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._busy = False

@@ -36,7 +36,7 @@ import operator
 import ssl as _stdlib_ssl
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, final
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, final
 
 from ._abc import Listener, Stream
 from ._core import (
@@ -48,11 +48,8 @@ from ._core import (
     checkpoint,
     checkpoint_if_cancelled,
 )
-from ._highlevel_generic import aclose_forcefully
+from ._highlevel_generic import OneUser as _OneUser, aclose_forcefully
 from ._sync import Event, Lock, StrictFIFOLock
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = [
     "NeedHandshakeError",
@@ -94,29 +91,6 @@ def _is_truncation(exc: BaseException | None) -> bool:
     if isinstance(exc, _stdlib_ssl.SSLEOFError):
         return True
     return "UNEXPECTED_EOF_WHILE_READING" in str(getattr(exc, "strerror", "") or "")
-
-
-class _OneUser:
-    """Raise :exc:`BusyResourceError` instead of letting two tasks in."""
-
-    __slots__ = ("_busy", "_message")
-
-    def __init__(self, message: str) -> None:
-        self._busy = False
-        self._message = message
-
-    def __enter__(self) -> None:
-        if self._busy:
-            raise BusyResourceError(self._message)
-        self._busy = True
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._busy = False
 
 
 class _RunOnce:

@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar, final
+from typing import TypeVar, final
 
 from .._abc import ReceiveStream, SendStream
 from .._core import (
     BrokenResourceError,
-    BusyResourceError,
     ClosedResourceError,
     ParkingLot,
     WouldBlock,
     checkpoint,
 )
-from .._highlevel_generic import StapledStream
-
-if TYPE_CHECKING:
-    from types import TracebackType
+from .._highlevel_generic import OneUser as _OneUser, StapledStream
 
 __all__ = [
     "MemoryReceiveStream",
@@ -48,31 +44,6 @@ AsyncHook = Callable[[], Awaitable[object]]
 SyncHook = Callable[[], object]
 SendStreamT = TypeVar("SendStreamT", bound=SendStream)
 ReceiveStreamT = TypeVar("ReceiveStreamT", bound=ReceiveStream)
-
-
-class _OneUser:
-    """``with guard:`` raises :exc:`BusyResourceError` if another task is
-    already inside.  Not a lock: the second task fails instead of waiting,
-    which is how streams report concurrent misuse."""
-
-    __slots__ = ("_busy", "_message")
-
-    def __init__(self, message: str) -> None:
-        self._busy = False
-        self._message = message
-
-    def __enter__(self) -> None:
-        if self._busy:
-            raise BusyResourceError(self._message)
-        self._busy = True
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._busy = False
 
 
 def _validate_max_bytes(max_bytes: int | None) -> int | None:
