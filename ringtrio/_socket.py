@@ -721,8 +721,8 @@ class SocketType:
     async def connect(self, address: AddressFormat) -> None:
         """Like :meth:`socket.socket.connect`, async (one IORING_OP_CONNECT).
 
-        As in trio, a connect cannot be half-undone: if it is cancelled, the
-        socket is closed.  (If it completed in the race, it is connected and
+        As in trio, a connect cannot be half-undone: if it is cancelled (or
+        fails with an exception), the socket is closed.  (If it completed in the race, it is connected and
         the cancellation lands at the next checkpoint.)"""
         try:
             address = await self._resolve(address, local=False)
@@ -737,7 +737,9 @@ class SocketType:
                 await self.wait_writable()
                 err = self._sock.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ERROR)
                 res = -err
-        except _core.Cancelled:
+        except BaseException:
+            # Cancelled, Ctrl-C, a bad address...: as in trio, a connect
+            # that did not finish leaves no half-connected socket behind.
             self.close()
             raise
         if res < 0:
