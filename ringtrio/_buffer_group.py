@@ -763,7 +763,12 @@ class BufferReceiver:
         if op is not None and op.owner == id(self):
             op.owner = 0
             try:
-                op.request_cancel()
+                if threading.get_ident() == op.group._thread:
+                    op.request_cancel()
+                else:
+                    # Dropped in another thread: only the run's thread may
+                    # touch the submission queue.
+                    op.runner._run_sync_soon(op.request_cancel, (), False)
             except Exception:  # pragma: no cover - run already over
                 pass
 
