@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from ._core import ClosedResourceError
+from ._core import BusyResourceError, ClosedResourceError, RunVar
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring
 from ._core._ring import _load_native
@@ -1065,22 +1065,64 @@ def _as_fd(obj: Any) -> int:
     return int(fd)
 
 
+# Tasks waiting for readiness on raw fds, per run: {(fd, events): op}.  As in
+# trio, one task at a time per fd and direction, and notify_closing(fd) wakes
+# them with ClosedResourceError.
+_fd_waiters: RunVar[dict[tuple[int, int], RingOp]] = RunVar("ringtrio.fd_waiters")
+
+
+def _waiters() -> dict[tuple[int, int], RingOp]:
+    try:
+        return _fd_waiters.get()
+    except LookupError:
+        table: dict[tuple[int, int], RingOp] = {}
+        _fd_waiters.set(table)
+        return table
+
+
+async def _wait_fd(obj: Any, events: int, what: str) -> None:
+    fd = _as_fd(obj)
+    table = _waiters()
+    key = (fd, events)
+    if key in table:
+        raise BusyResourceError(
+            f"another task is already waiting for fd {fd} to become "
+            f"{'readable' if events == _POLLIN else 'writable'}"
+        )
+    op = RingOp(_ring.IORING_OP_POLL_ADD, fd, 0, 0, 0, events)
+    table[key] = op
+    try:
+        res, _ = await submit_and_wait(op)
+    finally:
+        if table.get(key) is op:
+            del table[key]
+    if res < 0:
+        raise _errno_error(res, what)
+
+
 async def wait_readable(obj: Any) -> None:
-    """Block until ``obj`` (an fd or anything with ``fileno()``) is readable."""
+    """Block until ``obj`` (an fd or anything with ``fileno()``) is readable
+    (one IORING_OP_POLL_ADD).  ``lowlevel.wait_readable`` in trio's terms."""
     if isinstance(obj, SocketType):
         return await obj.wait_readable()
-    op = RingOp(_ring.IORING_OP_POLL_ADD, _as_fd(obj), 0, 0, 0, _POLLIN)
-    res, _ = await submit_and_wait(op)
-    if res < 0:
-        raise _errno_error(res, "wait_readable")
+    await _wait_fd(obj, _POLLIN, "wait_readable")
 
 
 async def wait_writable(obj: Any) -> None:
     """Block until ``obj`` (an fd or anything with ``fileno()``) is writable."""
     if isinstance(obj, SocketType):
         return await obj.wait_writable()
-    op = RingOp(_ring.IORING_OP_POLL_ADD, _as_fd(obj), 0, 0, 0, _POLLOUT)
-    res, _ = await submit_and_wait(op)
-    if res < 0:
-        raise _errno_error(res, "wait_writable")
+    await _wait_fd(obj, _POLLOUT, "wait_writable")
+
+
+def notify_closing(obj: Any) -> None:
+    """Call before closing an fd that tasks may be waiting on with
+    :func:`wait_readable`/:func:`wait_writable`: they wake with
+    :exc:`ClosedResourceError` (or their result, if readiness raced it)."""
+    fd = _as_fd(obj)
+    table = _waiters()
+    for events in (_POLLIN, _POLLOUT):
+        op = table.pop((fd, events), None)
+        if op is not None:
+            cancel_ring_op(op, ClosedResourceError(f"fd {fd} was closed while a task waited on it"))
 

@@ -5,6 +5,9 @@ entries (:class:`RingOp`, :func:`submit_and_wait`, :func:`current_ring_features`
 are the documented path every I/O layer uses to talk to the kernel.
 """
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from ._core import (
     Abort,
     Clock,
@@ -38,6 +41,28 @@ from ._core import (
 )
 from ._core import _ring
 from ._thread_cache import start_thread_soon
+
+# Readiness waits on raw fds (IORING_OP_POLL_ADD), as trio.lowlevel has them.
+from ._socket import notify_closing, wait_readable, wait_writable  # noqa: E402
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def enable_ki_protection(fn: F) -> F:
+    """trio compatibility: ringtrio never raises KeyboardInterrupt in the
+    middle of code (only at checkpoints), so every function is already
+    protected.  Returns ``fn`` unchanged."""
+    return fn
+
+
+def disable_ki_protection(fn: F) -> F:
+    """trio compatibility; see :func:`enable_ki_protection`.  Returns ``fn``."""
+    return fn
+
+
+def currently_ki_protected() -> bool:
+    """Always True: KeyboardInterrupt is only delivered at checkpoints."""
+    return True
 from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 
 __all__ = [
@@ -56,6 +81,12 @@ __all__ = [
     "TrioToken",
     "add_instrument",
     "cancel_ring_op",
+    "currently_ki_protected",
+    "disable_ki_protection",
+    "enable_ki_protection",
+    "notify_closing",
+    "wait_readable",
+    "wait_writable",
     "cancel_shielded_checkpoint",
     "checkpoint",
     "checkpoint_if_cancelled",

@@ -461,3 +461,43 @@ def test_recv_falls_back_when_the_buffer_ring_is_empty() -> None:
     ringtrio.run(main)
     # Freed when the run ended.
     assert rings[0].closed  # type: ignore[attr-defined]
+
+
+def test_lowlevel_wait_readable_on_a_pipe_and_notify_closing() -> None:
+    import ringtrio.lowlevel as L
+
+    r, w = os.pipe()
+    log: list[object] = []
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as nursery:
+
+            async def reader() -> None:
+                await L.wait_readable(r)
+                log.append("readable")
+
+            nursery.start_soon(reader)
+            await ringtrio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ringtrio.BusyResourceError):
+                await L.wait_readable(r)
+            os.write(w, b"x")
+
+        async def blocked_writer_side() -> None:
+            try:
+                await L.wait_readable(w)  # a pipe's write end never becomes readable
+            except ringtrio.ClosedResourceError:
+                log.append("closed")
+
+        async with ringtrio.open_nursery() as nursery:
+            nursery.start_soon(blocked_writer_side)
+            await ringtrio.testing.wait_all_tasks_blocked()
+            L.notify_closing(w)
+        assert L.currently_ki_protected()
+        assert L.enable_ki_protection(main) is main
+
+    try:
+        ringtrio.run(main)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert log == ["readable", "closed"]
