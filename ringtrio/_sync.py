@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, final
 from ._core import _run
 from ._core import (
     CancelScope,
+    add_parking_lot_breaker,
+    remove_parking_lot_breaker,
     ParkingLot,
     WouldBlock,
     cancel_shielded_checkpoint,
@@ -256,6 +258,9 @@ class _LockBase(_AcquireOnEnter):
         # tasks are always served first.
         if self._owner is None and not self._lot:
             self._owner = me
+            # As trio: if the holder exits without releasing, the waiters
+            # (and later acquirers) get BrokenResourceError, not a hang.
+            add_parking_lot_breaker(me, self._lot)
         else:
             raise WouldBlock
 
@@ -286,8 +291,11 @@ class _LockBase(_AcquireOnEnter):
                 f"cannot release {self!r}: {problem}; only the task that "
                 "acquired a lock may release it"
             )
+        remove_parking_lot_breaker(me, self._lot)
         woken = self._lot.unpark(count=1)
         self._owner = woken[0] if woken else None
+        if woken:
+            add_parking_lot_breaker(woken[0], self._lot)
 
     def statistics(self) -> LockStatistics:
         """Return a :class:`LockStatistics` snapshot."""

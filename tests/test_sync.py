@@ -698,3 +698,51 @@ def test_cancel_during_uncontended_acquire_yield(lib: ModuleType, kind: str) -> 
         assert log == ["acquired", False, False]
         hits += window_hit
     assert hits > 0, "scenario never reached the window it is meant to test"
+
+
+def test_lock_holder_exiting_breaks_the_lock_like_trio(lib: ModuleType) -> None:
+    # trio >= 0.30: a task that exits while holding a Lock breaks it; its
+    # waiters, and later acquirers, get BrokenResourceError instead of
+    # waiting forever.
+    log: list[str] = []
+
+    async def main() -> None:
+        lock = lib.Lock()
+
+        async def holder() -> None:
+            await lock.acquire()  # and exit without releasing
+
+        async def waiter() -> None:
+            try:
+                await lock.acquire()
+            except lib.BrokenResourceError:
+                log.append("waiter broken")
+
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(holder)
+            await checkpoints(lib, 5)
+            nursery.start_soon(waiter)
+        try:
+            await lock.acquire()
+        except lib.BrokenResourceError:
+            log.append("later acquire broken")
+
+    run(lib, main)
+    assert log == ["waiter broken", "later acquire broken"]
+
+
+def test_lock_released_normally_does_not_break(lib: ModuleType) -> None:
+    async def main() -> None:
+        lock = lib.Lock()
+        async with lib.open_nursery() as nursery:
+            for _ in range(3):
+
+                async def user() -> None:
+                    async with lock:
+                        await lib.lowlevel.checkpoint()
+
+                nursery.start_soon(user)
+        async with lock:
+            pass
+
+    run(lib, main)

@@ -12,7 +12,12 @@ from ._exceptions import (
     TooSlowError,
     WouldBlock,
 )
-from ._parking_lot import ParkingLot, ParkingLotStatistics
+from ._parking_lot import (
+    ParkingLot,
+    ParkingLotStatistics,
+    add_parking_lot_breaker,
+    remove_parking_lot_breaker,
+)
 from ._ring import RingFeatures
 from ._run import (
     TASK_STATUS_IGNORED,

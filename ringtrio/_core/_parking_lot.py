@@ -9,7 +9,10 @@ from collections.abc import Generator
 from typing import Any
 from dataclasses import dataclass
 
+import outcome
+
 from . import _run
+from ._exceptions import BrokenResourceError
 from ._run import Task
 
 
@@ -23,13 +26,15 @@ class ParkingLot:
     until another task calls ``unpark()``/``unpark_all()``/``repark()``.
     Parking is cancellable; unparking is synchronous."""
 
-    __slots__ = ("_parked",)
+    __slots__ = ("_parked", "_broken_by")
 
     def __init__(self) -> None:
         # A dict keeps insertion order: FIFO, with O(1) removal when a
         # parked task is cancelled (and cheaper to create than OrderedDict:
         # every Event has a lot).
         self._parked: dict[Task, None] = {}
+        # The tasks that broke the lot (break_lot); None while it is whole.
+        self._broken_by: list[Task] | None = None
 
     def __len__(self) -> int:
         return len(self._parked)
@@ -47,6 +52,11 @@ class ParkingLot:
         task = _run._local.task
         if task is None:
             _run._outside_run()
+        if self._broken_by:
+            raise BrokenResourceError(
+                f"Attempted to park in a parking lot broken by {self._broken_by[0]!r} "
+                "(e.g. a task exited while holding the lock this lot belongs to)"
+            )
         self._parked[task] = None
         task.custom_sleep_data = self
         yield _run._Park(task._abort_parking)
@@ -104,5 +114,46 @@ class ParkingLot:
     def repark_all(self, new_lot: ParkingLot) -> None:
         self.repark(new_lot, count=len(self._parked))
 
+    @property
+    def broken_by(self) -> list[Task]:
+        """The tasks that broke this lot (empty while it is whole)."""
+        return list(self._broken_by or ())
+
+    def break_lot(self, task: Task | None = None) -> None:
+        """Break the lot: every parked task, and every later attempt to park,
+        raises :exc:`BrokenResourceError` naming ``task`` (default: the
+        current task).  Used when the holder of a lock exits without
+        releasing it (see :func:`add_parking_lot_breaker`)."""
+        if task is None:
+            task = _run.current_task()
+        if self._broken_by is None:
+            self._broken_by = []
+        self._broken_by.append(task)
+        parked = list(self._parked)
+        self._parked.clear()
+        for waiter in parked:
+            waiter.custom_sleep_data = None
+            _run.reschedule(
+                waiter,
+                outcome.Error(BrokenResourceError(f"Parking lot broken by {task!r}")),
+            )
+
     def statistics(self) -> ParkingLotStatistics:
         return ParkingLotStatistics(tasks_waiting=len(self._parked))
+
+
+def add_parking_lot_breaker(task: Task, lot: ParkingLot) -> None:
+    """Break ``lot`` if ``task`` exits while registered (a lock holder that
+    exits without releasing).  As in trio."""
+    if task._lot_breakers is None:
+        task._lot_breakers = []
+    task._lot_breakers.append(lot)
+
+
+def remove_parking_lot_breaker(task: Task, lot: ParkingLot) -> None:
+    """Undo :func:`add_parking_lot_breaker`."""
+    breakers = task._lot_breakers
+    try:
+        breakers.remove(lot)  # type: ignore[union-attr]
+    except (ValueError, AttributeError):
+        raise ValueError("attempted to remove a parking lot breaker that was not registered") from None

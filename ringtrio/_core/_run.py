@@ -190,6 +190,7 @@ class Task:
         "_abort_func",
         "_deadline_seq",
         "_system",
+        "_lot_breakers",
         "custom_sleep_data",
         "__weakref__",
     )
@@ -218,6 +219,9 @@ class Task:
         self._abort_func: Callable[[Callable[[], NoReturn]], Abort] | None = None
         self._deadline_seq = 0
         self._system = system
+        # Parking lots to break if this task exits while registered (a lock
+        # it holds): see add_parking_lot_breaker.
+        self._lot_breakers: list[Any] | None = None
         self.custom_sleep_data: Any = None
 
     def __repr__(self) -> str:
@@ -1508,6 +1512,10 @@ class Runner:
             scope = task._cancel_scope
         if scope is not None and scope._nursery_tasks is not None:
             scope._nursery_tasks.discard(task)
+        if task._lot_breakers:
+            breakers, task._lot_breakers = task._lot_breakers, None
+            for lot in breakers:
+                lot.break_lot(task)
         self._ntasks -= 1
         if task is self.main_task:
             self.main_outcome = result
