@@ -1799,7 +1799,12 @@ class Runner:
         while not self._done:
             idle_primed = 0
             if runq and not (
-                self._sq_dirty or self._ops_in_flight or self._more_cqes or entry_queue or self._ki_fresh
+                self._sq_dirty
+                or self._ops_in_flight
+                or self._more_cqes
+                or entry_queue
+                or self._ki_fresh
+                or self._instruments
             ):
                 # The common pass of a busy program: tasks to run, nothing
                 # for the kernel.  No native call; straight to deadlines.
@@ -1882,10 +1887,17 @@ class Runner:
         if not self._wakeup_armed:
             self._arm_wakeup()
         if runq or self._entry_queue or self._more_cqes or self._ki_fresh:
-            if not (self._sq_dirty or self._ops_in_flight or self._more_cqes):
-                return 0
-            self._sq_dirty = False
-            n = self._lib.rt_pass(self._ring_ptr, 0, 0, self.ring.cqes, _ring.CQE_BATCH)
+            # A pass that must not wait (as trio, instruments see it as an
+            # I/O wait with timeout 0).
+            if self._instruments:
+                self._instrument("before_io_wait", 0.0)
+            if self._sq_dirty or self._ops_in_flight or self._more_cqes:
+                self._sq_dirty = False
+                n = self._lib.rt_pass(self._ring_ptr, 0, 0, self.ring.cqes, _ring.CQE_BATCH)
+            else:
+                n = 0
+            if self._instruments:
+                self._instrument("after_io_wait", 0.0)
         else:
             timeout = self._compute_timeout()
             # Idle detection (wait_all_tasks_blocked, MockClock autojump):
