@@ -790,3 +790,47 @@ def test_cancel_that_finds_nothing_is_retried_while_the_op_is_in_flight() -> Non
     retried, in_flight = ringtrio.run(main)
     assert retried >= 5
     assert in_flight == 0
+
+
+@pytest.mark.parametrize("lib_name", ["trio", "ringtrio"])
+def test_cancelled_carries_source_and_reason_like_trio(lib_name: str) -> None:
+    import importlib
+
+    lib = importlib.import_module(lib_name)
+    seen: list[tuple[str, Any]] = []
+
+    async def main() -> None:
+        with lib.CancelScope() as scope:
+            scope.cancel(reason="enough")
+            try:
+                await lib.sleep(1)
+            except lib.Cancelled as exc:
+                seen.append((exc.source, exc.reason))
+                raise
+        with lib.move_on_after(0.01):
+            try:
+                await lib.sleep(10)
+            except lib.Cancelled as exc:
+                seen.append((exc.source, exc.reason))
+                raise
+
+        async def fails() -> None:
+            raise ValueError("boom")
+
+        async def sleeper() -> None:
+            try:
+                await lib.sleep(10)
+            except lib.Cancelled as exc:
+                seen.append((exc.source, "ValueError" in (exc.reason or "")))
+                raise
+
+        try:
+            async with lib.open_nursery() as nursery:
+                nursery.start_soon(sleeper)
+                await lib.lowlevel.checkpoint()
+                nursery.start_soon(fails)
+        except BaseExceptionGroup:
+            pass
+
+    lib.run(main)
+    assert seen == [("explicit", "enough"), ("deadline", None), ("nursery", True)]

@@ -14,22 +14,44 @@ class Cancelled(BaseException):
     You cannot raise it yourself; call ``cancel()`` on a :class:`CancelScope`.
     """
 
-    __slots__ = ()
+    # As trio's: why the scope was cancelled ("explicit", "deadline",
+    # "nursery", "shutdown", "KeyboardInterrupt" or "unknown"), the reason
+    # given to cancel(), and repr() of the task that cancelled it.
+    __slots__ = ("source", "reason", "source_task")
 
-    def __init__(self, *args: object, _runtime: object = None) -> None:
+    def __init__(
+        self,
+        *args: object,
+        _runtime: object = None,
+        source: str = "unknown",
+        reason: str | None = None,
+        source_task: str | None = None,
+    ) -> None:
         if _runtime is not _PRIVATE:
             raise TypeError(
                 "ringtrio.Cancelled cannot be raised directly; call "
                 "cancel_scope.cancel() and let the runtime raise it"
             )
         super().__init__(*args)
+        self.source = source
+        self.reason = reason
+        self.source_task = source_task
 
     @classmethod
-    def _create(cls, message: str = "cancelled") -> Cancelled:
-        return cls(message, _runtime=_PRIVATE)
+    def _create(
+        cls, source: str = "unknown", reason: str | None = None, source_task: str | None = None
+    ) -> Cancelled:
+        return cls(_runtime=_PRIVATE, source=source, reason=reason, source_task=source_task)
+
+    def __str__(self) -> str:
+        return (
+            f"cancelled due to {self.source}"
+            + ("" if self.reason is None else f" with reason {self.reason!r}")
+            + ("" if self.source_task is None else f" from task {self.source_task}")
+        )
 
     def __reduce__(self) -> Any:
-        return (Cancelled._create, self.args)
+        return (Cancelled._create, (self.source, self.reason, self.source_task))
 
 
 _PRIVATE = object()

@@ -151,6 +151,25 @@ def _raise_cancelled() -> NoReturn:
     raise Cancelled._create()
 
 
+def _cancelled_for(task: Task) -> Cancelled:
+    """The Cancelled to raise in ``task``: it carries the source and reason
+    of the cancelled scope (the innermost one with cancel() called that
+    reaches the task)."""
+    scope: CancelScope | None = task._cancel_scope
+    while scope is not None:
+        if scope._cancel_called:
+            why = scope._cancel_reason
+            if why is not None:
+                return Cancelled._create(*why)
+            return Cancelled._create()
+        scope = scope._parent
+    return Cancelled._create()
+
+
+def _raise_cancelled_for(task: Task) -> NoReturn:
+    raise _cancelled_for(task)
+
+
 def reschedule(task: Task, next_send: outcome.Outcome[Any] | None = None) -> None:
     """Make a task parked in :func:`wait_task_rescheduled` runnable again;
     it resumes with ``next_send`` (an :class:`outcome.Outcome`; None means
@@ -307,7 +326,7 @@ class Task:
         if self._abort_func is None:
             return
         if self._cancel_scope._eff:
-            self._attempt_abort(_raise_cancelled)
+            self._attempt_abort(functools.partial(_raise_cancelled_for, self))
         elif self._runner.ki_pending and self is self._runner.main_task:
             self._attempt_abort(self._runner._raise_ki)
 
@@ -338,6 +357,7 @@ class CancelScope:
         "_state",
         "_owner",
         "_deadline_seq",
+        "_cancel_reason",
     )
 
     # _state values
@@ -375,6 +395,7 @@ class CancelScope:
         self._state = CancelScope._NEW
         self._owner: Task | None = None
         self._deadline_seq = 0
+        self._cancel_reason: tuple[str, str | None, str | None] | None = None
 
     def __repr__(self) -> str:
         state = ("unbound", "active", "exited")[self._state]
@@ -497,9 +518,15 @@ class CancelScope:
 
     def cancel(self, reason: str | None = None) -> None:
         """Cancel this scope: every checkpoint inside it raises Cancelled.
-        Idempotent; may be called before the scope is entered."""
+        Idempotent; may be called before the scope is entered.  ``reason``
+        ends up on the :exc:`Cancelled` exceptions (``.reason``)."""
+        task = _local.task
+        self._cancel("explicit", reason, repr(task) if task is not None else None)
+
+    def _cancel(self, source: str, reason: str | None = None, source_task: str | None = None) -> None:
         if self._cancel_called:
             return
+        self._cancel_reason = (source, reason, source_task)
         self._cancel_called = True
         if self._deadline_seq and self._owner is not None:
             self._owner._runner._unregister_deadline(self)
@@ -507,7 +534,7 @@ class CancelScope:
             self._update_eff()
 
     def _deadline_expired(self) -> None:
-        self.cancel()
+        self._cancel("deadline")
 
     def _update_eff(self) -> None:
         # Recompute "effectively cancelled" for this scope and, where it
@@ -536,7 +563,7 @@ class CancelScope:
         # arbitrary things, including cancelling other scopes.
         for task in dict.fromkeys(newly_cancelled):
             if task._abort_func is not None and task._cancel_scope._eff:
-                task._attempt_abort(_raise_cancelled)
+                task._attempt_abort(functools.partial(_raise_cancelled_for, task))
 
     # -- properties ------------------------------------------------------
 
@@ -548,7 +575,7 @@ class CancelScope:
             # scheduler got round to expiring it.
             runner = getattr(_local, "runner", None)
             if runner is not None and runner.current_time() >= self._deadline:
-                self.cancel()
+                self._cancel("deadline")
         return self._cancel_called
 
     @property
@@ -814,7 +841,10 @@ class Nursery:
 
     def _add_exc(self, exc: BaseException) -> None:
         self._pending_excs.append(exc)
-        self._scope.cancel()
+        source = "KeyboardInterrupt" if isinstance(exc, KeyboardInterrupt) else "nursery"
+        self._scope._cancel(
+            source, f"child task raised exception {exc!r}", repr(self._parent_task)
+        )
 
     def _check_nursery_closed(self) -> None:
         if not (self._nested_child_running or self._children or self._pending_starts):
@@ -1083,7 +1113,7 @@ def submit_and_wait(op: RingOp) -> Generator[Any, Any, tuple[int, int]]:
         # deadlines up to now, so if that deadline still stands we are
         # cancelled; if it was moved later meanwhile, just submit again.
         if task._cancel_scope._eff:
-            raise Cancelled._create()
+            raise _cancelled_for(task)
 
 
 def _op_abort(self: RingOp, raise_cancel: Callable[[], NoReturn]) -> Abort:
@@ -1847,7 +1877,7 @@ class Runner:
                         msg = task.context.run(task._send, None)
                     elif next_send is RESUME_CHECK:
                         if task._cancel_scope._eff:
-                            msg = task.context.run(task.coro.throw, Cancelled._create())
+                            msg = task.context.run(task.coro.throw, _cancelled_for(task))
                         elif self.ki_pending and task is self.main_task:
                             self.ki_pending = False
                             msg = task.context.run(task.coro.throw, KeyboardInterrupt())
@@ -1944,7 +1974,7 @@ class Runner:
                 msg = task.context.run(task._send, None)
             elif next_send is _RESUME_CHECKING_CANCEL:
                 if task._cancel_scope._eff:
-                    msg = task.context.run(task.coro.throw, Cancelled._create())
+                    msg = task.context.run(task.coro.throw, _cancelled_for(task))
                 elif self.ki_pending and task is self.main_task:
                     self.ki_pending = False
                     msg = task.context.run(task.coro.throw, KeyboardInterrupt())
@@ -2110,7 +2140,7 @@ async def _init(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: t
                 runner.main_outcome = outcome.Error(exc)
                 return
         # Main task done: system tasks are cancelled.
-        system_nursery.cancel_scope.cancel()
+        system_nursery.cancel_scope._cancel("shutdown")
     # No user code is left but abandoned async generators' cleanup.
     await runner.asyncgens.finalize_remaining()
 
