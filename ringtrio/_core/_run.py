@@ -436,7 +436,7 @@ class CancelScope:
             if runner.current_time() >= self._deadline:
                 self.cancel()
             else:
-                runner._register_deadline(self, self._deadline)
+                runner._register_scope_deadline(self, self._deadline)
 
     def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> bool:
         remaining = self._close(exc)
@@ -512,7 +512,7 @@ class CancelScope:
         if parent._children is not None:
             parent._children.discard(self)
         if self._deadline_seq:
-            task._runner._unregister_deadline(self)
+            task._runner._unregister_scope_deadline(self)
 
     # -- cancellation ----------------------------------------------------
 
@@ -529,11 +529,12 @@ class CancelScope:
         self._cancel_reason = (source, reason, source_task)
         self._cancel_called = True
         if self._deadline_seq and self._owner is not None:
-            self._owner._runner._unregister_deadline(self)
+            self._owner._runner._unregister_scope_deadline(self)
         if self._state == CancelScope._ACTIVE:
             self._update_eff()
 
     def _deadline_expired(self) -> None:
+        self._owner._runner._scope_deadlines -= 1  # type: ignore[union-attr]
         self._cancel("deadline")
 
     def _update_eff(self) -> None:
@@ -603,9 +604,9 @@ class CancelScope:
         if self._state == CancelScope._ACTIVE and not self._cancel_called:
             runner: Runner = self._owner._runner  # type: ignore[union-attr]
             if self._deadline_seq:
-                runner._unregister_deadline(self)
+                runner._unregister_scope_deadline(self)
             if self._deadline != inf:
-                runner._register_deadline(self, self._deadline)
+                runner._register_scope_deadline(self, self._deadline)
 
     @property
     def relative_deadline(self) -> float:
@@ -1063,6 +1064,10 @@ class RingOp:
 
 
 _LINK_EXPIRED = object()
+# What a task that returned normally reports to its nursery: only the main
+# task's return value is ever used, so the others share one (never
+# unwrapped) outcome instead of allocating one each.
+_EXITED_OK: outcome.Value[None] = outcome.Value(None)
 _MAX_KERNEL_DEADLINE = 2.0**62 / 1e9  # seconds; beyond this int64 ns overflows
 _NOT_HAPPENED = frozenset({-errno.ECANCELED, -errno.EINTR})
 # Ops still in flight when a run could not drain its ring: their memory is
@@ -1358,7 +1363,12 @@ class Runner:
             self.add_instrument(inst)
         self._runq: deque[Task] = deque()
         self._ntasks = 0
+        # Deadlines live in two structures: a deque of entries that arrived
+        # in nondecreasing deadline order (the common case: every sleep(d) or
+        # move_on_after(d) with the same d) -- O(1) in and out -- and a heap
+        # for the rest.  The earliest deadline is at the head of one of them.
         self._deadlines: list[tuple[float, int, Any]] = []
+        self._sorted_deadlines: deque[tuple[float, int, Any]] = deque()
         self._deadline_counter = itertools.count(1)
         self._stale_deadlines = 0
         # Active cancel scopes with a registered deadline.  While zero, no
@@ -1445,45 +1455,69 @@ class Runner:
     # -- deadlines -------------------------------------------------------
 
     def _register_deadline(self, obj: Any, deadline: float) -> None:
+        """Heap entry for a sleeping task or (via _register_scope_deadline)
+        a cancel scope: at ``deadline``, ``obj._deadline_expired()``."""
         seq = next(self._deadline_counter)
         obj._deadline_seq = seq
-        heapq.heappush(self._deadlines, (deadline, seq, obj))
-        if type(obj) is CancelScope:
-            self._scope_deadlines += 1
+        in_order = self._sorted_deadlines
+        if not in_order or deadline >= in_order[-1][0]:
+            in_order.append((deadline, seq, obj))
+        else:
+            heapq.heappush(self._deadlines, (deadline, seq, obj))
+
+    def _register_scope_deadline(self, scope: CancelScope, deadline: float) -> None:
+        self._scope_deadlines += 1
+        self._register_deadline(scope, deadline)
+
+    def _unregister_scope_deadline(self, scope: CancelScope) -> None:
+        self._scope_deadlines -= 1
+        self._unregister_deadline(scope)
 
     def _unregister_deadline(self, obj: Any) -> None:
         # Lazy deletion: the heap entry stays, marked stale by the sequence
         # number no longer matching.  Compact when stale entries dominate.
         obj._deadline_seq = 0
-        if type(obj) is CancelScope:
-            self._scope_deadlines -= 1
         self._stale_deadlines += 1
-        if self._stale_deadlines > 1024 and self._stale_deadlines * 2 > len(self._deadlines):
+        if self._stale_deadlines > 1024 and self._stale_deadlines * 2 > len(self._deadlines) + len(
+            self._sorted_deadlines
+        ):
             self._deadlines = [e for e in self._deadlines if e[2]._deadline_seq == e[1]]
             heapq.heapify(self._deadlines)
+            self._sorted_deadlines = deque(
+                e for e in self._sorted_deadlines if e[2]._deadline_seq == e[1]
+            )
             self._stale_deadlines = 0
 
     def _expire_deadlines(self, now: float) -> None:
         heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            _, seq, obj = heapq.heappop(heap)
+        in_order = self._sorted_deadlines
+        while True:
+            # Earliest first, from whichever structure holds it.
+            if in_order and in_order[0][0] <= now and (not heap or in_order[0][0] <= heap[0][0]):
+                _, seq, obj = in_order.popleft()
+            elif heap and heap[0][0] <= now:
+                _, seq, obj = heapq.heappop(heap)
+            else:
+                return
             if obj._deadline_seq == seq:
                 obj._deadline_seq = 0
-                if type(obj) is CancelScope:
-                    self._scope_deadlines -= 1
                 obj._deadline_expired()
             else:
                 self._stale_deadlines -= 1
 
     def _next_deadline(self) -> float:
         heap = self._deadlines
-        while heap:
-            deadline, seq, obj = heap[0]
-            if obj._deadline_seq == seq:
-                return deadline
+        while heap and heap[0][2]._deadline_seq != heap[0][1]:
             heapq.heappop(heap)
             self._stale_deadlines -= 1
-        return inf
+        in_order = self._sorted_deadlines
+        while in_order and in_order[0][2]._deadline_seq != in_order[0][1]:
+            in_order.popleft()
+            self._stale_deadlines -= 1
+        best = heap[0][0] if heap else inf
+        if in_order and in_order[0][0] < best:
+            best = in_order[0][0]
+        return best
 
     # -- tasks -----------------------------------------------------------
 
@@ -1853,8 +1887,11 @@ class Runner:
                     idle_primed = self._idle_primed
             # --- deadlines: expire what is due, with a fresh clock reading ---
             heap = self._deadlines
-            if heap and heap[0][0] <= current_time():
-                self._expire_deadlines(current_time())
+            in_order = self._sorted_deadlines
+            if heap or in_order:
+                now = current_time()
+                if (heap and heap[0][0] <= now) or (in_order and in_order[0][0] <= now):
+                    self._expire_deadlines(now)
             if idle_primed and not runq:
                 if idle_primed == 1:
                     self._wake_idle_waiters()
@@ -1887,7 +1924,9 @@ class Runner:
                         msg = task.context.run(next_send.send, task.coro)
                 except StopIteration as stop:
                     local.task = None
-                    self._task_exited(task, Value(stop.value))
+                    self._task_exited(
+                        task, Value(stop.value) if task is self.main_task else _EXITED_OK
+                    )
                     continue
                 except BaseException as exc:
                     local.task = None
@@ -1984,7 +2023,9 @@ class Runner:
                 msg = task.context.run(next_send.send, task.coro)
         except StopIteration as stop:
             _local.task = None
-            self._task_exited(task, outcome.Value(stop.value))
+            self._task_exited(
+                task, outcome.Value(stop.value) if task is self.main_task else _EXITED_OK
+            )
             return
         except BaseException as exc:
             _local.task = None
