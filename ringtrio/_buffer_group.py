@@ -66,7 +66,6 @@ import os
 import threading
 from collections import deque
 from dataclasses import dataclass
-from math import inf
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError, sleep
@@ -74,7 +73,14 @@ from ._core import _ring, _run
 from ._core._buffers import MAX_COUNT, BufferRing
 from ._core._exceptions import RunFinishedError
 from ._core._ring import _load_native
-from ._core._run import Abort, CancelScope, RingOp, checkpoint, reschedule, wait_task_rescheduled
+from ._core._run import (
+    Abort,
+    CancelScope,
+    OwnedRingOp,
+    checkpoint,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -461,30 +467,7 @@ def _open_group(nursery: _run.Nursery, count: int, size: int, incremental: bool 
 # ---------------------------------------------------------------------------
 
 
-class _MultishotCancel(RingOp):
-    """ASYNC_CANCEL for an armed multishot receive, retried while the kernel
-    answers -ENOENT (the request was between attempts) and it is still armed."""
-
-    __slots__ = ("target", "target_token", "retries")
-
-    def __init__(self, target: _MultishotRecv, retries: int) -> None:
-        super().__init__(_ring.IORING_OP_ASYNC_CANCEL, -1, target.token)
-        self.target = target
-        self.target_token = target.token
-        self.retries = retries
-
-    def _on_cqe(self, res: int, flags: int) -> None:
-        target = self.target
-        if (
-            res == -errno.ENOENT
-            and target.armed
-            and target.token == self.target_token
-            and self.retries < 1000
-        ):
-            target._send_cancel(self.retries + 1)
-
-
-class _MultishotRecv(RingOp):
+class _MultishotRecv(OwnedRingOp):
     """One stream's multishot receive and the leases it has not delivered yet.
 
     Kept on the stream (``SocketStream._buffer_receiver``) so that leases
@@ -496,38 +479,30 @@ class _MultishotRecv(RingOp):
         "group",
         "sock",
         "queue",
-        "armed",
-        "stopping",
         "eof",
         "error",
         "enobufs",
         "enobufs_streak",
-        "closed_by_user",
         "waiter",
         "owner",
         "max_pending",
-        "runner",
     )
 
     def __init__(self, group: BufferGroup, sock: Any) -> None:
         super().__init__(
+            group._runner,
             _ring.IORING_OP_RECV,
-            -1,
             ioprio=IORING_RECV_MULTISHOT,
             sqe_flags=_ring.IOSQE_BUFFER_SELECT,
             buf_index=group._ring.bgid,
         )
         self.group = group
         self.sock = sock
-        self.runner = group._runner
         self.queue: deque[Buffer] = deque()
-        self.armed = False
-        self.stopping = False
         self.eof = False
         self.error = 0
         self.enobufs = False
         self.enobufs_streak = 0
-        self.closed_by_user = False
         self.waiter: _run.Task | None = None
         self.owner = 0  # id() of the iterator using it, 0 if none
         self.max_pending = DEFAULT_MAX_PENDING
@@ -537,10 +512,8 @@ class _MultishotRecv(RingOp):
             self.fd = self.sock._fd()
         except OSError:
             raise ClosedResourceError("can't receive: this stream was already closed") from None
-        self.stopping = False
         self.enobufs = False
-        self.runner._submit_op(self, None, inf)
-        self.armed = True
+        self._arm()
         self.group._armed.add(self)
         self.sock._track(self)
 
@@ -556,14 +529,14 @@ class _MultishotRecv(RingOp):
         if not flags & _F_MORE:
             self.armed = False
             if res == 0 and not flags & _F_BUFFER:
-                if not self.stopping:
+                if not self.cancel_requested:
                     self.eof = True
             elif res < 0:
                 if res == _ENOBUFS:
                     self.enobufs = True
                     self.enobufs_streak += 1
                     group._enobufs += 1
-                elif not self.stopping and res != -errno.ECANCELED:
+                elif not self.cancel_requested and res != -errno.ECANCELED:
                     self.error = res
             group._op_ended(self)
             self.sock._untrack(self)
@@ -573,21 +546,6 @@ class _MultishotRecv(RingOp):
         if waiter is not None:
             self.waiter = None
             reschedule(waiter)
-
-    def request_cancel(self) -> None:
-        if self.armed and not self.stopping:
-            self.stopping = True
-            self._send_cancel(0)
-
-    def _send_cancel(self, retries: int) -> None:
-        runner = self.runner
-        if runner._ops_closed:
-            return
-        runner._submit_op(_MultishotCancel(self, retries), None, inf)
-
-    def _on_socket_close(self) -> None:
-        self.closed_by_user = True
-        self.request_cancel()
 
     def abort_wait(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
         # Stop waiting at once; __anext__'s exception path stops the request

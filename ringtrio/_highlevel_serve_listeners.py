@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from ._abc import AsyncResource, Listener
 from ._core import ClosedResourceError, TASK_STATUS_IGNORED, open_nursery, sleep
 from ._core import _ring, _run
-from ._core._run import Abort, RingOp, reschedule, wait_task_rescheduled
+from ._core._run import Abort, OwnedRingOp, reschedule, wait_task_rescheduled
 from ._highlevel_generic import aclose_forcefully
 from ._highlevel_socket import _CLOSED_ERRNOS, _IGNORABLE_ACCEPT_ERRNOS, SocketListener, SocketStream
 from ._socket import _ACCEPT_FLAGS, _wrap_accepted
@@ -91,57 +91,43 @@ async def _serve_one_listener(
     raise AssertionError("unreachable: the accept loop never returns")  # pragma: no cover
 
 
-class _MultishotAccept(RingOp):
+class _MultishotAccept(OwnedRingOp):
     """The multishot accept request of one listener.  Its CQEs are handled
     here, in the run loop's dispatch: queue the fd, wake the owner."""
 
     __slots__ = (
-        "runner",
         "accepted",
         "ended",
         "end_res",
-        "armed",
         "waiter",
         "owner_cancel",
-        "cancel_sent",
-        "closed_by_user",
         "arms",
     )
 
     def __init__(self, runner: Any) -> None:
         super().__init__(
-            _ring.IORING_OP_ACCEPT, -1, 0, 0, 0, _ACCEPT_FLAGS, ioprio=IORING_ACCEPT_MULTISHOT
+            runner,
+            _ring.IORING_OP_ACCEPT,
+            op_flags=_ACCEPT_FLAGS,
+            ioprio=IORING_ACCEPT_MULTISHOT,
         )
-        self.runner = runner
         self.accepted: deque[int] = deque()
         self.ended = False
         self.end_res = 0
-        self.armed = False
         self.waiter: Any = None
         self.owner_cancel: Callable[[], NoReturn] | None = None
-        self.cancel_sent = False
-        self.closed_by_user = False
         self.arms = 0  # statistics: how many times the request was armed
 
     def arm(self, fd: int) -> None:
         self.fd = fd
         self.ended = False
         self.end_res = 0
-        self.cancel_sent = False
-        # No task and no deadline: the op belongs to the owner, not to a
-        # wait, and only ends when cancelled or on an error.
-        self.runner._submit_op(self, None)
-        self.armed = True
+        self._arm()
         self.arms += 1
 
     def _on_cqe(self, res: int, flags: int) -> None:
         if res >= 0:
             self.accepted.append(res)
-            if self.cancel_sent and flags & _ring.IORING_CQE_F_MORE:
-                # Still armed after our cancel: the ASYNC_CANCEL raced with
-                # this accept and found nothing (-ENOENT), so it must be sent
-                # again (request_cancel does, on the owner's next park).
-                self.cancel_sent = False
         if not flags & _ring.IORING_CQE_F_MORE:
             self.ended = True
             self.armed = False
@@ -150,16 +136,6 @@ class _MultishotAccept(RingOp):
         if waiter is not None:
             self.waiter = None
             reschedule(waiter)
-
-    def request_cancel(self) -> None:
-        if self.armed and not self.cancel_sent:
-            self.cancel_sent = True
-            self.runner._submit_cancel(self.token)
-
-    def _on_socket_close(self) -> None:
-        # The listener's socket was closed by someone else while armed.
-        self.closed_by_user = True
-        self.request_cancel()
 
     def abort(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
         # The owner is cancelled: cancel the request and keep waiting for

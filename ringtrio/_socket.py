@@ -492,12 +492,6 @@ class SocketType:
         ops = self._ops
         if ops is not None:
             ops.remove(op)
-            if op.done:
-                # The kernel is finished with the memory.  Drop it now: the
-                # task keeps a reference to the op (its last abort function)
-                # until it parks again, and a caller's buffer export (e.g.
-                # send_all's memoryview) must be releasable at once.
-                op.keepalive = None
             if not ops and self._deferred_fd is not None:
                 self._release_deferred_fd()
 

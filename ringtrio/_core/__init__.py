@@ -26,6 +26,7 @@ from ._run import (
     Clock,
     Instrument,
     Nursery,
+    OwnedRingOp,
     RingOp,
     RingtrioToken,
     RunStatistics,

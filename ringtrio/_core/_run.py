@@ -1038,6 +1038,12 @@ class RingOp:
         name = _ring.OPCODE_NAMES.get(self.opcode, str(self.opcode))
         return f"<RingOp {name} fd={self.fd} token={self.token:#x}>"
 
+    def _cancel_wanted(self) -> bool:
+        """Whether a cancel of this op (in flight) still stands; a cancel the
+        kernel could not match is retried while it does.  Ops owned by a
+        nursery rather than a waiting task override this."""
+        return self.cancel_raise is not None and self.task is not None
+
     def _on_cqe(self, res: int, flags: int) -> None:
         task = self.task
         if task is None:
@@ -1142,27 +1148,71 @@ class _CancelOp(RingOp):
     running in a worker and has been told to stop: it will complete.)
     """
 
-    __slots__ = ("target", "retries")
+    __slots__ = ("runner", "target", "target_token", "retries")
     MAX_RETRIES = 1000
 
-    def __init__(self, target: RingOp, retries: int) -> None:
+    def __init__(self, runner: Runner, target: RingOp, retries: int) -> None:
         super().__init__(IORING_OP_ASYNC_CANCEL, -1, target.token)
+        self.runner = runner
         self.target = target
+        # Op objects are reused (sockets keep one per direction): a late
+        # answer about an earlier submission must not touch the next one.
+        self.target_token = target.token
         self.retries = retries
 
     def _on_cqe(self, res: int, flags: int) -> None:
         target = self.target
         if (
             res == -errno.ENOENT
+            and target.token == self.target_token
             and not target.done
-            and target.cancel_raise is not None
-            and target.task is not None
+            and target._cancel_wanted()
             and self.retries < self.MAX_RETRIES
         ):
-            target.task._runner._cancel_op(target, self.retries + 1)
+            self.runner._cancel_op(target, self.retries + 1)
 
 
 RingOp._abort = _op_abort  # type: ignore[attr-defined]
+
+
+class OwnedRingOp(RingOp):
+    """A ring op owned by a resource or nursery instead of a waiting task:
+    the multishot accept of a listener, the multishot receive of a stream.
+
+    It is submitted with no task and no linked deadline (it lives until it is
+    cancelled or fails), its CQEs are handled in ``_on_cqe`` by the subclass,
+    and it is cancelled through the same retried cancel as every other op.
+    Subclasses set ``armed = False`` when their final CQE arrives.
+    """
+
+    __slots__ = ("runner", "armed", "cancel_requested", "closed_by_user")
+
+    def __init__(self, runner: Runner, opcode: int, **fields: Any) -> None:
+        super().__init__(opcode, **fields)
+        self.runner = runner
+        self.armed = False
+        self.cancel_requested = False
+        # Set when the resource was closed under the request (not by its
+        # owner): the owner then reports ClosedResourceError.
+        self.closed_by_user = False
+
+    def _arm(self) -> None:
+        self.cancel_requested = False
+        self.runner._submit_op(self, None, inf)
+        self.armed = True
+
+    def _cancel_wanted(self) -> bool:
+        return self.armed
+
+    def request_cancel(self) -> None:
+        """Cancel the request (once); its final CQE still has to arrive."""
+        if self.armed and not self.cancel_requested:
+            self.cancel_requested = True
+            self.runner._cancel_op(self)
+
+    def _on_socket_close(self) -> None:
+        self.closed_by_user = True
+        self.request_cancel()
 
 
 def cancel_ring_op(op: RingOp, error: BaseException) -> None:
@@ -1608,20 +1658,6 @@ class Runner:
 
     # -- ring ops --------------------------------------------------------
 
-    def _alloc_token(self, op: RingOp) -> int:
-        free = self._free_slots
-        if free:
-            slot = free.pop()
-            self._op_slots[slot] = op
-        else:
-            slot = len(self._op_slots)
-            self._op_slots.append(op)
-            self._op_gens.append(0)
-        token = (self._op_gens[slot] << 32) | slot
-        op.token = token
-        self._ops_in_flight += 1
-        return token
-
     def _release_token(self, slot: int) -> None:
         self._op_slots[slot] = None
         self._op_gens[slot] = (self._op_gens[slot] + 1) & _SLOT_MASK
@@ -1636,7 +1672,8 @@ class Runner:
         op.task = task
         op.cancel_raise = None
         op.done = False
-        # Token allocation (as _alloc_token), inlined: once per op.
+        # Token allocation: the free slot list, LIFO; the slot's current
+        # generation goes into the high 32 bits.
         free = self._free_slots
         if free:
             slot = free.pop()
@@ -1718,12 +1755,7 @@ class Runner:
         """Ask the kernel to cancel ``op`` (in flight); see _CancelOp."""
         if self._ops_closed:
             return
-        self._submit_op(_CancelOp(op, retries), None, inf)
-
-    def cancel_ops_on_fd(self, fd: int) -> None:
-        """Ask the kernel to cancel every op in flight on ``fd`` (used when a
-        resource is closed with operations pending)."""
-        self._submit_cancel(0, _ring.IORING_ASYNC_CANCEL_FD | _ring.IORING_ASYNC_CANCEL_ALL, fd)
+        self._submit_op(_CancelOp(self, op, retries), None, inf)
 
     def _arm_wakeup(self) -> None:
         self._sq_dirty = True
@@ -1774,7 +1806,13 @@ class Runner:
                 gens[slot] = (gens[slot] + 1) & _SLOT_MASK
                 free.append(slot)
                 self._ops_in_flight -= 1
-            op._on_cqe(res, flags)
+                op._on_cqe(res, flags)
+                # The kernel is done with the op's memory: drop it now, not
+                # whenever the op object goes (a caller's buffer export, such
+                # as send_all's memoryview, must be releasable at once).
+                op.keepalive = None
+            else:
+                op._on_cqe(res, flags)
 
     # -- cross-thread entry ----------------------------------------------
 
