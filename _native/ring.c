@@ -439,6 +439,16 @@ int rt_prep(rt_ring *r, uint8_t opcode, uint8_t sqe_flags, uint16_t ioprio,
     return 0;
 }
 
+int rt_prep_ptr(rt_ring *r, uint8_t opcode, uint8_t sqe_flags, uint16_t ioprio,
+                int32_t fd, const char *buf, uint32_t len, uint64_t off,
+                uint32_t op_flags, uint64_t user_data, uint16_t buf_index,
+                int64_t link_deadline_ns, uint64_t link_user_data)
+{
+    return rt_prep(r, opcode, sqe_flags, ioprio, fd, (uint64_t)(uintptr_t)buf,
+                   len, off, op_flags, user_data, buf_index, link_deadline_ns,
+                   link_user_data);
+}
+
 int rt_prep_timeout(rt_ring *r, int64_t ns, uint32_t count,
                     uint32_t timeout_flags, uint64_t user_data,
                     uint8_t sqe_flags)

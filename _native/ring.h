@@ -68,6 +68,15 @@ int rt_prep(rt_ring *r, uint8_t opcode, uint8_t sqe_flags, uint16_t ioprio,
             uint32_t op_flags, uint64_t user_data, uint16_t buf_index,
             int64_t link_deadline_ns, uint64_t link_user_data);
 
+/* rt_prep with the buffer given as a pointer rather than an address: Python
+ * passes a bytes object or a cffi buffer straight through (no cast to an
+ * integer on the hot path).  The caller keeps the object alive until the
+ * op's final CQE. */
+int rt_prep_ptr(rt_ring *r, uint8_t opcode, uint8_t sqe_flags, uint16_t ioprio,
+                int32_t fd, const char *buf, uint32_t len, uint64_t off,
+                uint32_t op_flags, uint64_t user_data, uint16_t buf_index,
+                int64_t link_deadline_ns, uint64_t link_user_data);
+
 /* IORING_OP_TIMEOUT.  `ns` is relative unless `timeout_flags` has
  * IORING_TIMEOUT_ABS (then absolute CLOCK_MONOTONIC).  `count` as in the
  * kernel (0 = pure timer). */

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket as _stdlib_socket
+import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._abc import HalfCloseableStream, Listener
 from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError
-from ._core._run import checkpoint
+from ._core import _ring
+from ._core._buffers import runtime_recv_ring
+from ._core._run import (
+    Abort,
+    CancelScope,
+    OwnedRingOp,
+    _current_runner,
+    checkpoint,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 from ._socket import SocketType
 
 if TYPE_CHECKING:
@@ -73,6 +86,107 @@ def _stream_error(exc: OSError, what: str) -> Exception:
     return error
 
 
+# receive_some's multishot receive is paused (cancelled, re-armed when the
+# reader has caught up) once this many bytes wait undelivered.
+_RX_PAUSE_BYTES = 256 * 1024
+_RECV_MULTISHOT = 1 << 1  # IORING_RECV_MULTISHOT (sqe->ioprio of a RECV)
+_F_MORE = _ring.IORING_CQE_F_MORE
+_F_BUFFER = _ring.IORING_CQE_F_BUFFER
+_BUFFER_SHIFT = _ring.IORING_CQE_BUFFER_SHIFT
+_ENOBUFS = -errno.ENOBUFS
+
+
+class _StreamReceiver(OwnedRingOp):
+    """The multishot receive behind :meth:`SocketStream.receive_some`.
+
+    Armed by the first ``receive_some`` and kept armed: each completion
+    takes a buffer of the run's receive group, whose bytes are copied out
+    and queued here in the CQE dispatch (the buffer goes straight back), and
+    a waiting reader is woken.  So a receive costs no submission, an idle
+    connection pins no buffer, and a reader that gives up (cancellation)
+    loses nothing: what arrives meanwhile waits in the queue.  The request
+    ends at EOF, on an error, when the socket is closed or the stream
+    dropped, and is paused (cancelled, then re-armed by the next read) when
+    the reader falls ``_RX_PAUSE_BYTES`` behind, or the group ran out of
+    buffers (-ENOBUFS).  Its final CQE is what ends it, whatever its code.
+    """
+
+    __slots__ = ("sock", "bufring", "chunks", "queued", "eof", "error", "waiter")
+
+    def __init__(self, sock: SocketType, bufring: Any) -> None:
+        super().__init__(
+            _current_runner(),
+            _ring.IORING_OP_RECV,
+            ioprio=_RECV_MULTISHOT,
+            sqe_flags=_ring.IOSQE_BUFFER_SELECT,
+            buf_index=bufring.bgid,
+        )
+        self.sock = sock
+        self.bufring = bufring
+        self.chunks: list[bytes] = []
+        self.queued = 0  # bytes in chunks
+        self.eof = False
+        self.error = 0
+        self.waiter: Any = None
+
+    def arm(self, fd: int) -> None:
+        self.fd = fd
+        self._arm()
+        self.sock._track(self)
+
+    def _on_cqe(self, res: int, flags: int) -> None:
+        if flags & _F_BUFFER:
+            data = self.bufring.take(flags >> _BUFFER_SHIFT, res if res > 0 else 0)
+            if data:
+                self.chunks.append(data)
+                self.queued += len(data)
+                if self.queued >= _RX_PAUSE_BYTES:
+                    self.request_cancel()
+        if not flags & _F_MORE:
+            # The final CQE: the request is over, whatever its code (a
+            # cancelled multishot may end with 0, -ECANCELED, -ENOENT or
+            # -ENOBUFS depending on the kernel).
+            self.armed = False
+            self.sock._untrack(self)
+            if res == 0 and not flags & _F_BUFFER and not self.cancel_requested:
+                self.eof = True
+            elif res < 0 and res not in (_ENOBUFS, -errno.ECANCELED) and not self.cancel_requested:
+                self.error = res
+        waiter = self.waiter
+        if waiter is not None and (self.chunks or not self.armed):
+            self.waiter = None
+            reschedule(waiter)
+
+    def abort_wait(self, raise_cancel: Any) -> Abort:
+        # The reader gives up; the request stays armed and what it receives
+        # waits in the queue for the next read.
+        self.waiter = None
+        return Abort.SUCCEEDED
+
+    def take(self, max_bytes: int) -> bytes:
+        chunks = self.chunks
+        data = chunks[0]
+        if len(data) <= max_bytes:
+            del chunks[0]
+        else:
+            chunks[0] = data[max_bytes:]
+            data = data[:max_bytes]
+        self.queued -= len(data)
+        return data
+
+    async def stop(self) -> None:
+        """Cancel the request and wait (shielded) for its final CQE."""
+        self.request_cancel()
+        with CancelScope(shield=True):
+            while self.armed:
+                self.waiter = current_task()
+                await wait_task_rescheduled(_abort_failed)
+
+
+def _abort_failed(raise_cancel: Any) -> Abort:
+    return Abort.FAILED
+
+
 @contextmanager
 def _translate_errors(what: str) -> Iterator[None]:
     try:
@@ -93,7 +207,7 @@ class SocketStream(HalfCloseableStream):
       socket: the underlying :class:`ringtrio.socket.SocketType`.
     """
 
-    __slots__ = ("socket", "_sending", "_receiving", "_buffer_receiver")
+    __slots__ = ("socket", "_sending", "_receiving", "_buffer_receiver", "_rx")
 
     def __init__(self, socket: SocketType) -> None:
         if not isinstance(socket, SocketType):
@@ -108,6 +222,7 @@ class SocketStream(HalfCloseableStream):
         self._sending = False
         self._receiving = False
         self._buffer_receiver: Any = None  # receive_buffers state (issue 5)
+        self._rx: _StreamReceiver | None = None  # receive_some's multishot
         if socket.family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
             try:
                 socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, True)
@@ -124,28 +239,27 @@ class SocketStream(HalfCloseableStream):
     async def send_all(self, data: bytes | bytearray | memoryview | Buffer) -> None:
         if self._sending:
             raise BusyResourceError("another task is already sending on this stream")
-        if self.socket.did_shutdown_SHUT_WR:
+        if self.socket._did_shutdown_SHUT_WR:
             raise ClosedResourceError("can't send data after sending EOF (send_eof)")
         self._sending = True
         # (try/except with _stream_error rather than the _translate_errors
         # context manager: this is the hot path of every server.)
         try:
-            # Not released explicitly (no `with`): the kernel op holds an
-            # export of it until its CQE, and an error traceback may too.
-            view = memoryview(data)
-            if view.ndim != 1 or view.format not in ("B", "b", "c"):
-                view = view.cast("B")
-            total = view.nbytes
-            if total == 0:
-                if self.socket.fileno() < 0:
-                    raise ClosedResourceError("can't send data: this stream was already closed")
-                await checkpoint()
+            payload: bytes | memoryview
+            if type(data) is bytes:
+                payload = data
+            else:
+                # Not released explicitly (no `with`): the kernel op holds an
+                # export of it until its CQE, and an error traceback may too.
+                payload = memoryview(data)
+                if payload.ndim != 1 or payload.format not in ("B", "b", "c"):
+                    payload = payload.cast("B")
+            if payload:
+                await self.socket._send_all_stream(payload)
                 return
-            sent = 0
-            while sent < total:
-                # One SEND per iteration; a short send (the socket
-                # buffer filled up) goes round again.
-                sent += await self.socket._send_all_stream(view[sent:] if sent else view)
+            if self.socket.fileno() < 0:
+                raise ClosedResourceError("can't send data: this stream was already closed")
+            await checkpoint()
         except OSError as exc:
             raise _stream_error(exc, "send data")
         finally:
@@ -188,11 +302,78 @@ class SocketStream(HalfCloseableStream):
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self._receiving = True
         try:
-            return await self.socket.recv(max_bytes)
+            rx = self._rx
+            if rx is None:
+                rx = await self._start_receiver()
+                if rx is None:
+                    # No receive group could be registered: one RECV per call.
+                    return await self.socket.recv(max_bytes)
+            checked = False  # passed a checkpoint (or parked) yet
+            closed: ClosedResourceError | None = None
+            while True:
+                if not (rx.chunks or rx.eof or rx.error):
+                    if not rx.armed:
+                        closed = self._receiver_closed(rx)
+                        if closed is None:
+                            rx.arm(self.socket.fileno())
+                    if rx.armed:
+                        rx.waiter = current_task()
+                        await wait_task_rescheduled(rx.abort_wait)
+                        checked = True
+                        continue
+                if not checked:
+                    # Data already queued (or an end to report): still a
+                    # checkpoint.
+                    await checkpoint()
+                    checked = True
+                    continue
+                if rx.chunks:
+                    return rx.take(max_bytes)
+                if rx.eof:
+                    return b""
+                if rx.error:
+                    code, rx.error = -rx.error, 0
+                    raise OSError(code, os.strerror(code))
+                raise closed or ClosedResourceError("can't receive: this stream was already closed")
         except OSError as exc:
             raise _stream_error(exc, "receive")
         finally:
             self._receiving = False
+
+    def _receiver_closed(self, rx: _StreamReceiver) -> ClosedResourceError | None:
+        """Why ``rx`` cannot be armed (again), if it cannot."""
+        if rx.closed_by_user:
+            return ClosedResourceError("another task closed this stream")
+        if self.socket.fileno() < 0:
+            return ClosedResourceError("can't receive: this stream was already closed")
+        if rx.bufring.closed:
+            return ClosedResourceError("can't receive: the run is shutting down")
+        return None
+
+    async def _start_receiver(self) -> _StreamReceiver | None:
+        # First receive_some on this stream: a receive_buffers loop that
+        # was left armed is stopped first (one multishot per socket).
+        old = self._buffer_receiver
+        if old is not None and old.armed:
+            await old.stop()
+        bufring = runtime_recv_ring()
+        if bufring is None:
+            return None
+        self._rx = _StreamReceiver(self.socket, bufring)
+        return self._rx
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): end the multishot receive, which would
+        # otherwise keep the connection open in the kernel until the run ends.
+        rx = getattr(self, "_rx", None)
+        if rx is not None and rx.armed:
+            try:
+                if rx.runner._thread == threading.get_ident():
+                    rx.request_cancel()
+                else:
+                    rx.runner._run_sync_soon(rx.request_cancel, (), False)
+            except Exception:  # pragma: no cover - run already over
+                pass
 
     # -- receive_buffers (issue 5; the machinery is in _buffer_group.py) ----
 

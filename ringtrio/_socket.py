@@ -534,7 +534,11 @@ class SocketType:
         if sock.fileno() < 0:
             return
         ops = self._ops
-        if not ops:
+        if not ops or all(op.done for op in ops):
+            # Nothing in flight (an op still listed here after its final
+            # CQE was ended by the run's shutdown drain).
+            for op in ops or ():
+                op.fd = -1
             sock.close()
             return
         for op in list(ops):
@@ -749,11 +753,15 @@ class SocketType:
         No buffer is pinned while waiting: the kernel picks one from the
         run's provided-buffer ring when data arrives and the bytes are copied
         out (so at most the ring's buffer size, 64 KiB, is returned)."""
-        _check_size(bufsize, "buffersize", "recv")
-        fd = self._fd()
-        if bufsize == 0:
-            await checkpoint()
-            return b""
+        if type(bufsize) is not int or bufsize <= 0:
+            bufsize = int(_check_size(bufsize, "buffersize", "recv"))
+            if bufsize == 0:
+                self._fd()
+                await checkpoint()
+                return b""
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "Bad file descriptor (this socket was closed)")
         op = self._recv_op
         if op is not None and op.done and not op.bufring.closed:
             # Reuse (see _recv_op): same run, same buffer ring.
@@ -780,7 +788,10 @@ class SocketType:
                 self._recv_op = op
         if op is not None:
             op.data = b""
-            self._track(op)
+            ops = self._ops
+            if ops is None:
+                ops = self._ops = []
+            ops.append(op)
             try:
                 res, _ = await submit_and_wait(op)
             finally:
@@ -908,37 +919,50 @@ class SocketType:
             raise self._error(res, "send")
         return res
 
-    async def _send_all_stream(self, view: memoryview) -> int:
-        # For SocketStream.send_all: one SEND; the caller loops on short
-        # sends.  Not MSG_WAITALL (which would make one op send everything):
-        # an ASYNC_CANCEL that races with the kernel's internal retry of a
-        # send fails with -ENOENT and the op re-arms, so a WAITALL send to a
-        # peer that does not read would outlive its cancellation.  A plain
-        # send completes at its next partial transfer instead.
-        cbuf = _ffi.from_buffer(view)
-        fd = self._fd()
+    async def _send_all_stream(self, data: bytes | memoryview) -> None:
+        # For SocketStream.send_all: SENDs until all of ``data`` (bytes, or a
+        # flat byte memoryview) is sent; a short send (the socket buffer
+        # filled up) goes round again.  Not MSG_WAITALL (which would make one
+        # op send everything): an ASYNC_CANCEL that races with the kernel's
+        # internal retry of a send fails with -ENOENT and the op re-arms, so
+        # a WAITALL send to a peer that does not read would outlive its
+        # cancellation.  A plain send completes at its next partial transfer
+        # instead.
+        #
+        # A bytes object goes to the SQE as it is (its memory is stable and
+        # it is the op's keepalive); anything else through a cffi buffer held
+        # by the op alone.  (Never by a local of this frame: a memoryview
+        # still exported when a cancelled frame ends up in a reference cycle
+        # cannot be cleared by the garbage collector.)
+        total = data.nbytes if isinstance(data, memoryview) else len(data)
+        sent = 0
         op = self._send_op
-        if op is not None and op.done:
-            # Reuse (see _send_op).
-            op.fd = fd
-            op.addr = _addr_of(cbuf)
-            op.length = len(cbuf)
-            op.keepalive = cbuf
-        else:
-            op = RingOp(
-                _ring.IORING_OP_SEND, fd, _addr_of(cbuf), len(cbuf), 0, _MSG_NOSIGNAL, keepalive=cbuf
-            )
+        if op is None or not op.done:
+            op = RingOp(_ring.IORING_OP_SEND, -1, 0, 0, 0, _MSG_NOSIGNAL)
             if self._send_op is None:
                 self._send_op = op
-        del cbuf
         self._track(op)
         try:
-            res, _ = await submit_and_wait(op)
+            while True:
+                fd = self._sock.fileno()
+                if fd < 0:
+                    raise OSError(errno.EBADF, "Bad file descriptor (this socket was closed)")
+                op.fd = fd
+                if sent:
+                    op.addr = op.keepalive = _ffi.from_buffer(memoryview(data)[sent:])
+                elif type(data) is bytes:
+                    op.addr = op.keepalive = data
+                else:
+                    op.addr = op.keepalive = _ffi.from_buffer(data)
+                op.length = total - sent
+                res, _ = await submit_and_wait(op)
+                if res < 0:
+                    raise self._error(res, "send")
+                sent += res
+                if sent >= total:
+                    return
         finally:
             self._op_finished(op)
-        if res < 0:
-            raise self._error(res, "send")
-        return res
 
     async def _sendmsg_raw(
         self, buffers: Iterable[Any], ancdata: Iterable[Any], flags: int, address: Any, what: str

@@ -508,3 +508,109 @@ def test_stress_random_cancellation_loses_no_byte() -> None:
 @pytest.mark.slow
 def test_stress_random_cancellation_loses_no_byte_200_connections() -> None:
     _stress(200, 200_000, seed=2)
+
+
+# ---------------------------------------------------------------------------
+# receive_some's multishot receive (_StreamReceiver)
+# ---------------------------------------------------------------------------
+
+
+def test_receive_some_cancelled_then_data_arrives_loses_nothing() -> None:
+    async def main() -> None:
+        a, b = await stream_pair()
+        async with a, b:
+            with ringtrio.move_on_after(0.05) as scope:
+                await b.receive_some()
+            assert scope.cancelled_caught
+            # Arrives while nobody is receiving: queued by the armed receive.
+            await a.send_all(b"hello")
+            await wait_all_tasks_blocked(0.05)
+            assert await b.receive_some(2) == b"he"  # split: the rest stays queued
+            assert await b.receive_some() == b"llo"
+            await a.send_eof()
+            assert await b.receive_some() == b""
+            assert await b.receive_some() == b""  # EOF is sticky
+
+    ringtrio.run(main)
+
+
+def test_receive_some_queued_data_is_still_a_checkpoint() -> None:
+    async def main() -> None:
+        a, b = await stream_pair()
+        async with a, b:
+            await a.send_all(b"x")
+            await wait_all_tasks_blocked(0.05)
+            with ringtrio.CancelScope() as scope:
+                scope.cancel()
+                with pytest.raises(ringtrio.Cancelled):
+                    await b.receive_some()
+                    # (never reached)
+            assert await b.receive_some() == b"x"
+
+    ringtrio.run(main)
+
+
+def test_receive_some_pauses_a_reader_that_falls_behind() -> None:
+    """More than the pause threshold is sent while the reader sleeps: the
+    multishot is paused, re-armed as the reader catches up, and every byte
+    arrives once, in order."""
+    from ringtrio import _highlevel_socket
+
+    data = random.Random(7).randbytes(4 * _highlevel_socket._RX_PAUSE_BYTES)
+
+    async def main() -> None:
+        a, b = await stream_pair()
+        async with a, b:
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(a.send_all, data)
+                await wait_all_tasks_blocked(0.1)
+                rx = b._rx
+                queued = rx.queued if rx is not None else 0
+                assert queued <= _highlevel_socket._RX_PAUSE_BYTES + 65536
+                got = bytearray()
+                with ringtrio.fail_after(TIMEOUT):
+                    while len(got) < len(data):
+                        got += await b.receive_some(10_000)
+            assert bytes(got) == data
+
+    ringtrio.run(main)
+
+
+def test_dropped_stream_ends_its_multishot_receive() -> None:
+    import gc
+
+    async def main() -> None:
+        a, b = await stream_pair()
+        with ringtrio.move_on_after(0.05):
+            await b.receive_some()
+        assert lowlevel.current_statistics().ops_in_flight >= 1
+        sock = b.socket
+        del b
+        gc.collect()
+        with ringtrio.fail_after(TIMEOUT):
+            while lowlevel.current_statistics().ops_in_flight:
+                await ringtrio.sleep(0.01)
+        sock.close()
+        await a.aclose()
+
+    ringtrio.run(main)
+
+
+def test_run_ends_with_an_armed_receive_and_leaks_nothing() -> None:
+    before = count_fds()
+    kept: list[object] = []
+
+    async def main() -> None:
+        a, b = await stream_pair()
+        kept.extend((a, b))
+        with ringtrio.move_on_after(0.05):
+            await b.receive_some()
+        # Returns with b's multishot receive still armed: the run cancels it
+        # and frees the receive group after its final CQE.
+
+    ringtrio.run(main)
+    for s in kept:
+        s.socket.close()  # type: ignore[attr-defined]
+    kept.clear()
+    assert count_fds() == before
+

@@ -261,14 +261,16 @@ def runtime_recv_ring() -> BufferRing | None:
 
     def free_runtime_ring() -> None:
         # Runs when the system nursery closes: every task of the run has
-        # finished, so no receive that could select from the group is in
-        # flight.  If (after an internal error) ops are still in flight, the
-        # memory is deliberately leaked rather than freed under the kernel.
+        # finished.  Receives that could still select from the group (the
+        # multishot receive of a stream nobody closed) are cancelled when
+        # the ring is drained, so then the group is freed (or, if ops could
+        # not be drained, deliberately leaked rather than freed under the
+        # kernel).
         state.recv_ring = None
         if runner._ops_in_flight == 0:
             ring.close()
-        else:  # pragma: no cover - only after an internal error
-            _run._abandoned_ops.append(ring)  # type: ignore[arg-type]
+        else:
+            runner._close_after_drain.append(ring.close)
 
     if nursery is not None and not nursery._closed:
         nursery._add_exit_callback(free_runtime_ring)

@@ -1004,7 +1004,7 @@ class RingOp:
         self,
         opcode: int,
         fd: int = -1,
-        addr: int = 0,
+        addr: Any = 0,
         length: int = 0,
         off: int = 0,
         op_flags: int = 0,
@@ -1023,6 +1023,9 @@ class RingOp:
         self.ioprio = ioprio
         self.sqe_flags = sqe_flags
         self.buf_index = buf_index
+        # `addr` is an integer address, or a bytes object or cffi buffer
+        # whose memory the SQE points at (it must then also be kept alive,
+        # normally by being the keepalive).
         # Whatever `addr`/`off` point into: kept alive until the final CQE,
         # whatever happens to the task that submitted the op.
         self.keepalive = keepalive
@@ -1124,7 +1127,14 @@ def submit_and_wait(op: RingOp) -> Generator[Any, Any, tuple[int, int]]:
         # deadlines up to now, so if that deadline still stands we are
         # cancelled; if it was moved later meanwhile, just submit again.
         if task._cancel_scope._eff:
+            _release_memory(op)
             raise _cancelled_for(task)
+
+
+def _release_memory(op: RingOp) -> None:
+    op.keepalive = None
+    if type(op.addr) is not int:
+        op.addr = 0
 
 
 def _op_abort(self: RingOp, raise_cancel: Callable[[], NoReturn]) -> Abort:
@@ -1468,6 +1478,9 @@ class Runner:
         self._wake_buf = self.ring.ffi.new("char[]", 256)
         self._wakeup_armed = False
         self._thread = threading.get_ident()
+        # Resources whose memory in-flight ops may still use at the end of
+        # the run: closed once the ring has been drained.
+        self._close_after_drain: list[Callable[[], None]] = []
         self._done = False
 
     # -- instruments -----------------------------------------------------
@@ -1696,14 +1709,17 @@ class Runner:
                 link_ns = max(0, math.ceil(deadline * 1e9))
         op.linked = link_ns >= 0
         self._sq_dirty = True
+        addr = op.addr
         try:
-            rc = self._lib.rt_prep(
+            # `addr` is an address (int) or, on hot paths, the buffer object
+            # itself (bytes or a cffi buffer): passed as a pointer, no cast.
+            rc = (self._lib.rt_prep if type(addr) is int else self._lib.rt_prep_ptr)(
                 self._ring_ptr,
                 op.opcode,
                 op.sqe_flags,
                 op.ioprio,
                 op.fd,
-                op.addr,
+                addr,
                 op.length,
                 op.off,
                 op.op_flags,
@@ -1807,10 +1823,14 @@ class Runner:
                 free.append(slot)
                 self._ops_in_flight -= 1
                 op._on_cqe(res, flags)
-                # The kernel is done with the op's memory: drop it now, not
-                # whenever the op object goes (a caller's buffer export, such
-                # as send_all's memoryview, must be releasable at once).
-                op.keepalive = None
+                if op.result is not _LINK_EXPIRED:
+                    # The kernel is done with the op's memory: drop it now,
+                    # not whenever the op object goes (a caller's buffer
+                    # export, such as send_all's memoryview, must be
+                    # releasable at once).  (An op whose linked deadline
+                    # fired may be submitted again: submit_and_wait drops
+                    # them if it is not.)
+                    _release_memory(op)
             else:
                 op._on_cqe(res, flags)
 
@@ -2143,6 +2163,10 @@ class Runner:
             self._drain_ring()
             if self._ops_in_flight:
                 _abandoned_ops.extend(op for op in self._op_slots[_RESERVED_SLOTS:] if op is not None)
+                _abandoned_ops.extend(self._close_after_drain)  # type: ignore[arg-type]
+            else:
+                for close in self._close_after_drain:
+                    close()
         finally:
             self.ring.close()
             for fd in (self._wake_r, self._wake_w):
