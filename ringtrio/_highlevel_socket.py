@@ -17,13 +17,15 @@ from ._core._run import (
     Abort,
     CancelScope,
     OwnedRingOp,
+    RingOp,
     _current_runner,
     checkpoint,
     current_task,
     reschedule,
+    submit_and_wait,
     wait_task_rescheduled,
 )
-from ._socket import SocketType
+from ._socket import _MSG_NOSIGNAL, SocketType, _ffi
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -237,33 +239,76 @@ class SocketStream(HalfCloseableStream):
         return f"<ringtrio.SocketStream {self.socket!r}>"
 
     async def send_all(self, data: bytes | bytearray | memoryview | Buffer) -> None:
+        # SENDs until everything is sent; a short send (the socket buffer
+        # filled up) goes round again.  Not MSG_WAITALL (which would make one
+        # op send everything): an ASYNC_CANCEL that races with the kernel's
+        # internal retry of a send fails with -ENOENT and the op re-arms, so
+        # a WAITALL send to a peer that does not read would outlive its
+        # cancellation.  A plain send completes at its next partial transfer.
+        # (The loop is here rather than in the socket, and errors are
+        # translated with try/except rather than _translate_errors: this is
+        # the hot path of every server.)
         if self._sending:
             raise BusyResourceError("another task is already sending on this stream")
-        if self.socket._did_shutdown_SHUT_WR:
+        sock = self.socket
+        if sock._did_shutdown_SHUT_WR:
             raise ClosedResourceError("can't send data after sending EOF (send_eof)")
         self._sending = True
-        # (try/except with _stream_error rather than the _translate_errors
-        # context manager: this is the hot path of every server.)
+        op = None
         try:
             payload: bytes | memoryview
             if type(data) is bytes:
                 payload = data
+                total = len(data)
             else:
                 # Not released explicitly (no `with`): the kernel op holds an
                 # export of it until its CQE, and an error traceback may too.
                 payload = memoryview(data)
                 if payload.ndim != 1 or payload.format not in ("B", "b", "c"):
                     payload = payload.cast("B")
-            if payload:
-                await self.socket._send_all_stream(payload)
+                total = payload.nbytes
+            if not total:
+                if sock.fileno() < 0:
+                    raise ClosedResourceError("can't send data: this stream was already closed")
+                await checkpoint()
                 return
-            if self.socket.fileno() < 0:
-                raise ClosedResourceError("can't send data: this stream was already closed")
-            await checkpoint()
+            op = sock._send_op
+            if op is None or not op.done:
+                op = RingOp(_ring.IORING_OP_SEND, -1, 0, 0, 0, _MSG_NOSIGNAL)
+                if sock._send_op is None:
+                    sock._send_op = op
+            sock._track(op)
+            sent = 0
+            while True:
+                fd = sock._sock.fileno()
+                if fd < 0:
+                    raise ClosedResourceError("can't send data: this stream was already closed")
+                op.fd = fd
+                # A bytes object goes to the SQE as it is (its memory is
+                # stable and it is the op's keepalive); anything else through
+                # a cffi buffer held by the op alone -- never by a local of
+                # this frame: a memoryview still exported when a cancelled
+                # frame ends up in a reference cycle cannot be cleared by the
+                # garbage collector.
+                if sent:
+                    op.addr = op.keepalive = _ffi.from_buffer(memoryview(payload)[sent:])
+                elif type(payload) is bytes:
+                    op.addr = op.keepalive = payload
+                else:
+                    op.addr = op.keepalive = _ffi.from_buffer(payload)
+                op.length = total - sent
+                res, _ = await submit_and_wait(op)
+                if res < 0:
+                    raise sock._error(res, "send")
+                sent += res
+                if sent >= total:
+                    return
         except OSError as exc:
             raise _stream_error(exc, "send data")
         finally:
             self._sending = False
+            if op is not None:
+                sock._op_finished(op)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

@@ -919,51 +919,6 @@ class SocketType:
             raise self._error(res, "send")
         return res
 
-    async def _send_all_stream(self, data: bytes | memoryview) -> None:
-        # For SocketStream.send_all: SENDs until all of ``data`` (bytes, or a
-        # flat byte memoryview) is sent; a short send (the socket buffer
-        # filled up) goes round again.  Not MSG_WAITALL (which would make one
-        # op send everything): an ASYNC_CANCEL that races with the kernel's
-        # internal retry of a send fails with -ENOENT and the op re-arms, so
-        # a WAITALL send to a peer that does not read would outlive its
-        # cancellation.  A plain send completes at its next partial transfer
-        # instead.
-        #
-        # A bytes object goes to the SQE as it is (its memory is stable and
-        # it is the op's keepalive); anything else through a cffi buffer held
-        # by the op alone.  (Never by a local of this frame: a memoryview
-        # still exported when a cancelled frame ends up in a reference cycle
-        # cannot be cleared by the garbage collector.)
-        total = data.nbytes if isinstance(data, memoryview) else len(data)
-        sent = 0
-        op = self._send_op
-        if op is None or not op.done:
-            op = RingOp(_ring.IORING_OP_SEND, -1, 0, 0, 0, _MSG_NOSIGNAL)
-            if self._send_op is None:
-                self._send_op = op
-        self._track(op)
-        try:
-            while True:
-                fd = self._sock.fileno()
-                if fd < 0:
-                    raise OSError(errno.EBADF, "Bad file descriptor (this socket was closed)")
-                op.fd = fd
-                if sent:
-                    op.addr = op.keepalive = _ffi.from_buffer(memoryview(data)[sent:])
-                elif type(data) is bytes:
-                    op.addr = op.keepalive = data
-                else:
-                    op.addr = op.keepalive = _ffi.from_buffer(data)
-                op.length = total - sent
-                res, _ = await submit_and_wait(op)
-                if res < 0:
-                    raise self._error(res, "send")
-                sent += res
-                if sent >= total:
-                    return
-        finally:
-            self._op_finished(op)
-
     async def _sendmsg_raw(
         self, buffers: Iterable[Any], ancdata: Iterable[Any], flags: int, address: Any, what: str
     ) -> int:

@@ -1829,8 +1829,10 @@ class Runner:
                     # export, such as send_all's memoryview, must be
                     # releasable at once).  (An op whose linked deadline
                     # fired may be submitted again: submit_and_wait drops
-                    # them if it is not.)
-                    _release_memory(op)
+                    # them if it is not.)  (_release_memory, inlined.)
+                    op.keepalive = None
+                    if type(op.addr) is not int:
+                        op.addr = 0
             else:
                 op._on_cqe(res, flags)
 
