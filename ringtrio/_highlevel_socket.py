@@ -340,6 +340,8 @@ class SocketStream(HalfCloseableStream):
             raise BusyResourceError("another task is already receiving on this stream")
         if max_bytes is None:
             max_bytes = DEFAULT_RECEIVE_SIZE
+        elif type(max_bytes) is int and max_bytes > 0:
+            pass
         elif not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
             raise TypeError(f"max_bytes must be an int or None, not {type(max_bytes).__name__}")
         elif max_bytes < 1:
