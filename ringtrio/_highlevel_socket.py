@@ -113,7 +113,7 @@ class _StreamReceiver(OwnedRingOp):
     buffers (-ENOBUFS).  Its final CQE is what ends it, whatever its code.
     """
 
-    __slots__ = ("sock", "bufring", "chunks", "queued", "eof", "error", "waiter")
+    __slots__ = ("sock", "bufring", "chunks", "queued", "eof", "error", "waiter", "stopper")
 
     def __init__(self, sock: SocketType, bufring: Any) -> None:
         super().__init__(
@@ -129,7 +129,8 @@ class _StreamReceiver(OwnedRingOp):
         self.queued = 0  # bytes in chunks
         self.eof = False
         self.error = 0
-        self.waiter: Any = None
+        self.waiter: Any = None  # the reader parked in receive_some
+        self.stopper: Any = None  # a task waiting in stop() for the end
 
     def arm(self, fd: int) -> None:
         self.fd = fd
@@ -158,6 +159,9 @@ class _StreamReceiver(OwnedRingOp):
         if waiter is not None and (self.chunks or not self.armed):
             self.waiter = None
             reschedule(waiter)
+        if not self.armed and self.stopper is not None:
+            stopper, self.stopper = self.stopper, None
+            reschedule(stopper)
 
     def abort_wait(self, raise_cancel: Any) -> Abort:
         # The reader gives up; the request stays armed and what it receives
@@ -177,11 +181,12 @@ class _StreamReceiver(OwnedRingOp):
         return data
 
     async def stop(self) -> None:
-        """Cancel the request and wait (shielded) for its final CQE."""
+        """Cancel the request and wait (shielded) for its final CQE.  One
+        task at a time (the stream's closer)."""
         self.request_cancel()
         with CancelScope(shield=True):
             while self.armed:
-                self.waiter = current_task()
+                self.stopper = current_task()
                 await wait_task_rescheduled(_abort_failed)
 
 
@@ -438,6 +443,12 @@ class SocketStream(HalfCloseableStream):
 
     async def aclose(self) -> None:
         self.socket.close()
+        rx = self._rx
+        if rx is not None and rx.armed and rx.stopper is None:
+            # The close cancelled receive_some's multishot receive: its
+            # final CQE is awaited here (shielded), so nothing is in flight
+            # for this stream once aclose() returns.
+            await rx.stop()
         await checkpoint()
 
     def setsockopt(self, level: int, option: int, value: int | Buffer | None, length: int | None = None) -> None:
