@@ -30,11 +30,14 @@ from typing import Any
 from ._core import (
     CancelScope,
     ClosedResourceError,
+    LinkedChain,
     RingOp,
     cancel_ring_op,
     checkpoint,
     checkpoint_if_cancelled,
+    direct_files,
     submit_and_wait,
+    submit_chain_and_wait,
 )
 from ._core._ring import (
     IORING_FSYNC_DATASYNC,
@@ -45,6 +48,7 @@ from ._core._ring import (
     IORING_OP_READ,
     IORING_OP_STATX,
     IORING_OP_WRITE,
+    IOSQE_FIXED_FILE,
 )
 
 try:
@@ -204,6 +208,172 @@ async def _statx(
     if res < 0:
         raise _oserror(res, path) if path is not None else _oserror(res)
     return _statx_to_stat_result(_ffi.buffer(buf))
+
+
+# ---------------------------------------------------------------------------
+# Whole files (Path.read_bytes / read_text): one linked chain
+# ---------------------------------------------------------------------------
+
+# Tests set this to False to force the plain path (which is also what runs
+# when the kernel cannot register a sparse file table, or all slots are in
+# use).
+_USE_CHAINS = True
+# The chain's two reads: the first takes up to 64 KiB, the second proves end
+# of file (a read that returns 0 means EOF for every kind of file; a short
+# read only means it for files served from the page cache, and /proc files
+# are S_ISREG too) or, if the file is larger, returns its next bytes.
+_CHAIN_READ1 = 65536
+_CHAIN_READ2 = 4096
+# Chains (with their buffers) kept for reuse per run.
+_CHAIN_POOL_MAX = 64
+_NOT_HAPPENED = (-errno.ECANCELED, -errno.EINTR)
+
+
+class _OpenReadChain(LinkedChain):
+    """OPENAT into a direct slot -> READ -> READ, in one submission.
+
+    The reads use the file position (offset -1), so the second continues
+    where the first stopped on any kind of file.  The slot is closed by the
+    caller once the CQEs are in (and the reads have told whether there is
+    more to read through it).
+    """
+
+    __slots__ = ("cpath", "slot", "buf", "addr")
+
+    def __init__(self) -> None:
+        super().__init__((IORING_OP_OPENAT, IORING_OP_READ, IORING_OP_READ))
+        self.buf = _alloc_uninitialized("char[]", _CHAIN_READ1 + _CHAIN_READ2)
+        self.addr = _addr(self.buf)
+        self.cpath: Any = None
+        self.slot = 0
+
+    def _prep(self, lib: Any, ring_ptr: Any, tokens: list[int]) -> int:
+        addr = self.addr
+        return lib.rt_prep_open_chain(  # type: ignore[no-any-return]
+            ring_ptr, AT_FDCWD, self.cpath, os.O_RDONLY, 0, self.slot, IORING_OP_READ,
+            addr, _CHAIN_READ1, addr + _CHAIN_READ1, _CHAIN_READ2, *tokens,
+        )
+
+    def _happened(self) -> bool:
+        # A cancelled task gets the bytes only if both reads happened (or
+        # the open failed for a real reason): a cancelled first read lets the
+        # hard-linked second one read the start of the file.
+        opened, n1, n2 = self.results
+        if opened in _NOT_HAPPENED:
+            return False
+        return opened < 0 or (n1 not in _NOT_HAPPENED and n2 not in _NOT_HAPPENED)
+
+
+async def _read_whole(path: str | bytes) -> bytes:
+    """The whole file at ``path``: one OPENAT -> READ -> READ chain, one
+    wake-up, for files up to 64 KiB; larger (or still growing, or
+    non-regular) files continue with plain reads through the same slot."""
+    files = direct_files() if _USE_CHAINS else None
+    slot = files.take() if files is not None else None
+    if slot is None:
+        return await _read_whole_plain(path)
+    assert files is not None
+    pool = files.pool
+    chain: _OpenReadChain = pool.pop() if pool else _OpenReadChain()
+    chain.pending = -1  # not submitted
+    try:
+        bpath = os.fsencode(path)
+        if b"\0" in bpath:
+            raise ValueError("embedded null byte")
+        # The kernel reads the path while the chain is submitted; a bytes
+        # object's buffer is NUL-terminated and never moves.
+        chain.cpath = _ffi.from_buffer(bpath)
+        chain.slot = slot
+        opened, n1, n2 = await submit_chain_and_wait(chain)
+        for res in (opened, n1, n2):
+            if res < 0:
+                raise _oserror(res, path)
+        buf = chain.buf
+        if n1 == _CHAIN_READ1 or not n2:
+            data = _ffi.buffer(buf, n1 + n2)[:]  # one run of bytes in buf
+        else:
+            data = _ffi.buffer(buf, n1)[:] + _ffi.buffer(buf + _CHAIN_READ1, n2)[:]
+        if not n2:
+            return data  # type: ignore[no-any-return]
+        # More to come: read on through the slot until a read returns 0.
+        return await _read_to_eof(slot, IOSQE_FIXED_FILE, 4 * _CHAIN_READ1, [data], path, False)
+    finally:
+        chain.cpath = None
+        if chain.pending == 0:
+            # All CQEs are in: the kernel is done with the chain's memory.
+            if chain.results[0] >= 0:
+                files.close(slot)
+            else:
+                files.give_back(slot)
+            if len(pool) < _CHAIN_POOL_MAX:
+                pool.append(chain)
+        elif chain.pending < 0:
+            files.give_back(slot)
+            pool.append(chain)
+        # else: still in flight (the coroutine was closed by a run being torn
+        # down): the ring, and its file table, go with the run.
+
+
+def _short_read_is_eof(st: os.stat_result) -> bool:
+    """Whether a read shorter than asked means end of file.  True for files
+    served from the page cache (the kernel only stops short at EOF); /proc
+    and other synthetic files are S_ISREG too but hand out a page or so per
+    read -- they report size 0, which is how they are told apart.  (An empty
+    regular file loses nothing: its first read returns 0.)"""
+    return _stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def _fstat_not_dir(fd: int, name: Any) -> os.stat_result:
+    """fstat(2) of a newly opened fd, refusing directories as open() does.
+    (fstat on an open fd never blocks, and costs a fraction of a ring round
+    trip; STATX on the ring is what Path.stat / f.stat use.)"""
+    st = os.fstat(fd)
+    if _stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+    return st
+
+
+async def _read_whole_plain(path: str | bytes) -> bytes:
+    """OPENAT, READs from a size+1 one (size from fstat), close(2)."""
+    fd = await _openat(path, os.O_RDONLY)
+    try:
+        st = _fstat_not_dir(fd, path)
+        short_is_eof = _short_read_is_eof(st)
+        size = st.st_size + 1 if short_is_eof else 65536
+        return await _read_to_eof(fd, 0, size, [], path, short_is_eof)
+    finally:
+        # (also when cancelled after the kernel opened the file: no leak)
+        os.close(fd)
+
+
+async def _read_to_eof(
+    fd: int, sqe_flags: int, size: int, parts: list[bytes], path: str | bytes, short_is_eof: bool
+) -> bytes:
+    """Read from the file position of ``fd`` (a direct slot with
+    IOSQE_FIXED_FILE) to end of file; returns ``parts`` + what was read,
+    joined.  The buffer doubles while reads fill it."""
+    while True:
+        rbuf = _alloc_uninitialized("char[]", size)
+        n = await _run_op(
+            RingOp(IORING_OP_READ, fd, _addr(rbuf), size, _OFF_CUR, sqe_flags=sqe_flags, keepalive=rbuf)
+        )
+        if n < 0:
+            raise _oserror(n, path)
+        if n:
+            parts.append(_ffi.buffer(rbuf, n)[:])
+        if n == 0 or (short_is_eof and n < size):
+            return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+        if n == size:
+            size = min(size * 2, 1 << 26)
+
+
+async def _read_whole_text(path: str | bytes, encoding: str | None, errors: str | None) -> str:
+    """``open(path, encoding=..., errors=...).read()``: the bytes in one go,
+    decoded as TextIOWrapper.read() decodes them (universal newlines)."""
+    enc, errs = _resolve_text_params(encoding, errors, None)
+    data = await _read_whole(path)
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(enc)(errs), True)
+    return decoder.decode(data, final=True)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------
@@ -373,11 +543,12 @@ class AsyncBinaryFile(AsyncFile):
         self._seekable = seekable
         if regular is None:
             try:
-                regular = _stat.S_ISREG(os.fstat(fd).st_mode)
+                regular = _short_read_is_eof(os.fstat(fd))
             except OSError:
                 regular = False
         # On a regular file a short read means end of file (the kernel only
         # returns fewer bytes than asked at EOF), which saves a round trip.
+        # (`regular` is _short_read_is_eof: /proc files do not count.)
         self._regular = regular and seekable
         self._pos = pos
         self._rbuf = _EMPTY  # read-ahead: the file's bytes from _pos - _ri
@@ -1416,11 +1587,7 @@ async def open_file(
             raise ValueError("Cannot use closefd=False with file name")
         fd = await _openat(path, m.flags)
     try:
-        # fstat on the open fd: never blocks, and costs a fraction of a ring
-        # round trip (STATX on the ring is what Path.stat / f.stat use).
-        st = os.fstat(fd)
-        if _stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        st = _fstat_not_dir(fd, name)
         regular = _stat.S_ISREG(st.st_mode)
         blksize = st.st_blksize if st.st_blksize > 1 else _DEFAULT_BUFFER_SIZE
         bufsize = buffering if buffering > 1 else blksize
@@ -1441,7 +1608,7 @@ async def open_file(
             pos=pos,
             bufsize=bufsize,
             buffered=buffering != 0,
-            regular=regular,
+            regular=_short_read_is_eof(st),
         )
         if m.binary:
             return raw
