@@ -33,6 +33,7 @@ from ._core import (
     LinkedChain,
     RingOp,
     cancel_ring_op,
+    cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
     direct_files,
@@ -78,6 +79,11 @@ _TEXT_CHUNK = 8192
 # reading exactly what was asked for: one ring round trip costs far more than
 # copying a few KiB.
 _MIN_READAHEAD = 16384
+# Sequential large reads read ahead this much at a time (see _stream_read):
+# the window starts at the first size and doubles on every refill up to the
+# second.
+_STREAM_READAHEAD = 256 * 1024
+_STREAM_READAHEAD_MAX = 1024 * 1024
 _EMPTY = b""
 
 
@@ -500,6 +506,9 @@ class AsyncBinaryFile(AsyncFile):
         "_regular",
         "_pos",
         "_rbuf",
+        "_stream_end",
+        "_stream_buf",
+        "_stream_busy",
         "_ri",
         "_bufsize",
         "_readahead",
@@ -551,7 +560,12 @@ class AsyncBinaryFile(AsyncFile):
         # (`regular` is _short_read_is_eof: /proc files do not count.)
         self._regular = regular and seekable
         self._pos = pos
-        self._rbuf = _EMPTY  # read-ahead: the file's bytes from _pos - _ri
+        # Read-ahead: the file's bytes from _pos - _ri.  Bytes, or a
+        # memoryview of _stream_buf after a streaming read (see _stream_read).
+        self._rbuf: bytes | memoryview = _EMPTY
+        self._stream_end = -1
+        self._stream_buf: Any = None
+        self._stream_busy = False
         self._ri = 0
         self._bufsize = bufsize
         self._readahead = max(bufsize, _MIN_READAHEAD) if buffered else 0
@@ -688,10 +702,61 @@ class AsyncBinaryFile(AsyncFile):
             out = rbuf[ri:] if ri else rbuf
             self._rbuf, self._ri = _EMPTY, 0
             self._pos += avail
-            return out
+            return out if type(out) is bytes else bytes(out)
         self._ri = ri + n
         self._pos += n
-        return rbuf[ri : ri + n]
+        out = rbuf[ri : ri + n]
+        return out if type(out) is bytes else bytes(out)
+
+    def _readahead_as_bytes(self) -> bytes:
+        """The read-ahead as bytes (readline and peek search and slice it)."""
+        rbuf = self._rbuf
+        if type(rbuf) is not bytes:
+            self._rbuf = rbuf = bytes(rbuf[self._ri :])
+            self._ri = 0
+        return rbuf  # type: ignore[return-value]
+
+    async def _stream_read(self, need: int) -> bytes:
+        """A large read that continues the previous one (sequential reading):
+        one kernel read of a window of 256 KiB (doubling while the reading
+        stays sequential, up to 1 MiB) into the file's stream buffer; ``need`` bytes are returned, the rest is kept as
+        read-ahead for the next reads.
+
+        Why: a ring round trip costs far more than the copy out of a buffer
+        that is still in the cache -- and on file systems without
+        non-blocking reads (tmpfs, NFS, FUSE) every READ is a trip through
+        an io-wq worker and back.  A 1 MiB window pays that once per sixteen
+        64 KiB reads.  The buffer is the kernel's to fill and ours
+        to copy from; only copies (bytes) leave this object.
+        """
+        buf = self._stream_buf
+        window = _STREAM_READAHEAD if buf is None else min(2 * len(buf), _STREAM_READAHEAD_MAX)
+        size = max(need, window)
+        shared = size == window and not self._stream_busy
+        if shared:
+            if buf is None or len(buf) != window:
+                buf = self._stream_buf = _alloc_uninitialized("char[]", window)
+            self._stream_busy = True
+        else:  # another task is filling the stream buffer, or a huge read
+            buf = _alloc_uninitialized("char[]", size)
+        pos = self._pos
+        try:
+            n = await self._op(RingOp(IORING_OP_READ, self._fd, _addr(buf), size, pos, keepalive=buf))
+        except GeneratorExit:
+            raise  # the READ may still be in flight: never reuse its buffer
+        except BaseException:
+            if shared:  # the op's CQE is in (or it never went out)
+                self._stream_busy = False
+            raise
+        if shared:
+            self._stream_busy = False
+        self._stream_end = pos + n
+        if n <= need:
+            self._pos = pos + n
+            return _ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
+        self._rbuf, self._ri = memoryview(_ffi.buffer(buf, n)), need
+        self._pos = pos + need
+        return _ffi.buffer(buf, need)[:]  # type: ignore[no-any-return]
 
     async def _fill(self) -> bool:
         """Refill the (empty) read-ahead buffer; False at EOF."""
@@ -705,6 +770,8 @@ class AsyncBinaryFile(AsyncFile):
 
     def _drop_readahead(self) -> None:
         self._rbuf, self._ri = _EMPTY, 0
+        self._stream_end = -1
+        self._stream_buf = None  # (the window starts small again)
 
     # -- reading ----------------------------------------------------------------
 
@@ -720,21 +787,45 @@ class AsyncBinaryFile(AsyncFile):
         if size == 0:
             await checkpoint()
             return _EMPTY
+        # Cancelled is raised before anything is taken from the read-ahead
+        # (after, the checkpoint is shielded: the bytes are the result).
+        await checkpoint_if_cancelled()
         head = self._take_buffered(size)
         if len(head) == size:
-            await checkpoint()
+            await cancel_shielded_checkpoint()
             return head
         if not self._readahead:
             # unbuffered (buffering=0): exactly one kernel read, like FileIO
             if head:
-                await checkpoint()
+                await cancel_shielded_checkpoint()
                 return head
             return await self._read_raw(size)
         need = size - len(head)
         parts = [head] if head else []
+        try:
+            return await self._read_more(parts, need)
+        except BaseException:
+            self._unread(parts)
+            raise
+
+    def _unread(self, parts: list[bytes]) -> None:
+        """Put bytes a read took but will not return (it is raising:
+        Cancelled, say) back in front of the read-ahead."""
+        data = _EMPTY.join(parts)
+        if data:
+            self._rbuf = data + self._readahead_as_bytes()[self._ri :]
+            self._ri = 0
+            self._pos -= len(data)
+
+    async def _read_more(self, parts: list[bytes], need: int) -> bytes:
+        """read()'s kernel part: ``need`` more bytes after ``parts``."""
         while need > 0:
             if need >= self._readahead:
-                chunk = await self._read_raw(need)
+                if self._regular and self._pos == self._stream_end:
+                    chunk = await self._stream_read(need)
+                else:
+                    chunk = await self._read_raw(need)
+                    self._stream_end = self._pos
                 if not chunk:
                     break
                 parts.append(chunk)
@@ -791,9 +882,10 @@ class AsyncBinaryFile(AsyncFile):
         if size == 0:
             await checkpoint()
             return _EMPTY
+        await checkpoint_if_cancelled()
         head = self._take_buffered(size)
         if head:
-            await checkpoint()
+            await cancel_shielded_checkpoint()
             return head
         return await self._read_raw(size)
 
@@ -803,7 +895,7 @@ class AsyncBinaryFile(AsyncFile):
             await self._fill()
         else:
             await checkpoint()
-        return self._rbuf[self._ri :]
+        return self._readahead_as_bytes()[self._ri :]
 
     async def readinto(self, buffer: Any) -> int:
         """Read into a writable buffer until it is full or EOF."""
@@ -826,18 +918,23 @@ class AsyncBinaryFile(AsyncFile):
         mv = mv.cast("B")
         self._check(readable=True)
         total = len(mv)
+        await checkpoint_if_cancelled()
         head = self._take_buffered(total)
         got = len(head)
         mv[:got] = head
         if got == total or (one and got):
-            await checkpoint()
+            await cancel_shielded_checkpoint()
             return got
-        while got < total:
-            n = await self._pread_into(mv[got:], self._offset())
-            self._pos += n
-            got += n
-            if n == 0 or one or (self._regular and got < total) or not self._readahead:
-                break
+        try:
+            while got < total:
+                n = await self._pread_into(mv[got:], self._offset())
+                self._pos += n
+                got += n
+                if n == 0 or one or (self._regular and got < total) or not self._readahead:
+                    break
+        except BaseException:
+            self._unread([bytes(mv[:got])])
+            raise
         return got
 
     async def readline(self, size: int | None = -1) -> bytes:
@@ -847,10 +944,19 @@ class AsyncBinaryFile(AsyncFile):
             await checkpoint()
             return _EMPTY
         parts: list[bytes] = []
+        await checkpoint_if_cancelled()
+        try:
+            return await self._readline(parts, size)
+        except BaseException:
+            self._unread(parts)
+            raise
+
+    async def _readline(self, parts: list[bytes], size: int) -> bytes:
         got = 0
         yielded = False
         while True:
-            rbuf, ri = self._rbuf, self._ri
+            rbuf = self._readahead_as_bytes()
+            ri = self._ri
             if len(rbuf) > ri:
                 limit = len(rbuf) if size < 0 else min(len(rbuf), ri + size - got)
                 nl = rbuf.find(b"\n", ri, limit)
@@ -866,7 +972,7 @@ class AsyncBinaryFile(AsyncFile):
             if not await self._fill():
                 break
         if not yielded:
-            await checkpoint()
+            await cancel_shielded_checkpoint()
         return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
 
     async def readlines(self, hint: int | None = -1) -> list[bytes]:

@@ -333,3 +333,101 @@ def test_run_ends_with_the_table_gone(tmp_path):
     second = ringtrio.run(main)
     assert first is not None and second is not None and first is not second
     assert count_fds() == before
+
+
+# ---------------------------------------------------------------------------
+# Sequential large reads: the read-ahead window (AsyncBinaryFile._stream_read)
+# ---------------------------------------------------------------------------
+
+
+def test_streaming_reads_match_stdlib_with_seeks_lines_and_writes(tmp_path):
+    """Large sequential reads are served from a growing read-ahead window;
+    whatever is mixed in (small reads, readline, peek, seeks inside and
+    outside the window, writes) gives the stdlib's results."""
+    data = bytearray(os.urandom(5 * (1 << 20)))
+    for i in range(0, len(data), 1000):
+        data[i] = 10  # some lines
+    p = tmp_path / "big"
+    p.write_bytes(data)
+    rng = random.Random(99)
+    ops = []
+    for _ in range(300):
+        kind = rng.choice(["big", "big", "big", "small", "line", "peek", "seek", "tell", "write"])
+        ops.append((kind, rng.choice([65536, 70000, 200000, 1 << 20]), rng.randrange(len(data))))
+
+    def sync_side():
+        out = []
+        with open(p, "r+b") as f:
+            for kind, n, where in ops:
+                out.append(_apply_sync(f, kind, n, where))
+        return out, p.read_bytes()
+
+    async def async_side():
+        out = []
+        async with await ringtrio.open_file(p, "r+b") as f:
+            for kind, n, where in ops:
+                out.append(await _apply_async(f, kind, n, where))
+        return out, p.read_bytes()
+
+    expected = sync_side()
+    p.write_bytes(data)
+    assert ringtrio.run(async_side) == expected
+
+
+def _apply_sync(f, kind, n, where):
+    if kind == "big":
+        return f.read(n)
+    if kind == "small":
+        return f.read(100)
+    if kind == "line":
+        return f.readline()
+    if kind == "peek":
+        f.peek(1)
+        return None
+    if kind == "seek":
+        return f.seek(where)
+    if kind == "tell":
+        return f.tell()
+    f.seek(f.tell())
+    return f.write(b"W" * 10)
+
+
+async def _apply_async(f, kind, n, where):
+    if kind == "big":
+        return await f.read(n)
+    if kind == "small":
+        return await f.read(100)
+    if kind == "line":
+        return await f.readline()
+    if kind == "peek":
+        await f.peek(1)
+        return None
+    if kind == "seek":
+        return await f.seek(where)
+    if kind == "tell":
+        return await f.tell()
+    return await f.write(b"W" * 10)
+
+
+def test_cancelled_streaming_read_keeps_position(tmp_path):
+    """A streaming read cancelled in flight either happened (bytes returned,
+    position moved) or did not (Cancelled, position unchanged): reading on
+    gives exactly the file."""
+    data = os.urandom(8 << 20)
+    p = tmp_path / "big"
+    p.write_bytes(data)
+    rng = random.Random(7)
+
+    async def main():
+        got = []
+        async with await ringtrio.open_file(p, "rb") as f:
+            while True:
+                with ringtrio.move_on_after(rng.choice([0, 1e-6, 1e-5, 1])):
+                    chunk = await f.read(65536)
+                    got.append(chunk)
+                    if not chunk:
+                        break
+                assert await f.tell() == sum(map(len, got))
+        return b"".join(got)
+
+    assert ringtrio.run(main) == data
