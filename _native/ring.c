@@ -470,6 +470,90 @@ int rt_prep_timeout(rt_ring *r, int64_t ns, uint32_t count,
 }
 
 /* ------------------------------------------------------------------ */
+/* direct descriptors (the registered file table) and open chains       */
+
+int rt_files_register_sparse(rt_ring *r, uint32_t nr)
+{
+    struct io_uring_rsrc_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.nr = nr;
+    reg.flags = IORING_RSRC_REGISTER_SPARSE;
+    return sys_register(r->fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
+}
+
+int rt_files_unregister(rt_ring *r)
+{
+    return sys_register(r->fd, IORING_UNREGISTER_FILES, NULL, 0);
+}
+
+int rt_prep_close_direct(rt_ring *r, uint32_t slot, uint64_t user_data,
+                         uint8_t sqe_flags)
+{
+    int err = 0;
+    struct io_uring_sqe *sqe = reserve(r, 1, &err);
+    if (!sqe)
+        return err;
+    sqe->opcode = IORING_OP_CLOSE;
+    sqe->flags = sqe_flags;
+    sqe->file_index = slot + 1;       /* fd stays 0: a slot, not an fd */
+    sqe->user_data = user_data;
+    r->sq_local_tail++;
+    return 0;
+}
+
+/* A READ or WRITE on direct slot `slot` at the file position (off = -1),
+ * so that a second one continues where the first stopped, whatever the
+ * kind of file. */
+static void prep_rw_direct(struct io_uring_sqe *sqe, uint8_t opcode,
+                           uint32_t slot, uint64_t buf, uint32_t len,
+                           uint64_t user_data)
+{
+    sqe->opcode = opcode;
+    sqe->flags = IOSQE_FIXED_FILE;
+    sqe->fd = (int32_t)slot;
+    sqe->addr = buf;
+    sqe->len = len;
+    sqe->off = (uint64_t)-1;
+    sqe->user_data = user_data;
+}
+
+int rt_prep_open_chain(rt_ring *r, int32_t dirfd, const char *path,
+                       uint32_t open_flags, uint32_t mode, uint32_t slot,
+                       uint8_t rw_opcode, uint64_t buf1, uint32_t len1,
+                       uint64_t buf2, uint32_t len2, uint64_t ud_open,
+                       uint64_t ud_rw1, uint64_t ud_rw2)
+{
+    uint32_t n = ud_rw2 ? 3 : 2;
+    int err = 0;
+    /* Reserved together: one enter submits the whole chain, so the kernel
+     * never sees a link flag pointing past the SQEs it was given. */
+    struct io_uring_sqe *open = reserve(r, n, &err);
+    if (!open)
+        return err;
+    open->opcode = IORING_OP_OPENAT;
+    /* A soft link: if the open fails, the reads are cancelled. */
+    open->flags = IOSQE_IO_LINK;
+    open->fd = dirfd;
+    open->addr = (uint64_t)(uintptr_t)path;
+    open->len = mode;
+    open->open_flags = open_flags;
+    open->file_index = slot + 1;
+    open->user_data = ud_open;
+
+    struct io_uring_sqe *rw1 = sqe_at(r, 1);
+    prep_rw_direct(rw1, rw_opcode, slot, buf1, len1, ud_rw1);
+    if (ud_rw2) {
+        /* A hard link: a short first read (the usual case: the file is
+         * smaller than the buffer) must not cancel the second, which is
+         * what proves end of file for every kind of file. */
+        rw1->flags |= IOSQE_IO_HARDLINK;
+        prep_rw_direct(sqe_at(r, 2), rw_opcode, slot, buf2, len2, ud_rw2);
+    }
+    r->sq_local_tail += n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* completion                                                          */
 
 uint32_t rt_reap(rt_ring *r, rt_cqe *out, uint32_t max)

@@ -101,6 +101,28 @@ uint32_t rt_reap(rt_ring *r, rt_cqe *out, uint32_t max);
 int rt_pass(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns,
             rt_cqe *out, uint32_t max);
 
+/* The registered file table ("direct descriptors"): a sparse table of `nr`
+ * empty slots (IORING_REGISTER_FILES2 + IORING_RSRC_REGISTER_SPARSE).  It
+ * is freed with the ring; rt_files_unregister frees it earlier.  Slots are
+ * chosen by the caller.  Return 0 or -errno. */
+int rt_files_register_sparse(rt_ring *r, uint32_t nr);
+int rt_files_unregister(rt_ring *r);
+/* IORING_OP_CLOSE of direct slot `slot`.  (It never waits: the kernel
+ * empties the slot while the SQE is submitted, before the SQEs after it.) */
+int rt_prep_close_direct(rt_ring *r, uint32_t slot, uint64_t user_data,
+                         uint8_t sqe_flags);
+/* One linked chain, reserved and queued as a unit: OPENAT of `path` (which
+ * must stay valid until the enter that submits it) into direct slot
+ * `slot`, soft-linked to a `rw_opcode` (READ or WRITE) of `len1` bytes at
+ * `buf1` on that slot at the file position; if `ud_rw2` != 0, hard-linked
+ * to a second one of `len2` bytes at `buf2`.  The slot is not closed: the
+ * caller closes it (rt_prep_close_direct) once the chain's CQEs are in. */
+int rt_prep_open_chain(rt_ring *r, int32_t dirfd, const char *path,
+                       uint32_t open_flags, uint32_t mode, uint32_t slot,
+                       uint8_t rw_opcode, uint64_t buf1, uint32_t len1,
+                       uint64_t buf2, uint32_t len2, uint64_t ud_open,
+                       uint64_t ud_rw1, uint64_t ud_rw2);
+
 /* Provided-buffer rings (IORING_REGISTER_PBUF_RING).  `count` must be a power
  * of two <= 32768.  All buffers live in one region of count*size bytes and
  * are all added to the ring at creation.  `flags` may hold IOU_PBUF_RING_INC.

@@ -30,11 +30,15 @@ from typing import Any
 from ._core import (
     CancelScope,
     ClosedResourceError,
+    LinkedChain,
     RingOp,
     cancel_ring_op,
+    cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
+    direct_files,
     submit_and_wait,
+    submit_chain_and_wait,
 )
 from ._core._ring import (
     IORING_FSYNC_DATASYNC,
@@ -45,6 +49,7 @@ from ._core._ring import (
     IORING_OP_READ,
     IORING_OP_STATX,
     IORING_OP_WRITE,
+    IOSQE_FIXED_FILE,
 )
 
 try:
@@ -74,6 +79,11 @@ _TEXT_CHUNK = 8192
 # reading exactly what was asked for: one ring round trip costs far more than
 # copying a few KiB.
 _MIN_READAHEAD = 16384
+# Sequential large reads read ahead this much at a time (see _stream_read):
+# the window starts at the first size and doubles on every refill up to the
+# second.
+_STREAM_READAHEAD = 256 * 1024
+_STREAM_READAHEAD_MAX = 1024 * 1024
 _EMPTY = b""
 
 
@@ -207,6 +217,172 @@ async def _statx(
 
 
 # ---------------------------------------------------------------------------
+# Whole files (Path.read_bytes / read_text): one linked chain
+# ---------------------------------------------------------------------------
+
+# Tests set this to False to force the plain path (which is also what runs
+# when the kernel cannot register a sparse file table, or all slots are in
+# use).
+_USE_CHAINS = True
+# The chain's two reads: the first takes up to 64 KiB, the second proves end
+# of file (a read that returns 0 means EOF for every kind of file; a short
+# read only means it for files served from the page cache, and /proc files
+# are S_ISREG too) or, if the file is larger, returns its next bytes.
+_CHAIN_READ1 = 65536
+_CHAIN_READ2 = 4096
+# Chains (with their buffers) kept for reuse per run.
+_CHAIN_POOL_MAX = 64
+_NOT_HAPPENED = (-errno.ECANCELED, -errno.EINTR)
+
+
+class _OpenReadChain(LinkedChain):
+    """OPENAT into a direct slot -> READ -> READ, in one submission.
+
+    The reads use the file position (offset -1), so the second continues
+    where the first stopped on any kind of file.  The slot is closed by the
+    caller once the CQEs are in (and the reads have told whether there is
+    more to read through it).
+    """
+
+    __slots__ = ("cpath", "slot", "buf", "addr")
+
+    def __init__(self) -> None:
+        super().__init__((IORING_OP_OPENAT, IORING_OP_READ, IORING_OP_READ))
+        self.buf = _alloc_uninitialized("char[]", _CHAIN_READ1 + _CHAIN_READ2)
+        self.addr = _addr(self.buf)
+        self.cpath: Any = None
+        self.slot = 0
+
+    def _prep(self, lib: Any, ring_ptr: Any, tokens: list[int]) -> int:
+        addr = self.addr
+        return lib.rt_prep_open_chain(  # type: ignore[no-any-return]
+            ring_ptr, AT_FDCWD, self.cpath, os.O_RDONLY, 0, self.slot, IORING_OP_READ,
+            addr, _CHAIN_READ1, addr + _CHAIN_READ1, _CHAIN_READ2, *tokens,
+        )
+
+    def _happened(self) -> bool:
+        # A cancelled task gets the bytes only if both reads happened (or
+        # the open failed for a real reason): a cancelled first read lets the
+        # hard-linked second one read the start of the file.
+        opened, n1, n2 = self.results
+        if opened in _NOT_HAPPENED:
+            return False
+        return opened < 0 or (n1 not in _NOT_HAPPENED and n2 not in _NOT_HAPPENED)
+
+
+async def _read_whole(path: str | bytes) -> bytes:
+    """The whole file at ``path``: one OPENAT -> READ -> READ chain, one
+    wake-up, for files up to 64 KiB; larger (or still growing, or
+    non-regular) files continue with plain reads through the same slot."""
+    files = direct_files() if _USE_CHAINS else None
+    slot = files.take() if files is not None else None
+    if slot is None:
+        return await _read_whole_plain(path)
+    assert files is not None
+    pool = files.pool
+    chain: _OpenReadChain = pool.pop() if pool else _OpenReadChain()
+    chain.pending = -1  # not submitted
+    try:
+        bpath = os.fsencode(path)
+        if b"\0" in bpath:
+            raise ValueError("embedded null byte")
+        # The kernel reads the path while the chain is submitted; a bytes
+        # object's buffer is NUL-terminated and never moves.
+        chain.cpath = _ffi.from_buffer(bpath)
+        chain.slot = slot
+        opened, n1, n2 = await submit_chain_and_wait(chain)
+        for res in (opened, n1, n2):
+            if res < 0:
+                raise _oserror(res, path)
+        buf = chain.buf
+        if n1 == _CHAIN_READ1 or not n2:
+            data = _ffi.buffer(buf, n1 + n2)[:]  # one run of bytes in buf
+        else:
+            data = _ffi.buffer(buf, n1)[:] + _ffi.buffer(buf + _CHAIN_READ1, n2)[:]
+        if not n2:
+            return data  # type: ignore[no-any-return]
+        # More to come: read on through the slot until a read returns 0.
+        return await _read_to_eof(slot, IOSQE_FIXED_FILE, 4 * _CHAIN_READ1, [data], path, False)
+    finally:
+        chain.cpath = None
+        if chain.pending == 0:
+            # All CQEs are in: the kernel is done with the chain's memory.
+            if chain.results[0] >= 0:
+                files.close(slot)
+            else:
+                files.give_back(slot)
+            if len(pool) < _CHAIN_POOL_MAX:
+                pool.append(chain)
+        elif chain.pending < 0:
+            files.give_back(slot)
+            pool.append(chain)
+        # else: still in flight (the coroutine was closed by a run being torn
+        # down): the ring, and its file table, go with the run.
+
+
+def _short_read_is_eof(st: os.stat_result) -> bool:
+    """Whether a read shorter than asked means end of file.  True for files
+    served from the page cache (the kernel only stops short at EOF); /proc
+    and other synthetic files are S_ISREG too but hand out a page or so per
+    read -- they report size 0, which is how they are told apart.  (An empty
+    regular file loses nothing: its first read returns 0.)"""
+    return _stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def _fstat_not_dir(fd: int, name: Any) -> os.stat_result:
+    """fstat(2) of a newly opened fd, refusing directories as open() does.
+    (fstat on an open fd never blocks, and costs a fraction of a ring round
+    trip; STATX on the ring is what Path.stat / f.stat use.)"""
+    st = os.fstat(fd)
+    if _stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+    return st
+
+
+async def _read_whole_plain(path: str | bytes) -> bytes:
+    """OPENAT, READs from a size+1 one (size from fstat), close(2)."""
+    fd = await _openat(path, os.O_RDONLY)
+    try:
+        st = _fstat_not_dir(fd, path)
+        short_is_eof = _short_read_is_eof(st)
+        size = st.st_size + 1 if short_is_eof else 65536
+        return await _read_to_eof(fd, 0, size, [], path, short_is_eof)
+    finally:
+        # (also when cancelled after the kernel opened the file: no leak)
+        os.close(fd)
+
+
+async def _read_to_eof(
+    fd: int, sqe_flags: int, size: int, parts: list[bytes], path: str | bytes, short_is_eof: bool
+) -> bytes:
+    """Read from the file position of ``fd`` (a direct slot with
+    IOSQE_FIXED_FILE) to end of file; returns ``parts`` + what was read,
+    joined.  The buffer doubles while reads fill it."""
+    while True:
+        rbuf = _alloc_uninitialized("char[]", size)
+        n = await _run_op(
+            RingOp(IORING_OP_READ, fd, _addr(rbuf), size, _OFF_CUR, sqe_flags=sqe_flags, keepalive=rbuf)
+        )
+        if n < 0:
+            raise _oserror(n, path)
+        if n:
+            parts.append(_ffi.buffer(rbuf, n)[:])
+        if n == 0 or (short_is_eof and n < size):
+            return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+        if n == size:
+            size = min(size * 2, 1 << 26)
+
+
+async def _read_whole_text(path: str | bytes, encoding: str | None, errors: str | None) -> str:
+    """``open(path, encoding=..., errors=...).read()``: the bytes in one go,
+    decoded as TextIOWrapper.read() decodes them (universal newlines)."""
+    enc, errs = _resolve_text_params(encoding, errors, None)
+    data = await _read_whole(path)
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(enc)(errs), True)
+    return decoder.decode(data, final=True)  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------
 # Mode parsing (the stdlib's rules and error messages)
 # ---------------------------------------------------------------------------
 
@@ -330,6 +506,9 @@ class AsyncBinaryFile(AsyncFile):
         "_regular",
         "_pos",
         "_rbuf",
+        "_stream_end",
+        "_stream_buf",
+        "_stream_busy",
         "_ri",
         "_bufsize",
         "_readahead",
@@ -373,14 +552,20 @@ class AsyncBinaryFile(AsyncFile):
         self._seekable = seekable
         if regular is None:
             try:
-                regular = _stat.S_ISREG(os.fstat(fd).st_mode)
+                regular = _short_read_is_eof(os.fstat(fd))
             except OSError:
                 regular = False
         # On a regular file a short read means end of file (the kernel only
         # returns fewer bytes than asked at EOF), which saves a round trip.
+        # (`regular` is _short_read_is_eof: /proc files do not count.)
         self._regular = regular and seekable
         self._pos = pos
-        self._rbuf = _EMPTY  # read-ahead: the file's bytes from _pos - _ri
+        # Read-ahead: the file's bytes from _pos - _ri.  Bytes, or a
+        # memoryview of _stream_buf after a streaming read (see _stream_read).
+        self._rbuf: bytes | memoryview = _EMPTY
+        self._stream_end = -1
+        self._stream_buf: Any = None
+        self._stream_busy = False
         self._ri = 0
         self._bufsize = bufsize
         self._readahead = max(bufsize, _MIN_READAHEAD) if buffered else 0
@@ -517,10 +702,61 @@ class AsyncBinaryFile(AsyncFile):
             out = rbuf[ri:] if ri else rbuf
             self._rbuf, self._ri = _EMPTY, 0
             self._pos += avail
-            return out
+            return out if type(out) is bytes else bytes(out)
         self._ri = ri + n
         self._pos += n
-        return rbuf[ri : ri + n]
+        out = rbuf[ri : ri + n]
+        return out if type(out) is bytes else bytes(out)
+
+    def _readahead_as_bytes(self) -> bytes:
+        """The read-ahead as bytes (readline and peek search and slice it)."""
+        rbuf = self._rbuf
+        if type(rbuf) is not bytes:
+            self._rbuf = rbuf = bytes(rbuf[self._ri :])
+            self._ri = 0
+        return rbuf  # type: ignore[return-value]
+
+    async def _stream_read(self, need: int) -> bytes:
+        """A large read that continues the previous one (sequential reading):
+        one kernel read of a window of 256 KiB (doubling while the reading
+        stays sequential, up to 1 MiB) into the file's stream buffer; ``need`` bytes are returned, the rest is kept as
+        read-ahead for the next reads.
+
+        Why: a ring round trip costs far more than the copy out of a buffer
+        that is still in the cache -- and on file systems without
+        non-blocking reads (tmpfs, NFS, FUSE) every READ is a trip through
+        an io-wq worker and back.  A 1 MiB window pays that once per sixteen
+        64 KiB reads.  The buffer is the kernel's to fill and ours
+        to copy from; only copies (bytes) leave this object.
+        """
+        buf = self._stream_buf
+        window = _STREAM_READAHEAD if buf is None else min(2 * len(buf), _STREAM_READAHEAD_MAX)
+        size = max(need, window)
+        shared = size == window and not self._stream_busy
+        if shared:
+            if buf is None or len(buf) != window:
+                buf = self._stream_buf = _alloc_uninitialized("char[]", window)
+            self._stream_busy = True
+        else:  # another task is filling the stream buffer, or a huge read
+            buf = _alloc_uninitialized("char[]", size)
+        pos = self._pos
+        try:
+            n = await self._op(RingOp(IORING_OP_READ, self._fd, _addr(buf), size, pos, keepalive=buf))
+        except GeneratorExit:
+            raise  # the READ may still be in flight: never reuse its buffer
+        except BaseException:
+            if shared:  # the op's CQE is in (or it never went out)
+                self._stream_busy = False
+            raise
+        if shared:
+            self._stream_busy = False
+        self._stream_end = pos + n
+        if n <= need:
+            self._pos = pos + n
+            return _ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
+        self._rbuf, self._ri = memoryview(_ffi.buffer(buf, n)), need
+        self._pos = pos + need
+        return _ffi.buffer(buf, need)[:]  # type: ignore[no-any-return]
 
     async def _fill(self) -> bool:
         """Refill the (empty) read-ahead buffer; False at EOF."""
@@ -534,6 +770,8 @@ class AsyncBinaryFile(AsyncFile):
 
     def _drop_readahead(self) -> None:
         self._rbuf, self._ri = _EMPTY, 0
+        self._stream_end = -1
+        self._stream_buf = None  # (the window starts small again)
 
     # -- reading ----------------------------------------------------------------
 
@@ -549,21 +787,45 @@ class AsyncBinaryFile(AsyncFile):
         if size == 0:
             await checkpoint()
             return _EMPTY
+        # Cancelled is raised before anything is taken from the read-ahead
+        # (after, the checkpoint is shielded: the bytes are the result).
+        await checkpoint_if_cancelled()
         head = self._take_buffered(size)
         if len(head) == size:
-            await checkpoint()
+            await cancel_shielded_checkpoint()
             return head
         if not self._readahead:
             # unbuffered (buffering=0): exactly one kernel read, like FileIO
             if head:
-                await checkpoint()
+                await cancel_shielded_checkpoint()
                 return head
             return await self._read_raw(size)
         need = size - len(head)
         parts = [head] if head else []
+        try:
+            return await self._read_more(parts, need)
+        except BaseException:
+            self._unread(parts)
+            raise
+
+    def _unread(self, parts: list[bytes]) -> None:
+        """Put bytes a read took but will not return (it is raising:
+        Cancelled, say) back in front of the read-ahead."""
+        data = _EMPTY.join(parts)
+        if data:
+            self._rbuf = data + self._readahead_as_bytes()[self._ri :]
+            self._ri = 0
+            self._pos -= len(data)
+
+    async def _read_more(self, parts: list[bytes], need: int) -> bytes:
+        """read()'s kernel part: ``need`` more bytes after ``parts``."""
         while need > 0:
             if need >= self._readahead:
-                chunk = await self._read_raw(need)
+                if self._regular and self._pos == self._stream_end:
+                    chunk = await self._stream_read(need)
+                else:
+                    chunk = await self._read_raw(need)
+                    self._stream_end = self._pos
                 if not chunk:
                     break
                 parts.append(chunk)
@@ -620,9 +882,10 @@ class AsyncBinaryFile(AsyncFile):
         if size == 0:
             await checkpoint()
             return _EMPTY
+        await checkpoint_if_cancelled()
         head = self._take_buffered(size)
         if head:
-            await checkpoint()
+            await cancel_shielded_checkpoint()
             return head
         return await self._read_raw(size)
 
@@ -632,7 +895,7 @@ class AsyncBinaryFile(AsyncFile):
             await self._fill()
         else:
             await checkpoint()
-        return self._rbuf[self._ri :]
+        return self._readahead_as_bytes()[self._ri :]
 
     async def readinto(self, buffer: Any) -> int:
         """Read into a writable buffer until it is full or EOF."""
@@ -655,18 +918,23 @@ class AsyncBinaryFile(AsyncFile):
         mv = mv.cast("B")
         self._check(readable=True)
         total = len(mv)
+        await checkpoint_if_cancelled()
         head = self._take_buffered(total)
         got = len(head)
         mv[:got] = head
         if got == total or (one and got):
-            await checkpoint()
+            await cancel_shielded_checkpoint()
             return got
-        while got < total:
-            n = await self._pread_into(mv[got:], self._offset())
-            self._pos += n
-            got += n
-            if n == 0 or one or (self._regular and got < total) or not self._readahead:
-                break
+        try:
+            while got < total:
+                n = await self._pread_into(mv[got:], self._offset())
+                self._pos += n
+                got += n
+                if n == 0 or one or (self._regular and got < total) or not self._readahead:
+                    break
+        except BaseException:
+            self._unread([bytes(mv[:got])])
+            raise
         return got
 
     async def readline(self, size: int | None = -1) -> bytes:
@@ -676,10 +944,19 @@ class AsyncBinaryFile(AsyncFile):
             await checkpoint()
             return _EMPTY
         parts: list[bytes] = []
+        await checkpoint_if_cancelled()
+        try:
+            return await self._readline(parts, size)
+        except BaseException:
+            self._unread(parts)
+            raise
+
+    async def _readline(self, parts: list[bytes], size: int) -> bytes:
         got = 0
         yielded = False
         while True:
-            rbuf, ri = self._rbuf, self._ri
+            rbuf = self._readahead_as_bytes()
+            ri = self._ri
             if len(rbuf) > ri:
                 limit = len(rbuf) if size < 0 else min(len(rbuf), ri + size - got)
                 nl = rbuf.find(b"\n", ri, limit)
@@ -695,7 +972,7 @@ class AsyncBinaryFile(AsyncFile):
             if not await self._fill():
                 break
         if not yielded:
-            await checkpoint()
+            await cancel_shielded_checkpoint()
         return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
 
     async def readlines(self, hint: int | None = -1) -> list[bytes]:
@@ -1416,11 +1693,7 @@ async def open_file(
             raise ValueError("Cannot use closefd=False with file name")
         fd = await _openat(path, m.flags)
     try:
-        # fstat on the open fd: never blocks, and costs a fraction of a ring
-        # round trip (STATX on the ring is what Path.stat / f.stat use).
-        st = os.fstat(fd)
-        if _stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        st = _fstat_not_dir(fd, name)
         regular = _stat.S_ISREG(st.st_mode)
         blksize = st.st_blksize if st.st_blksize > 1 else _DEFAULT_BUFFER_SIZE
         bufsize = buffering if buffering > 1 else blksize
@@ -1441,7 +1714,7 @@ async def open_file(
             pos=pos,
             bufsize=bufsize,
             buffered=buffering != 0,
-            regular=regular,
+            regular=_short_read_is_eof(st),
         )
         if m.binary:
             return raw
