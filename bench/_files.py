@@ -19,7 +19,7 @@ Rows (``n`` = ops at scale 1):
 
 Run standalone for the three-way comparison::
 
-    .venv/bin/python bench/_files.py [--scale F] [--dir /dev/shm]
+    RINGTRIO_BENCH_DIR=/dev/shm .venv/bin/python bench/_files.py [--scale F]
 """
 
 import os
@@ -32,7 +32,28 @@ CHUNK = 64 * 1024
 SMALL = 4096
 CONCURRENCY = 64
 STREAMS = 8
-BENCH_DIR = os.environ.get("RINGTRIO_BENCH_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else None)
+# Where the rows' files live: RINGTRIO_BENCH_DIR (bench/run.py --file-dir
+# sets it), else the system's temporary directory.  The file system matters:
+# on tmpfs (/dev/shm), NFS and FUSE io_uring has no non-blocking buffered
+# reads and runs every READ/WRITE in an io-wq worker; on ext4/xfs page-cache
+# reads complete inline.  See docs/files.md.
+BENCH_DIR = os.environ.get("RINGTRIO_BENCH_DIR") or tempfile.gettempdir()
+
+
+def describe_dir(path=None):
+    """``path (fstype)`` for the report, from /proc/mounts."""
+    path = os.path.realpath(path or BENCH_DIR)
+    best, fstype = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1]
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, fstype = mnt, parts[2]
+    except OSError:
+        pass
+    return f"{path} ({fstype})"
 
 
 def _mkdir():
@@ -272,6 +293,7 @@ def main(argv=None):
     ap.add_argument("--libs", default="ringtrio,trio,sync")
     args = ap.parse_args(argv)
     libs = args.libs.split(",")
+    print(f"files in {describe_dir()}")
     print(f"{'row':16} " + " ".join(f"{lib:>16}" for lib in libs) + "   ringtrio/sync  ringtrio/trio")
     for row in args.rows.split(","):
         count, unit, abody, sbody, nbytes = ROWS[row]

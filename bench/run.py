@@ -102,10 +102,16 @@ def parse_args(argv):
                         help="library the ratio columns divide by (default: uvloop)")
     parser.add_argument("--timeout", type=float, default=120,
                         help="seconds before a worker is killed (default: 120)")
+    parser.add_argument("--file-dir", metavar="DIR",
+                        help="file rows: where their files live (default: $RINGTRIO_BENCH_DIR, "
+                             "else the system temp dir; the file system type is reported)")
     parser.add_argument("--json", metavar="PATH", help="also write results as JSON")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show failing workers' stderr")
     args = parser.parse_args(argv)
+    if args.file_dir:
+        # Read by bench/_files.py in every worker process.
+        os.environ["RINGTRIO_BENCH_DIR"] = os.path.abspath(args.file_dir)
 
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
@@ -286,6 +292,10 @@ def print_report(args, cells, info, net_cells=None, gen_cpu=None):
     pin = f"pinned to CPU {args.cpu}" if args.cpu is not None else "not pinned"
     print(f"method   {args.stat} of {args.repeat} fresh-process run(s) per cell, "
           f"scale {args.scale:g}, {pin}; higher is better")
+    if any(row.startswith("file") for row in getattr(args, "micro_rows", [])):
+        import _files
+
+        print(f"files    in {_files.describe_dir()}")
     versions = []
     for lib in args.libs:
         if lib not in _registry.LIBS and not args.net_rows:
