@@ -528,7 +528,9 @@ class _MultishotRecv(OwnedRingOp):
                     self.request_cancel()  # pause: re-armed once drained
         if not flags & _F_MORE:
             self.armed = False
-            if res == 0 and not flags & _F_BUFFER:
+            if res == 0:
+                # End of stream (with or without a buffer: some kernels
+                # select one before they find the end).
                 if not self.cancel_requested:
                     self.eof = True
             elif res < 0:

@@ -6,6 +6,7 @@ import errno
 import os
 import socket as _stdlib_socket
 import threading
+import types
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from ._core import _ring
 from ._core._buffers import runtime_recv_ring
 from ._core._run import (
     Abort,
+    _Park,
     CancelScope,
     OwnedRingOp,
     RingOp,
@@ -28,7 +30,7 @@ from ._core._run import (
 from ._socket import _MSG_NOSIGNAL, SocketType, _ffi
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
 
     from typing_extensions import Buffer
 
@@ -113,7 +115,7 @@ class _StreamReceiver(OwnedRingOp):
     buffers (-ENOBUFS).  Its final CQE is what ends it, whatever its code.
     """
 
-    __slots__ = ("sock", "bufring", "chunks", "queued", "eof", "error", "waiter", "stopper")
+    __slots__ = ("sock", "bufring", "chunks", "queued", "eof", "error", "waiter", "stopper", "park")
 
     def __init__(self, sock: SocketType, bufring: Any) -> None:
         super().__init__(
@@ -131,6 +133,7 @@ class _StreamReceiver(OwnedRingOp):
         self.error = 0
         self.waiter: Any = None  # the reader parked in receive_some
         self.stopper: Any = None  # a task waiting in stop() for the end
+        self.park = _Park(self.abort_wait)  # what a waiting reader yields
 
     def arm(self, fd: int) -> None:
         self.fd = fd
@@ -151,7 +154,9 @@ class _StreamReceiver(OwnedRingOp):
             # -ENOBUFS depending on the kernel).
             self.armed = False
             self.sock._untrack(self)
-            if res == 0 and not flags & _F_BUFFER and not self.cancel_requested:
+            if res == 0 and not self.cancel_requested:
+                # (With or without a buffer: some kernels select one before
+                # they find the end of the stream.)
                 self.eof = True
             elif res < 0 and res not in (_ENOBUFS, -errno.ECANCELED) and not self.cancel_requested:
                 self.error = res
@@ -340,7 +345,10 @@ class SocketStream(HalfCloseableStream):
         finally:
             self._sending = False
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    @types.coroutine
+    def receive_some(self, max_bytes: int | None = None) -> Generator[Any, Any, bytes]:  # type: ignore[override]
+        # A generator-based coroutine that yields the scheduler's traps
+        # itself: one frame fewer on every resume of every reader.
         if self._receiving:
             raise BusyResourceError("another task is already receiving on this stream")
         if max_bytes is None:
@@ -350,16 +358,16 @@ class SocketStream(HalfCloseableStream):
         elif not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
             raise TypeError(f"max_bytes must be an int or None, not {type(max_bytes).__name__}")
         elif max_bytes < 1:
-            await checkpoint()
+            yield from checkpoint()
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self._receiving = True
         try:
             rx = self._rx
             if rx is None:
-                rx = await self._start_receiver()
+                rx = yield from self._start_receiver().__await__()
                 if rx is None:
                     # No receive group could be registered: one RECV per call.
-                    return await self.socket.recv(max_bytes)
+                    return (yield from self.socket.recv(max_bytes).__await__())
             checked = False  # passed a checkpoint (or parked) yet
             closed: ClosedResourceError | None = None
             while True:
@@ -369,14 +377,15 @@ class SocketStream(HalfCloseableStream):
                         if closed is None:
                             rx.arm(self.socket.fileno())
                     if rx.armed:
+                        # (wait_task_rescheduled, inlined)
                         rx.waiter = current_task()
-                        await wait_task_rescheduled(rx.abort_wait)
+                        yield rx.park
                         checked = True
                         continue
                 if not checked:
                     # Data already queued (or an end to report): still a
                     # checkpoint.
-                    await checkpoint()
+                    yield from checkpoint()
                     checked = True
                     continue
                 if rx.chunks:

@@ -3,6 +3,7 @@ tests around ringtrio.run)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -10,6 +11,7 @@ import random
 import resource
 import socket as stdsocket
 import struct
+from typing import Any
 
 import pytest
 
@@ -41,6 +43,14 @@ async def stream_pair() -> tuple[ringtrio.SocketStream, ringtrio.SocketStream]:
     return client, result[0]
 
 
+async def start_server(nursery: ringtrio.Nursery, handler: Any) -> tuple[str, int]:
+    """serve_tcp(handler) on 127.0.0.1, port 0, in ``nursery``; its address."""
+    listeners = await nursery.start(
+        functools.partial(ringtrio.serve_tcp, handler, 0, host="127.0.0.1")
+    )
+    return listeners[0].socket.getsockname()  # type: ignore[no-any-return]
+
+
 async def echo_handler(stream: ringtrio.SocketStream) -> None:
     async for chunk in stream:
         await stream.send_all(chunk)
@@ -51,12 +61,7 @@ def test_echo_through_serve_tcp_and_open_tcp_stream() -> None:
         before = count_fds()
         with ringtrio.fail_after(TIMEOUT):
             async with ringtrio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    lambda task_status: ringtrio.serve_tcp(
-                        echo_handler, 0, host="127.0.0.1", task_status=task_status
-                    )
-                )
-                port = listeners[0].socket.getsockname()[1]
+                port = (await start_server(nursery, echo_handler))[1]
 
                 async def client(i: int) -> None:
                     async with await ringtrio.open_tcp_stream("127.0.0.1", port) as s:
@@ -93,12 +98,7 @@ def test_serve_cancel_with_connections_racing_leaks_nothing() -> None:
         for round_ in range(10):
             clients: list[stdsocket.socket] = []
             async with ringtrio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    lambda task_status: ringtrio.serve_tcp(
-                        handler, 0, host="127.0.0.1", task_status=task_status
-                    )
-                )
-                addr = listeners[0].socket.getsockname()
+                addr = await start_server(nursery, handler)
                 for _ in range(20 + round_):
                     clients.append(stdsocket.create_connection(addr))
                 if round_ % 2:
@@ -386,12 +386,7 @@ def test_serve_backs_off_on_emfile(caplog: pytest.LogCaptureFixture) -> None:
             handled.set()
 
         async with ringtrio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                lambda task_status: ringtrio.serve_tcp(
-                    handler, 0, host="127.0.0.1", task_status=task_status
-                )
-            )
-            addr = listeners[0].socket.getsockname()
+            addr = await start_server(nursery, handler)
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             client = stdsocket.socket()
             # Fill the fd table so that accepting fails with EMFILE.
@@ -483,12 +478,7 @@ def _stress(n_connections: int, bytes_per_connection: int, seed: int) -> None:
         results: dict[int, bool] = {}
         with ringtrio.fail_after(TIMEOUT * 3):
             async with ringtrio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    lambda task_status: ringtrio.serve_tcp(
-                        server_handler, 0, host="127.0.0.1", task_status=task_status
-                    )
-                )
-                port = listeners[0].socket.getsockname()[1]
+                port = (await start_server(nursery, server_handler))[1]
                 async with ringtrio.open_nursery() as clients:
                     for i in range(n_connections):
                         clients.start_soon(client, port, i, results)
@@ -614,3 +604,43 @@ def test_run_ends_with_an_armed_receive_and_leaks_nothing() -> None:
     kept.clear()
     assert count_fds() == before
 
+
+
+def test_serve_tcp_closes_each_connection_when_its_handler_ends() -> None:
+    """serve_tcp closes a connection when its handler returns or raises (the
+    close runs as the handler task's finalizer); the handler's error still
+    reaches the serving nursery, and nothing is left in flight."""
+    before = count_fds()
+
+    async def main() -> None:
+        async def handler(stream: ringtrio.SocketStream) -> None:
+            data = await stream.receive_some()
+            if data == b"raise":
+                raise ValueError("handler failed")
+            await stream.send_all(data)
+
+        with pytest.raises(BaseExceptionGroup) as info:
+            with ringtrio.fail_after(TIMEOUT):
+                async with ringtrio.open_nursery() as nursery:
+                    port = (await start_server(nursery, handler))[1]
+                    # A handler that returns: its connection is closed (EOF).
+                    client = await ringtrio.open_tcp_stream("127.0.0.1", port)
+                    await client.send_all(b"ping")
+                    assert await client.receive_some() == b"ping"
+                    assert await client.receive_some() == b""
+                    await client.aclose()
+                    # A handler that raises: closed too, and the error ends
+                    # the server.
+                    client = await ringtrio.open_tcp_stream("127.0.0.1", port)
+                    await client.send_all(b"raise")
+                    assert await client.receive_some() == b""
+                    await client.aclose()
+                    await ringtrio.sleep_forever()
+        # (serve_tcp's own nurseries are strict, as trio's: the error comes
+        # wrapped in exception groups.)
+        matched, rest = info.value.split(ValueError)
+        assert matched is not None and rest is None
+        assert lowlevel.current_statistics().ops_in_flight == 0
+
+    ringtrio.run(main)
+    assert count_fds() == before

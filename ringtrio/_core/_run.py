@@ -210,6 +210,8 @@ class Task:
         "_deadline_seq",
         "_system",
         "_lot_breakers",
+        "_finalizer",
+        "_stashed",
         "custom_sleep_data",
         "__weakref__",
     )
@@ -241,6 +243,12 @@ class Task:
         # Parking lots to break if this task exits while registered (a lock
         # it holds): see add_parking_lot_breaker.
         self._lot_breakers: list[Any] | None = None
+        # Internal: an async function run in this task once its coroutine
+        # has finished, like a `finally:` block but not a frame under the
+        # coroutine on every resume (serve_listeners closes each connection
+        # this way); `_stashed` holds the coroutine's outcome meanwhile.
+        self._finalizer: Callable[[], Awaitable[Any]] | None = None
+        self._stashed: outcome.Outcome[Any] | None = None
         self.custom_sleep_data: Any = None
 
     def __repr__(self) -> str:
@@ -1853,6 +1861,26 @@ class Runner:
         return task
 
     def _task_exited(self, task: Task, result: outcome.Outcome[Any]) -> None:
+        if task._finalizer is not None:
+            # Run the finalizer in this task before it really exits.
+            finalizer, task._finalizer = task._finalizer, None
+            task._stashed = result
+            coro = _coroutine_or_error(finalizer, ())
+            task.coro = coro
+            task._send = coro.send
+            task._next_send = None
+            self._runq.append(task)
+            return
+        if task._stashed is not None:
+            # The finalizer is done: the task reports what its coroutine
+            # did, unless the finalizer raised (then that, as a `finally:`
+            # block would, with the coroutine's error as its context).
+            stashed, task._stashed = task._stashed, None
+            if type(result) is outcome.Error:
+                if type(stashed) is outcome.Error and result.error.__context__ is None:
+                    result.error.__context__ = stashed.error
+            else:
+                result = stashed
         scope = task._cancel_scope
         nursery = task._parent_nursery
         if nursery is not None and scope is not nursery._scope:
