@@ -1203,6 +1203,7 @@ class AsyncTextFile(AsyncFile):
         "_decoded",
         "_used",
         "_snapshot",
+        "_b2cratio",
         "_wrapped",
     )
 
@@ -1230,6 +1231,9 @@ class AsyncTextFile(AsyncFile):
         self._decoded = ""
         self._used = 0
         self._snapshot: tuple[int, bytes] | None = None
+        # Bytes per character of the last chunk read: where tell() starts
+        # looking for a safe point (as TextIOWrapper, whose cookies we match).
+        self._b2cratio = 0.0
         self._wrapped: Any = None
         if buffer._readable:
             dec: Any = codecs.getincrementaldecoder(encoding)(errors)
@@ -1331,6 +1335,7 @@ class AsyncTextFile(AsyncFile):
         self._decoded = self._decoder.decode(chunk, eof)
         self._used = 0
         self._snapshot = (dec_flags, dec_buffer + chunk)
+        self._b2cratio = len(chunk) / len(self._decoded) if self._decoded else 0.0
         return not eof
 
     # -- reading ----------------------------------------------------------------
@@ -1514,16 +1519,41 @@ class AsyncTextFile(AsyncFile):
         skip = self._used
         if skip == 0:
             return self._pack_cookie(position, dec_flags)
-        # Find the latest point at or before the current character where the
-        # decoder holds no pending bytes, by re-decoding the chunk one byte
-        # at a time from the snapshot.
+        # A safe start point is one where the decoder holds no pending
+        # bytes (a pending "\r" lives in its flags, not its buffer).  First a
+        # guess from the chunk's bytes-per-character ratio, stepped back
+        # until it is one; then the bytes after it are re-decoded one at a
+        # time, moving the start point up to the last safe one at or before
+        # the current character.  (The same search as TextIOWrapper, so the
+        # cookies, and where a following write lands, agree with it.)
         saved = decoder.getstate()
         try:
-            decoder.setstate((b"", dec_flags))
-            start, start_flags, fed_n, chars = position, dec_flags, 0, 0
+            guess = min(int(self._b2cratio * skip), len(fed))
+            back = 1
+            while guess > 0:
+                decoder.setstate((b"", dec_flags))
+                got = len(decoder.decode(fed[:guess]))
+                if got <= skip:
+                    pending, flags = decoder.getstate()
+                    if not pending:
+                        dec_flags = flags
+                        skip -= got
+                        break
+                    guess -= len(pending)
+                    back = 1
+                else:
+                    guess -= back
+                    back *= 2
+            else:
+                guess = 0
+                decoder.setstate((b"", dec_flags))
+            start, start_flags = position + guess, dec_flags
+            if skip == 0:
+                return self._pack_cookie(start, start_flags)
+            fed_n, chars = 0, 0
             need_eof = False
             done = False
-            for i in range(len(fed)):
+            for i in range(guess, len(fed)):
                 fed_n += 1
                 chars += len(decoder.decode(fed[i : i + 1]))
                 pending, flags = decoder.getstate()
