@@ -1092,6 +1092,27 @@ _NOT_HAPPENED = frozenset({-errno.ECANCELED, -errno.EINTR})
 _abandoned_ops: list[RingOp] = []
 _IGNORED_OP = RingOp(_ring.IORING_OP_NOP)
 
+# ringtrio._speedups (_native/speedups.c): Runner._submit_op's and
+# Runner._dispatch_cqes's work in C, on the same objects.  Optional: without
+# it (or with RINGTRIO_NO_SPEEDUPS=1 in the environment) the Python code
+# below does the same.
+_sp_submit: Callable[..., Any] | None = None
+_sp_dispatch: Callable[..., Any] | None = None
+
+
+def _setup_speedups(ffi: Any, lib: Any) -> None:
+    global _sp_submit, _sp_dispatch
+    if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
+        return
+    try:
+        from .. import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    prep = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep")))
+    _speedups.setup(RingOp, Task, _LINK_EXPIRED, prep)
+    _sp_submit, _sp_dispatch = _speedups.submit, _speedups.dispatch
+
+
 # Reserved tokens: the low slots never hold user ops.
 _TOKEN_IGNORE = 0  # CQEs we do not care about (cancel results, link timeouts)
 _TOKEN_WAKEUP = 1  # the read kept pending on the wake-up pipe
@@ -1647,6 +1668,8 @@ class Runner:
         self.features: RingFeatures = self.ring.features
         self._lib = self.ring.lib
         self._ring_ptr = self.ring.ptr
+        self._ring_addr = int(self.ring.ffi.cast("uintptr_t", self._ring_ptr))
+        _setup_speedups(self.ring.ffi, self._lib)
         self.clock = clock
         # With the default clock, deadlines are CLOCK_MONOTONIC seconds and can
         # ride with ring ops as kernel link timeouts.  A custom clock's time is
@@ -1941,6 +1964,27 @@ class Runner:
         nothing: callers park on ``op._abort`` themselves."""
         if self._ops_closed:
             raise RuntimeError("the ringtrio run this op belongs to has finished")
+        link_ns = -1
+        if self._kernel_deadlines and self._scope_deadlines:
+            if deadline is None and task is not None:
+                deadline = task._cancel_scope._effective_deadline()
+            if deadline is not None and deadline < _MAX_KERNEL_DEADLINE:
+                # The kernel compares against CLOCK_MONOTONIC ns: round up so
+                # that when it fires, time.monotonic() >= our float deadline.
+                # (Deadlines centuries away are left to the Python heap.)
+                link_ns = max(0, math.ceil(deadline * 1e9))
+        if _sp_submit is not None:
+            # The rest of this method, in C (None: an addr it does not take).
+            if (
+                _sp_submit(
+                    self._ring_addr, self._op_slots, self._op_gens, self._free_slots,
+                    op, task, link_ns, _TOKEN_IGNORE,
+                )
+                is not None
+            ):
+                self._ops_in_flight += 1
+                self._sq_dirty = True
+                return
         op.task = task
         op.cancel_raise = None
         op.done = False
@@ -1957,15 +2001,6 @@ class Runner:
         token = (self._op_gens[slot] << 32) | slot
         op.token = token
         self._ops_in_flight += 1
-        link_ns = -1
-        if self._kernel_deadlines and self._scope_deadlines:
-            if deadline is None and task is not None:
-                deadline = task._cancel_scope._effective_deadline()
-            if deadline is not None and deadline < _MAX_KERNEL_DEADLINE:
-                # The kernel compares against CLOCK_MONOTONIC ns: round up so
-                # that when it fires, time.monotonic() >= our float deadline.
-                # (Deadlines centuries away are left to the Python heap.)
-                link_ns = max(0, math.ceil(deadline * 1e9))
         op.linked = link_ns >= 0
         self._sq_dirty = True
         addr = op.addr
@@ -2064,6 +2099,11 @@ class Runner:
         slots = self._op_slots
         gens = self._op_gens
         free = self._free_slots
+        if _sp_dispatch is not None:
+            # This method, in C (plain RingOps completed inline unless
+            # instruments want to see task_scheduled).
+            _sp_dispatch(self, self.ring.cqe_bytes, n, slots, gens, free, self._runq, not self._instruments)
+            return
         for ud, res, flags in _iter_cqes(self.ring.cqe_bytes[: n * 16]):
             slot = ud & _SLOT_MASK
             if slot < _RESERVED_SLOTS:
