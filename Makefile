@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py _native/speedups.c _native/ring.c _native/ring.h _native/uring_compat.h _native/build_ffi.py
+$(VENV)/.installed: pyproject.toml setup.py ringtrio/_core/_speedups.c _native/ring.c _native/ring.h _native/uring_compat.h _native/build_ffi.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

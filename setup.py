@@ -4,12 +4,13 @@ from setuptools import Extension, setup
 
 setup(
     cffi_modules=["_native/build_ffi.py:ffibuilder"],
-    # The scheduler's per-operation loops in C (optional at run time:
-    # ringtrio falls back to its Python code without it).
+    # An accelerator for two per-operation loops of the scheduler
+    # (ringtrio/_core): optional at run time, ringtrio falls back to its
+    # Python code without it.
     ext_modules=[
         Extension(
-            "ringtrio._speedups",
-            sources=["_native/speedups.c"],
+            "ringtrio._core._speedups",
+            sources=["ringtrio/_core/_speedups.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
         )
     ],

@@ -1,5 +1,6 @@
-"""ringtrio._speedups (_native/speedups.c): the scheduler's per-operation
-loops in C, and the Python code they stand in for."""
+"""ringtrio._core._speedups (ringtrio/_core/_speedups.c): two of the
+scheduler's per-operation loops in C, and the Python code they stand in
+for."""
 
 from __future__ import annotations
 

@@ -1092,10 +1092,11 @@ _NOT_HAPPENED = frozenset({-errno.ECANCELED, -errno.EINTR})
 _abandoned_ops: list[RingOp] = []
 _IGNORED_OP = RingOp(_ring.IORING_OP_NOP)
 
-# ringtrio._speedups (_native/speedups.c): Runner._submit_op's and
-# Runner._dispatch_cqes's work in C, on the same objects.  Optional: without
-# it (or with RINGTRIO_NO_SPEEDUPS=1 in the environment) the Python code
-# below does the same.
+# ringtrio/_core/_speedups.c: Runner._submit_op's and
+# Runner._dispatch_cqes's work in C, on the same objects (an accelerator of
+# this module, not a layer of its own).  Optional: without it (or with
+# RINGTRIO_NO_SPEEDUPS=1 in the environment) the Python code below does the
+# same.
 _sp_submit: Callable[..., Any] | None = None
 _sp_dispatch: Callable[..., Any] | None = None
 
@@ -1105,7 +1106,7 @@ def _setup_speedups(ffi: Any, lib: Any) -> None:
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
-        from .. import _speedups  # type: ignore[attr-defined]
+        from . import _speedups  # type: ignore[attr-defined]
     except ImportError:
         return
     prep = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep")))

@@ -1,4 +1,4 @@
-/* ringtrio._speedups: the two per-operation loops of the scheduler in C.
+/* ringtrio._core._speedups: two per-operation loops of the scheduler in C.
  *
  * Runner._submit_op and Runner._dispatch_cqes (ringtrio/_core/_run.py) run
  * once per ring operation; in Python they cost about as much as the rest of
@@ -529,8 +529,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "ringtrio._speedups",
-    "The scheduler's per-operation loops in C (see _native/speedups.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "ringtrio._core._speedups",
+    "Two per-operation loops of the scheduler in C (see ringtrio/_core/_speedups.c).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void)
