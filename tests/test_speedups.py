@@ -1,12 +1,13 @@
 """ringtrio._core._speedups (ringtrio/_core/_speedups.c): two of the
-scheduler's per-operation loops in C, and the Python code they stand in
-for."""
+scheduler's per-operation loops in C, the Python code they stand in for,
+and new_bytes (file reads straight into their result)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,30 @@ def test_the_python_path_still_works() -> None:
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_reads_straight_into_their_result(tmp_path: Any) -> None:
+    """File reads fill a fresh bytes object (new_bytes) and return it, or a
+    slice of it after a short read; nothing of a cancelled read comes out."""
+    from ringtrio._core import _speedups  # type: ignore[attr-defined]
+
+    with pytest.raises(ValueError):
+        _speedups.new_bytes(1)
+    assert len(_speedups.new_bytes(5)) == 5
+    path = tmp_path / "f"
+    content = bytes(range(256)) * 40
+    path.write_bytes(content)
+
+    async def main() -> None:
+        async with await ringtrio.open_file(path, "rb") as f:
+            assert await f.read_at(0, 100) == content[:100]
+            assert await f.read_at(5000, 10_000) == content[5000:]  # short: EOF
+            assert await f.read_at(len(content) + 5, 10) == b""
+            assert await f.read(len(content)) == content
+            with ringtrio.CancelScope() as scope:
+                scope.cancel()
+                with pytest.raises(ringtrio.Cancelled):
+                    await f.read_at(0, 100)
+            assert await f.read_at(1, 3) == content[1:4]
+
+    ringtrio.run(main)

@@ -519,7 +519,25 @@ static PyObject *sp_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
+/* new_bytes(n): a new, uninitialized bytes object of n >= 2 bytes, for the
+ * kernel to read into before anyone else sees it -- what os.read() does with
+ * read(2), done with a ring READ: the object stays private (held by the op
+ * and its one reader) until the READ's CQE is in, and is never handed out
+ * if the READ did not complete.  (Sizes 0 and 1 could be shared objects.) */
+static PyObject *sp_new_bytes(PyObject *mod, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 2) {
+        PyErr_SetString(PyExc_ValueError, "new_bytes() needs n >= 2");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(NULL, n);
+}
+
 static PyMethodDef methods[] = {
+    {"new_bytes", sp_new_bytes, METH_O, "new_bytes(n) -> uninitialized bytes of length n (n >= 2)"},
     {"setup", sp_setup, METH_VARARGS, "setup(RingOp, Task, LINK_EXPIRED, rt_prep_address)"},
     {"submit", (PyCFunction)(void (*)(void))sp_submit, METH_FASTCALL,
      "submit(ring_addr, slots, gens, free, op, task, link_ns, link_user_data) -> token | None"},
