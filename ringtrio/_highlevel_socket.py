@@ -27,7 +27,7 @@ from ._core._run import (
     submit_and_wait,
     wait_task_rescheduled,
 )
-from ._socket import _MSG_NOSIGNAL, SocketType, _ffi
+from ._socket import _MSG_NOSIGNAL, SocketType
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
@@ -294,18 +294,10 @@ class SocketStream(HalfCloseableStream):
                 if fd < 0:
                     raise ClosedResourceError("can't send data: this stream was already closed")
                 op.fd = fd
-                # A bytes object goes to the SQE as it is (its memory is
-                # stable and it is the op's keepalive); anything else through
-                # a cffi buffer held by the op alone -- never by a local of
-                # this frame: a memoryview still exported when a cancelled
-                # frame ends up in a reference cycle cannot be cleared by the
-                # garbage collector.
-                if sent:
-                    op.addr = op.keepalive = _ffi.from_buffer(memoryview(payload)[sent:])
-                elif type(payload) is bytes:
-                    op.addr = op.keepalive = payload
-                else:
-                    op.addr = op.keepalive = _ffi.from_buffer(payload)
+                # The payload goes to the SQE as it is: a bytes object, or
+                # this method's own memoryview (whose export pins the
+                # caller's buffer), held by the op until its final CQE.
+                op.addr = op.keepalive = memoryview(payload)[sent:] if sent else payload
                 op.length = total - sent
                 res, _ = await submit_and_wait(op)
                 if res < 0:

@@ -2009,6 +2009,11 @@ class Runner:
         op.linked = link_ns >= 0
         self._sq_dirty = True
         addr = op.addr
+        if type(addr) is memoryview:
+            # (The accelerator takes the view's pointer itself.)  A cffi
+            # buffer over it, held by the op until its final CQE.
+            addr = self.ring.ffi.from_buffer(addr)
+            op.keepalive = (op.keepalive, addr)
         try:
             # `addr` is an address (int) or, on hot paths, the buffer object
             # itself (bytes or a cffi buffer): passed as a pointer, no cast.

@@ -165,8 +165,8 @@ static int release_slot(PyObject *slots, PyObject *gens, PyObject *free_,
  * Everything Runner._submit_op does after the deadline is computed: take a
  * token (free list, LIFO; generation in the high 32 bits), fill the op's
  * runtime fields, queue the SQE.  Returns the token; or None, touching
- * nothing, if op.addr is neither an int nor bytes (the caller then takes
- * the Python path).  On a bad field or a full SQ the token is given back
+ * nothing, if op.addr is not an int, bytes or a contiguous memoryview (the
+ * caller then takes the Python path).  On a bad field or a full SQ the token is given back
  * and the error raised (ValueError / OSError, as the Python path). */
 static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -192,6 +192,19 @@ static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t narg
         addr = (uint64_t)(uintptr_t)PyBytes_AS_STRING(addr_obj);
     } else if (addr_obj && PyLong_CheckExact(addr_obj)) {
         addr = 0; /* read below, with the range checks */
+    } else if (addr_obj && PyMemoryView_Check(addr_obj)) {
+        /* A memoryview (contiguous): its memory stays put while the view
+         * object lives -- the view holds an export on its base, so the base
+         * cannot be resized -- and the op holds the view until its final
+         * CQE.  (Callers pass a view of their own, not one the user could
+         * release.) */
+        Py_buffer view;
+        if (PyObject_GetBuffer(addr_obj, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        addr = (uint64_t)(uintptr_t)view.buf;
+        PyBuffer_Release(&view);
     } else {
         Py_RETURN_NONE;
     }
