@@ -1420,9 +1420,13 @@ def submit_chain_and_wait(chain: LinkedChain) -> Generator[Any, Any, list[int]]:
     skipped).  If the task was cancelled while the chain ran, it gets the
     results when ``chain._happened()``, and :exc:`Cancelled` otherwise.
     """
-    yield from checkpoint_if_cancelled().__await__()
     task = _local.task
-    submit_chain(task._runner, chain, task)  # type: ignore[union-attr]
+    if task is None:
+        _outside_run()
+    # (checkpoint_if_cancelled, inlined: no coroutine object per chain.)
+    if task._cancel_scope._eff or (task._runner.ki_pending and task is task._runner.main_task):
+        yield _CHECKPOINT
+    submit_chain(task._runner, chain, task)
     yield _Park(chain._abort)
     if chain.cancel_raise is not None and not chain._happened():
         chain.cancel_raise()
