@@ -48,6 +48,7 @@ from ._core._ring import (
     IORING_OP_FTRUNCATE,
     IORING_OP_OPENAT,
     IORING_OP_READ,
+    IORING_OP_READV,
     IORING_OP_STATX,
     IORING_OP_WRITE,
     IOSQE_FIXED_FILE,
@@ -507,6 +508,9 @@ class AsyncBinaryFile(AsyncFile):
         "_regular",
         "_pos",
         "_rbuf",
+        "_chunks",
+        "_ci",
+        "_window",
         "_stream_end",
         "_stream_buf",
         "_stream_busy",
@@ -564,6 +568,11 @@ class AsyncBinaryFile(AsyncFile):
         # Read-ahead: the file's bytes from _pos - _ri.  Bytes, or a
         # memoryview of _stream_buf after a streaming read (see _stream_read).
         self._rbuf: bytes | memoryview = _EMPTY
+        # Or, after a vectored streaming read (see _stream_read), read-ahead
+        # as whole chunks: _chunks[_ci:] follow _pos, and _rbuf is empty.
+        self._chunks: list[bytes] | None = None
+        self._ci = 0
+        self._window = 0  # the streaming read's next window size
         self._stream_end = -1
         self._stream_buf: Any = None
         self._stream_busy = False
@@ -703,6 +712,8 @@ class AsyncBinaryFile(AsyncFile):
 
     def _take_buffered(self, n: int) -> bytes:
         """Up to ``n`` bytes from the read-ahead buffer (n < 0: all)."""
+        if self._chunks is not None:
+            self._flatten()
         rbuf, ri = self._rbuf, self._ri
         avail = len(rbuf) - ri
         if avail <= 0:
@@ -719,6 +730,8 @@ class AsyncBinaryFile(AsyncFile):
 
     def _readahead_as_bytes(self) -> bytes:
         """The read-ahead as bytes (readline and peek search and slice it)."""
+        if self._chunks is not None:
+            self._flatten()
         rbuf = self._rbuf
         if type(rbuf) is not bytes:
             self._rbuf = rbuf = bytes(rbuf[self._ri :])
@@ -726,6 +739,36 @@ class AsyncBinaryFile(AsyncFile):
         return rbuf  # type: ignore[return-value]
 
     async def _stream_read(self, need: int) -> bytes:
+        new_bytes, iovecs = _run._sp_new_bytes, _run._sp_iovecs
+        if new_bytes is not None and iovecs is not None and need >= 2:
+            return await self._stream_readv(need, new_bytes, iovecs)
+        return await self._stream_read_copy(need)
+
+    async def _stream_readv(self, need: int, new_bytes: Any, iovecs: Any) -> bytes:
+        """_stream_read with the accelerator: one READV of a window into
+        fresh ``need``-byte bytes objects; the first is the result, the rest
+        wait in _chunks, each the result of a later read(need) as it is.
+        One copy per byte (page cache -> result), one ring op per window."""
+        window = self._window or _STREAM_READAHEAD
+        self._window = min(2 * window, _STREAM_READAHEAD_MAX)
+        count = max(1, window // need)
+        objs = [new_bytes(need) for _ in range(count)]
+        iov = iovecs(objs)
+        pos = self._pos
+        n = await self._op(RingOp(IORING_OP_READV, self._fd, iov, count, pos, keepalive=(objs, iov)))
+        self._stream_end = pos + n
+        full, rest = divmod(n, need)
+        got = objs[:full]
+        if rest:
+            got.append(objs[full][:rest])
+        if not got:
+            return _EMPTY
+        self._pos = pos + len(got[0])
+        if len(got) > 1:
+            self._chunks, self._ci = got, 1
+        return got[0]
+
+    async def _stream_read_copy(self, need: int) -> bytes:
         """A large read that continues the previous one (sequential reading):
         one kernel read of a window of 256 KiB (doubling while the reading
         stays sequential, up to 1 MiB) into the file's stream buffer; ``need`` bytes are returned, the rest is kept as
@@ -777,8 +820,17 @@ class AsyncBinaryFile(AsyncFile):
         self._rbuf, self._ri = data, 0
         return bool(data)
 
+    def _flatten(self) -> None:
+        """Chunked read-ahead (_chunks) into _rbuf, for everything but the
+        whole-chunk read() that _chunks is for.  (One join; rare.)"""
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            self._rbuf, self._ri = _EMPTY.join(chunks[self._ci :]), 0
+
     def _drop_readahead(self) -> None:
         self._rbuf, self._ri = _EMPTY, 0
+        self._chunks = None
+        self._window = 0
         self._stream_end = -1
         self._stream_buf = None  # (the window starts small again)
 
@@ -799,6 +851,17 @@ class AsyncBinaryFile(AsyncFile):
         # Cancelled is raised before anything is taken from the read-ahead
         # (after, the checkpoint is shielded: the bytes are the result).
         await checkpoint_if_cancelled()
+        chunks = self._chunks
+        if chunks is not None and len(chunks[self._ci]) == size:
+            # Sequential reading of the size the read-ahead was cut for: the
+            # next chunk as it is (the kernel wrote it; no copy).
+            head = chunks[self._ci]
+            self._ci += 1
+            if self._ci == len(chunks):
+                self._chunks = None
+            self._pos += size
+            await cancel_shielded_checkpoint()
+            return head
         head = self._take_buffered(size)
         if len(head) == size:
             await cancel_shielded_checkpoint()
@@ -900,6 +963,8 @@ class AsyncBinaryFile(AsyncFile):
 
     async def peek(self, size: int = 0) -> bytes:
         self._check(readable=True)
+        if self._chunks is not None:
+            self._flatten()
         if len(self._rbuf) - self._ri <= 0:
             await self._fill()
         else:
@@ -1060,7 +1125,7 @@ class AsyncBinaryFile(AsyncFile):
         if total == 0:
             await checkpoint()
             return 0
-        if self._rbuf:
+        if self._rbuf or self._chunks is not None:
             self._drop_readahead()
         written = 0
         if self._append or not self._seekable:
@@ -1139,6 +1204,8 @@ class AsyncBinaryFile(AsyncFile):
         # lseek(2) is a cheap syscall that never blocks; it gives exactly the
         # stdlib's answers (and errors) for SEEK_END, SEEK_DATA, SEEK_HOLE.
         pos = os.lseek(self._fd, offset, whence)
+        if self._chunks is not None:
+            self._flatten()
         rbuf = self._rbuf
         if rbuf:
             start = self._pos - self._ri

@@ -1102,10 +1102,11 @@ _sp_dispatch: Callable[..., Any] | None = None
 # new_bytes(n): a private, uninitialized bytes object for a READ to fill
 # (file reads then copy once, as os.read; see _file_io._pread).
 _sp_new_bytes: Callable[[int], bytes] | None = None
+_sp_iovecs: Callable[[list[bytes]], bytes] | None = None
 
 
 def _setup_speedups(ffi: Any, lib: Any) -> None:
-    global _sp_submit, _sp_dispatch, _sp_new_bytes
+    global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -1115,7 +1116,7 @@ def _setup_speedups(ffi: Any, lib: Any) -> None:
     prep = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep")))
     _speedups.setup(RingOp, Task, _LINK_EXPIRED, prep)
     _sp_submit, _sp_dispatch = _speedups.submit, _speedups.dispatch
-    _sp_new_bytes = _speedups.new_bytes
+    _sp_new_bytes, _sp_iovecs = _speedups.new_bytes, _speedups.iovecs
 
 
 # Reserved tokens: the low slots never hold user ops.

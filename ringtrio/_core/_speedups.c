@@ -549,7 +549,35 @@ static PyObject *sp_new_bytes(PyObject *mod, PyObject *arg)
     return PyBytes_FromStringAndSize(NULL, n);
 }
 
+/* iovecs(list of bytes) -> bytes: a struct iovec array over the objects'
+ * data, for a READV that fills them (objects from new_bytes, kept alive by
+ * the op with this array). */
+static PyObject *sp_iovecs(PyObject *mod, PyObject *arg)
+{
+    if (!PyList_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "iovecs() takes a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)(2 * sizeof(uint64_t)));
+    if (!out)
+        return NULL;
+    uint64_t *iov = (uint64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(arg, i);
+        if (!PyBytes_CheckExact(b)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "iovecs() takes a list of bytes");
+            return NULL;
+        }
+        iov[2 * i] = (uint64_t)(uintptr_t)PyBytes_AS_STRING(b);
+        iov[2 * i + 1] = (uint64_t)PyBytes_GET_SIZE(b);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"iovecs", sp_iovecs, METH_O, "iovecs(list of bytes) -> struct iovec array as bytes"},
     {"new_bytes", sp_new_bytes, METH_O, "new_bytes(n) -> uninitialized bytes of length n (n >= 2)"},
     {"setup", sp_setup, METH_VARARGS, "setup(RingOp, Task, LINK_EXPIRED, rt_prep_address)"},
     {"submit", (PyCFunction)(void (*)(void))sp_submit, METH_FASTCALL,
