@@ -1093,6 +1093,9 @@ class AsyncBinaryFile(AsyncFile):
         if total == 0:
             await checkpoint()
             return 0
+        if self._rbuf or self._chunks is not None:
+            # The read-ahead may hold the old bytes of that range.
+            self._drop_readahead()
         while written < total:
             written += await self._pwrite(mv[written:], offset + written)
         return total

@@ -478,3 +478,25 @@ def test_whole_chunk_reads_match_stdlib_and_use_one_op_per_window(tmp_path):
     if _run._sp_iovecs is not None:
         # 64 KiB, then windows of 256 KiB, 512 KiB, 1 MiB, 1 MiB...: about 7.
         assert used <= 10, used
+
+
+def test_write_at_is_seen_by_reads_that_follow(tmp_path):
+    """write_at drops the read-ahead (plain or whole-chunk), so a read that
+    follows returns the new bytes, not the ones read ahead before."""
+    data = os.urandom(2 << 20)
+    p = tmp_path / "big"
+    p.write_bytes(data)
+
+    async def main():
+        async with await ringtrio.open_file(p, "r+b") as f:
+            first = [await f.read(65536) for _ in range(3)]  # read-ahead now holds more
+            assert b"".join(first) == data[: 3 * 65536]
+            await f.write_at(3 * 65536 + 10, b"XYZ")
+            nxt = await f.read(65536)
+            assert nxt[10:13] == b"XYZ"
+            assert nxt[:10] == data[3 * 65536 : 3 * 65536 + 10]
+            await f.write_at(5 * 65536, b"Q")
+            await f.seek(5 * 65536)
+            assert (await f.read(100))[:1] == b"Q"
+
+    ringtrio.run(main)
