@@ -107,3 +107,19 @@ def test_reads_straight_into_their_result(tmp_path: Any) -> None:
             assert await f.read_at(1, 3) == content[1:4]
 
     ringtrio.run(main)
+
+
+def test_unusable_memoryview_addr_raises_and_releases_the_token() -> None:
+    async def main() -> None:
+        before = lowlevel.current_statistics().ops_in_flight
+        view = memoryview(bytearray(16))
+        view.release()
+        with pytest.raises(ValueError):
+            await lowlevel.submit_and_wait(lowlevel.RingOp(lowlevel.IORING_OP_NOP, addr=view))
+        assert lowlevel.current_statistics().ops_in_flight == before
+        res, _flags = await lowlevel.submit_and_wait(
+            lowlevel.RingOp(lowlevel.IORING_OP_NOP, addr=memoryview(bytearray(16)))
+        )
+        assert res == 0
+
+    ringtrio.run(main)

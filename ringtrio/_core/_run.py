@@ -2017,7 +2017,12 @@ class Runner:
         if type(addr) is memoryview:
             # (The accelerator takes the view's pointer itself.)  A cffi
             # buffer over it, held by the op until its final CQE.
-            addr = self.ring.ffi.from_buffer(addr)
+            try:
+                addr = self.ring.ffi.from_buffer(addr)
+            except (TypeError, ValueError) as exc:  # e.g. a released view
+                self._release_token(token & _SLOT_MASK)
+                op.task = None
+                raise ValueError(f"{op!r}: its addr cannot be used: {exc}") from None
             op.keepalive = (op.keepalive, addr)
         try:
             # `addr` is an address (int) or, on hot paths, the buffer object
