@@ -213,7 +213,11 @@ class SocketStream(HalfCloseableStream):
 
     ``TCP_NODELAY`` is turned on (small writes are sent at once: a
     ``send_all`` is a message, not something to coalesce).  ``receive_some``
-    waits without pinning a buffer (see :meth:`ringtrio.socket.SocketType.recv`).
+    is served by one multishot receive kept armed on the stream, copying out
+    of the run's buffer group: waiting pins no buffer, and bytes that arrive
+    while no reader waits (a cancelled one, say) are queued for the next
+    call.  The stream then owns the socket's receive side (see
+    docs/design.md, "Sockets").
 
     Attributes:
       socket: the underlying :class:`ringtrio.socket.SocketType`.
