@@ -75,7 +75,6 @@ from ._core._exceptions import RunFinishedError
 from ._core._ring import _load_native
 from ._core._run import (
     Abort,
-    CancelScope,
     OwnedRingOp,
     checkpoint,
     reschedule,
@@ -407,7 +406,7 @@ class BufferGroup:
             op.request_cancel()
         while self._armed:
             self._closer = _run.current_task()
-            await wait_task_rescheduled(_abort_failed)
+            await wait_task_rescheduled(_run._abort_failed)
         for lease in list(self._leases):
             lease.release()
         self._closed = True
@@ -430,8 +429,6 @@ class BufferGroup:
             ring.close()
 
 
-def _abort_failed(raise_cancel: Callable[[], NoReturn]) -> Abort:
-    return Abort.FAILED
 
 
 def _check_args(count: Any, size: Any, incremental: Any) -> None:
@@ -544,6 +541,7 @@ class _MultishotRecv(OwnedRingOp):
             self.sock._untrack(self)
             if not self.enobufs:
                 group._pass_wake()
+            self._ended()
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -554,16 +552,6 @@ class _MultishotRecv(OwnedRingOp):
         # and waits for its final CQE.
         self.waiter = None
         return Abort.SUCCEEDED
-
-    async def stop(self) -> None:
-        """Cancel the request (if armed) and wait for its final CQE, shielded."""
-        if not self.armed:
-            return
-        self.request_cancel()
-        with CancelScope(shield=True):
-            while self.armed:
-                self.waiter = _run.current_task()
-                await wait_task_rescheduled(_abort_failed)
 
     def release_queue(self) -> None:
         queue = self.queue

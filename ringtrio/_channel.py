@@ -34,9 +34,7 @@ from ._core import (
     cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
-    current_task,
     reschedule,
-    wait_task_rescheduled,
 )
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ from ._core._buffers import runtime_recv_ring
 from ._core._run import (
     Abort,
     _Park,
-    CancelScope,
     OwnedRingOp,
     RingOp,
     _current_runner,
@@ -25,7 +24,6 @@ from ._core._run import (
     current_task,
     reschedule,
     submit_and_wait,
-    wait_task_rescheduled,
 )
 from ._socket import _MSG_NOSIGNAL, SocketType
 
@@ -115,7 +113,7 @@ class _StreamReceiver(OwnedRingOp):
     buffers (-ENOBUFS).  Its final CQE is what ends it, whatever its code.
     """
 
-    __slots__ = ("sock", "bufring", "chunks", "queued", "eof", "error", "waiter", "stopper", "park")
+    __slots__ = ("sock", "bufring", "chunks", "queued", "eof", "error", "waiter", "park")
 
     def __init__(self, sock: SocketType, bufring: Any) -> None:
         super().__init__(
@@ -132,7 +130,6 @@ class _StreamReceiver(OwnedRingOp):
         self.eof = False
         self.error = 0
         self.waiter: Any = None  # the reader parked in receive_some
-        self.stopper: Any = None  # a task waiting in stop() for the end
         self.park = _Park(self.abort_wait)  # what a waiting reader yields
 
     def arm(self, fd: int) -> None:
@@ -164,9 +161,8 @@ class _StreamReceiver(OwnedRingOp):
         if waiter is not None and (self.chunks or not self.armed):
             self.waiter = None
             reschedule(waiter)
-        if not self.armed and self.stopper is not None:
-            stopper, self.stopper = self.stopper, None
-            reschedule(stopper)
+        if not self.armed:
+            self._ended()
 
     def abort_wait(self, raise_cancel: Any) -> Abort:
         # The reader gives up; the request stays armed and what it receives
@@ -185,18 +181,6 @@ class _StreamReceiver(OwnedRingOp):
         self.queued -= len(data)
         return data
 
-    async def stop(self) -> None:
-        """Cancel the request and wait (shielded) for its final CQE.  One
-        task at a time (the stream's closer)."""
-        self.request_cancel()
-        with CancelScope(shield=True):
-            while self.armed:
-                self.stopper = current_task()
-                await wait_task_rescheduled(_abort_failed)
-
-
-def _abort_failed(raise_cancel: Any) -> Abort:
-    return Abort.FAILED
 
 
 @contextmanager

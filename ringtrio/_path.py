@@ -26,11 +26,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._core import RingOp, checkpoint, submit_and_wait as _submit
+from ._core import RingOp, checkpoint
 from ._core._ring import (
     IORING_OP_LINKAT,
     IORING_OP_MKDIRAT,
-    IORING_OP_READ,
     IORING_OP_RENAMEAT,
     IORING_OP_SYMLINKAT,
     IORING_OP_UNLINKAT,
@@ -41,7 +40,6 @@ from ._file_io import (
     _addr,
     _close_fd,
     _cpath,
-    _ffi,
     _openat,
     _oserror,
     _read_whole,

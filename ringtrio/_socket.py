@@ -29,7 +29,6 @@ import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _core
 from ._core import BusyResourceError, ClosedResourceError, RunVar
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring

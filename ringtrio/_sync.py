@@ -34,7 +34,6 @@ from ._core import (
     ParkingLot,
     WouldBlock,
     cancel_shielded_checkpoint,
-    checkpoint,
     checkpoint_if_cancelled,
     current_task,
 )

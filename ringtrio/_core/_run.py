@@ -1227,10 +1227,11 @@ class OwnedRingOp(RingOp):
     It is submitted with no task and no linked deadline (it lives until it is
     cancelled or fails), its CQEs are handled in ``_on_cqe`` by the subclass,
     and it is cancelled through the same retried cancel as every other op.
-    Subclasses set ``armed = False`` when their final CQE arrives.
+    Subclasses set ``armed = False`` when their final CQE arrives and then
+    call :meth:`_ended`, which wakes a task waiting in :meth:`stop`.
     """
 
-    __slots__ = ("runner", "armed", "cancel_requested", "closed_by_user")
+    __slots__ = ("runner", "armed", "cancel_requested", "closed_by_user", "stopper")
 
     def __init__(self, runner: Runner, opcode: int, **fields: Any) -> None:
         super().__init__(opcode, **fields)
@@ -1240,6 +1241,7 @@ class OwnedRingOp(RingOp):
         # Set when the resource was closed under the request (not by its
         # owner): the owner then reports ClosedResourceError.
         self.closed_by_user = False
+        self.stopper: Task | None = None  # a task waiting in stop()
 
     def _arm(self) -> None:
         self.cancel_requested = False
@@ -1258,6 +1260,29 @@ class OwnedRingOp(RingOp):
     def _on_socket_close(self) -> None:
         self.closed_by_user = True
         self.request_cancel()
+
+    async def stop(self) -> None:
+        """Cancel the request (if armed) and wait, shielded, for its final
+        CQE.  One task at a time."""
+        if not self.armed:
+            return
+        self.request_cancel()
+        with CancelScope(shield=True):
+            while self.armed:
+                self.stopper = _local.task
+                await wait_task_rescheduled(_abort_failed)
+
+    def _ended(self) -> None:
+        """For subclasses, once ``armed`` is False: wake stop()'s waiter."""
+        stopper = self.stopper
+        if stopper is not None:
+            self.stopper = None
+            reschedule(stopper)
+
+
+def _abort_failed(raise_cancel: Callable[[], NoReturn]) -> Abort:
+    # A wait that only the awaited CQE may end.
+    return Abort.FAILED
 
 
 def cancel_ring_op(op: RingOp, error: BaseException) -> None:
@@ -1386,22 +1411,7 @@ def submit_chain(runner: Runner, chain: LinkedChain, task: Task | None) -> None:
     chain.task = task
     chain.cancel_raise = None
     chain.pending = len(chain.members)
-    slots, gens, free = runner._op_slots, runner._op_gens, runner._free_slots
-    tokens = []
-    for op in chain.members:
-        op.task = task
-        op.cancel_raise = None
-        op.done = False
-        if free:
-            slot = free.pop()
-            slots[slot] = op
-        else:
-            slot = len(slots)
-            slots.append(op)
-            gens.append(0)
-        op.token = (gens[slot] << 32) | slot
-        tokens.append(op.token)
-    runner._ops_in_flight += len(tokens)
+    tokens = [runner._take_token(op, task) for op in chain.members]
     runner._sq_dirty = True
     rc = chain._prep(runner._lib, runner._ring_ptr, tokens)
     if rc < 0:
@@ -1969,6 +1979,26 @@ class Runner:
         self._free_slots.append(slot)
         self._ops_in_flight -= 1
 
+    def _take_token(self, op: RingOp, task: Task | None) -> int:
+        """Give ``op`` a token (the free slot list, LIFO; the slot's current
+        generation in the high 32 bits) and mark it in flight for ``task``.
+        (_speedups.submit does the same in C.)"""
+        op.task = task
+        op.cancel_raise = None
+        op.done = False
+        free = self._free_slots
+        if free:
+            slot = free.pop()
+            self._op_slots[slot] = op
+        else:
+            slot = len(self._op_slots)
+            self._op_slots.append(op)
+            self._op_gens.append(0)
+        token = (self._op_gens[slot] << 32) | slot
+        op.token = token
+        self._ops_in_flight += 1
+        return token
+
     def _submit_op(self, op: RingOp, task: Task | None, deadline: float | None = None) -> None:
         """Queue ``op``'s SQE (sent with this pass's single enter) and park
         nothing: callers park on ``op._abort`` themselves."""
@@ -1995,22 +2025,7 @@ class Runner:
                 self._ops_in_flight += 1
                 self._sq_dirty = True
                 return
-        op.task = task
-        op.cancel_raise = None
-        op.done = False
-        # Token allocation: the free slot list, LIFO; the slot's current
-        # generation goes into the high 32 bits.
-        free = self._free_slots
-        if free:
-            slot = free.pop()
-            self._op_slots[slot] = op
-        else:
-            slot = len(self._op_slots)
-            self._op_slots.append(op)
-            self._op_gens.append(0)
-        token = (self._op_gens[slot] << 32) | slot
-        op.token = token
-        self._ops_in_flight += 1
+        token = self._take_token(op, task)
         op.linked = link_ns >= 0
         self._sq_dirty = True
         addr = op.addr
@@ -2148,10 +2163,8 @@ class Runner:
                     # export, such as send_all's memoryview, must be
                     # releasable at once).  (An op whose linked deadline
                     # fired may be submitted again: submit_and_wait drops
-                    # them if it is not.)  (_release_memory, inlined.)
-                    op.keepalive = None
-                    if type(op.addr) is not int:
-                        op.addr = 0
+                    # them if it is not.)
+                    _release_memory(op)
             else:
                 op._on_cqe(res, flags)
 
@@ -2225,9 +2238,6 @@ class Runner:
         return max(timeout, 0.0)
 
     def _run_loop(self) -> None:
-        lib = self._lib
-        ptr = self._ring_ptr
-        cqes = self.ring.cqes
         runq = self._runq
         local = _local
         current_time = self.current_time
