@@ -24,6 +24,7 @@ import os
 import stat as _stat
 from operator import index as _index
 import struct
+import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -98,12 +99,21 @@ def _addr(cdata: Any) -> int:
     return int(_ffi.cast("uintptr_t", cdata))
 
 
-def _cpath(path: str | bytes) -> Any:
-    """A NUL-terminated C copy of ``path`` (keep it alive while the op runs)."""
-    b = os.fsencode(path)
+_FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
+def _path_bytes(path: str | bytes) -> bytes:
+    """``os.fsencode(path)`` (a str is encoded without the Python-level
+    call), refusing NUL bytes as open() does."""
+    b = path.encode(*_FS_ENCODING) if type(path) is str else os.fsencode(path)
     if b"\0" in b:
         raise ValueError("embedded null byte")
-    return _ffi.new("char[]", b)
+    return b
+
+
+def _cpath(path: str | bytes) -> Any:
+    """A NUL-terminated C copy of ``path`` (keep it alive while the op runs)."""
+    return _ffi.new("char[]", _path_bytes(path))
 
 
 def _oserror(res: int, *filenames: Any) -> OSError:
@@ -246,20 +256,29 @@ class _OpenReadChain(LinkedChain):
     more to read through it).
     """
 
-    __slots__ = ("cpath", "slot", "buf", "addr")
+    __slots__ = ("path", "slot", "buf", "addr")
 
     def __init__(self) -> None:
         super().__init__((IORING_OP_OPENAT, IORING_OP_READ, IORING_OP_READ))
         self.buf = _alloc_uninitialized("char[]", _CHAIN_READ1 + _CHAIN_READ2)
         self.addr = _addr(self.buf)
-        self.cpath: Any = None
+        # The path as bytes (no NUL): the kernel reads it while the chain
+        # is submitted; a bytes object's buffer is NUL-terminated and never
+        # moves.
+        self.path: bytes | None = None
         self.slot = 0
 
-    def _prep(self, lib: Any, ring_ptr: Any, tokens: list[int]) -> int:
+    def _prep(self, runner: Any, tokens: list[int]) -> int:
         addr = self.addr
-        return lib.rt_prep_open_chain(  # type: ignore[no-any-return]
-            ring_ptr, AT_FDCWD, self.cpath, os.O_RDONLY, 0, self.slot, IORING_OP_READ,
-            addr, _CHAIN_READ1, addr + _CHAIN_READ1, _CHAIN_READ2, *tokens,
+        prep = _run._sp_prep_open_chain
+        if prep is not None:
+            return prep(
+                runner._ring_addr, AT_FDCWD, self.path, os.O_RDONLY, 0, self.slot, IORING_OP_READ,
+                addr, _CHAIN_READ1, addr + _CHAIN_READ1, _CHAIN_READ2, tokens,
+            )
+        return runner._lib.rt_prep_open_chain(  # type: ignore[no-any-return]
+            runner._ring_ptr, AT_FDCWD, _ffi.from_buffer(self.path), os.O_RDONLY, 0, self.slot,
+            IORING_OP_READ, addr, _CHAIN_READ1, addr + _CHAIN_READ1, _CHAIN_READ2, *tokens,
         )
 
     def _happened(self) -> bool:
@@ -285,28 +304,22 @@ async def _read_whole(path: str | bytes) -> bytes:
     chain: _OpenReadChain = pool.pop() if pool else _OpenReadChain()
     chain.pending = -1  # not submitted
     try:
-        bpath = os.fsencode(path)
-        if b"\0" in bpath:
-            raise ValueError("embedded null byte")
-        # The kernel reads the path while the chain is submitted; a bytes
-        # object's buffer is NUL-terminated and never moves.
-        chain.cpath = _ffi.from_buffer(bpath)
+        chain.path = _path_bytes(path)
         chain.slot = slot
         opened, n1, n2 = await submit_chain_and_wait(chain)
-        for res in (opened, n1, n2):
-            if res < 0:
-                raise _oserror(res, path)
+        if opened < 0 or n1 < 0 or n2 < 0:
+            raise _oserror(opened if opened < 0 else (n1 if n1 < 0 else n2), path)
         buf = chain.buf
         if n1 == _CHAIN_READ1 or not n2:
-            data = _ffi.buffer(buf, n1 + n2)[:]  # one run of bytes in buf
+            data = _ffi.unpack(buf, n1 + n2)  # one run of bytes in buf
         else:
-            data = _ffi.buffer(buf, n1)[:] + _ffi.buffer(buf + _CHAIN_READ1, n2)[:]
+            data = _ffi.unpack(buf, n1) + _ffi.unpack(buf + _CHAIN_READ1, n2)
         if not n2:
             return data  # type: ignore[no-any-return]
         # More to come: read on through the slot until a read returns 0.
         return await _read_to_eof(slot, IOSQE_FIXED_FILE, 4 * _CHAIN_READ1, [data], path, False)
     finally:
-        chain.cpath = None
+        chain.path = None
         if chain.pending == 0:
             # All CQEs are in: the kernel is done with the chain's memory.
             if chain.results[0] >= 0:

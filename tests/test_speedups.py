@@ -75,6 +75,7 @@ def test_the_python_path_still_works() -> None:
             os.path.join(HERE, "test_highlevel_socket.py"),
             os.path.join(HERE, "test_file_chains.py"),
             os.path.join(HERE, "test_speedups.py") + "::test_speedups_are_built_and_used",
+            os.path.join(HERE, "test_speedups.py") + "::test_chain_helpers_check_their_arguments",
         ],
         env=env,
         capture_output=True,
@@ -124,5 +125,58 @@ def test_unusable_memoryview_addr_raises_and_releases_the_token() -> None:
             lowlevel.RingOp(lowlevel.IORING_OP_NOP, addr=memoryview(bytearray(16)))
         )
         assert res == 0
+
+    ringtrio.run(main)
+
+
+def test_chain_helpers_check_their_arguments(tmp_path: Any) -> None:
+    """take_tokens / prep_open_chain / prep_close_direct (Path.read_bytes'
+    chain in C) refuse bad arguments without queueing anything or keeping
+    a token; chains complete through the C dispatch with every result."""
+    from ringtrio._core import _speedups  # type: ignore[attr-defined]
+
+    path = tmp_path / "small"
+    path.write_bytes(b"x" * 5000)
+
+    async def main() -> None:
+        runner = _run._local.task._runner
+        before = lowlevel.current_statistics().ops_in_flight
+        if _run._sp_take_tokens is None:
+            # Switched off: chains take the Python path (checked below).
+            assert os.environ.get("RINGTRIO_NO_SPEEDUPS")
+        else:
+            check_helpers(runner)
+        assert lowlevel.current_statistics().ops_in_flight == before
+        # Chains complete with every result: many at once, each with its bytes.
+        results: list[bytes] = []
+
+        async def reader() -> None:
+            results.append(await ringtrio.Path(path).read_bytes())
+
+        async with ringtrio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(reader)
+        assert results == [b"x" * 5000] * 50
+        assert lowlevel.current_statistics().ops_in_flight == before
+
+    def check_helpers(runner: Any) -> None:
+        slots, gens, free = runner._op_slots, runner._op_gens, runner._free_slots
+        with pytest.raises(TypeError, match="RingOps"):
+            _speedups.take_tokens(slots, gens, free, (lowlevel.RingOp(0), "x"), None)
+        with pytest.raises(TypeError):
+            _speedups.take_tokens(slots, gens, free, [lowlevel.RingOp(0)], None)
+        args = [runner._ring_addr, -100, b"p", 0, 0, 0, 22, 0, 1, 0, 1, [8, 9, 10]]
+        for i, bad, exc in [
+            (2, b"a\0b", ValueError),  # NUL in the path
+            (2, "str", ValueError),  # not bytes
+            (11, [1], TypeError),  # one token
+            (3, 2**32, OverflowError),  # open_flags
+            (6, 256, OverflowError),  # rw_opcode
+            (1, 2**31, OverflowError),  # dirfd
+        ]:
+            with pytest.raises(exc):
+                _speedups.prep_open_chain(*args[:i], bad, *args[i + 1 :])
+        with pytest.raises(OverflowError):
+            _speedups.prep_close_direct(runner._ring_addr, 2**32, 0, 0)
 
     ringtrio.run(main)

@@ -1099,6 +1099,9 @@ _IGNORED_OP = RingOp(_ring.IORING_OP_NOP)
 # same.
 _sp_submit: Callable[..., Any] | None = None
 _sp_dispatch: Callable[..., Any] | None = None
+_sp_take_tokens: Callable[..., Any] | None = None
+_sp_prep_open_chain: Callable[..., int] | None = None
+_sp_prep_close_direct: Callable[..., int] | None = None
 # new_bytes(n): a private, uninitialized bytes object for a READ to fill
 # (file reads then copy once, as os.read; see _file_io._pread).
 _sp_new_bytes: Callable[[int], bytes] | None = None
@@ -1106,7 +1109,8 @@ _sp_iovecs: Callable[[list[bytes]], bytes] | None = None
 
 
 def _setup_speedups(ffi: Any, lib: Any) -> None:
-    global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs
+    global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
+    global _sp_prep_open_chain, _sp_prep_close_direct
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -1115,8 +1119,15 @@ def _setup_speedups(ffi: Any, lib: Any) -> None:
         return
     prep = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep")))
     _speedups.setup(RingOp, Task, _LINK_EXPIRED, prep)
+    _speedups.setup_chains(
+        LinkedOp, LinkedChain,
+        int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep_open_chain"))),
+        int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep_close_direct"))),
+    )
     _sp_submit, _sp_dispatch = _speedups.submit, _speedups.dispatch
     _sp_new_bytes, _sp_iovecs = _speedups.new_bytes, _speedups.iovecs
+    _sp_take_tokens = _speedups.take_tokens
+    _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
 
 
 # Reserved tokens: the low slots never hold user ops.
@@ -1373,9 +1384,9 @@ class LinkedChain:
         self.task: Task | None = None
         self.cancel_raise: Callable[[], NoReturn] | None = None
 
-    def _prep(self, lib: Any, ring_ptr: Any, tokens: list[int]) -> int:
-        """Queue the members' SQEs, member i with ``tokens[i]`` as user_data;
-        0 or -errno."""
+    def _prep(self, runner: Runner, tokens: list[int]) -> int:
+        """Queue the members' SQEs on ``runner``'s ring, member i with
+        ``tokens[i]`` as user_data; 0 or -errno."""
         raise NotImplementedError
 
     def _happened(self) -> bool:
@@ -1410,10 +1421,15 @@ def submit_chain(runner: Runner, chain: LinkedChain, task: Task | None) -> None:
         raise RuntimeError("the ringtrio run this op belongs to has finished")
     chain.task = task
     chain.cancel_raise = None
-    chain.pending = len(chain.members)
-    tokens = [runner._take_token(op, task) for op in chain.members]
+    members = chain.members
+    chain.pending = len(members)
+    if _sp_take_tokens is not None:
+        tokens = _sp_take_tokens(runner._op_slots, runner._op_gens, runner._free_slots, members, task)
+        runner._ops_in_flight += len(members)
+    else:
+        tokens = [runner._take_token(op, task) for op in members]
     runner._sq_dirty = True
-    rc = chain._prep(runner._lib, runner._ring_ptr, tokens)
+    rc = chain._prep(runner, tokens)
     if rc < 0:
         for token in tokens:
             runner._release_token(token & _SLOT_MASK)
@@ -1488,9 +1504,12 @@ class DirectFiles:
         runner = self.runner
         if not runner._ops_closed:
             runner._sq_dirty = True
-            rc = runner._lib.rt_prep_close_direct(
-                runner._ring_ptr, slot, _TOKEN_IGNORE, IOSQE_CQE_SKIP_SUCCESS
-            )
+            if _sp_prep_close_direct is not None:
+                rc = _sp_prep_close_direct(runner._ring_addr, slot, _TOKEN_IGNORE, IOSQE_CQE_SKIP_SUCCESS)
+            else:
+                rc = runner._lib.rt_prep_close_direct(
+                    runner._ring_ptr, slot, _TOKEN_IGNORE, IOSQE_CQE_SKIP_SUCCESS
+                )
             if rc < 0:  # pragma: no cover - SQ could not be drained
                 raise RingtrioInternalError(f"could not queue CLOSE: {os.strerror(-rc)}")
         self.free.append(slot)

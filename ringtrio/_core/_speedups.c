@@ -11,6 +11,12 @@
  * offsets of their member descriptors, looked up once in setup().  SQEs are
  * queued by calling the cffi module's rt_prep (its address comes from
  * setup() too), so there is one copy of the ring code.
+ *
+ * Linked chains (Path.read_bytes' OPENAT -> READ -> READ) get the same
+ * treatment: take_tokens() for their members, prep_open_chain() /
+ * prep_close_direct() calling ring.c without cffi's argument conversion,
+ * and dispatch() completing a member's CQE (LinkedOp._on_cqe) in C unless
+ * the chain is being cancelled.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,7 +36,17 @@ typedef int (*prep_fn)(void *r, uint8_t opcode, uint8_t sqe_flags,
 #define TOKEN_WAKEUP 1
 #define CQE_F_MORE (1u << 1)
 
+typedef int (*open_chain_fn)(void *r, int32_t dirfd, const char *path,
+                             uint32_t open_flags, uint32_t mode, uint32_t slot,
+                             uint8_t rw_opcode, uint64_t buf1, uint32_t len1,
+                             uint64_t buf2, uint32_t len2, uint64_t ud_open,
+                             uint64_t ud_rw1, uint64_t ud_rw2);
+typedef int (*close_direct_fn)(void *r, uint32_t slot, uint64_t user_data,
+                               uint8_t sqe_flags);
+
 static prep_fn rt_prep;
+static open_chain_fn rt_prep_open_chain;
+static close_direct_fn rt_prep_close_direct;
 static PyTypeObject *ringop_type;   /* RingOp itself (not subclasses) */
 static PyObject *link_expired;      /* _run._LINK_EXPIRED */
 static PyObject *on_cqe_name;       /* "_on_cqe" */
@@ -40,6 +56,10 @@ static Py_ssize_t o_opcode, o_fd, o_addr, o_length, o_off, o_op_flags,
     o_ioprio, o_sqe_flags, o_buf_index, o_keepalive, o_token, o_task,
     o_cancel_raise, o_linked, o_done, o_result;
 static Py_ssize_t t_next_send, t_abort_func;
+/* LinkedOp / LinkedChain (set by setup_chains; linkedop_type stays NULL
+ * until then, and chain members then take the Python path). */
+static PyTypeObject *linkedop_type;
+static Py_ssize_t l_chain, l_index, c_results, c_pending, c_task, c_cancel_raise;
 
 #define FIELD(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -101,15 +121,35 @@ static PyObject *sp_setup(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Unsigned field of an op, range-checked. */
-static int get_uint(PyObject *op, Py_ssize_t off, unsigned long long max,
-                    unsigned long long *out)
+/* setup_chains(LinkedOp, LinkedChain, rt_prep_open_chain_address,
+ *              rt_prep_close_direct_address) */
+static PyObject *sp_setup_chains(PyObject *mod, PyObject *args)
 {
-    PyObject *v = FIELD(op, off);
-    if (!v || !PyLong_Check(v)) {
-        PyErr_SetString(PyExc_TypeError, "an SQE field is not an int");
-        return -1;
+    PyObject *lop_t, *chain_t;
+    unsigned long long open_addr, close_addr;
+    if (!PyArg_ParseTuple(args, "O!O!KK", &PyType_Type, &lop_t, &PyType_Type, &chain_t,
+                          &open_addr, &close_addr))
+        return NULL;
+    if (!ringop_type || !PyType_IsSubtype((PyTypeObject *)lop_t, ringop_type)) {
+        PyErr_SetString(PyExc_TypeError, "setup_chains(): call setup() first, with LinkedOp's base");
+        return NULL;
     }
+    if (member_offset(lop_t, "chain", &l_chain) < 0 ||
+        member_offset(lop_t, "index", &l_index) < 0 ||
+        member_offset(chain_t, "results", &c_results) < 0 ||
+        member_offset(chain_t, "pending", &c_pending) < 0 ||
+        member_offset(chain_t, "task", &c_task) < 0 ||
+        member_offset(chain_t, "cancel_raise", &c_cancel_raise) < 0)
+        return NULL;
+    Py_XSETREF(linkedop_type, (PyTypeObject *)Py_NewRef(lop_t));
+    rt_prep_open_chain = (open_chain_fn)(uintptr_t)open_addr;
+    rt_prep_close_direct = (close_direct_fn)(uintptr_t)close_addr;
+    Py_RETURN_NONE;
+}
+
+/* Unsigned int argument no larger than max. */
+static int uint_arg(PyObject *v, unsigned long long max, unsigned long long *out)
+{
     unsigned long long x = PyLong_AsUnsignedLongLong(v);
     if (x == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
@@ -119,6 +159,18 @@ static int get_uint(PyObject *op, Py_ssize_t off, unsigned long long max,
     }
     *out = x;
     return 0;
+}
+
+/* Unsigned field of an op, range-checked. */
+static int get_uint(PyObject *op, Py_ssize_t off, unsigned long long max,
+                    unsigned long long *out)
+{
+    PyObject *v = FIELD(op, off);
+    if (!v || !PyLong_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "an SQE field is not an int");
+        return -1;
+    }
+    return uint_arg(v, max, out);
 }
 
 static int get_fd(PyObject *op, int32_t *out)
@@ -158,6 +210,48 @@ static int release_slot(PyObject *slots, PyObject *gens, PyObject *free_,
     int rc = PyList_Append(free_, idx);
     Py_DECREF(idx);
     return rc;
+}
+
+/* Take a token for op (free list, LIFO) and mark it in flight for task, as
+ * Runner._take_token.  Returns the token, or NULL with an exception set. */
+static PyObject *take_token(PyObject *slots, PyObject *gens, PyObject *free_,
+                            PyObject *op, PyObject *task, Py_ssize_t *slot_out)
+{
+    Py_ssize_t slot, nfree = PyList_GET_SIZE(free_);
+    if (nfree) {
+        slot = PyLong_AsSsize_t(PyList_GET_ITEM(free_, nfree - 1));
+        if (slot == -1 && PyErr_Occurred())
+            return NULL;
+        if (slot < 0 || slot >= PyList_GET_SIZE(slots) || slot >= PyList_GET_SIZE(gens)) {
+            PyErr_SetString(PyExc_RuntimeError, "the free token list holds a bad slot");
+            return NULL;
+        }
+        if (PyList_SetSlice(free_, nfree - 1, nfree, NULL) < 0)
+            return NULL;
+        PyList_SetItem(slots, slot, Py_NewRef(op));
+    } else {
+        slot = PyList_GET_SIZE(slots);
+        PyObject *zero = PyLong_FromLong(0);
+        if (!zero)
+            return NULL;
+        if (PyList_Append(slots, op) < 0 || PyList_Append(gens, zero) < 0) {
+            Py_DECREF(zero);
+            return NULL;
+        }
+        Py_DECREF(zero);
+    }
+    unsigned long long gen = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(gens, slot));
+    if (gen == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *token = PyLong_FromUnsignedLongLong(((uint64_t)gen << 32) | (uint64_t)slot);
+    if (!token)
+        return NULL;
+    set_field(op, o_task, Py_NewRef(task));
+    set_field(op, o_cancel_raise, Py_NewRef(Py_None));
+    set_field(op, o_done, Py_NewRef(Py_False));
+    set_field(op, o_token, Py_NewRef(token));
+    *slot_out = slot;
+    return token;
 }
 
 /* submit(ring_addr, slots, gens, free, op, task, link_ns, link_ud)
@@ -209,40 +303,11 @@ static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t narg
         Py_RETURN_NONE;
     }
 
-    /* Token. */
-    Py_ssize_t slot, nfree = PyList_GET_SIZE(free_);
-    if (nfree) {
-        PyObject *last = PyList_GET_ITEM(free_, nfree - 1);
-        slot = PyLong_AsSsize_t(last);
-        if (slot == -1 && PyErr_Occurred())
-            return NULL;
-        if (PyList_SetSlice(free_, nfree - 1, nfree, NULL) < 0)
-            return NULL;
-        if (PyList_SetItem(slots, slot, Py_NewRef(op)) < 0)
-            return NULL;
-    } else {
-        slot = PyList_GET_SIZE(slots);
-        PyObject *zero = PyLong_FromLong(0);
-        if (!zero)
-            return NULL;
-        if (PyList_Append(slots, op) < 0 || PyList_Append(gens, zero) < 0) {
-            Py_DECREF(zero);
-            return NULL;
-        }
-        Py_DECREF(zero);
-    }
-    unsigned long long gen = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(gens, slot));
-    if (gen == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    uint64_t token = ((uint64_t)gen << 32) | (uint64_t)slot;
-    PyObject *token_obj = PyLong_FromUnsignedLongLong(token);
+    Py_ssize_t slot;
+    PyObject *token_obj = take_token(slots, gens, free_, op, task, &slot);
     if (!token_obj)
         return NULL;
-
-    set_field(op, o_task, Py_NewRef(task));
-    set_field(op, o_cancel_raise, Py_NewRef(Py_None));
-    set_field(op, o_done, Py_NewRef(Py_False));
-    set_field(op, o_token, Py_NewRef(token_obj));
+    uint64_t token = PyLong_AsUnsignedLongLong(token_obj);
     set_field(op, o_linked, Py_NewRef(link_ns >= 0 ? Py_True : Py_False));
 
     unsigned long long opcode, sqe_flags, ioprio, length, off, op_flags, buf_index, a;
@@ -308,6 +373,120 @@ bad_field: {
     }
 }
 
+/* take_tokens(slots, gens, free, ops, task) -> list of tokens
+ *
+ * Runner._take_token for each op of a tuple (a chain's members), in order.
+ * If one fails, the tokens already taken are given back. */
+static PyObject *sp_take_tokens(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "take_tokens() takes 5 arguments");
+        return NULL;
+    }
+    PyObject *slots = args[0], *gens = args[1], *free_ = args[2], *ops = args[3], *task = args[4];
+    if (!PyList_CheckExact(slots) || !PyList_CheckExact(gens) ||
+        !PyList_CheckExact(free_) || !PyTuple_CheckExact(ops)) {
+        PyErr_SetString(PyExc_TypeError, "take_tokens(): bad arguments");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(ops);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(ops, i), ringop_type)) {
+            PyErr_SetString(PyExc_TypeError, "take_tokens(): ops must be RingOps");
+            return NULL;
+        }
+    PyObject *tokens = PyList_New(n);
+    if (!tokens)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t slot;
+        PyObject *op = PyTuple_GET_ITEM(ops, i);
+        PyObject *token = take_token(slots, gens, free_, op, task, &slot);
+        if (!token) {
+            for (Py_ssize_t j = 0; j < i; j++) {
+                PyObject *t = PyList_GET_ITEM(tokens, j);
+                set_field(PyTuple_GET_ITEM(ops, j), o_task, Py_NewRef(Py_None));
+                release_slot(slots, gens, free_, (Py_ssize_t)(PyLong_AsUnsignedLongLong(t) & SLOT_MASK));
+            }
+            set_field(op, o_task, Py_NewRef(Py_None));
+            Py_DECREF(tokens);
+            return NULL;
+        }
+        PyList_SET_ITEM(tokens, i, token);
+    }
+    return tokens;
+}
+
+/* prep_open_chain(ring_addr, dirfd, path, open_flags, mode, slot, rw_opcode,
+ *                 buf1, len1, buf2, len2, tokens) -> 0 | -errno
+ *
+ * ring.c's rt_prep_open_chain, called without cffi's argument conversion.
+ * path is a bytes object without NUL bytes (its buffer is NUL-terminated
+ * and never moves; the caller keeps it alive until the chain is
+ * submitted); tokens holds 3 ints (or 2: no second read). */
+static PyObject *sp_prep_open_chain(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "prep_open_chain() takes 12 arguments");
+        return NULL;
+    }
+    if (!rt_prep_open_chain) {
+        PyErr_SetString(PyExc_RuntimeError, "prep_open_chain(): setup_chains() was not called");
+        return NULL;
+    }
+    PyObject *path = args[2], *tokens = args[11];
+    if (!PyBytes_CheckExact(path) ||
+        strlen(PyBytes_AS_STRING(path)) != (size_t)PyBytes_GET_SIZE(path)) {
+        PyErr_SetString(PyExc_ValueError, "prep_open_chain(): path must be bytes without NUL");
+        return NULL;
+    }
+    Py_ssize_t nt = PyList_CheckExact(tokens) ? PyList_GET_SIZE(tokens) : -1;
+    if (nt != 2 && nt != 3) {
+        PyErr_SetString(PyExc_TypeError, "prep_open_chain(): tokens must be a list of 2 or 3 ints");
+        return NULL;
+    }
+    void *ring = PyLong_AsVoidPtr(args[0]);
+    long dirfd = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (dirfd < INT32_MIN || dirfd > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "dirfd is out of range");
+        return NULL;
+    }
+    unsigned long long v[8], ud[3] = {0, 0, 0};
+    static const unsigned long long max[8] = {0xFFFFFFFFull, 0xFFFFFFFFull, 0xFFFFFFFFull, 0xFF,
+                                              ~0ull, 0xFFFFFFFFull, ~0ull, 0xFFFFFFFFull};
+    for (int i = 0; i < 8; i++)
+        if (uint_arg(args[3 + i], max[i], &v[i]) < 0)
+            return NULL;
+    for (Py_ssize_t i = 0; i < nt; i++)
+        if (uint_arg(PyList_GET_ITEM(tokens, i), ~0ull, &ud[i]) < 0)
+            return NULL;
+    int rc = rt_prep_open_chain(ring, (int32_t)dirfd, PyBytes_AS_STRING(path),
+                                (uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2], (uint8_t)v[3],
+                                v[4], (uint32_t)v[5], v[6], (uint32_t)v[7], ud[0], ud[1], ud[2]);
+    return PyLong_FromLong(rc);
+}
+
+/* prep_close_direct(ring_addr, slot, user_data, sqe_flags) -> 0 | -errno */
+static PyObject *sp_prep_close_direct(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "prep_close_direct() takes 4 arguments");
+        return NULL;
+    }
+    if (!rt_prep_close_direct) {
+        PyErr_SetString(PyExc_RuntimeError, "prep_close_direct(): setup_chains() was not called");
+        return NULL;
+    }
+    void *ring = PyLong_AsVoidPtr(args[0]);
+    unsigned long long slot, ud, flags;
+    if (PyErr_Occurred() || uint_arg(args[1], 0xFFFFFFFFull, &slot) < 0 ||
+        uint_arg(args[2], ~0ull, &ud) < 0 || uint_arg(args[3], 0xFF, &flags) < 0)
+        return NULL;
+    return PyLong_FromLong(rt_prep_close_direct(ring, (uint32_t)slot, ud, (uint8_t)flags));
+}
+
 /* One completion as rt_pass copies it out (ring.h's rt_cqe). */
 typedef struct {
     uint64_t user_data;
@@ -345,6 +524,18 @@ static int resync(PyObject *runner, long *inflight, long *synced)
     return 0;
 }
 
+/* reschedule(task): runnable again, resuming with None. */
+static int wake(PyObject *task, PyObject *append)
+{
+    set_field(task, t_abort_func, Py_NewRef(Py_None));
+    set_field(task, t_next_send, Py_NewRef(Py_None));
+    PyObject *r = PyObject_CallOneArg(append, task);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 /* The default RingOp._on_cqe, for a plain RingOp whose task was not
  * cancelled: leave (res, flags) -- or the link-expired marker -- on the op
  * and make the task runnable.  Returns 0, or -1 with an exception set. */
@@ -366,14 +557,51 @@ static int complete_plain(PyObject *op, int32_t res, uint32_t flags, PyObject *a
         }
     }
     set_field(op, o_result, result);
-    set_field(task, t_abort_func, Py_NewRef(Py_None));
-    set_field(task, t_next_send, Py_NewRef(Py_None));
-    PyObject *r = PyObject_CallOneArg(append, task);
+    int rc = wake(task, append);
     Py_DECREF(task);
-    if (!r)
+    return rc;
+}
+
+/* LinkedOp._on_cqe for a chain nobody is cancelling: the result goes to
+ * chain.results[index]; the last CQE of the chain makes its task runnable.
+ * Returns 1 if done, 0 if the op needs the Python path, -1 on error. */
+static int complete_linked(PyObject *op, int32_t res, PyObject *append)
+{
+    PyObject *chain = FIELD(op, l_chain);
+    if (!chain || FIELD(chain, c_cancel_raise) != Py_None)
+        return 0;
+    PyObject *results = FIELD(chain, c_results), *index = FIELD(op, l_index);
+    PyObject *pending = FIELD(chain, c_pending);
+    if (!results || !PyList_CheckExact(results) || !index || !PyLong_CheckExact(index) ||
+        !pending || !PyLong_CheckExact(pending))
+        return 0;
+    Py_ssize_t i = PyLong_AsSsize_t(index);
+    long left = PyLong_AsLong(pending);
+    if ((i == -1 || left == -1) && PyErr_Occurred())
         return -1;
-    Py_DECREF(r);
-    return 0;
+    if (i < 0 || i >= PyList_GET_SIZE(results))
+        return 0;
+    PyObject *r = PyLong_FromLong(res), *p = PyLong_FromLong(left - 1);
+    if (!r || !p) {
+        Py_XDECREF(r);
+        Py_XDECREF(p);
+        return -1;
+    }
+    set_field(op, o_task, Py_NewRef(Py_None));
+    PyList_SetItem(results, i, r);
+    set_field(chain, c_pending, p);
+    if (left - 1 == 0) {
+        PyObject *task = FIELD(chain, c_task);
+        if (task && task != Py_None) {
+            Py_INCREF(task);
+            set_field(chain, c_task, Py_NewRef(Py_None));
+            int rc = wake(task, append);
+            Py_DECREF(task);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    return 1;
 }
 
 static int call_on_cqe(PyObject *op, int32_t res, uint32_t flags)
@@ -489,6 +717,10 @@ static PyObject *sp_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t na
             int rc;
             if (plain_ok && Py_TYPE(op) == ringop_type && FIELD(op, o_cancel_raise) == Py_None) {
                 rc = complete_plain(op, res, flags, append);
+            } else if (plain_ok && Py_TYPE(op) == linkedop_type &&
+                       FIELD(op, o_cancel_raise) == Py_None &&
+                       (rc = complete_linked(op, res, append)) != 0) {
+                rc = rc < 0 ? -1 : 0;
             } else {
                 rc = call_python(runner, op, res, flags, &inflight, &synced);
             }
@@ -580,6 +812,15 @@ static PyMethodDef methods[] = {
     {"iovecs", sp_iovecs, METH_O, "iovecs(list of bytes) -> struct iovec array as bytes"},
     {"new_bytes", sp_new_bytes, METH_O, "new_bytes(n) -> uninitialized bytes of length n (n >= 2)"},
     {"setup", sp_setup, METH_VARARGS, "setup(RingOp, Task, LINK_EXPIRED, rt_prep_address)"},
+    {"setup_chains", sp_setup_chains, METH_VARARGS,
+     "setup_chains(LinkedOp, LinkedChain, rt_prep_open_chain_address, rt_prep_close_direct_address)"},
+    {"prep_open_chain", (PyCFunction)(void (*)(void))sp_prep_open_chain, METH_FASTCALL,
+     "prep_open_chain(ring_addr, dirfd, path, open_flags, mode, slot, rw_opcode, buf1, len1, "
+     "buf2, len2, tokens) -> 0 | -errno"},
+    {"prep_close_direct", (PyCFunction)(void (*)(void))sp_prep_close_direct, METH_FASTCALL,
+     "prep_close_direct(ring_addr, slot, user_data, sqe_flags) -> 0 | -errno"},
+    {"take_tokens", (PyCFunction)(void (*)(void))sp_take_tokens, METH_FASTCALL,
+     "take_tokens(slots, gens, free, ops, task) -> list of tokens"},
     {"submit", (PyCFunction)(void (*)(void))sp_submit, METH_FASTCALL,
      "submit(ring_addr, slots, gens, free, op, task, link_ns, link_user_data) -> token | None"},
     {"dispatch", (PyCFunction)(void (*)(void))sp_dispatch, METH_FASTCALL,
