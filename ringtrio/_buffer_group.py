@@ -34,9 +34,10 @@ Ownership
 Accounting (per buffer id)
 --------------------------
 ``_refs[bid]``: outstanding references — one per lease and one per live
-``view`` export (tracked with an ``ffi.gc`` destructor on the cdata the view
-is built on, so a slice of a view keeps the buffer out of the ring until the
-slice is gone too).  ``_done[bid]``: the kernel has finished with the buffer
+``view`` export (the view is built on a small exporter object --
+``_speedups.lease_view``, or an ``ffi.gc`` cdata without the accelerator --
+whose end is reported, so a slice of a view keeps the buffer out of the ring
+until the slice is gone too).  ``_done[bid]``: the kernel has finished with the buffer
 (plain mode: at once; incremental mode: on the CQE without
 ``IORING_CQE_F_BUF_MORE``).  ``_off[bid]``: bytes the kernel already consumed
 (incremental mode).  A buffer goes back to the ring (``rt_buf_ring_recycle``:
@@ -64,6 +65,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import types
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -76,13 +78,14 @@ from ._core._ring import _load_native
 from ._core._run import (
     Abort,
     OwnedRingOp,
+    _Park,
     checkpoint,
     reschedule,
     wait_task_rescheduled,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
 
     from ._highlevel_socket import SocketStream
 
@@ -157,8 +160,15 @@ class Buffer:
             group = self._group
             group._refs[self._bid] += 1
             group._total_refs += 1
-            cd = _ffi.gc(group._cbase + self._start, self._view_gone)
-            v = self._view = memoryview(_ffi.buffer(cd, self._len))
+            lease_view = _run._sp_lease_view
+            if lease_view is not None:
+                # One C object exports the bytes and, once no view (or
+                # slice) uses it any more, calls _unref_any_thread(bid).
+                v = lease_view(group._addr + self._start, self._len, group._unref_any_thread, self._bid)
+            else:
+                cd = _ffi.gc(group._cbase + self._start, self._view_gone)
+                v = memoryview(_ffi.buffer(cd, self._len))
+            self._view = v
         return v
 
     def _view_gone(self, _cd: Any) -> None:
@@ -239,6 +249,7 @@ class BufferGroup:
         "incremental",
         "_ring",
         "_cbase",
+        "_addr",
         "_runner",
         "_thread",
         "_refs",
@@ -274,6 +285,7 @@ class BufferGroup:
         self.size = size
         self._ring = ring
         self._cbase = _ffi.cast("char *", ring.base)
+        self._addr = int(_ffi.cast("uintptr_t", ring.base))
         self._runner = runner
         self._thread = threading.get_ident()
         self._refs = [0] * count
@@ -483,6 +495,7 @@ class _MultishotRecv(OwnedRingOp):
         "waiter",
         "owner",
         "max_pending",
+        "park",
     )
 
     def __init__(self, group: BufferGroup, sock: Any) -> None:
@@ -503,6 +516,7 @@ class _MultishotRecv(OwnedRingOp):
         self.waiter: _run.Task | None = None
         self.owner = 0  # id() of the iterator using it, 0 if none
         self.max_pending = DEFAULT_MAX_PENDING
+        self.park = _Park(self.abort_wait)  # what a waiting consumer yields
 
     def arm(self) -> None:
         try:
@@ -626,7 +640,11 @@ class BufferReceiver:
         self._op = op
         return op
 
-    async def __anext__(self) -> Buffer:
+    @types.coroutine
+    def __anext__(self) -> Generator[Any, Any, Buffer]:  # type: ignore[override]
+        # A generator-based coroutine that yields the scheduler's traps
+        # itself (as SocketStream.receive_some): one frame, no coroutine
+        # object per lease.
         if self._closed:
             raise StopAsyncIteration
         stream = self._stream
@@ -634,7 +652,7 @@ class BufferReceiver:
             raise BusyResourceError("another task is already receiving on this stream")
         op = self._op
         if op is None or stream._buffer_receiver is not op:
-            op = await self._attach()
+            op = yield from self._attach().__await__()
         stream._receiving = True
         parked = False
         try:
@@ -643,12 +661,12 @@ class BufferReceiver:
                 if queue:
                     if not parked:
                         # Data already queued: still a checkpoint.
-                        await checkpoint()
+                        yield from checkpoint()
                         parked = True
                         continue
                     return queue.popleft()
                 if op.group is not self._group:
-                    op = await self._attach()
+                    op = yield from self._attach().__await__()
                     continue
                 if op.eof:
                     break
@@ -670,22 +688,22 @@ class BufferReceiver:
                         # buffer to come back (the bytes wait in the socket).
                         op.enobufs = False
                         if group._free == 0:
-                            await group._wait_for_buffers()
+                            yield from group._wait_for_buffers().__await__()
                         elif op.enobufs_streak > _ENOBUFS_RETRIES:
                             # The count says a buffer is free but the kernel
                             # keeps finding none: back off, never spin.
-                            await sleep(min(0.001 * op.enobufs_streak, 0.1))
+                            yield from sleep(min(0.001 * op.enobufs_streak, 0.1)).__await__()
                         continue
                     op.arm()
-                op.waiter = _run.current_task()
-                await wait_task_rescheduled(op.abort_wait)
-                # The park was a schedule point; cancellation reached it
-                # through abort_wait.
+                # (wait_task_rescheduled, inlined.)  The park is a schedule
+                # point; cancellation reaches it through abort_wait.
+                op.waiter = _run._local.task
+                yield op.park
                 parked = True
         except BaseException:
             op.waiter = None
             if op.armed:
-                await op.stop()
+                yield from op.stop().__await__()
             op.group._pass_wake()
             raise
         finally:

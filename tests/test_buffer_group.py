@@ -327,6 +327,40 @@ async def test_slice_of_view_keeps_buffer_out_of_the_ring() -> None:
         await b.aclose()
 
 
+@pytest.mark.ringtrio
+async def test_slice_dropped_in_a_worker_thread_returns_the_buffer() -> None:
+    """The last view on a lease may go away in another thread: the buffer
+    comes back to the ring through the run's thread, once."""
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=1, size=64, incremental=False)
+        a, b = stream_pair()
+        it = b.receive_buffers(group)
+        await a.send_all(b"abcdef")
+        buf = await it.__anext__()
+        holder = [buf.view[2:]]
+        assert bytes(holder[0]) == b"cdef"
+        buf.release()
+        assert group.statistics().free == 0
+
+        def drop() -> None:
+            holder.clear()
+            gc.collect()
+
+        await ringtrio.to_thread.run_sync(drop)
+        for _ in range(100):  # the unref comes back through run_sync_soon
+            if group.statistics().free == 1:
+                break
+            await ringtrio.sleep(0.01)
+        assert group.statistics().free == 1
+        await a.send_all(b"next")
+        with await it.__anext__() as buf2:
+            assert bytes(buf2) == b"next"
+        assert group.statistics().leased == 0
+        await it.aclose()
+        await a.aclose()
+        await b.aclose()
+
+
 def test_unreleased_lease_is_returned_when_nursery_exits() -> None:
     kept: list = []
 

@@ -74,6 +74,7 @@ def test_the_python_path_still_works() -> None:
             os.path.join(HERE, "test_socket.py"),
             os.path.join(HERE, "test_highlevel_socket.py"),
             os.path.join(HERE, "test_file_chains.py"),
+            os.path.join(HERE, "test_buffer_group.py"),
             os.path.join(HERE, "test_speedups.py") + "::test_speedups_are_built_and_used",
             os.path.join(HERE, "test_speedups.py") + "::test_chain_helpers_check_their_arguments",
         ],

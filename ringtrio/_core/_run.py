@@ -1102,6 +1102,7 @@ _sp_dispatch: Callable[..., Any] | None = None
 _sp_take_tokens: Callable[..., Any] | None = None
 _sp_prep_open_chain: Callable[..., int] | None = None
 _sp_prep_close_direct: Callable[..., int] | None = None
+_sp_lease_view: Callable[..., memoryview] | None = None
 # new_bytes(n): a private, uninitialized bytes object for a READ to fill
 # (file reads then copy once, as os.read; see _file_io._pread).
 _sp_new_bytes: Callable[[int], bytes] | None = None
@@ -1110,7 +1111,7 @@ _sp_iovecs: Callable[[list[bytes]], bytes] | None = None
 
 def _setup_speedups(ffi: Any, lib: Any) -> None:
     global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
-    global _sp_prep_open_chain, _sp_prep_close_direct
+    global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -1126,7 +1127,7 @@ def _setup_speedups(ffi: Any, lib: Any) -> None:
     )
     _sp_submit, _sp_dispatch = _speedups.submit, _speedups.dispatch
     _sp_new_bytes, _sp_iovecs = _speedups.new_bytes, _speedups.iovecs
-    _sp_take_tokens = _speedups.take_tokens
+    _sp_take_tokens, _sp_lease_view = _speedups.take_tokens, _speedups.lease_view
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
 
 

@@ -808,7 +808,91 @@ static PyObject *sp_iovecs(PyObject *mod, PyObject *arg)
     return out;
 }
 
+/* lease_view(addr, n, callback, arg) -> memoryview
+ *
+ * A writable memoryview of n bytes at addr (a buffer group's memory) for a
+ * Buffer lease, exported by a small object that calls callback(arg) when
+ * the last view on it -- the memoryview or any slice of it -- has been
+ * released or dropped.  (What ffi.gc + ffi.buffer + memoryview do, in one
+ * object.)  The caller keeps the memory valid until then. */
+typedef struct {
+    PyObject_HEAD
+    char *buf;
+    Py_ssize_t len;
+    PyObject *callback;
+    PyObject *arg;
+} LeaseMemory;
+
+static int lease_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+    LeaseMemory *m = (LeaseMemory *)self;
+    return PyBuffer_FillInfo(view, self, m->buf, m->len, 0, flags);
+}
+
+static void lease_dealloc(PyObject *self)
+{
+    LeaseMemory *m = (LeaseMemory *)self;
+    PyObject *cb = m->callback, *arg = m->arg;
+    m->callback = m->arg = NULL;
+    if (cb) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *r = PyObject_CallOneArg(cb, arg);
+        if (!r)
+            PyErr_WriteUnraisable(cb);
+        Py_XDECREF(r);
+        PyErr_Restore(type, value, tb);
+    }
+    Py_XDECREF(cb);
+    Py_XDECREF(arg);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyBufferProcs lease_as_buffer = {lease_getbuffer, NULL};
+
+static PyTypeObject LeaseMemory_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ringtrio._core._speedups.LeaseMemory",
+    .tp_basicsize = sizeof(LeaseMemory),
+    .tp_dealloc = lease_dealloc,
+    .tp_as_buffer = &lease_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The memory of one Buffer lease (see lease_view).",
+};
+
+static PyObject *sp_lease_view(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "lease_view() takes 4 arguments");
+        return NULL;
+    }
+    void *addr = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!addr || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "lease_view(): needs an address and n >= 0");
+        return NULL;
+    }
+    if (!PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "lease_view(): callback must be callable");
+        return NULL;
+    }
+    LeaseMemory *m = PyObject_New(LeaseMemory, &LeaseMemory_Type);
+    if (!m)
+        return NULL;
+    m->buf = addr;
+    m->len = n;
+    m->callback = Py_NewRef(args[2]);
+    m->arg = Py_NewRef(args[3]);
+    PyObject *view = PyMemoryView_FromObject((PyObject *)m);
+    Py_DECREF(m); /* the view holds it; if the view failed, the callback runs */
+    return view;
+}
+
 static PyMethodDef methods[] = {
+    {"lease_view", (PyCFunction)(void (*)(void))sp_lease_view, METH_FASTCALL,
+     "lease_view(addr, n, callback, arg) -> memoryview; callback(arg) once no view uses it"},
     {"iovecs", sp_iovecs, METH_O, "iovecs(list of bytes) -> struct iovec array as bytes"},
     {"new_bytes", sp_new_bytes, METH_O, "new_bytes(n) -> uninitialized bytes of length n (n >= 2)"},
     {"setup", sp_setup, METH_VARARGS, "setup(RingOp, Task, LINK_EXPIRED, rt_prep_address)"},
@@ -837,6 +921,8 @@ PyMODINIT_FUNC PyInit__speedups(void)
 {
     on_cqe_name = PyUnicode_InternFromString("_on_cqe");
     if (!on_cqe_name)
+        return NULL;
+    if (PyType_Ready(&LeaseMemory_Type) < 0)
         return NULL;
     return PyModule_Create(&module);
 }
