@@ -666,8 +666,11 @@ class AsyncBinaryFile(AsyncFile):
         finally:
             inflight.discard(op)
         if res < 0:
-            raise _oserror(res, self._name) if isinstance(self._name, (str, bytes)) else _oserror(res)
+            raise self._error(res)
         return res
+
+    def _error(self, res: int) -> OSError:
+        return _oserror(res, self._name) if isinstance(self._name, (str, bytes)) else _oserror(res)
 
     def _offset(self) -> int:
         return self._pos if self._seekable else _OFF_CUR
@@ -711,7 +714,17 @@ class AsyncBinaryFile(AsyncFile):
             # (page cache -> result), as os.read.  It is nobody else's until
             # the READ's CQE is in; a cancelled or failed READ drops it.
             data = new_bytes(size)
-            n = await self._op(RingOp(IORING_OP_READ, self._fd, data, size, offset, keepalive=data))
+            # (self._op, inlined: this is the hot path of every read.  The
+            # op holds `data` as its addr until its final CQE.)
+            op = RingOp(IORING_OP_READ, self._fd, data, size, offset)
+            inflight = self._inflight
+            inflight.add(op)
+            try:
+                n, _flags = await submit_and_wait(op)
+            finally:
+                inflight.discard(op)
+            if n < 0:
+                raise self._error(n)
             return data if n == size else data[:n]
         buf = _alloc_uninitialized("char[]", size)
         n = await self._op(RingOp(IORING_OP_READ, self._fd, _addr(buf), size, offset, keepalive=buf))
