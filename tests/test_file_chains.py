@@ -194,6 +194,26 @@ def test_embedded_nul_is_valueerror(path_mode):
     ringtrio.run(main)
 
 
+def test_undecodable_and_non_ascii_names(tmp_path, path_mode):
+    """Names are encoded as os.fsencode does: a byte that is not UTF-8
+    (a lone surrogate in the str) and non-ASCII text both reach the file."""
+    raw = os.path.join(os.fsencode(tmp_path), b"bad-\xff-name")
+    with open(raw, "wb") as f:
+        f.write(b"one")
+    with open(os.path.join(tmp_path, "caf\u00e9"), "wb") as f:
+        f.write(b"two")
+
+    async def main():
+        assert await Path(os.fsdecode(raw)).read_bytes() == b"one"
+        assert await Path(raw.decode("utf-8", "surrogateescape")).read_bytes() == b"one"
+        assert await Path(tmp_path / "caf\u00e9").read_bytes() == b"two"
+        async with await ringtrio.open_file(os.fsdecode(raw), "rb") as f:
+            assert await f.read() == b"one"
+        await _assert_all_slots_free()
+
+    ringtrio.run(main)
+
+
 def test_exhausted_table_falls_back_to_plain_path(tmp_path, monkeypatch):
     """More concurrent reads than slots: the rest take the plain path."""
     monkeypatch.setattr(core_run, "_DIRECT_FILES_SIZE", 2)
