@@ -158,43 +158,69 @@ class _ChannelState(Generic[T]):
 _EMPTY = object()
 
 
-def _check_state(state: object, cls_name: str) -> None:
-    if not isinstance(state, _ChannelState):
-        raise TypeError(
-            f"{cls_name} objects cannot be created directly; call "
-            "ringtrio.open_memory_channel(max_buffer_size) to get a "
-            "(send_channel, receive_channel) pair"
-        )
-
-
-@final
-class MemorySendChannel(SendChannel[T]):
-    """The sending endpoint of a memory channel.
-
-    Get one from :func:`open_memory_channel` or :meth:`clone`; it cannot be
-    constructed directly.  Several tasks may send at the same time.
-    """
+class _MemoryChannelEnd(Generic[T]):
+    """What the two endpoint classes share: the channel state, the closed
+    flag, the tasks waiting through this endpoint, and the trivial methods."""
 
     __slots__ = ("__weakref__", "_closed", "_state", "_waiters")
 
     def __init__(self, _state: _ChannelState[T]) -> None:
-        _check_state(_state, "MemorySendChannel")
+        if not isinstance(_state, _ChannelState):
+            raise TypeError(
+                f"{type(self).__name__} objects cannot be created directly; call "
+                "ringtrio.open_memory_channel(max_buffer_size) to get a "
+                "(send_channel, receive_channel) pair"
+            )
         self._state = _state
         self._closed = False
-        # Tasks blocked in send() through this particular endpoint.
+        # Tasks blocked in send()/receive() through this particular endpoint.
         self._waiters: dict[_Waiter[T], None] = {}
-        _state.open_send_channels += 1
 
     def __repr__(self) -> str:
         closed = " (closed)" if self._closed else ""
         return (
-            f"<ringtrio.MemorySendChannel{closed} at {id(self):#x}, "
+            f"<ringtrio.{type(self).__name__}{closed} at {id(self):#x}, "
             f"channel state {id(self._state):#x}>"
         )
 
     def statistics(self) -> MemoryChannelStatistics:
         """Return a :class:`MemoryChannelStatistics` for the whole channel."""
         return self._state.statistics()
+
+    if TYPE_CHECKING:
+
+        def close(self) -> None: ...  # each endpoint class has its own
+
+    async def aclose(self) -> None:
+        """Close this endpoint (see :meth:`close`), then checkpoint."""
+        self.close()
+        await checkpoint()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@final
+class MemorySendChannel(_MemoryChannelEnd[T], SendChannel[T]):
+    """The sending endpoint of a memory channel.
+
+    Get one from :func:`open_memory_channel` or :meth:`clone`; it cannot be
+    constructed directly.  Several tasks may send at the same time.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, _state: _ChannelState[T]) -> None:
+        super().__init__(_state)
+        _state.open_send_channels += 1
 
     def send_nowait(self, value: T) -> None:
         """Send ``value`` if that is possible without waiting.
@@ -315,25 +341,9 @@ class MemorySendChannel(SendChannel[T]):
                     EndOfChannel()
                 )
 
-    async def aclose(self) -> None:
-        """Close this endpoint (see :meth:`close`), then checkpoint."""
-        self.close()
-        await checkpoint()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 @final
-class MemoryReceiveChannel(ReceiveChannel[T]):
+class MemoryReceiveChannel(_MemoryChannelEnd[T], ReceiveChannel[T]):
     """The receiving endpoint of a memory channel.
 
     Get one from :func:`open_memory_channel` or :meth:`clone`; it cannot be
@@ -342,26 +352,11 @@ class MemoryReceiveChannel(ReceiveChannel[T]):
     until every send endpoint is closed and the buffer is drained.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_state", "_waiters")
+    __slots__ = ()
 
     def __init__(self, _state: _ChannelState[T]) -> None:
-        _check_state(_state, "MemoryReceiveChannel")
-        self._state = _state
-        self._closed = False
-        # Tasks blocked in receive() through this particular endpoint.
-        self._waiters: dict[_Waiter[T], None] = {}
+        super().__init__(_state)
         _state.open_receive_channels += 1
-
-    def __repr__(self) -> str:
-        closed = " (closed)" if self._closed else ""
-        return (
-            f"<ringtrio.MemoryReceiveChannel{closed} at {id(self):#x}, "
-            f"channel state {id(self._state):#x}>"
-        )
-
-    def statistics(self) -> MemoryChannelStatistics:
-        """Return a :class:`MemoryChannelStatistics` for the whole channel."""
-        return self._state.statistics()
 
     def receive_nowait(self) -> T:
         """Return the next item if one is available without waiting.
@@ -489,22 +484,6 @@ class MemoryReceiveChannel(ReceiveChannel[T]):
                     )
                 )
             state.buffer.clear()
-
-    async def aclose(self) -> None:
-        """Close this endpoint (see :meth:`close`), then checkpoint."""
-        self.close()
-        await checkpoint()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # Written as a class (not a function) so that ``open_memory_channel[int](5)``
