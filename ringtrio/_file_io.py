@@ -257,6 +257,7 @@ _CHAIN_READ2 = 4096
 # Chains (with their buffers) kept for reuse per run.
 _CHAIN_POOL_MAX = 64
 _NOT_HAPPENED = (-errno.ECANCELED, -errno.EINTR)
+_O_RDONLY = os.O_RDONLY
 
 
 class _OpenReadChain(LinkedChain):
@@ -285,7 +286,7 @@ class _OpenReadChain(LinkedChain):
         prep = _run._sp_prep_open_chain
         if prep is not None:
             return prep(
-                runner._ring_addr, AT_FDCWD, self.path, os.O_RDONLY, 0, self.slot, IORING_OP_READ,
+                runner._ring_addr, AT_FDCWD, self.path, _O_RDONLY, 0, self.slot, IORING_OP_READ,
                 addr, _CHAIN_READ1, addr + _CHAIN_READ1, _CHAIN_READ2, tokens,
             )
         return runner._lib.rt_prep_open_chain(  # type: ignore[no-any-return]

@@ -101,6 +101,15 @@ class Path(pathlib.PurePosixPath):
     def __repr__(self) -> str:
         return f"ringtrio.Path({str(self)!r})"
 
+    if _FAST_NEW:
+
+        def __fspath__(self) -> str:
+            # (3.11's is two Python calls: __fspath__ -> str() -> __str__.)
+            try:
+                return self._str  # type: ignore[attr-defined,no-any-return]
+            except AttributeError:
+                return str(self)
+
     # -- constructors that touch the file system -----------------------------
 
     @classmethod
