@@ -14,6 +14,7 @@ from ._channel import (
 )
 from ._core import (
     TASK_STATUS_IGNORED,
+    TaskStatus,
     BrokenResourceError,
     BusyResourceError,
     Cancelled,
@@ -75,6 +76,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TASK_STATUS_IGNORED",
+    "TaskStatus",
     "AsyncBinaryFile",
     "AsyncFile",
     "AsyncTextFile",

@@ -35,6 +35,7 @@ from ._run import (
     RunVar,
     RunVarToken,
     Task,
+    TaskStatus,
     TrioToken,
     add_instrument,
     cancel_ring_op,

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from contextvars import Context, copy_context
 from dataclasses import dataclass
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import outcome
 import sniffio
@@ -682,6 +682,18 @@ class CancelScope:
 # ---------------------------------------------------------------------------
 # Nurseries
 # ---------------------------------------------------------------------------
+
+
+StatusT_contra = TypeVar("StatusT_contra", contravariant=True)
+
+
+class TaskStatus(Protocol[StatusT_contra]):
+    """The type of the ``task_status`` argument a function started with
+    :meth:`Nursery.start` receives (as ``trio.TaskStatus``), for annotations:
+    ``task_status: ringtrio.TaskStatus[int] = ringtrio.TASK_STATUS_IGNORED``.
+    ``started(value)`` hands ``value`` to ``start()``'s caller."""
+
+    def started(self, value: StatusT_contra = ...) -> None: ...
 
 
 class _TaskStatusIgnored:
