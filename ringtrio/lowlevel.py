@@ -42,7 +42,7 @@ from ._core import (
     submit_and_wait,
     wait_task_rescheduled,
 )
-from ._core import _ring
+from ._core import _ring, _run
 from ._thread_cache import start_thread_soon
 
 # Readiness waits on raw fds (IORING_OP_POLL_ADD), as trio.lowlevel has them.
@@ -66,6 +66,24 @@ def disable_ki_protection(fn: F) -> F:
 def currently_ki_protected() -> bool:
     """Always True: KeyboardInterrupt is only delivered at checkpoints."""
     return True
+
+
+def in_ringtrio_run() -> bool:
+    """Whether this thread is running a :func:`ringtrio.run` (in a task, or
+    in the run's own code: an instrument, an abort function).  False in
+    worker threads, even those started by ``to_thread``."""
+    return getattr(_run._local, "runner", None) is not None
+
+
+def in_ringtrio_task() -> bool:
+    """Whether the calling code runs in a ringtrio task (so that
+    :func:`current_task` and the async API can be used)."""
+    return getattr(_run._local, "task", None) is not None
+
+
+# trio's names, for `import ringtrio as trio`.
+in_trio_run = in_ringtrio_run
+in_trio_task = in_ringtrio_task
 from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 
 __all__ = [
@@ -88,6 +106,10 @@ __all__ = [
     "remove_parking_lot_breaker",
     "cancel_ring_op",
     "currently_ki_protected",
+    "in_ringtrio_run",
+    "in_ringtrio_task",
+    "in_trio_run",
+    "in_trio_task",
     "disable_ki_protection",
     "enable_ki_protection",
     "notify_closing",

@@ -834,3 +834,33 @@ def test_cancelled_carries_source_and_reason_like_trio(lib_name: str) -> None:
 
     lib.run(main)
     assert seen == [("explicit", "enough"), ("deadline", None), ("nursery", True)]
+
+
+def test_in_run_and_in_task() -> None:
+    """lowlevel.in_ringtrio_run / in_ringtrio_task (trio's in_trio_run /
+    in_trio_task): true in a task, only the first in the run's own callbacks,
+    neither outside a run or in a worker thread."""
+    from ringtrio import lowlevel
+
+    assert not lowlevel.in_trio_run() and not lowlevel.in_trio_task()
+    seen: dict[str, tuple[bool, bool]] = {}
+
+    def probe() -> tuple[bool, bool]:
+        return lowlevel.in_ringtrio_run(), lowlevel.in_ringtrio_task()
+
+    async def main() -> None:
+        seen["task"] = probe()
+        seen["thread"] = await ringtrio.to_thread.run_sync(probe)
+        done = ringtrio.Event()
+
+        def callback() -> None:
+            seen["callback"] = probe()
+            done.set()
+
+        lowlevel.current_trio_token().run_sync_soon(callback)
+        await done.wait()
+
+    ringtrio.run(main)
+    assert seen == {"task": (True, True), "thread": (False, False), "callback": (True, False)}
+    assert lowlevel.in_trio_run is lowlevel.in_ringtrio_run
+    assert not lowlevel.in_ringtrio_run()
