@@ -71,6 +71,8 @@ from ._ssl import (  # noqa: E402
 )
 
 TrioInternalError = RingtrioInternalError
+# trio.Path makes trio.PosixPath objects on POSIX; ringtrio.Path is POSIX-only.
+PosixPath = Path
 
 __version__ = "0.1.0"
 
@@ -102,6 +104,7 @@ __all__ = [
     "NeedHandshakeError",
     "Nursery",
     "Path",
+    "PosixPath",
     "RingUnavailableError",
     "RingtrioInternalError",
     "RunFinishedError",

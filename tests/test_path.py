@@ -24,6 +24,9 @@ def test_pure_methods_are_sync_and_keep_the_type():
     p = Path("/a/b") / "c.txt"
     assert isinstance(p, Path) and isinstance(p.parent, Path)
     assert p.name == "c.txt" and p.suffix == ".txt" and str(p.with_suffix(".md")) == "/a/b/c.md"
+    # trio's spelling for code written against trio.PosixPath
+    assert isinstance(ringtrio.PosixPath("/x") / "y", ringtrio.PosixPath)
+    assert os.fspath(Path("/a/b")) == "/a/b" and os.fspath(Path("a//b/")) == "a/b"
 
 
 def test_stat_matches_os_stat(tmp_path):
