@@ -441,8 +441,6 @@ class BufferGroup:
             ring.close()
 
 
-
-
 def _check_args(count: Any, size: Any, incremental: Any) -> None:
     if isinstance(count, bool) or not isinstance(count, int):
         raise TypeError(f"buffer_group(): count must be an int, not {type(count).__name__}")
