@@ -84,6 +84,8 @@ def in_ringtrio_task() -> bool:
 # trio's names, for `import ringtrio as trio`.
 in_trio_run = in_ringtrio_run
 in_trio_task = in_ringtrio_task
+
+
 from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 
 __all__ = [
