@@ -77,6 +77,7 @@ def test_the_python_path_still_works() -> None:
             os.path.join(HERE, "test_buffer_group.py"),
             os.path.join(HERE, "test_speedups.py") + "::test_speedups_are_built_and_used",
             os.path.join(HERE, "test_speedups.py") + "::test_chain_helpers_check_their_arguments",
+            os.path.join(HERE, "test_speedups.py") + "::test_step_loop_in_c_handles_every_kind_of_step",
         ],
         env=env,
         capture_output=True,
@@ -181,3 +182,55 @@ def test_chain_helpers_check_their_arguments(tmp_path: Any) -> None:
             _speedups.prep_close_direct(runner._ring_addr, 2**32, 0, 0)
 
     ringtrio.run(main)
+
+
+def test_step_loop_in_c_handles_every_kind_of_step() -> None:
+    """run_batch (the run loop's step loop in C) gives back to Python the
+    steps it does not do itself -- a cancel raised at a checkpoint, a task's
+    return value, its exception, a foreign yield -- with the same results as
+    the Python loop (the subprocess run checks the same suite without it)."""
+    import types
+
+    @types.coroutine
+    def foreign_yield() -> Any:
+        yield "an asyncio future, say"  # not a ringtrio trap
+
+    async def returns(value: int) -> int:
+        await lowlevel.checkpoint()
+        await lowlevel.cancel_shielded_checkpoint()
+        return value
+
+    async def raises() -> None:
+        await lowlevel.checkpoint()
+        raise KeyError("child")
+
+    async def main() -> list[Any]:
+        if not os.environ.get("RINGTRIO_NO_SPEEDUPS"):
+            assert _run._sp_run_batch is not None
+        seen: list[Any] = []
+        with ringtrio.CancelScope() as scope:
+            scope.cancel()
+            await lowlevel.checkpoint()  # the cancel is raised by the Python step
+        seen.append(scope.cancelled_caught)
+        with pytest.raises(TypeError, match="not a ringtrio operation"):
+            await foreign_yield()
+        with pytest.raises(ExceptionGroup) as info:
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(raises)
+                for _ in range(3):
+                    nursery.start_soon(returns, 1)
+        assert info.value.subgroup(KeyError) is not None
+        event = ringtrio.Event()
+
+        async def parked() -> None:
+            await event.wait()
+            seen.append("woken")
+
+        async with ringtrio.open_nursery() as nursery:
+            nursery.start_soon(parked)
+            await ringtrio.testing.wait_all_tasks_blocked()
+            event.set()
+        seen.append(await returns(7))
+        return seen
+
+    assert ringtrio.run(main) == [True, "woken", 7]

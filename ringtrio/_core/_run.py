@@ -1115,6 +1115,7 @@ _sp_take_tokens: Callable[..., Any] | None = None
 _sp_prep_open_chain: Callable[..., int] | None = None
 _sp_prep_close_direct: Callable[..., int] | None = None
 _sp_lease_view: Callable[..., memoryview] | None = None
+_sp_run_batch: Callable[..., tuple[int, Any, int, Any]] | None = None
 # new_bytes(n): a private, uninitialized bytes object for a READ to fill
 # (file reads then copy once, as os.read; see _file_io._pread).
 _sp_new_bytes: Callable[[int], bytes] | None = None
@@ -1123,7 +1124,7 @@ _sp_iovecs: Callable[[list[bytes]], bytes] | None = None
 
 def _setup_speedups(ffi: Any, lib: Any) -> None:
     global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
-    global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view
+    global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view, _sp_run_batch
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -1137,7 +1138,10 @@ def _setup_speedups(ffi: Any, lib: Any) -> None:
         int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep_open_chain"))),
         int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_prep_close_direct"))),
     )
-    _sp_submit, _sp_dispatch = _speedups.submit, _speedups.dispatch
+    _speedups.setup_steps(
+        Task, CancelScope, _Park, _CHECKPOINT, _YIELD, _RESUME_PLAIN, _RESUME_CHECKING_CANCEL
+    )
+    _sp_submit, _sp_dispatch, _sp_run_batch = _speedups.submit, _speedups.dispatch, _speedups.run_batch
     _sp_new_bytes, _sp_iovecs = _speedups.new_bytes, _speedups.iovecs
     _sp_take_tokens, _sp_lease_view = _speedups.take_tokens, _speedups.lease_view
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
@@ -2322,6 +2326,26 @@ class Runner:
             batch = len(runq)
             if self._instruments:
                 self._run_batch_instrumented(batch)
+                continue
+            if _sp_run_batch is not None:
+                # The loop below, in C, for tasks resumed with None; the
+                # others (and a task's end) come back here one at a time.
+                while batch > 0:
+                    n, task, kind, payload = _sp_run_batch(self, runq, batch, local, self.main_task)
+                    batch -= n
+                    if task is None:
+                        break
+                    if kind == 0:
+                        self._step(task)
+                    elif kind == 3:
+                        self._bad_yield(task, payload)
+                    else:
+                        local.task = None
+                        if kind == 1:
+                            self._task_exited(task, Value(payload) if task is self.main_task else _EXITED_OK)
+                        else:
+                            self._task_exited(task, Error(payload))
+                local.task = None
                 continue
             popleft = runq.popleft
             append = runq.append

@@ -61,6 +61,12 @@ static Py_ssize_t t_next_send, t_abort_func;
 static PyTypeObject *linkedop_type;
 static Py_ssize_t l_chain, l_index, c_results, c_pending, c_task, c_cancel_raise;
 
+/* The step loop (set by setup_steps; run_batch refuses to run before). */
+static Py_ssize_t t_send, t_context, t_cancel_scope, s_eff, k_abort_func;
+static PyTypeObject *park_type;
+static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
+static PyObject *attempt_name, *task_attr, *ki_attr, *popleft_name, *append_name;
+
 #define FIELD(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
 /* Replace a slot's value (new reference stolen). */
@@ -145,6 +151,205 @@ static PyObject *sp_setup_chains(PyObject *mod, PyObject *args)
     rt_prep_open_chain = (open_chain_fn)(uintptr_t)open_addr;
     rt_prep_close_direct = (close_direct_fn)(uintptr_t)close_addr;
     Py_RETURN_NONE;
+}
+
+/* setup_steps(Task, CancelScope, _Park, CHECKPOINT, YIELD, RESUME_PLAIN,
+ *             RESUME_CHECKING_CANCEL) */
+static PyObject *sp_setup_steps(PyObject *mod, PyObject *args)
+{
+    PyObject *task_t, *scope_t, *park_t, *ckpt, *yld, *plain, *check;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOOO", &PyType_Type, &task_t, &PyType_Type, &scope_t,
+                          &PyType_Type, &park_t, &ckpt, &yld, &plain, &check))
+        return NULL;
+    if (member_offset(task_t, "_send", &t_send) < 0 ||
+        member_offset(task_t, "context", &t_context) < 0 ||
+        member_offset(task_t, "_cancel_scope", &t_cancel_scope) < 0 ||
+        member_offset(task_t, "_next_send", &t_next_send) < 0 ||
+        member_offset(task_t, "_abort_func", &t_abort_func) < 0 ||
+        member_offset(scope_t, "_eff", &s_eff) < 0 ||
+        member_offset(park_t, "abort_func", &k_abort_func) < 0)
+        return NULL;
+    Py_XSETREF(park_type, (PyTypeObject *)Py_NewRef(park_t));
+    Py_XSETREF(m_checkpoint, Py_NewRef(ckpt));
+    Py_XSETREF(m_yield, Py_NewRef(yld));
+    Py_XSETREF(m_resume_plain, Py_NewRef(plain));
+    Py_XSETREF(m_resume_check, Py_NewRef(check));
+    Py_RETURN_NONE;
+}
+
+/* task._cancel_scope._eff or (runner.ki_pending and task is main_task):
+ * 1, 0, or -1 with an exception set. */
+static int cancel_pending(PyObject *runner, PyObject *task, PyObject *main_task)
+{
+    PyObject *scope = FIELD(task, t_cancel_scope);
+    PyObject *eff = scope && scope != Py_None ? FIELD(scope, s_eff) : NULL;
+    int r = eff ? PyObject_IsTrue(eff) : 0;
+    if (r == 0 && task == main_task) {
+        PyObject *ki = PyObject_GetAttr(runner, ki_attr);
+        r = ki ? PyObject_IsTrue(ki) : -1;
+        Py_XDECREF(ki);
+    }
+    return r;
+}
+
+static PyObject *batch_result(Py_ssize_t n, PyObject *task, int kind, PyObject *payload)
+{
+    /* Steals payload. */
+    PyObject *r = Py_BuildValue("(nOiO)", n, task ? task : Py_None, kind,
+                                payload ? payload : Py_None);
+    Py_XDECREF(payload);
+    return r;
+}
+
+/* run_batch(runner, runq, batch, local, main_task) -> (n, task, kind, payload)
+ *
+ * The plain case of Runner._run_loop's step loop: pop up to `batch` tasks
+ * from runq and resume each with None in its context, then act on what it
+ * yielded (checkpoint / yield: back on the run queue; a park: store its
+ * abort function, and deliver a pending cancel or KeyboardInterrupt).  It
+ * stops after n tasks when the n-th needs the Python step:
+ *   kind 0: its resume value is not plain (a cancel check, an outcome):
+ *           the caller steps it (Runner._step);
+ *   kind 1: it returned `payload`;  kind 2: it raised `payload`;
+ *   kind 3: it yielded something unknown (`payload`).
+ * task is None when all `batch` were run.  local.task is left as the last
+ * task run: the caller clears it. */
+static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "run_batch() takes 5 arguments");
+        return NULL;
+    }
+    if (!park_type) {
+        PyErr_SetString(PyExc_RuntimeError, "run_batch(): setup_steps() was not called");
+        return NULL;
+    }
+    PyObject *runner = args[0], *runq = args[1], *local = args[3], *main_task = args[4];
+    Py_ssize_t batch = PyLong_AsSsize_t(args[2]);
+    if (batch == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *popleft = PyObject_GetAttr(runq, popleft_name);
+    PyObject *append = popleft ? PyObject_GetAttr(runq, append_name) : NULL;
+    if (!append) {
+        Py_XDECREF(popleft);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t i;
+    for (i = 0; i < batch; i++) {
+        PyObject *task = PyObject_CallNoArgs(popleft);
+        if (!task)
+            goto done;
+        PyObject *next_send = FIELD(task, t_next_send);
+        int python_step = next_send && next_send != Py_None && next_send != m_resume_plain;
+        if (next_send == m_resume_check) {
+            /* After a checkpoint: resumed with None unless a cancel (or a
+             * KeyboardInterrupt for the main task) is to be raised in it. */
+            int cancel = cancel_pending(runner, task, main_task);
+            if (cancel < 0) {
+                Py_DECREF(task);
+                goto done;
+            }
+            python_step = cancel;
+        }
+        if (python_step) {
+            result = batch_result(i + 1, task, 0, NULL);
+            Py_DECREF(task);
+            goto done;
+        }
+        if (PyObject_SetAttr(local, task_attr, task) < 0) {
+            Py_DECREF(task);
+            goto done;
+        }
+        set_field(task, t_next_send, Py_NewRef(Py_None));
+        PyObject *ctx = FIELD(task, t_context), *send = FIELD(task, t_send);
+        PyObject *msg = NULL;
+        if (!ctx || !send) {
+            PyErr_SetString(PyExc_RuntimeError, "a task without a context or coroutine was scheduled");
+        } else {
+            Py_INCREF(ctx);
+            if (PyContext_Enter(ctx) == 0) {
+                msg = PyObject_CallOneArg(send, Py_None);
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                if (PyContext_Exit(ctx) < 0) {
+                    /* (cannot happen: we entered it) keep the first error */
+                    Py_XDECREF(type);
+                    Py_XDECREF(value);
+                    Py_XDECREF(tb);
+                    Py_CLEAR(msg);
+                } else {
+                    PyErr_Restore(type, value, tb);
+                }
+            }
+            Py_DECREF(ctx);
+        }
+        if (!msg) {
+            /* The coroutine returned (StopIteration) or raised. */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (!value) {
+                Py_XDECREF(type);
+                Py_XDECREF(tb);
+                PyErr_SetString(PyExc_SystemError, "run_batch(): a task step failed without an exception");
+                Py_DECREF(task);
+                goto done;
+            }
+            if (tb)
+                PyException_SetTraceback(value, tb);
+            int returned = PyErr_GivenExceptionMatches(value, PyExc_StopIteration);
+            PyObject *payload;
+            if (returned) {
+                payload = PyObject_GetAttrString(value, "value");
+                Py_DECREF(value);
+            } else {
+                payload = value;
+            }
+            Py_XDECREF(type);
+            Py_XDECREF(tb);
+            if (!payload) {
+                Py_DECREF(task);
+                goto done;
+            }
+            result = batch_result(i + 1, task, returned ? 1 : 2, payload);
+            Py_DECREF(task);
+            goto done;
+        }
+        if (msg == m_checkpoint || msg == m_yield) {
+            set_field(task, t_next_send, Py_NewRef(msg == m_checkpoint ? m_resume_check : m_resume_plain));
+            PyObject *r = PyObject_CallOneArg(append, task);
+            Py_DECREF(msg);
+            Py_DECREF(task);
+            if (!r)
+                goto done;
+            Py_DECREF(r);
+            continue;
+        }
+        if (Py_TYPE(msg) != park_type) {
+            result = batch_result(i + 1, task, 3, msg);
+            Py_DECREF(task);
+            goto done;
+        }
+        PyObject *abort_func = FIELD(msg, k_abort_func);
+        set_field(task, t_abort_func, Py_NewRef(abort_func ? abort_func : Py_None));
+        Py_DECREF(msg);
+        int deliver = cancel_pending(runner, task, main_task);
+        if (deliver > 0) {
+            PyObject *r = PyObject_CallMethodNoArgs(task, attempt_name);
+            if (!r)
+                deliver = -1;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(task);
+        if (deliver < 0)
+            goto done;
+    }
+    result = batch_result(batch, NULL, 0, NULL);
+done:
+    Py_DECREF(popleft);
+    Py_DECREF(append);
+    return result;
 }
 
 /* Unsigned int argument no larger than max. */
@@ -896,6 +1101,10 @@ static PyMethodDef methods[] = {
     {"iovecs", sp_iovecs, METH_O, "iovecs(list of bytes) -> struct iovec array as bytes"},
     {"new_bytes", sp_new_bytes, METH_O, "new_bytes(n) -> uninitialized bytes of length n (n >= 2)"},
     {"setup", sp_setup, METH_VARARGS, "setup(RingOp, Task, LINK_EXPIRED, rt_prep_address)"},
+    {"setup_steps", sp_setup_steps, METH_VARARGS,
+     "setup_steps(Task, CancelScope, _Park, CHECKPOINT, YIELD, RESUME_PLAIN, RESUME_CHECKING_CANCEL)"},
+    {"run_batch", (PyCFunction)(void (*)(void))sp_run_batch, METH_FASTCALL,
+     "run_batch(runner, runq, batch, local, main_task) -> (n, task, kind, payload)"},
     {"setup_chains", sp_setup_chains, METH_VARARGS,
      "setup_chains(LinkedOp, LinkedChain, rt_prep_open_chain_address, rt_prep_close_direct_address)"},
     {"prep_open_chain", (PyCFunction)(void (*)(void))sp_prep_open_chain, METH_FASTCALL,
@@ -920,7 +1129,12 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__speedups(void)
 {
     on_cqe_name = PyUnicode_InternFromString("_on_cqe");
-    if (!on_cqe_name)
+    attempt_name = PyUnicode_InternFromString("_attempt_delivery_of_any_pending_cancel");
+    task_attr = PyUnicode_InternFromString("task");
+    ki_attr = PyUnicode_InternFromString("ki_pending");
+    popleft_name = PyUnicode_InternFromString("popleft");
+    append_name = PyUnicode_InternFromString("append");
+    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !popleft_name || !append_name)
         return NULL;
     if (PyType_Ready(&LeaseMemory_Type) < 0)
         return NULL;
