@@ -267,7 +267,9 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
         if (!ctx || !send) {
             PyErr_SetString(PyExc_RuntimeError, "a task without a context or coroutine was scheduled");
         } else {
+            /* Held across the call: the step may rebind the task's fields. */
             Py_INCREF(ctx);
+            Py_INCREF(send);
             if (PyContext_Enter(ctx) == 0) {
                 msg = PyObject_CallOneArg(send, Py_None);
                 PyObject *type, *value, *tb;
@@ -282,6 +284,7 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
                     PyErr_Restore(type, value, tb);
                 }
             }
+            Py_DECREF(send);
             Py_DECREF(ctx);
         }
         if (!msg) {
