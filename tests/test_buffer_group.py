@@ -95,7 +95,11 @@ def run_storm(conns: int, per_conn: int, incremental: bool | None, count: int = 
     assert enobufs > 0
     # ... but a consumer re-arms only after a buffer came back: ENOBUFS
     # endings are bounded by buffer returns, not by time spent waiting.
-    assert enobufs <= 4 * result["leases"] + conns, (enobufs, result["leases"])
+    # (Several consumers that see a free buffer may race for it, and how
+    # many do depends on scheduling: measured up to ~4.3 per lease with four
+    # suites and a CPU hog on two cores.  A spin would grow with time
+    # instead, by millions; the CPU-time check below is the strict one.)
+    assert enobufs <= 10 * result["leases"] + conns, (enobufs, result["leases"])
     # No busy loop: one thread, so CPU time cannot exceed wall time by much;
     # generous bounds for a noisy 2-core VM.
     assert cpu < wall * 1.5 + 0.5, (cpu, wall)
