@@ -66,6 +66,7 @@ static Py_ssize_t t_send, t_context, t_cancel_scope, s_eff, k_abort_func;
 static PyTypeObject *park_type;
 static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
 static PyObject *attempt_name, *task_attr, *ki_attr, *popleft_name, *append_name;
+static PyObject *inflight_attr, *stale_attr, *wakeup_attr; /* runner attributes */
 
 #define FIELD(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -702,19 +703,19 @@ typedef struct {
     uint32_t flags;
 } cqe_t;
 
-static int set_runner_int(PyObject *runner, const char *name, long value)
+static int set_runner_int(PyObject *runner, PyObject *name, long value)
 {
     PyObject *v = PyLong_FromLong(value);
     if (!v)
         return -1;
-    int rc = PyObject_SetAttrString(runner, name, v);
+    int rc = PyObject_SetAttr(runner, name, v);
     Py_DECREF(v);
     return rc;
 }
 
-static long get_runner_int(PyObject *runner, const char *name)
+static long get_runner_int(PyObject *runner, PyObject *name)
 {
-    PyObject *v = PyObject_GetAttrString(runner, name);
+    PyObject *v = PyObject_GetAttr(runner, name);
     if (!v)
         return -1;
     long x = PyLong_AsLong(v);
@@ -725,7 +726,7 @@ static long get_runner_int(PyObject *runner, const char *name)
 /* Re-read the runner's _ops_in_flight after Python code ran. */
 static int resync(PyObject *runner, long *inflight, long *synced)
 {
-    long x = get_runner_int(runner, "_ops_in_flight");
+    long x = get_runner_int(runner, inflight_attr);
     if (x == -1 && PyErr_Occurred())
         return -1;
     *inflight = *synced = x;
@@ -832,7 +833,7 @@ static int call_python(PyObject *runner, PyObject *op, int32_t res, uint32_t fla
                        long *inflight, long *synced)
 {
     if (*synced != *inflight) {
-        if (set_runner_int(runner, "_ops_in_flight", *inflight) < 0)
+        if (set_runner_int(runner, inflight_attr, *inflight) < 0)
             return -1;
         *synced = *inflight;
     }
@@ -873,8 +874,8 @@ static PyObject *sp_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_ValueError, "dispatch(): n is beyond the CQE buffer");
         return NULL;
     }
-    PyObject *append = PyObject_GetAttrString(args[6], "append");
-    long inflight = get_runner_int(runner, "_ops_in_flight");
+    PyObject *append = PyObject_GetAttr(args[6], append_name);
+    long inflight = get_runner_int(runner, inflight_attr);
     if (!append || (inflight == -1 && PyErr_Occurred())) {
         Py_XDECREF(append);
         PyBuffer_Release(&view);
@@ -953,15 +954,15 @@ static PyObject *sp_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t na
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     int ok = 1;
-    if (synced != inflight && set_runner_int(runner, "_ops_in_flight", inflight) < 0)
+    if (synced != inflight && set_runner_int(runner, inflight_attr, inflight) < 0)
         ok = 0;
     if (ok && stale) {
-        long before = get_runner_int(runner, "_stale_cqes");
+        long before = get_runner_int(runner, stale_attr);
         if ((before == -1 && PyErr_Occurred()) ||
-            set_runner_int(runner, "_stale_cqes", before + stale) < 0)
+            set_runner_int(runner, stale_attr, before + stale) < 0)
             ok = 0;
     }
-    if (ok && wakeup && PyObject_SetAttrString(runner, "_wakeup_armed", Py_False) < 0)
+    if (ok && wakeup && PyObject_SetAttr(runner, wakeup_attr, Py_False) < 0)
         ok = 0;
     if (type || value || tb) {
         PyErr_Restore(type, value, tb);
@@ -1137,7 +1138,11 @@ PyMODINIT_FUNC PyInit__speedups(void)
     ki_attr = PyUnicode_InternFromString("ki_pending");
     popleft_name = PyUnicode_InternFromString("popleft");
     append_name = PyUnicode_InternFromString("append");
-    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !popleft_name || !append_name)
+    inflight_attr = PyUnicode_InternFromString("_ops_in_flight");
+    stale_attr = PyUnicode_InternFromString("_stale_cqes");
+    wakeup_attr = PyUnicode_InternFromString("_wakeup_armed");
+    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !popleft_name ||
+        !append_name || !inflight_attr || !stale_attr || !wakeup_attr)
         return NULL;
     if (PyType_Ready(&LeaseMemory_Type) < 0)
         return NULL;
