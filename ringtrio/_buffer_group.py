@@ -164,7 +164,7 @@ class Buffer:
             if lease_view is not None:
                 # One C object exports the bytes and, once no view (or
                 # slice) uses it any more, calls _unref_any_thread(bid).
-                v = lease_view(group._addr + self._start, self._len, group._unref_any_thread, self._bid)
+                v = lease_view(group._ring.base + self._start, self._len, group._unref_any_thread, self._bid)
             else:
                 cd = _ffi.gc(group._cbase + self._start, self._view_gone)
                 v = memoryview(_ffi.buffer(cd, self._len))
@@ -249,7 +249,6 @@ class BufferGroup:
         "incremental",
         "_ring",
         "_cbase",
-        "_addr",
         "_runner",
         "_thread",
         "_refs",
@@ -285,7 +284,6 @@ class BufferGroup:
         self.size = size
         self._ring = ring
         self._cbase = _ffi.cast("char *", ring.base)
-        self._addr = int(_ffi.cast("uintptr_t", ring.base))
         self._runner = runner
         self._thread = threading.get_ident()
         self._refs = [0] * count

@@ -679,11 +679,8 @@ class AsyncBinaryFile(AsyncFile):
         finally:
             inflight.discard(op)
         if res < 0:
-            raise self._error(res)
+            raise _oserror(res, self._name) if isinstance(self._name, (str, bytes)) else _oserror(res)
         return res
-
-    def _error(self, res: int) -> OSError:
-        return _oserror(res, self._name) if isinstance(self._name, (str, bytes)) else _oserror(res)
 
     def _offset(self) -> int:
         return self._pos if self._seekable else _OFF_CUR
@@ -727,17 +724,7 @@ class AsyncBinaryFile(AsyncFile):
             # (page cache -> result), as os.read.  It is nobody else's until
             # the READ's CQE is in; a cancelled or failed READ drops it.
             data = new_bytes(size)
-            # (self._op, inlined: this is the hot path of every read.  The
-            # op holds `data` as its addr until its final CQE.)
-            op = RingOp(IORING_OP_READ, self._fd, data, size, offset)
-            inflight = self._inflight
-            inflight.add(op)
-            try:
-                n, _flags = await submit_and_wait(op)
-            finally:
-                inflight.discard(op)
-            if n < 0:
-                raise self._error(n)
+            n = await self._op(RingOp(IORING_OP_READ, self._fd, data, size, offset, keepalive=data))
             return data if n == size else data[:n]
         buf = _alloc_uninitialized("char[]", size)
         n = await self._op(RingOp(IORING_OP_READ, self._fd, _addr(buf), size, offset, keepalive=buf))
