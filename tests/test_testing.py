@@ -125,6 +125,19 @@ async def test_assert_checkpoints_accepts_checkpoints_and_blocking_calls() -> No
             await lowlevel.checkpoint()
 
 
+async def test_assert_checkpoints_counts_checkpoint_if_cancelled_then_shielded_yield() -> None:
+    # trio's shape for an operation that completes at once: check for
+    # cancellation without yielding, do it, then a cancel-shielded yield.
+    # trio's assert_checkpoints counts it; a check alone (no yield) or a
+    # yield alone (no check) is not a checkpoint.
+    with assert_checkpoints():
+        await lowlevel.checkpoint_if_cancelled()
+        await lowlevel.cancel_shielded_checkpoint()
+    with pytest.raises(AssertionError, match="did not yield"):
+        with assert_checkpoints():
+            await lowlevel.checkpoint_if_cancelled()
+
+
 async def test_sequencer_orders_blocks() -> None:
     log: list[int] = []
     seq = Sequencer()
