@@ -1,21 +1,35 @@
 # The two commands in the README:
-#   make demo   - set everything up (a venv in .venv, the native core built) and run the demo
-#   make test   - set everything up and run the test suite (what .ci/run does)
+#   make demo   - a venv in .venv with ringtrio alone (its native core built), then the demo
+#   make test   - the same venv plus the test and bench extras, then the test suite
+#                 (what .ci/run does)
+# Either may come first on a fresh clone; `make setup` is the developer's full install.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SOURCES := pyproject.toml setup.py ringtrio/_core/_speedups.c _native/ring.c _native/ring.h \
+	_native/uring_compat.h _native/build_ffi.py
 
 .PHONY: setup demo test bench typecheck clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py ringtrio/_core/_speedups.c _native/ring.c _native/ring.h _native/uring_compat.h _native/build_ffi.py
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+
+# ringtrio and its three run-time dependencies, nothing else: all the demo needs.
+$(VENV)/.installed-ringtrio: $(SOURCES) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-demo: setup
+# Everything a developer and CI need: trio (the oracle), pytest, mypy,
+# hypothesis, uvloop ...  Installing it also installs ringtrio, so the stamp
+# above is brought up to date too.
+$(VENV)/.installed: $(SOURCES) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(VENV)/.installed-ringtrio
+
+demo: $(VENV)/.installed-ringtrio
 	$(BIN)/python examples/demo.py
 
 test: setup
@@ -28,4 +42,4 @@ typecheck: setup
 	$(BIN)/python -m mypy ringtrio
 
 clean:
-	rm -rf $(VENV) build *.egg-info ringtrio/_native*.so
+	rm -rf $(VENV) build *.egg-info ringtrio/_native*.so ringtrio/_core/_speedups*.so
