@@ -3,8 +3,6 @@
 ``import ringtrio as trio`` runs the common subset of a trio program.
 """
 
-from __future__ import annotations
-
 from . import lowlevel
 from ._channel import (
     MemoryChannelStatistics,
@@ -149,3 +147,11 @@ __all__ = [
     "to_thread",
     "wrap_file",
 ]
+
+# Last, once __all__ is complete: tracebacks, reprs and pickles name objects
+# by their public modules (ringtrio.TooSlowError, ringtrio.to_thread.run_sync),
+# not by the private modules that define them.
+from ._public_names import claim_public_names  # noqa: E402
+
+claim_public_names()
+del claim_public_names

@@ -5,8 +5,8 @@ entries (:class:`RingOp`, :func:`submit_and_wait`, :func:`current_ring_features`
 are the documented path every I/O layer uses to talk to the kernel.
 """
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+import collections.abc as _abc
+import typing as _typing
 
 from ._core import (
     Abort,
@@ -48,17 +48,17 @@ from ._thread_cache import start_thread_soon
 # Readiness waits on raw fds (IORING_OP_POLL_ADD), as trio.lowlevel has them.
 from ._socket import notify_closing, wait_readable, wait_writable  # noqa: E402
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = _typing.TypeVar("_F", bound=_abc.Callable[..., _typing.Any])
 
 
-def enable_ki_protection(fn: F) -> F:
+def enable_ki_protection(fn: _F) -> _F:
     """trio compatibility: ringtrio never raises KeyboardInterrupt in the
     middle of code (only at checkpoints), so every function is already
     protected.  Returns ``fn`` unchanged."""
     return fn
 
 
-def disable_ki_protection(fn: F) -> F:
+def disable_ki_protection(fn: _F) -> _F:
     """trio compatibility; see :func:`enable_ki_protection`.  Returns ``fn``."""
     return fn
 
@@ -94,7 +94,6 @@ __all__ = [
     "Instrument",
     "ParkingLot",
     "ParkingLotStatistics",
-    "RingFeatures",
     "OwnedRingOp",
     "RingOp",
     "RingtrioToken",

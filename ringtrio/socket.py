@@ -9,8 +9,6 @@ and run in worker threads; ``gethostbyname`` and friends are left out, as in
 trio: use ``getaddrinfo``.
 """
 
-from __future__ import annotations
-
 import socket as _stdlib_socket
 
 from ._socket import (
