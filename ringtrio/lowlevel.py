@@ -47,6 +47,7 @@ from ._thread_cache import start_thread_soon
 
 # Readiness waits on raw fds (IORING_OP_POLL_ADD), as trio.lowlevel has them.
 from ._socket import notify_closing, wait_readable, wait_writable  # noqa: E402
+from ._unix_pipes import FdStream  # noqa: E402
 
 _F = _typing.TypeVar("_F", bound=_abc.Callable[..., _typing.Any])
 
@@ -91,6 +92,7 @@ from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 __all__ = [
     "Abort",
     "Clock",
+    "FdStream",
     "Instrument",
     "ParkingLot",
     "ParkingLotStatistics",
