@@ -403,6 +403,16 @@ static struct io_uring_sqe *sqe_at(rt_ring *r, uint32_t i)
     return &r->sqes[(r->sq_local_tail + i) & r->sq_mask];
 }
 
+/* IORING_OP_WAITID keeps its options where other ops keep a file index,
+ * and rejects a nonzero op-flags word (waitid_flags, reserved).  The generic
+ * prep took them in `op_flags`: move them.  (fd = id, len = idtype, off =
+ * addr2 = the siginfo_t pointer are where the generic prep put them.) */
+static void prep_waitid_fields(struct io_uring_sqe *sqe)
+{
+    sqe->file_index = sqe->rw_flags;
+    sqe->rw_flags = 0;
+}
+
 int rt_prep(rt_ring *r, uint8_t opcode, uint8_t sqe_flags, uint16_t ioprio,
             int32_t fd, uint64_t addr, uint32_t len, uint64_t off,
             uint32_t op_flags, uint64_t user_data, uint16_t buf_index,
@@ -424,6 +434,8 @@ int rt_prep(rt_ring *r, uint8_t opcode, uint8_t sqe_flags, uint16_t ioprio,
     sqe->rw_flags = op_flags;
     sqe->user_data = user_data;
     sqe->buf_index = buf_index;
+    if (opcode == RT_IORING_OP_WAITID)
+        prep_waitid_fields(sqe);
 
     if (linked) {
         /* The pair was reserved together, so the second slot is ours. */

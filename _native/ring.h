@@ -58,6 +58,9 @@ uint32_t rt_sq_space(rt_ring *r);     /* free SQ slots */
 uint32_t rt_inflight_hint(rt_ring *r);/* sqes submitted - cqes reaped (approximate: multishot) */
 
 /* Prepare one SQE.  `off` doubles as addr2, `buf_index` as buf_group.
+ * IORING_OP_WAITID (6.7): fd = the id (a pidfd for P_PIDFD), len = the
+ * idtype, off = the siginfo_t pointer (0: none), op_flags = the waitid
+ * options (the SQE carries them in file_index).
  * When `link_deadline_ns` >= 0 the SQE is marked IOSQE_IO_LINK and followed
  * by an IORING_OP_LINK_TIMEOUT at that absolute CLOCK_MONOTONIC time, with
  * user_data `link_user_data`; both SQEs are reserved together so a submit can

@@ -32,6 +32,10 @@
 #define IOU_PBUF_RING_INC RT_IOU_PBUF_RING_INC
 #endif
 #define RT_IORING_REGISTER_PBUF_RING 22             /* 5.19 */
+/* waitid(2) as a ring op (6.7).  Its SQE: fd = the id, len = the idtype,
+ * addr2 = the siginfo_t pointer, file_index = the options, and the op-flags
+ * word (waitid_flags in newer headers) must be 0. */
+#define RT_IORING_OP_WAITID 50
 #define RT_IORING_UNREGISTER_PBUF_RING 23
 
 /* Our own copy of struct io_uring_buf_reg: 6.1 calls `flags` `pad`. */

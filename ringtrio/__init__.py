@@ -59,6 +59,7 @@ from ._highlevel_open_unix_stream import open_unix_socket  # noqa: E402
 from ._highlevel_serve_listeners import serve_listeners  # noqa: E402
 from ._highlevel_socket import SocketListener, SocketStream  # noqa: E402
 from ._buffer_group import Buffer, BufferGroup  # noqa: E402
+from ._subprocess import Process, run_process  # noqa: E402
 from ._ssl import (  # noqa: E402
     NeedHandshakeError,
     SSLListener,
@@ -103,6 +104,7 @@ __all__ = [
     "Nursery",
     "Path",
     "PosixPath",
+    "Process",
     "RingUnavailableError",
     "RingtrioInternalError",
     "RunFinishedError",
@@ -136,6 +138,7 @@ __all__ = [
     "open_tcp_stream",
     "open_unix_socket",
     "run",
+    "run_process",
     "serve_listeners",
     "serve_ssl_over_tcp",
     "serve_tcp",

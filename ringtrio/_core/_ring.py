@@ -48,6 +48,9 @@ IORING_OP_MADVISE = 25
 IORING_OP_OPENAT2 = 28
 IORING_OP_SPLICE = 30
 IORING_OP_FTRUNCATE = 55
+# waitid(2) as a ring op (6.7): fd = id, length = idtype, off = siginfo_t
+# pointer, op_flags = options (ring.c moves them where the kernel reads them).
+IORING_OP_WAITID = 50
 
 OPCODE_NAMES: dict[int, str] = {
     value: name[len("IORING_OP_") :]
