@@ -71,18 +71,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError, sleep
-from ._core import _ring, _run
+from ._core import Nursery, Task, _ring, current_task
 from ._core._buffers import MAX_COUNT, BufferRing
 from ._core._exceptions import RunFinishedError
 from ._core._ring import _load_native
-from ._core._run import (
-    Abort,
-    OwnedRingOp,
+from ._core import Abort, OwnedRingOp, checkpoint, reschedule, wait_task_rescheduled
+from ._core._internal_api import (
     _Park,
-    checkpoint,
-    reschedule,
-    wait_task_rescheduled,
+    _abandoned_ops,
+    _abort_failed,
+    _accel,
+    _current_runner,
+    _local,
 )
+from ._core._nursery import set_buffer_group_opener
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -160,7 +162,7 @@ class Buffer:
             group = self._group
             group._refs[self._bid] += 1
             group._total_refs += 1
-            lease_view = _run._sp_lease_view
+            lease_view = _accel._sp_lease_view
             if lease_view is not None:
                 # One C object exports the bytes and, once no view (or
                 # slice) uses it any more, calls _unref_any_thread(bid).
@@ -269,7 +271,7 @@ class BufferGroup:
 
     def __init__(self, count: int, size: int, incremental: bool | None = None) -> None:
         _check_args(count, size, incremental)
-        runner = _run._current_runner()
+        runner = _current_runner()
         ring = None
         if incremental is not False:
             try:
@@ -293,10 +295,10 @@ class BufferGroup:
         self._free = count
         self._leases: set[Buffer] = set()
         self._armed: set[_MultishotRecv] = set()
-        self._waiters: deque[_run.Task] = deque()
+        self._waiters: deque[Task] = deque()
         self._closing = False
         self._closed = False
-        self._closer: _run.Task | None = None
+        self._closer: Task | None = None
         self._freed = False
         self._enobufs = 0
 
@@ -383,7 +385,7 @@ class BufferGroup:
             reschedule(self._waiters.popleft())
 
     async def _wait_for_buffers(self) -> None:
-        task = _run.current_task()
+        task = current_task()
         waiters = self._waiters
         waiters.append(task)
 
@@ -415,8 +417,8 @@ class BufferGroup:
         for op in list(self._armed):
             op.request_cancel()
         while self._armed:
-            self._closer = _run.current_task()
-            await wait_task_rescheduled(_run._abort_failed)
+            self._closer = current_task()
+            await wait_task_rescheduled(_abort_failed)
         for lease in list(self._leases):
             lease.release()
         self._closed = True
@@ -434,7 +436,7 @@ class BufferGroup:
         if self._runner.ring.closed:
             # The run is over and its ring gone: keep the memory forever
             # rather than unmap it under some view that is still alive.
-            _run._abandoned_ops.append(ring)  # type: ignore[arg-type]
+            _abandoned_ops.append(ring)  # type: ignore[arg-type]
         else:
             ring.close()
 
@@ -457,7 +459,8 @@ def _check_args(count: Any, size: Any, incremental: Any) -> None:
         )
 
 
-def _open_group(nursery: _run.Nursery, count: int, size: int, incremental: bool | None) -> BufferGroup:
+@set_buffer_group_opener
+def _open_group(nursery: Nursery, count: int, size: int, incremental: bool | None) -> BufferGroup:
     """``Nursery.buffer_group``: create a group owned by ``nursery``."""
     _check_args(count, size, incremental)
     if nursery._closed:
@@ -509,7 +512,7 @@ class _MultishotRecv(OwnedRingOp):
         self.error = 0
         self.enobufs = False
         self.enobufs_streak = 0
-        self.waiter: _run.Task | None = None
+        self.waiter: Task | None = None
         self.owner = 0  # id() of the iterator using it, 0 if none
         self.max_pending = DEFAULT_MAX_PENDING
         self.park = _Park(self.abort_wait)  # what a waiting consumer yields
@@ -595,7 +598,7 @@ class BufferReceiver:
             )
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"receive_buffers(): max_pending must be an int >= 1, got {max_pending!r}")
-        if group._runner is not _run._current_runner():
+        if group._runner is not _current_runner():
             raise RuntimeError("this BufferGroup belongs to another ringtrio.run()")
         self._stream = stream
         self._group = group
@@ -693,7 +696,7 @@ class BufferReceiver:
                     op.arm()
                 # (wait_task_rescheduled, inlined.)  The park is a schedule
                 # point; cancellation reaches it through abort_wait.
-                op.waiter = _run._local.task
+                op.waiter = _local.task
                 yield op.park
                 parked = True
         except BaseException:

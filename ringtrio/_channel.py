@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 from ._abc import ReceiveChannel, SendChannel
-from ._core import _run
+from ._core._internal_api import _local, _outside_run, _Park, _yield_trap
 from ._core import (
     Abort,
     BrokenResourceError,
@@ -271,9 +271,9 @@ class MemorySendChannel(_MemoryChannelEnd[T], SendChannel[T]):
           ClosedResourceError: this endpoint was closed, possibly while we
               were waiting.
         """
-        task = _run._local.task
+        task = _local.task
         if task is None:
-            _run._outside_run()
+            _outside_run()
         if task._cancel_scope._eff or task._runner.ki_pending:
             await checkpoint_if_cancelled()
         if self._try_send(value):
@@ -292,7 +292,7 @@ class MemorySendChannel(_MemoryChannelEnd[T], SendChannel[T]):
             del self._waiters[waiter]
             return Abort.SUCCEEDED
 
-        await _run._yield_trap(_run._Park(abort))
+        await _yield_trap(_Park(abort))
         waiter.result()
 
     def clone(self) -> MemorySendChannel[T]:
@@ -407,9 +407,9 @@ class MemoryReceiveChannel(_MemoryChannelEnd[T], ReceiveChannel[T]):
           ClosedResourceError: this endpoint was closed, possibly while we
               were waiting.
         """
-        task = _run._local.task
+        task = _local.task
         if task is None:
-            _run._outside_run()
+            _outside_run()
         if task._cancel_scope._eff or task._runner.ki_pending:
             await checkpoint_if_cancelled()
         value = self._try_receive()
@@ -428,7 +428,7 @@ class MemoryReceiveChannel(_MemoryChannelEnd[T], ReceiveChannel[T]):
             del self._waiters[waiter]
             return Abort.SUCCEEDED
 
-        await _run._yield_trap(_run._Park(abort))
+        await _yield_trap(_Park(abort))
         return waiter.result()
 
     def clone(self) -> MemoryReceiveChannel[T]:

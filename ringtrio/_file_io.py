@@ -41,7 +41,7 @@ from ._core import (
     submit_and_wait,
     submit_chain_and_wait,
 )
-from ._core import _run
+from ._core._internal_api import _accel
 from ._core._ring import (
     IORING_FSYNC_DATASYNC,
     IORING_OP_CLOSE,
@@ -283,7 +283,7 @@ class _OpenReadChain(LinkedChain):
 
     def _prep(self, runner: Any, tokens: list[int]) -> int:
         addr = self.addr
-        prep = _run._sp_prep_open_chain
+        prep = _accel._sp_prep_open_chain
         if prep is not None:
             return prep(
                 runner._ring_addr, AT_FDCWD, self.path, _O_RDONLY, 0, self.slot, IORING_OP_READ,
@@ -718,7 +718,7 @@ class AsyncBinaryFile(AsyncFile):
         # handed out), which saves a memset per read.
         if self._closed:
             raise _closed_error()
-        new_bytes = _run._sp_new_bytes
+        new_bytes = _accel._sp_new_bytes
         if new_bytes is not None and size >= 2:
             # Straight into the bytes object that is returned: one copy
             # (page cache -> result), as os.read.  It is nobody else's until
@@ -765,7 +765,7 @@ class AsyncBinaryFile(AsyncFile):
         return rbuf  # type: ignore[return-value]
 
     async def _stream_read(self, need: int) -> bytes:
-        new_bytes, iovecs = _run._sp_new_bytes, _run._sp_iovecs
+        new_bytes, iovecs = _accel._sp_new_bytes, _accel._sp_iovecs
         if new_bytes is not None and iovecs is not None and need >= 2:
             return await self._stream_readv(need, new_bytes, iovecs)
         return await self._stream_read_copy(need)

@@ -32,8 +32,9 @@ from typing import Any, NoReturn
 
 from ._abc import AsyncResource, Listener
 from ._core import ClosedResourceError, TASK_STATUS_IGNORED, open_nursery, sleep
-from ._core import _ring, _run
-from ._core._run import Abort, Nursery, OwnedRingOp, reschedule, wait_task_rescheduled
+from ._core import Abort, Nursery, OwnedRingOp, current_task, reschedule, wait_task_rescheduled
+from ._core import _ring
+from ._core._internal_api import _current_runner
 from ._highlevel_generic import aclose_forcefully
 from ._highlevel_socket import _CLOSED_ERRNOS, _IGNORABLE_ACCEPT_ERRNOS, SocketListener, SocketStream
 from ._socket import _ACCEPT_FLAGS, _wrap_accepted
@@ -189,10 +190,10 @@ async def _serve_multishot(
 ) -> None:
     """Serve with multishot accepts until cancelled or an error.  Returns
     (to fall back to plain accepts) only if the kernel refuses multishot."""
-    runner = _run._current_runner()
+    runner = _current_runner()
     sock = listener.socket
     op = _MultishotAccept(runner)
-    task = _run.current_task()
+    task = current_task()
     ever_accepted = False
     while True:
         try:

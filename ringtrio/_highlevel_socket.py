@@ -14,17 +14,16 @@ from ._abc import HalfCloseableStream, Listener
 from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring
-from ._core._run import (
+from ._core import (
     Abort,
-    _Park,
     OwnedRingOp,
     RingOp,
-    _current_runner,
     checkpoint,
     current_task,
     reschedule,
     submit_and_wait,
 )
+from ._core._internal_api import _current_runner, _Park
 from ._socket import _MSG_NOSIGNAL, SocketType
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from ._core import BusyResourceError, ClosedResourceError, RunVar
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring
 from ._core._ring import _load_native
-from ._core._run import RingOp, cancel_ring_op, checkpoint, submit_and_wait
+from ._core import RingOp, cancel_ring_op, checkpoint, submit_and_wait
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self

@@ -26,7 +26,6 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, final
 
-from ._core import _run
 from ._core import (
     CancelScope,
     add_parking_lot_breaker,
@@ -36,7 +35,9 @@ from ._core import (
     cancel_shielded_checkpoint,
     checkpoint_if_cancelled,
     current_task,
+    reschedule,
 )
+from ._core._internal_api import _CHECKPOINT, _local, _outside_run, _Park
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -165,7 +166,7 @@ class Event:
             self._parked = None
             for task in parked:
                 task.custom_sleep_data = None
-                _run.reschedule(task)
+                reschedule(task)
 
     # A generator-based coroutine, parking inline: one frame per wait.
     @types.coroutine
@@ -176,17 +177,17 @@ class Event:
         honours a pending cancellation and lets other tasks run.
         """
         if self._flag:
-            yield _run._CHECKPOINT
+            yield _CHECKPOINT
             return
-        task = _run._local.task
+        task = _local.task
         if task is None:
-            _run._outside_run()
+            _outside_run()
         parked = self._parked
         if parked is None:
             parked = self._parked = {}
         parked[task] = None
         task.custom_sleep_data = self
-        yield _run._Park(task._abort_parking)
+        yield _Park(task._abort_parking)
 
     def statistics(self) -> EventStatistics:
         """Return an :class:`EventStatistics` snapshot."""

@@ -83,7 +83,7 @@ from ._core import (
     spawn_system_task,
     wait_task_rescheduled,
 )
-from ._core._run import _coroutine_or_error
+from ._core._internal_api import _coroutine_or_error
 from ._sync import CapacityLimiter
 from ._thread_cache import start_thread_soon
 

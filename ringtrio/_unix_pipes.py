@@ -39,7 +39,7 @@ from ._core import (
     checkpoint_if_cancelled,
     submit_and_wait,
 )
-from ._core import _run
+from ._core._internal_api import _accel
 from ._core._ring import IORING_OP_POLL_ADD, IORING_OP_READ, IORING_OP_WRITE
 from ._highlevel_generic import OneUser
 
@@ -155,7 +155,7 @@ def _raise_errno(res: int) -> NoReturn:
 def _new_read_buffer(size: int) -> Any:
     # Memory nobody else sees until the READ's completion: uninitialized
     # bytes from the accelerator when it is there (one copy, as os.read).
-    new_bytes = _run._sp_new_bytes
+    new_bytes = _accel._sp_new_bytes
     if new_bytes is not None and size >= 2:
         return new_bytes(size)
     return memoryview(bytearray(size))

@@ -42,7 +42,8 @@ from ._core import (
     submit_and_wait,
     wait_task_rescheduled,
 )
-from ._core import _ring, _run
+from ._core import _ring
+from ._core._internal_api import _local
 from ._thread_cache import start_thread_soon
 
 # Readiness waits on raw fds (IORING_OP_POLL_ADD), as trio.lowlevel has them.
@@ -74,13 +75,13 @@ def in_ringtrio_run() -> bool:
     """Whether this thread is running a :func:`ringtrio.run` (in a task, or
     in the run's own code: an instrument, an abort function).  False in
     worker threads, even those started by ``to_thread``."""
-    return getattr(_run._local, "runner", None) is not None
+    return getattr(_local, "runner", None) is not None
 
 
 def in_ringtrio_task() -> bool:
     """Whether the calling code runs in a ringtrio task (so that
     :func:`current_task` and the async API can be used)."""
-    return getattr(_run._local, "task", None) is not None
+    return getattr(_local, "task", None) is not None
 
 
 # trio's names, for `import ringtrio as trio`.

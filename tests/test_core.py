@@ -16,7 +16,8 @@ import sniffio
 
 import ringtrio
 from ringtrio import lowlevel
-from ringtrio._core import _ring, _run
+from ringtrio._core import _ring
+from ringtrio._core._local import _current_runner
 from ringtrio._native import ffi
 
 
@@ -278,7 +279,7 @@ def test_stale_cqe_for_reused_slot_wakes_nobody(pipe: Any) -> None:
     log: list[Any] = []
 
     async def main() -> None:
-        runner = _run._current_runner()
+        runner = _current_runner()
         # Op 1: a NOP; its slot is released and then reused by op 2.
         nop = lowlevel.RingOp(lowlevel.IORING_OP_NOP)
         await lowlevel.submit_and_wait(nop)
@@ -772,7 +773,7 @@ def test_cancel_that_finds_nothing_is_retried_while_the_op_is_in_flight() -> Non
     # cancel cannot find: the cancel must be retried while the op is still
     # "in flight" and meant to be cancelled, and stop once it is done.
     async def main() -> tuple[int, int]:
-        runner = _run._current_runner()
+        runner = _current_runner()
         ghost = lowlevel.RingOp(lowlevel.IORING_OP_NOP)
         ghost.token = (7 << 32) | 0xFFFFF  # a slot nobody uses
         ghost.task = lowlevel.current_task()

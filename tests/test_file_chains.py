@@ -15,8 +15,7 @@ import pytest
 
 import ringtrio
 from ringtrio import _file_io
-from ringtrio._core import _run
-from ringtrio._core import _run as core_run
+from ringtrio._core import _accel, _chains
 from ringtrio._core import direct_files
 
 Path = ringtrio.Path
@@ -216,7 +215,7 @@ def test_undecodable_and_non_ascii_names(tmp_path, path_mode):
 
 def test_exhausted_table_falls_back_to_plain_path(tmp_path, monkeypatch):
     """More concurrent reads than slots: the rest take the plain path."""
-    monkeypatch.setattr(core_run, "_DIRECT_FILES_SIZE", 2)
+    monkeypatch.setattr(_chains, "_DIRECT_FILES_SIZE", 2)
     paths = []
     for i in range(20):
         p = tmp_path / f"f{i}"
@@ -242,7 +241,7 @@ def test_unsupported_kernel_falls_back(tmp_path, monkeypatch):
     plain path runs."""
     p = tmp_path / "f"
     p.write_bytes(b"data")
-    monkeypatch.setattr(core_run, "_DIRECT_FILES_SIZE", 0)
+    monkeypatch.setattr(_chains, "_DIRECT_FILES_SIZE", 0)
 
     async def main():
         assert direct_files() is None
@@ -495,7 +494,7 @@ def test_whole_chunk_reads_match_stdlib_and_use_one_op_per_window(tmp_path):
     p.write_bytes(data)  # (async_side wrote into it)
     got, used = ringtrio.run(plain_run)
     assert got == bytes(data[: 64 * 65536])
-    if _run._sp_iovecs is not None:
+    if _accel._sp_iovecs is not None:
         # 64 KiB, then windows of 256 KiB, 512 KiB, 1 MiB, 1 MiB...: about 7.
         assert used <= 10, used
 

@@ -13,7 +13,7 @@ import pytest
 
 import ringtrio
 from ringtrio import lowlevel
-from ringtrio._core import _run
+from ringtrio._core import _accel, _local, _runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -26,9 +26,14 @@ def test_speedups_are_built_and_used() -> None:
 
     ringtrio.run(main)
     if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
-        assert _run._sp_submit is None and _run._sp_dispatch is None
+        assert _accel._sp_submit is None and _accel._sp_dispatch is None
+        assert _runner._sp_submit is None and _runner._sp_dispatch is None
     else:
-        assert _run._sp_submit is not None and _run._sp_dispatch is not None
+        assert _accel._sp_submit is not None and _accel._sp_dispatch is not None
+        # The runner's own references, which its per-op paths read.
+        assert _runner._sp_submit is _accel._sp_submit
+        assert _runner._sp_dispatch is _accel._sp_dispatch
+        assert _runner._sp_run_batch is _accel._sp_run_batch
 
 
 def test_bad_sqe_fields_raise_and_release_their_token() -> None:
@@ -141,9 +146,9 @@ def test_chain_helpers_check_their_arguments(tmp_path: Any) -> None:
     path.write_bytes(b"x" * 5000)
 
     async def main() -> None:
-        runner = _run._local.task._runner
+        runner = _local._local.task._runner
         before = lowlevel.current_statistics().ops_in_flight
-        if _run._sp_take_tokens is None:
+        if _accel._sp_take_tokens is None:
             # Switched off: chains take the Python path (checked below).
             assert os.environ.get("RINGTRIO_NO_SPEEDUPS")
         else:
@@ -206,7 +211,7 @@ def test_step_loop_in_c_handles_every_kind_of_step() -> None:
 
     async def main() -> list[Any]:
         if not os.environ.get("RINGTRIO_NO_SPEEDUPS"):
-            assert _run._sp_run_batch is not None
+            assert _runner._sp_run_batch is not None
         seen: list[Any] = []
         with ringtrio.CancelScope() as scope:
             scope.cancel()

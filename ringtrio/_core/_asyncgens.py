@@ -26,7 +26,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._run import Runner
+    from ._runner import Runner
 
 _log = logging.getLogger("ringtrio.asyncgens")
 
@@ -50,7 +50,7 @@ class AsyncGenerators:
             self._previous = None
 
     def _firstiter(self, agen: Any) -> None:
-        from ._run import _local
+        from ._local import _local
 
         if _local.runner is self._runner:
             self._counter += 1
@@ -74,7 +74,7 @@ class AsyncGenerators:
         spawn_system_task(self._aclose, agen, name=f"<finalizer of {agen.__qualname__}>")
 
     async def _aclose(self, agen: Any) -> None:
-        from ._run import CancelScope
+        from ._cancel_scope import CancelScope
 
         with CancelScope(shield=True):
             try:
@@ -101,7 +101,7 @@ class AsyncGenerators:
 
     async def finalize_remaining(self) -> None:
         """Close every generator of this run that is still alive."""
-        from ._run import CancelScope
+        from ._cancel_scope import CancelScope
 
         # Newest first: a generator usually depends on the ones created
         # before it (an outer async for wraps an inner one).

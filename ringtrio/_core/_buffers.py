@@ -23,8 +23,9 @@ import errno
 import os
 from typing import Any
 
-from . import _run
+from ._local import _current_runner
 from ._ring import _load_native
+from ._run_var import RunVar
 
 __all__ = [
     "BufferRing",
@@ -98,7 +99,7 @@ class BufferRing:
             )
         if size <= 0 or size > 0xFFFFFFFF:
             raise ValueError(f"size must be between 1 and 2**32-1 bytes, got {size}")
-        runner = _run._current_runner()
+        runner = _current_runner()
         ffi, lib = _load_native()
         own_bgid = bgid is None
         if bgid is None:
@@ -208,7 +209,7 @@ class _RunBuffers:
         self.recv_ring_failed: BaseException | None = None
 
 
-_state: _run.RunVar[_RunBuffers] = _run.RunVar("ringtrio.buffers")
+_state: RunVar[_RunBuffers] = RunVar("ringtrio.buffers")
 
 
 def _get_state() -> _RunBuffers:
@@ -250,7 +251,7 @@ def runtime_recv_ring() -> BufferRing | None:
         return ring
     if state.recv_ring_failed is not None:
         return None
-    runner = _run._current_runner()
+    runner = _current_runner()
     nursery = runner.system_nursery
     try:
         ring = BufferRing(RUNTIME_RECV_COUNT, RUNTIME_RECV_SIZE)

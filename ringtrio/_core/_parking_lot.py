@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import outcome
 
-from . import _run
+from . import _traps
 from ._exceptions import BrokenResourceError
-from ._run import Task
+from ._local import _local, _outside_run, current_task
+from ._task import Task
+from ._traps import _Park
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +51,9 @@ class ParkingLot:
     @types.coroutine
     def park(self) -> Generator[Any, Any, None]:
         """Park until unparked.  Cancellable: a cancelled task leaves the lot."""
-        task = _run._local.task
+        task = _local.task
         if task is None:
-            _run._outside_run()
+            _outside_run()
         if self._broken_by:
             raise BrokenResourceError(
                 f"Attempted to park in a parking lot broken by {self._broken_by[0]!r} "
@@ -59,7 +61,7 @@ class ParkingLot:
             )
         self._parked[task] = None
         task.custom_sleep_data = self
-        yield _run._Park(task._abort_parking)
+        yield _Park(task._abort_parking)
 
     def _pop_several(self, count: int | float) -> list[Task]:
         if type(count) is not int:
@@ -87,7 +89,7 @@ class ParkingLot:
     def unpark(self, *, count: int | float = 1) -> list[Task]:
         """Wake up to ``count`` tasks, oldest first.  Returns them."""
         tasks = self._pop_several(count)
-        reschedule = _run.reschedule
+        reschedule = _traps.reschedule
         for task in tasks:
             reschedule(task)
         return tasks
@@ -97,7 +99,7 @@ class ParkingLot:
         parked = self._parked
         tasks = list(parked)
         parked.clear()
-        reschedule = _run.reschedule
+        reschedule = _traps.reschedule
         for task in tasks:
             task.custom_sleep_data = None
             reschedule(task)
@@ -125,7 +127,7 @@ class ParkingLot:
         current task).  Used when the holder of a lock exits without
         releasing it (see :func:`add_parking_lot_breaker`)."""
         if task is None:
-            task = _run.current_task()
+            task = current_task()
         if self._broken_by is None:
             self._broken_by = []
         self._broken_by.append(task)
@@ -133,7 +135,7 @@ class ParkingLot:
         self._parked.clear()
         for waiter in parked:
             waiter.custom_sleep_data = None
-            _run.reschedule(
+            _traps.reschedule(
                 waiter,
                 outcome.Error(BrokenResourceError(f"Parking lot broken by {task!r}")),
             )

@@ -1,6 +1,6 @@
 """The Python face of the native ring: constants, setup, the features probe.
 
-The scheduler (``_run.py``) drives the ring through :class:`Ring`; nothing
+The scheduler (``_runner.py``) drives the ring through :class:`Ring`; nothing
 else in ringtrio talks to ``ringtrio._native`` directly.
 """
 

@@ -1,11 +1,12 @@
 /* ringtrio._core._speedups: two per-operation loops of the scheduler in C.
  *
- * Runner._submit_op and Runner._dispatch_cqes (ringtrio/_core/_run.py) run
+ * Runner._submit_op and Runner._dispatch_cqes (ringtrio/_core/_runner.py) run
  * once per ring operation; in Python they cost about as much as the rest of
  * an operation's life put together.  This module does the same work on the
  * same Python objects (the runner's slot/generation/free lists, RingOp and
- * Task instances) -- _run.py stays the definition, and it falls back to its
- * own Python code when this module is missing or RINGTRIO_NO_SPEEDUPS is set.
+ * Task instances) -- the Python code stays the definition, and the core falls
+ * back to it when this module is missing or RINGTRIO_NO_SPEEDUPS is set
+ * (ringtrio/_core/_accel.py loads this module and hands it the classes).
  *
  * RingOp and Task use __slots__: their fields are read and written at the
  * offsets of their member descriptors, looked up once in setup().  SQEs are
@@ -48,7 +49,7 @@ static prep_fn rt_prep;
 static open_chain_fn rt_prep_open_chain;
 static close_direct_fn rt_prep_close_direct;
 static PyTypeObject *ringop_type;   /* RingOp itself (not subclasses) */
-static PyObject *link_expired;      /* _run._LINK_EXPIRED */
+static PyObject *link_expired;      /* _ring_ops._LINK_EXPIRED */
 static PyObject *on_cqe_name;       /* "_on_cqe" */
 
 /* Member offsets. */

@@ -6,7 +6,7 @@ from collections.abc import Generator
 from contextlib import AbstractContextManager, contextmanager
 
 from .._core import Instrument, Task, add_instrument, current_task, remove_instrument
-from .._core import _run
+from .._core._internal_api import _RESUME_PLAIN
 
 
 class _CheckpointCounter(Instrument):
@@ -27,7 +27,7 @@ class _CheckpointCounter(Instrument):
         if task is not self.task:
             return
         self.schedule_points += 1
-        if task._next_send is not _run._RESUME_PLAIN:
+        if task._next_send is not _RESUME_PLAIN:
             self.cancel_points += 1
 
 

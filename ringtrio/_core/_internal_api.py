@@ -1,0 +1,45 @@
+"""What the layers above the core use of it that is not public.
+
+The public names (RingOp, OwnedRingOp, submit_and_wait, cancel_ring_op,
+LinkedChain, submit_chain_and_wait, direct_files, Task, Nursery, reschedule,
+wait_task_rescheduled, checkpoint, ...) are imported from ``ringtrio._core``.
+The I/O layers, sync primitives, channels, threads and testing helpers need
+a few more things, all listed here, so that the boundary between the core and
+the rest of ringtrio is one short file:
+
+- the current run: ``_local`` (``.task``/``.runner``: one attribute read on
+  hot paths), ``_outside_run()`` (the error for calls from outside a run),
+  ``_current_runner()``;
+- the traps, for waits that park without an extra coroutine frame:
+  ``_Park(abort_fn)``, ``_yield_trap``, ``_CHECKPOINT``, and
+  ``_RESUME_PLAIN`` (the mark of a cancel-shielded schedule point, for
+  ``ringtrio.testing.assert_checkpoints``);
+- ring ops: ``_abort_failed`` (the abort function of a wait only its CQE may
+  end), ``_abandoned_ops`` (memory kept alive forever when a run could not
+  drain its ring);
+- ``_coroutine_or_error`` (the check that turns ``start_soon(f())`` into a
+  helpful TypeError);
+- ``_accel``, the C accelerator's entry points.  Read them as attributes of
+  the module at call time (``_accel._sp_new_bytes``): they are set when the
+  first run starts.
+"""
+
+from . import _accel
+from ._local import _current_runner, _local, _outside_run
+from ._ring_ops import _abandoned_ops, _abort_failed
+from ._runner import _coroutine_or_error
+from ._traps import _CHECKPOINT, _RESUME_PLAIN, _Park, _yield_trap
+
+__all__ = [
+    "_CHECKPOINT",
+    "_RESUME_PLAIN",
+    "_Park",
+    "_abandoned_ops",
+    "_abort_failed",
+    "_accel",
+    "_coroutine_or_error",
+    "_current_runner",
+    "_local",
+    "_outside_run",
+    "_yield_trap",
+]

@@ -1,0 +1,998 @@
+"""The Runner: the state of one call to ringtrio.run() and its loop.
+
+Every task is a coroutine driven by :meth:`Runner._run_loop`; what a task
+yields is a trap (``_traps.py``).  One pass of the loop: submit the SQEs
+queued since the last pass and copy out CQEs with one native call
+(:meth:`Runner._io_pass`), hand each CQE to the op whose token it carries
+(:meth:`Runner._dispatch_cqes`), run callbacks from other threads, expire
+deadlines, then run every task that was runnable at the start of the pass,
+once.  Also here: the token table of in-flight ops, the deadline queues,
+spawning and reaping tasks, KeyboardInterrupt delivery, idle detection
+(``wait_all_tasks_blocked``), and draining the ring at the end of a run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import os
+import struct
+import threading
+import time
+import types
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import Context, copy_context
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import outcome
+import sniffio
+
+from . import _accel, _ring
+from ._asyncgens import AsyncGenerators
+from ._exceptions import Cancelled, RingtrioInternalError, RunFinishedError
+from ._local import _local
+from ._ring import (
+    IORING_CQE_F_MORE,
+    IORING_OP_ASYNC_CANCEL,
+    IORING_OP_READ,
+    IOSQE_CQE_SKIP_SUCCESS,
+    Ring,
+    RingFeatures,
+)
+from ._ring_ops import (
+    _LINK_EXPIRED,
+    _RESERVED_SLOTS,
+    _SLOT_MASK,
+    _TOKEN_IGNORE,
+    _TOKEN_WAKEUP,
+    RingOp,
+    _abandoned_ops,
+    _CancelOp,
+    _release_memory,
+)
+from ._task import Task
+from ._traps import (
+    _CHECKPOINT,
+    _RESUME_CHECKING_CANCEL,
+    _RESUME_PLAIN,
+    _YIELD,
+    _cancelled_for,
+    _Park,
+    reschedule,
+)
+from ._trio_token import TrioToken
+
+if TYPE_CHECKING:
+    from ._cancel_scope import CancelScope
+    from ._clock import Clock
+    from ._instrumentation import Instrument
+    from ._nursery import Nursery
+    from ._run_var import RunVar
+
+inf = math.inf
+
+# What a task that returned normally reports to its nursery: only the main
+# task's return value is ever used, so the others share one (never
+# unwrapped) outcome instead of allocating one each.
+_EXITED_OK: outcome.Value[None] = outcome.Value(None)
+_MAX_KERNEL_DEADLINE = 2.0**62 / 1e9  # seconds; beyond this int64 ns overflows
+# What the reserved slots of the token table hold: never a user op.
+_IGNORED_OP = RingOp(_ring.IORING_OP_NOP)
+
+# The accelerator's entry points on the runner's per-op and per-pass paths
+# (see _accel.py), kept as globals of this module so that those paths read
+# them as cheaply as before the core was split into files; set by
+# _load_speedups when a Runner starts, None while the Python code below does
+# the work.
+_sp_submit: Callable[..., Any] | None = None
+_sp_dispatch: Callable[..., Any] | None = None
+_sp_run_batch: Callable[..., tuple[int, Any, int, Any]] | None = None
+
+
+def _load_speedups(ffi: Any, lib: Any) -> None:
+    global _sp_submit, _sp_dispatch, _sp_run_batch
+    _accel.load(ffi, lib)
+    _sp_submit, _sp_dispatch, _sp_run_batch = _accel._sp_submit, _accel._sp_dispatch, _accel._sp_run_batch
+
+
+_CQE_STRUCT = struct.Struct("QiI")
+_iter_cqes = _CQE_STRUCT.iter_unpack
+
+
+class Runner:
+    """The state of one call to :func:`run`."""
+
+    def __init__(
+        self,
+        clock: Clock | None,
+        instruments: tuple[Instrument, ...],
+        strict_exception_groups: bool,
+    ) -> None:
+        self.ring = Ring(_ring.SQ_ENTRIES, _ring.CQ_ENTRIES)
+        self.features: RingFeatures = self.ring.features
+        self._lib = self.ring.lib
+        self._ring_ptr = self.ring.ptr
+        self._ring_addr = int(self.ring.ffi.cast("uintptr_t", self._ring_ptr))
+        _load_speedups(self.ring.ffi, self._lib)
+        self.clock = clock
+        # With the default clock, deadlines are CLOCK_MONOTONIC seconds and can
+        # ride with ring ops as kernel link timeouts.  A custom clock's time is
+        # not the kernel's: then deadlines are handled in Python only.
+        self._kernel_deadlines = clock is None
+        if clock is None:
+            self.current_time: Callable[[], float] = time.monotonic
+        else:
+            self.current_time = clock.current_time
+        self.strict_exception_groups = strict_exception_groups
+        self._instruments: list[Instrument] = []
+        for inst in instruments:
+            self.add_instrument(inst)
+        self._runq: deque[Task] = deque()
+        self._ntasks = 0
+        # Deadlines live in two structures: a deque of entries that arrived
+        # in nondecreasing deadline order (the common case: every sleep(d) or
+        # move_on_after(d) with the same d) -- O(1) in and out -- and a heap
+        # for the rest.  The earliest deadline is at the head of one of them.
+        self._deadlines: list[tuple[float, int, Any]] = []
+        self._sorted_deadlines: deque[tuple[float, int, Any]] = deque()
+        self._deadline_counter = itertools.count(1)
+        self._stale_deadlines = 0
+        # Active cancel scopes with a registered deadline.  While zero, no
+        # ring op can need a linked timeout: skip the scope-chain walk.
+        self._scope_deadlines = 0
+        self._runvars: dict[RunVar[Any], Any] = {}
+        self.ki_pending = False
+        # A KeyboardInterrupt that has not yet been offered to a parked main
+        # task.  Offered once: if the main task's wait cannot be aborted right
+        # away (Abort.FAILED), it gets it at its next checkpoint or park.
+        self._ki_fresh = False
+        self.main_task: Task | None = None
+        self.main_outcome: outcome.Outcome[Any] | None = None
+        self.init_task: Task | None = None
+        self.system_nursery: Nursery | None = None
+        self.system_context: Context = copy_context()
+        self.system_context.run(sniffio.current_async_library_cvar.set, "ringtrio")
+        self.trio_token = TrioToken(self)
+        self.asyncgens = AsyncGenerators(self)
+        self._idle_waiters: list[tuple[float, int, Task]] = []
+        self._idle_counter = itertools.count()
+        # Tokens: slot index in the low 32 bits, the slot's generation in the
+        # high 32.  A CQE whose generation does not match the slot's current
+        # one is stale (its op is long gone) and wakes nobody.
+        self._op_slots: list[RingOp | None] = [_IGNORED_OP] * _RESERVED_SLOTS
+        self._op_gens: list[int] = [0] * _RESERVED_SLOTS
+        self._free_slots: list[int] = []
+        self._ops_in_flight = 0
+        self._stale_cqes = 0
+        self._more_cqes = False
+        # SQEs queued since the last enter: if none and no op is in flight,
+        # a non-blocking pass needs no native call at all.
+        self._sq_dirty = False
+        self._idle_primed = 0
+        # Set once the loop is over: no new ops may be submitted.
+        self._ops_closed = False
+        # Cross-thread wake-ups: a pipe whose read end always has a READ
+        # pending on the ring.  run_sync_soon from another thread and signal
+        # delivery (via signal.set_wakeup_fd) write a byte to it.
+        self._entry_queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        # Re-entrant: run_sync_soon may be called from a signal handler that
+        # interrupted the loop while it held the lock.
+        self._entry_lock = threading.RLock()
+        self._idempotent: dict[tuple[Callable[..., Any], tuple[Any, ...]], None] = {}
+        self._closed_for_entries = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_buf = self.ring.ffi.new("char[]", 256)
+        self._wakeup_armed = False
+        self._thread = threading.get_ident()
+        # Resources whose memory in-flight ops may still use at the end of
+        # the run: closed once the ring has been drained.
+        self._close_after_drain: list[Callable[[], None]] = []
+        self._done = False
+
+    # -- instruments -----------------------------------------------------
+
+    def add_instrument(self, instrument: Instrument) -> None:
+        if instrument not in self._instruments:
+            self._instruments.append(instrument)
+
+    def remove_instrument(self, instrument: Instrument) -> None:
+        try:
+            self._instruments.remove(instrument)
+        except ValueError:
+            raise KeyError(f"instrument {instrument!r} is not installed") from None
+
+    def _instrument(self, hook: str, *args: Any) -> None:
+        for inst in list(self._instruments):
+            method = getattr(inst, hook, None)
+            if method is None:
+                continue
+            try:
+                method(*args)
+            except BaseException:
+                # A broken instrument is removed, loudly, rather than taking
+                # the run down.
+                self._instruments.remove(inst)
+                import logging
+
+                logging.getLogger("ringtrio.abc.Instrument").exception(
+                    "Exception raised when calling %r on instrument %r. "
+                    "Instrument has been disabled.",
+                    hook,
+                    inst,
+                )
+
+    # -- deadlines -------------------------------------------------------
+
+    def _register_deadline(self, obj: Any, deadline: float) -> None:
+        """Heap entry for a sleeping task or (via _register_scope_deadline)
+        a cancel scope: at ``deadline``, ``obj._deadline_expired()``."""
+        seq = next(self._deadline_counter)
+        obj._deadline_seq = seq
+        in_order = self._sorted_deadlines
+        if not in_order or deadline >= in_order[-1][0]:
+            in_order.append((deadline, seq, obj))
+        else:
+            heapq.heappush(self._deadlines, (deadline, seq, obj))
+
+    def _register_scope_deadline(self, scope: CancelScope, deadline: float) -> None:
+        self._scope_deadlines += 1
+        self._register_deadline(scope, deadline)
+
+    def _unregister_scope_deadline(self, scope: CancelScope) -> None:
+        self._scope_deadlines -= 1
+        self._unregister_deadline(scope)
+
+    def _unregister_deadline(self, obj: Any) -> None:
+        # Lazy deletion: the heap entry stays, marked stale by the sequence
+        # number no longer matching.  Compact when stale entries dominate.
+        obj._deadline_seq = 0
+        self._stale_deadlines += 1
+        if self._stale_deadlines > 1024 and self._stale_deadlines * 2 > len(self._deadlines) + len(
+            self._sorted_deadlines
+        ):
+            self._deadlines = [e for e in self._deadlines if e[2]._deadline_seq == e[1]]
+            heapq.heapify(self._deadlines)
+            self._sorted_deadlines = deque(
+                e for e in self._sorted_deadlines if e[2]._deadline_seq == e[1]
+            )
+            self._stale_deadlines = 0
+
+    def _expire_deadlines(self, now: float) -> None:
+        heap = self._deadlines
+        in_order = self._sorted_deadlines
+        while True:
+            # Earliest first, from whichever structure holds it.
+            if in_order and in_order[0][0] <= now and (not heap or in_order[0][0] <= heap[0][0]):
+                _, seq, obj = in_order.popleft()
+            elif heap and heap[0][0] <= now:
+                _, seq, obj = heapq.heappop(heap)
+            else:
+                return
+            if obj._deadline_seq == seq:
+                obj._deadline_seq = 0
+                obj._deadline_expired()
+            else:
+                self._stale_deadlines -= 1
+
+    def _next_deadline(self) -> float:
+        heap = self._deadlines
+        while heap and heap[0][2]._deadline_seq != heap[0][1]:
+            heapq.heappop(heap)
+            self._stale_deadlines -= 1
+        in_order = self._sorted_deadlines
+        while in_order and in_order[0][2]._deadline_seq != in_order[0][1]:
+            in_order.popleft()
+            self._stale_deadlines -= 1
+        best = heap[0][0] if heap else inf
+        if in_order and in_order[0][0] < best:
+            best = in_order[0][0]
+        return best
+
+    # -- tasks -----------------------------------------------------------
+
+    def _spawn(
+        self,
+        async_fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        nursery: Nursery | None,
+        name: object,
+        *,
+        system: bool = False,
+        context: Context | None = None,
+    ) -> Task:
+        if nursery is not None and nursery._closed:
+            raise RuntimeError("Nursery is closed to new arrivals")
+        if type(async_fn) is types.FunctionType:
+            coro = async_fn(*args)
+            if type(coro) is not types.CoroutineType:
+                coro = _coroutine_or_error(async_fn, args, coro)
+        else:
+            coro = _coroutine_or_error(async_fn, args)
+        if context is None:
+            if system:
+                context = self.system_context.copy()
+            else:
+                context = _local.task.context.copy()  # type: ignore[union-attr]
+        # The name is worked out lazily (Task.name): most tasks never need it.
+        task = Task(self, coro, async_fn if name is None else name, context, nursery, system)
+        self._ntasks += 1
+        if nursery is not None:
+            nursery._children.add(task)
+            scope = nursery._scope
+            task._cancel_scope = scope
+            scope._nursery_tasks.add(task)  # type: ignore[union-attr]
+        self._runq.append(task)
+        if self._instruments:
+            self._instrument("task_spawned", task)
+            self._instrument("task_scheduled", task)
+        return task
+
+    def _task_exited(self, task: Task, result: outcome.Outcome[Any]) -> None:
+        if task._finalizer is not None:
+            # Run the finalizer in this task before it really exits.
+            finalizer, task._finalizer = task._finalizer, None
+            task._stashed = result
+            coro = _coroutine_or_error(finalizer, ())
+            task.coro = coro
+            task._send = coro.send
+            task._next_send = None
+            self._runq.append(task)
+            return
+        if task._stashed is not None:
+            # The finalizer is done: the task reports what its coroutine
+            # did, unless the finalizer raised (then that, as a `finally:`
+            # block would, with the coroutine's error as its context).
+            stashed, task._stashed = task._stashed, None
+            if type(result) is outcome.Error:
+                if type(stashed) is outcome.Error and result.error.__context__ is None:
+                    result.error.__context__ = stashed.error
+            else:
+                result = stashed
+        scope = task._cancel_scope
+        nursery = task._parent_nursery
+        if nursery is not None and scope is not nursery._scope:
+            # The task left with cancel scopes still open (e.g. a scope
+            # entered by hand and never exited).
+            result = outcome.Error(
+                RuntimeError(
+                    f"Cancel scope stack corrupted: {task!r} exited with "
+                    f"{scope!r} still open. Use 'with' blocks for cancel scopes."
+                )
+            )
+            while scope is not None and scope._owner is task:
+                scope._detach(task)
+                scope = scope._parent  # type: ignore[assignment]
+            scope = task._cancel_scope
+        if scope is not None and scope._nursery_tasks is not None:
+            scope._nursery_tasks.discard(task)
+        if task._lot_breakers:
+            breakers, task._lot_breakers = task._lot_breakers, None
+            for lot in breakers:
+                lot.break_lot(task)
+        self._ntasks -= 1
+        if task is self.main_task:
+            self.main_outcome = result
+            result = outcome.Value(None)
+        elif task._system and type(result) is outcome.Error:
+            error = result.error
+            if not isinstance(error, Cancelled):
+                self._crash(RingtrioInternalError(f"system task {task!r} raised {error!r}"), error)
+        if self._instruments:
+            self._instrument("task_exited", task)
+        if nursery is not None:
+            nursery._child_finished(task, result)
+        else:
+            # The init task: the run is over.
+            if type(result) is outcome.Error:
+                self._crash(
+                    RingtrioInternalError("the runtime's init task raised"), result.error
+                )
+            self._done = True
+        task.coro = None  # type: ignore[assignment]
+        task._send = None  # type: ignore[assignment]
+
+    def _crash(self, exc: RingtrioInternalError, cause: BaseException) -> NoReturn:
+        exc.__cause__ = cause
+        raise exc
+
+    # -- ring ops --------------------------------------------------------
+
+    def _release_token(self, slot: int) -> None:
+        self._op_slots[slot] = None
+        self._op_gens[slot] = (self._op_gens[slot] + 1) & _SLOT_MASK
+        self._free_slots.append(slot)
+        self._ops_in_flight -= 1
+
+    def _take_token(self, op: RingOp, task: Task | None) -> int:
+        """Give ``op`` a token (the free slot list, LIFO; the slot's current
+        generation in the high 32 bits) and mark it in flight for ``task``.
+        (_speedups.submit does the same in C.)"""
+        op.task = task
+        op.cancel_raise = None
+        op.done = False
+        free = self._free_slots
+        if free:
+            slot = free.pop()
+            self._op_slots[slot] = op
+        else:
+            slot = len(self._op_slots)
+            self._op_slots.append(op)
+            self._op_gens.append(0)
+        token = (self._op_gens[slot] << 32) | slot
+        op.token = token
+        self._ops_in_flight += 1
+        return token
+
+    def _submit_op(self, op: RingOp, task: Task | None, deadline: float | None = None) -> None:
+        """Queue ``op``'s SQE (sent with this pass's single enter) and park
+        nothing: callers park on ``op._abort`` themselves."""
+        if self._ops_closed:
+            raise RuntimeError("the ringtrio run this op belongs to has finished")
+        link_ns = -1
+        if self._kernel_deadlines and self._scope_deadlines:
+            if deadline is None and task is not None:
+                deadline = task._cancel_scope._effective_deadline()
+            if deadline is not None and deadline < _MAX_KERNEL_DEADLINE:
+                # The kernel compares against CLOCK_MONOTONIC ns: round up so
+                # that when it fires, time.monotonic() >= our float deadline.
+                # (Deadlines centuries away are left to the Python heap.)
+                link_ns = max(0, math.ceil(deadline * 1e9))
+        if _sp_submit is not None:
+            # The rest of this method, in C (None: an addr it does not take).
+            if (
+                _sp_submit(
+                    self._ring_addr, self._op_slots, self._op_gens, self._free_slots,
+                    op, task, link_ns, _TOKEN_IGNORE,
+                )
+                is not None
+            ):
+                self._ops_in_flight += 1
+                self._sq_dirty = True
+                return
+        token = self._take_token(op, task)
+        op.linked = link_ns >= 0
+        self._sq_dirty = True
+        addr = op.addr
+        if type(addr) is memoryview:
+            # (The accelerator takes the view's pointer itself.)  A cffi
+            # buffer over it, held by the op until its final CQE.
+            try:
+                addr = self.ring.ffi.from_buffer(addr)
+            except (TypeError, ValueError) as exc:  # e.g. a released view
+                self._release_token(token & _SLOT_MASK)
+                op.task = None
+                raise ValueError(f"{op!r}: its addr cannot be used: {exc}") from None
+            op.keepalive = (op.keepalive, addr)
+        try:
+            # `addr` is an address (int) or, on hot paths, the buffer object
+            # itself (bytes or a cffi buffer): passed as a pointer, no cast.
+            rc = (self._lib.rt_prep if type(addr) is int else self._lib.rt_prep_ptr)(
+                self._ring_ptr,
+                op.opcode,
+                op.sqe_flags,
+                op.ioprio,
+                op.fd,
+                addr,
+                op.length,
+                op.off,
+                op.op_flags,
+                token,
+                op.buf_index,
+                link_ns,
+                _TOKEN_IGNORE,
+            )
+        except (OverflowError, TypeError) as exc:
+            self._release_token(token & _SLOT_MASK)
+            op.task = None
+            raise ValueError(
+                f"{op!r} has a field out of range for an SQE (fd/len/op_flags are "
+                f"32-bit, addr/off 64-bit unsigned, buf_index 16-bit): {exc}"
+            ) from None
+        if rc < 0:
+            self._release_token(token & _SLOT_MASK)
+            op.task = None
+            raise OSError(-rc, f"could not queue {op!r}: {os.strerror(-rc)}")
+
+    def _submit_cancel(self, token: int, flags: int = 0, fd: int = -1) -> None:
+        # Success needs no handling: skip its CQE.  Failures (-ENOENT: the op
+        # already completed; -EALREADY: it is completing) arrive on the ignore
+        # token: the op's own CQE is what decides.
+        if self.ring.closed:
+            # The run is over (e.g. a resource closed from __del__ after
+            # run() returned): the ring was drained, nothing is in flight.
+            return
+        self._sq_dirty = True
+        rc = self._lib.rt_prep(
+            self._ring_ptr,
+            IORING_OP_ASYNC_CANCEL,
+            IOSQE_CQE_SKIP_SUCCESS,
+            0,
+            fd,
+            token,
+            0,
+            0,
+            flags,
+            _TOKEN_IGNORE,
+            0,
+            -1,
+            0,
+        )
+        if rc < 0:  # pragma: no cover - SQ could not be drained
+            raise RingtrioInternalError(f"could not queue ASYNC_CANCEL: {os.strerror(-rc)}")
+
+    def _cancel_op(self, op: RingOp, retries: int = 0) -> None:
+        """Ask the kernel to cancel ``op`` (in flight); see _CancelOp."""
+        if self._ops_closed:
+            return
+        self._submit_op(_CancelOp(self, op, retries), None, inf)
+
+    def _arm_wakeup(self) -> None:
+        self._sq_dirty = True
+        rc = self._lib.rt_prep(
+            self._ring_ptr,
+            IORING_OP_READ,
+            0,
+            0,
+            self._wake_r,
+            int(self.ring.ffi.cast("uintptr_t", self._wake_buf)),
+            256,
+            0,
+            0,
+            _TOKEN_WAKEUP,
+            0,
+            -1,
+            0,
+        )
+        if rc < 0:  # pragma: no cover
+            raise RingtrioInternalError(f"could not arm the wake-up read: {os.strerror(-rc)}")
+        self._wakeup_armed = True
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            # Full pipe: a wake-up is already pending.  Closed: run is over.
+            pass
+
+    def _dispatch_cqes(self, n: int) -> None:
+        slots = self._op_slots
+        gens = self._op_gens
+        free = self._free_slots
+        if _sp_dispatch is not None:
+            # This method, in C (plain RingOps completed inline unless
+            # instruments want to see task_scheduled).
+            _sp_dispatch(self, self.ring.cqe_bytes, n, slots, gens, free, self._runq, not self._instruments)
+            return
+        for ud, res, flags in _iter_cqes(self.ring.cqe_bytes[: n * 16]):
+            slot = ud & _SLOT_MASK
+            if slot < _RESERVED_SLOTS:
+                if slot == _TOKEN_WAKEUP:
+                    self._wakeup_armed = False
+                continue
+            op = slots[slot] if slot < len(slots) else None
+            if op is None or gens[slot] != ud >> 32:
+                self._stale_cqes += 1
+                continue
+            if not (flags & IORING_CQE_F_MORE):
+                # The op's final CQE: release its token (as _release_token).
+                op.done = True
+                slots[slot] = None
+                gens[slot] = (gens[slot] + 1) & _SLOT_MASK
+                free.append(slot)
+                self._ops_in_flight -= 1
+                op._on_cqe(res, flags)
+                if op.result is not _LINK_EXPIRED:
+                    # The kernel is done with the op's memory: drop it now,
+                    # not whenever the op object goes (a caller's buffer
+                    # export, such as send_all's memoryview, must be
+                    # releasable at once).  (An op whose linked deadline
+                    # fired may be submitted again: submit_and_wait drops
+                    # them if it is not.)
+                    _release_memory(op)
+            else:
+                op._on_cqe(res, flags)
+
+    # -- cross-thread entry ----------------------------------------------
+
+    def _run_sync_soon(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], idempotent: bool
+    ) -> None:
+        with self._entry_lock:
+            if self._closed_for_entries:
+                raise RunFinishedError("the ringtrio run this token belongs to has finished")
+            if idempotent:
+                key = (fn, args)
+                if key in self._idempotent:
+                    return
+                self._idempotent[key] = None
+            self._entry_queue.append((fn, args))
+        if threading.get_ident() != self._thread:
+            self._wake()
+
+    def _run_entry_queue(self) -> None:
+        while True:
+            with self._entry_lock:
+                if not self._entry_queue:
+                    return
+                fn, args = self._entry_queue.popleft()
+                self._idempotent.pop((fn, args), None)
+            try:
+                self.system_context.run(fn, *args)
+            except BaseException as exc:
+                self._crash(
+                    RingtrioInternalError(f"run_sync_soon callback {fn!r} raised"), exc
+                )
+
+    # -- KeyboardInterrupt -----------------------------------------------
+
+    def _raise_ki(self) -> NoReturn:
+        self.ki_pending = False
+        raise KeyboardInterrupt
+
+    def _deliver_ki(self) -> None:
+        main = self.main_task
+        if main is not None and main._abort_func is not None:
+            main._attempt_abort(self._raise_ki)
+
+    # -- idle detection (wait_all_tasks_blocked) --------------------------
+
+    def _wake_idle_waiters(self) -> None:
+        # Everybody has been blocked for the smallest cushion: wake the tasks
+        # waiting with exactly that cushion, in the order they started waiting.
+        waiters = self._idle_waiters
+        cushion = waiters[0][0]
+        while waiters and waiters[0][0] == cushion:
+            _, _, task = heapq.heappop(waiters)
+            reschedule(task)
+
+    def _remove_idle_waiter(self, task: Task) -> None:
+        self._idle_waiters = [e for e in self._idle_waiters if e[2] is not task]
+        heapq.heapify(self._idle_waiters)
+
+    # -- the loop ----------------------------------------------------------
+
+    def _compute_timeout(self) -> float:
+        deadline = self._next_deadline()
+        if deadline == inf:
+            timeout = inf
+        elif self.clock is None:
+            timeout = deadline - time.monotonic()
+        else:
+            timeout = self.clock.deadline_to_sleep_time(deadline)
+        return max(timeout, 0.0)
+
+    def _run_loop(self) -> None:
+        runq = self._runq
+        local = _local
+        current_time = self.current_time
+        CKPT = _CHECKPOINT
+        YIELD = _YIELD
+        RESUME_CHECK = _RESUME_CHECKING_CANCEL
+        RESUME_PLAIN = _RESUME_PLAIN
+        Park = _Park
+        Value = outcome.Value
+        Error = outcome.Error
+        entry_queue = self._entry_queue
+        while not self._done:
+            idle_primed = 0
+            if runq and not (
+                self._sq_dirty
+                or self._ops_in_flight
+                or self._more_cqes
+                or entry_queue
+                or self._ki_fresh
+                or self._instruments
+            ):
+                # The common pass of a busy program: tasks to run, nothing
+                # for the kernel.  No native call; straight to deadlines.
+                pass
+            else:
+                n = self._io_pass()
+                if n:
+                    self._dispatch_cqes(n)
+                if entry_queue:
+                    self._run_entry_queue()
+                if self._ki_fresh:
+                    self._ki_fresh = False
+                    if self.ki_pending:
+                        self._deliver_ki()
+                if not n and not runq:
+                    idle_primed = self._idle_primed
+            # --- deadlines: expire what is due, with a fresh clock reading ---
+            heap = self._deadlines
+            in_order = self._sorted_deadlines
+            if heap or in_order:
+                now = current_time()
+                if (heap and heap[0][0] <= now) or (in_order and in_order[0][0] <= now):
+                    self._expire_deadlines(now)
+            if idle_primed and not runq:
+                if idle_primed == 1:
+                    self._wake_idle_waiters()
+                else:
+                    self.clock._autojump()  # type: ignore[union-attr]
+            # --- run every task that is runnable now, once ---
+            batch = len(runq)
+            if self._instruments:
+                self._run_batch_instrumented(batch)
+                continue
+            if _sp_run_batch is not None:
+                # The loop below, in C, for tasks resumed with None; the
+                # others (and a task's end) come back here one at a time.
+                while batch > 0:
+                    n, task, kind, payload = _sp_run_batch(self, runq, batch, local, self.main_task)
+                    batch -= n
+                    if task is None:
+                        break
+                    if kind == 0:
+                        self._step(task)
+                    elif kind == 3:
+                        self._bad_yield(task, payload)
+                    else:
+                        local.task = None
+                        if kind == 1:
+                            self._task_exited(task, Value(payload) if task is self.main_task else _EXITED_OK)
+                        else:
+                            self._task_exited(task, Error(payload))
+                local.task = None
+                continue
+            popleft = runq.popleft
+            append = runq.append
+            for _ in range(batch):
+                task = popleft()
+                local.task = task
+                next_send = task._next_send
+                task._next_send = None
+                try:
+                    if next_send is None or next_send is RESUME_PLAIN:
+                        msg = task.context.run(task._send, None)
+                    elif next_send is RESUME_CHECK:
+                        if task._cancel_scope._eff:
+                            msg = task.context.run(task.coro.throw, _cancelled_for(task))
+                        elif self.ki_pending and task is self.main_task:
+                            self.ki_pending = False
+                            msg = task.context.run(task.coro.throw, KeyboardInterrupt())
+                        else:
+                            msg = task.context.run(task._send, None)
+                    else:
+                        msg = task.context.run(next_send.send, task.coro)
+                except StopIteration as stop:
+                    local.task = None
+                    self._task_exited(
+                        task, Value(stop.value) if task is self.main_task else _EXITED_OK
+                    )
+                    continue
+                except BaseException as exc:
+                    local.task = None
+                    self._task_exited(task, Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
+                    continue
+                if msg is CKPT:
+                    task._next_send = RESUME_CHECK
+                    append(task)
+                elif msg is YIELD:
+                    task._next_send = RESUME_PLAIN
+                    append(task)
+                elif type(msg) is Park:
+                    task._abort_func = msg.abort_func
+                    if task._cancel_scope._eff or (
+                        self.ki_pending and task is self.main_task
+                    ):
+                        task._attempt_delivery_of_any_pending_cancel()
+                else:
+                    self._bad_yield(task, msg)
+            local.task = None
+
+    def _io_pass(self) -> int:
+        """Submit this pass's SQEs with one enter, waiting if nothing is
+        runnable, and copy out CQEs.  Returns how many CQEs were copied."""
+        runq = self._runq
+        self._idle_primed = 0
+        if not self._wakeup_armed:
+            self._arm_wakeup()
+        if runq or self._entry_queue or self._more_cqes or self._ki_fresh:
+            # A pass that must not wait (as trio, instruments see it as an
+            # I/O wait with timeout 0).
+            if self._instruments:
+                self._instrument("before_io_wait", 0.0)
+            if self._sq_dirty or self._ops_in_flight or self._more_cqes:
+                self._sq_dirty = False
+                n = self._lib.rt_pass(self._ring_ptr, 0, 0, self.ring.cqes, _ring.CQE_BATCH)
+            else:
+                n = 0
+            if self._instruments:
+                self._instrument("after_io_wait", 0.0)
+        else:
+            timeout = self._compute_timeout()
+            # Idle detection (wait_all_tasks_blocked, MockClock autojump):
+            # if the wait below times out with nothing runnable, every task
+            # has been blocked for that long.
+            idle_primed = 0
+            if self._idle_waiters and self._idle_waiters[0][0] < timeout:
+                timeout = self._idle_waiters[0][0]
+                idle_primed = 1
+            if self.clock is not None:
+                threshold = getattr(self.clock, "_autojump_threshold", inf)
+                if threshold < timeout:
+                    timeout = threshold
+                    idle_primed = 2
+            self._idle_primed = idle_primed
+            if self._instruments:
+                self._instrument("before_io_wait", timeout)
+            timeout_ns = -1 if timeout == inf else int(timeout * 1e9)
+            self._sq_dirty = False
+            n = self._lib.rt_pass(self._ring_ptr, 1, timeout_ns, self.ring.cqes, _ring.CQE_BATCH)
+            if self._instruments:
+                self._instrument("after_io_wait", timeout)
+        if n < 0:
+            raise RingtrioInternalError(f"io_uring_enter failed: {os.strerror(-n)}")
+        self._more_cqes = n == _ring.CQE_BATCH
+        return n  # type: ignore[no-any-return]
+
+    def _run_batch_instrumented(self, batch: int) -> None:
+        # The same as the fast loop above, with instrument hooks; kept
+        # separate so the common case pays nothing for instruments.
+        runq = self._runq
+        for _ in range(batch):
+            task = runq.popleft()
+            self._instrument("before_task_step", task)
+            self._step(task)
+            self._instrument("after_task_step", task)
+
+    def _step(self, task: Task) -> None:
+        _local.task = task
+        next_send = task._next_send
+        task._next_send = None
+        try:
+            if next_send is None or next_send is _RESUME_PLAIN:
+                msg = task.context.run(task._send, None)
+            elif next_send is _RESUME_CHECKING_CANCEL:
+                if task._cancel_scope._eff:
+                    msg = task.context.run(task.coro.throw, _cancelled_for(task))
+                elif self.ki_pending and task is self.main_task:
+                    self.ki_pending = False
+                    msg = task.context.run(task.coro.throw, KeyboardInterrupt())
+                else:
+                    msg = task.context.run(task.coro.send, None)
+            else:
+                msg = task.context.run(next_send.send, task.coro)
+        except StopIteration as stop:
+            _local.task = None
+            self._task_exited(
+                task, outcome.Value(stop.value) if task is self.main_task else _EXITED_OK
+            )
+            return
+        except BaseException as exc:
+            _local.task = None
+            self._task_exited(task, outcome.Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
+            return
+        finally:
+            _local.task = None
+        if msg is _CHECKPOINT:
+            task._next_send = _RESUME_CHECKING_CANCEL
+            self._runq.append(task)
+            self._instrument("task_scheduled", task)
+        elif msg is _YIELD:
+            task._next_send = _RESUME_PLAIN
+            self._runq.append(task)
+            self._instrument("task_scheduled", task)
+        elif type(msg) is _Park:
+            task._abort_func = msg.abort_func
+            if task._cancel_scope._eff or (self.ki_pending and task is self.main_task):
+                task._attempt_delivery_of_any_pending_cancel()
+        else:
+            self._bad_yield(task, msg)
+
+    def _bad_yield(self, task: Task, msg: object) -> None:
+        # Something awaited an object from another async library (an asyncio
+        # future, a bare `yield`).  Throw a clear error into the task.
+        err = TypeError(
+            f"ringtrio got {msg!r} from {task!r}: the task awaited something that is "
+            "not a ringtrio operation. Are you using a library written for asyncio "
+            "(or another event loop) inside ringtrio.run()?"
+        )
+        task._next_send = outcome.Error(err)
+        self._runq.append(task)
+
+    # -- shutdown ----------------------------------------------------------
+
+    def _drain_ring(self) -> None:
+        # Memory that in-flight ops point into must outlive them, so before
+        # the ring is closed every op is cancelled and its final CQE awaited.
+        if self.ring.closed:
+            return
+        lib = self._lib
+        self._submit_cancel(0, _ring.IORING_ASYNC_CANCEL_ANY | _ring.IORING_ASYNC_CANCEL_ALL)
+        deadline = time.monotonic() + 5.0
+        while (self._ops_in_flight > 0 or self._wakeup_armed) and time.monotonic() < deadline:
+            n = lib.rt_pass(self._ring_ptr, 1, 50_000_000, self.ring.cqes, _ring.CQE_BATCH)
+            if n < 0:
+                break
+            for ud, res, flags in _iter_cqes(self.ring.cqe_bytes[: n * 16]):
+                slot = ud & _SLOT_MASK
+                if slot == _TOKEN_WAKEUP:
+                    self._wakeup_armed = False
+                elif slot >= _RESERVED_SLOTS and slot < len(self._op_slots):
+                    op = self._op_slots[slot]
+                    if op is not None and self._op_gens[slot] == ud >> 32 and not (
+                        flags & IORING_CQE_F_MORE
+                    ):
+                        op.done = True
+                        self._release_token(slot)
+
+    def close(self) -> None:
+        with self._entry_lock:
+            self._closed_for_entries = True
+        self._ops_closed = True
+        # Callbacks queued after the loop's last pass (a thread racing the end
+        # of the run) still run, so whoever queued them is not left waiting.
+        while self._entry_queue:
+            fn, args = self._entry_queue.popleft()
+            try:
+                self.system_context.run(fn, *args)
+            except BaseException:  # noqa: BLE001 - the run is over; report only
+                import logging
+
+                logging.getLogger("ringtrio").exception(
+                    "run_sync_soon callback %r raised after the run finished", fn
+                )
+        try:
+            self._drain_ring()
+            if self._ops_in_flight:
+                _abandoned_ops.extend(op for op in self._op_slots[_RESERVED_SLOTS:] if op is not None)
+                _abandoned_ops.extend(self._close_after_drain)  # type: ignore[arg-type]
+            else:
+                for close in self._close_after_drain:
+                    close()
+        finally:
+            self.ring.close()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:  # pragma: no cover
+                    pass
+
+
+_NOT_CALLED = object()
+
+
+def _coroutine_or_error(
+    async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], coro: Any = _NOT_CALLED
+) -> Coroutine[Any, Any, Any]:
+    if isinstance(async_fn, types.CoroutineType) or (
+        hasattr(async_fn, "send") and hasattr(async_fn, "throw")
+    ):
+        raise TypeError(
+            f"ringtrio was expecting an async function, but got a coroutine object "
+            f"{async_fn!r}. You probably wrote 'nursery.start_soon(fn())' instead of "
+            "'nursery.start_soon(fn)' (pass the function and its arguments separately)."
+        )
+    if coro is _NOT_CALLED:
+        coro = async_fn(*args)
+    if isinstance(coro, types.CoroutineType):
+        return coro
+    if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & 0x100:
+        return coro  # type: ignore[return-value]
+    if hasattr(coro, "send") and hasattr(coro, "throw") and hasattr(coro, "close"):
+        return coro  # type: ignore[return-value]
+    if hasattr(coro, "__await__"):
+        try:
+            import asyncio
+
+            if isinstance(coro, asyncio.Future):
+                raise TypeError(
+                    f"ringtrio got an asyncio Future from {async_fn!r}: asyncio objects "
+                    "cannot be awaited inside ringtrio.run()."
+                )
+        except ImportError:  # pragma: no cover
+            pass
+        awaitable = coro
+
+        async def _wrap() -> Any:
+            return await awaitable
+
+        return _wrap()
+    raise TypeError(
+        f"ringtrio expected an async function, but {async_fn!r} returned {coro!r}. "
+        "Use 'async def' (and pass the function itself, not its result)."
+    )

@@ -1,0 +1,173 @@
+"""Task: one coroutine driven by the run loop, and what it does when
+cancelled while parked."""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextvars import Context
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import outcome
+
+from ._exceptions import RingtrioInternalError
+from ._traps import Abort, _raise_cancelled_for, reschedule
+
+if TYPE_CHECKING:
+    from ._cancel_scope import CancelScope
+    from ._nursery import Nursery
+    from ._runner import Runner
+
+
+class Task:
+    """A running coroutine.  Created by ``nursery.start_soon`` / ``start``."""
+
+    __slots__ = (
+        "_runner",
+        "coro",
+        "_send",
+        "_name",
+        "context",
+        "_parent_nursery",
+        "_eventual_parent_nursery",
+        "_child_nurseries",
+        "_cancel_scope",
+        "_next_send",
+        "_abort_func",
+        "_deadline_seq",
+        "_system",
+        "_lot_breakers",
+        "_finalizer",
+        "_stashed",
+        "_cancel_checks",
+        "custom_sleep_data",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        runner: Runner,
+        coro: Coroutine[Any, Any, Any],
+        name: object,
+        context: Context,
+        nursery: Nursery | None,
+        system: bool,
+    ) -> None:
+        self._runner = runner
+        self.coro = coro
+        # The bound send method, made once: resuming a task is the hottest
+        # operation in the runtime.
+        self._send = coro.send
+        self._name = name
+        self.context = context
+        self._parent_nursery = nursery
+        self._eventual_parent_nursery: Nursery | None = None
+        self._child_nurseries: list[Nursery] = []
+        self._cancel_scope: CancelScope = None  # type: ignore[assignment]
+        self._next_send: Any = None
+        self._abort_func: Callable[[Callable[[], NoReturn]], Abort] | None = None
+        self._deadline_seq = 0
+        self._system = system
+        # Parking lots to break if this task exits while registered (a lock
+        # it holds): see add_parking_lot_breaker.
+        self._lot_breakers: list[Any] | None = None
+        # Internal: an async function run in this task once its coroutine
+        # has finished, like a `finally:` block but not a frame under the
+        # coroutine on every resume (serve_listeners closes each connection
+        # this way); `_stashed` holds the coroutine's outcome meanwhile.
+        self._finalizer: Callable[[], Awaitable[Any]] | None = None
+        self._stashed: outcome.Outcome[Any] | None = None
+        # Cancellation checks that did not yield (checkpoint_if_cancelled
+        # finding nothing to raise): testing.assert_checkpoints counts them
+        # as trio does, since their schedule point comes separately.
+        self._cancel_checks = 0
+        self.custom_sleep_data: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} at {id(self):#x}>"
+
+    @property
+    def name(self) -> str:
+        """The task's name: given to start_soon(name=...), else the function's
+        qualified name."""
+        name = self._name
+        if not isinstance(name, str):
+            if isinstance(name, functools.partial):
+                name = name.func
+            qual = getattr(name, "__qualname__", None) or repr(name)
+            module = getattr(name, "__module__", None)
+            if module and not qual.startswith(module):
+                qual = f"{module}.{qual}"
+            self._name = name = qual
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = str(value)
+
+    @property
+    def parent_nursery(self) -> Nursery | None:
+        """The nursery this task runs in (None for the root task)."""
+        return self._parent_nursery
+
+    @property
+    def eventual_parent_nursery(self) -> Nursery | None:
+        """For a task in ``nursery.start()`` that has not called ``started()``
+        yet: the nursery it will move to.  Otherwise None."""
+        return self._eventual_parent_nursery
+
+    @property
+    def child_nurseries(self) -> list[Nursery]:
+        """The nurseries this task has open, outermost first."""
+        return list(self._child_nurseries)
+
+    def iter_await_frames(self) -> Iterator[tuple[types.FrameType, int]]:
+        """(frame, lineno) pairs down the task's await chain."""
+        coro: Any = self.coro
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is None:
+                return
+            yield frame, frame.f_lineno
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+
+    # Called with the runner's deadline heap entry when a sleep expires.
+    def _deadline_expired(self) -> None:
+        if self._abort_func is not None:
+            reschedule(self)
+
+    def _abort_parking(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
+        # Cancelled while parked in a ParkingLot: leave the lot.
+        lot = self.custom_sleep_data
+        del lot._parked[self]
+        self.custom_sleep_data = None
+        return Abort.SUCCEEDED
+
+    def _abort_timed_sleep(self, raise_cancel: Callable[[], NoReturn]) -> Abort:
+        # The sleep is over early: its heap entry must not wake a later wait.
+        if self._deadline_seq:
+            self._runner._unregister_deadline(self)
+        return Abort.SUCCEEDED
+
+    def _attempt_abort(self, raise_cancel: Callable[[], NoReturn]) -> None:
+        abort_func = self._abort_func
+        if abort_func is None:
+            return
+        success = abort_func(raise_cancel)
+        if type(success) is not Abort:
+            raise RingtrioInternalError(
+                f"abort function {abort_func!r} must return Abort.SUCCEEDED or "
+                f"Abort.FAILED, not {success!r}"
+            )
+        if success is Abort.SUCCEEDED:
+            reschedule(self, outcome.capture(raise_cancel))
+
+    def _attempt_delivery_of_any_pending_cancel(self) -> None:
+        if self._abort_func is None:
+            return
+        if self._cancel_scope._eff:
+            self._attempt_abort(functools.partial(_raise_cancelled_for, self))
+        elif self._runner.ki_pending and self is self._runner.main_task:
+            self._attempt_abort(self._runner._raise_ki)
+
