@@ -62,7 +62,7 @@ import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from itertools import count
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar, TypeVarTuple, Unpack
 
 import outcome
 import sniffio
@@ -96,6 +96,9 @@ __all__ = [
 ]
 
 RetT = TypeVar("RetT")
+# The positional arguments of the function a call runs: a type checker matches
+# them against its signature, as it would in a direct call.
+PosArgsT = TypeVarTuple("PosArgsT")
 
 # trio picked 40 and so do we: enough for typical blocking-I/O fan-out, small
 # enough not to drown a machine in threads.
@@ -301,8 +304,8 @@ class _SyncLoopJob(_LoopJob):
 
 
 async def to_thread_run_sync(
-    sync_fn: Callable[..., RetT],
-    *args: Any,
+    sync_fn: Callable[[Unpack[PosArgsT]], RetT],
+    *args: Unpack[PosArgsT],
     thread_name: str | None = None,
     abandon_on_cancel: bool | None = None,
     limiter: ThreadLimiter | None = None,
@@ -503,7 +506,9 @@ def _send_to_loop(job: _LoopJob, trio_token: TrioToken | None, api: str) -> Any:
 
 
 def from_thread_run(
-    afn: Callable[..., Awaitable[RetT]], *args: Any, trio_token: TrioToken | None = None
+    afn: Callable[[Unpack[PosArgsT]], Awaitable[RetT]],
+    *args: Unpack[PosArgsT],
+    trio_token: TrioToken | None = None,
 ) -> RetT:
     """From a thread, run ``await afn(*args)`` in the ringtrio loop and return
     (or raise) its result, blocking the thread meanwhile.
@@ -519,13 +524,25 @@ def from_thread_run(
       RunFinishedError: the run is over (or shutting down).
       RuntimeError: called from the loop's own thread, or from a foreign
         thread without ``trio_token``.
-      TypeError: ``afn`` is not an async function.
+      TypeError: ``afn`` is not an async function (for instance a coroutine
+        object: ``from_thread.run(fn(x))`` instead of ``from_thread.run(fn, x)``).
     """
+    if inspect.isawaitable(afn):
+        # Caught here, in the calling thread, before anything reaches the loop.
+        name = getattr(afn, "__name__", "fn")
+        raise TypeError(
+            f"from_thread.run expected an async function, but got {afn!r}, which is "
+            f"the result of calling one. You probably wrote 'from_thread.run({name}(...))'; "
+            f"pass the function and its arguments separately: 'from_thread.run({name}, ...)' "
+            "(functools.partial for keyword arguments)."
+        )
     return _send_to_loop(_AsyncLoopJob(afn, args), trio_token, "from_thread.run")  # type: ignore[no-any-return]
 
 
 def from_thread_run_sync(
-    fn: Callable[..., RetT], *args: Any, trio_token: TrioToken | None = None
+    fn: Callable[[Unpack[PosArgsT]], RetT],
+    *args: Unpack[PosArgsT],
+    trio_token: TrioToken | None = None,
 ) -> RetT:
     """From a thread, run ``fn(*args)`` in the ringtrio loop's thread and
     return (or raise) its result, blocking the thread meanwhile.

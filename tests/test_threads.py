@@ -312,6 +312,28 @@ def test_from_thread_run_from_a_worker_reaches_the_loop() -> None:
     ringtrio.run(main)
 
 
+def test_from_thread_run_of_a_coroutine_object_says_how_to_call_it() -> None:
+    async def fetch(x: int) -> int:  # pragma: no cover - never awaited
+        return x
+
+    def worker() -> str:
+        coro = fetch(1)
+        try:
+            with pytest.raises(TypeError) as info:
+                from_thread.run(coro)  # type: ignore[arg-type]
+        finally:
+            coro.close()
+        return str(info.value)
+
+    async def main() -> str:
+        return await to_thread.run_sync(worker)
+
+    message = ringtrio.run(main)
+    assert "from_thread.run expected an async function, but got <coroutine object" in message
+    assert "You probably wrote 'from_thread.run(fetch(...))'" in message
+    assert "'from_thread.run(fetch, ...)'" in message
+
+
 def test_from_thread_run_runs_in_the_waiting_task() -> None:
     # With abandon_on_cancel=False the callback runs inside the task that
     # waits in to_thread.run_sync, so it is cancelled together with it.

@@ -48,3 +48,58 @@ def test_task_status_annotations_type_check(tmp_path: Path) -> None:
         assert (result.returncode == 0) is ok, result.stdout + result.stderr
         if not ok:
             assert "started" in result.stdout and "int" in result.stdout, result.stdout
+
+
+# Calls whose arguments a type checker matches against the called function,
+# as trio's signatures (TypeVarTuple) make it.  Each line marked "# rejected"
+# must get an error from `mypy --strict`, and no other line may.
+ARGUMENT_CHECKS = '''
+from ringtrio import from_thread, to_thread
+
+
+def takes_str(x: str) -> int:
+    return len(x)
+
+
+async def async_takes_str(x: str) -> int:
+    return len(x)
+
+
+async def in_a_task() -> None:
+    n: int = await to_thread.run_sync(takes_str, "a")
+    n = await to_thread.run_sync(len, "abc")
+    n = await to_thread.run_sync(takes_str, "a", thread_name="t", abandon_on_cancel=True)
+    await to_thread.run_sync(len, 1)  # rejected
+    await to_thread.run_sync(takes_str, 1)  # rejected
+    await to_thread.run_sync(takes_str)  # rejected
+    await to_thread.run_sync(takes_str, "a", "b")  # rejected
+    s: str = await to_thread.run_sync(takes_str, "a")  # rejected
+
+
+def in_a_thread() -> None:
+    n: int = from_thread.run(async_takes_str, "a")
+    n = from_thread.run_sync(takes_str, "a")
+    from_thread.run(async_takes_str, 1)  # rejected
+    from_thread.run(async_takes_str("a"))  # rejected
+    from_thread.run(takes_str, "a")  # rejected
+    from_thread.run_sync(takes_str, 1)  # rejected
+    s: str = from_thread.run_sync(takes_str, "a")  # rejected
+'''
+
+
+def test_strict_mypy_checks_the_arguments_passed_through(tmp_path: Path) -> None:
+    path = tmp_path / "calls.py"
+    path.write_text(ARGUMENT_CHECKS)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = ARGUMENT_CHECKS.splitlines()
+    rejected = {n for n, line in enumerate(lines, 1) if line.endswith("# rejected")}
+    reported = {
+        int(line.split(":")[1]) for line in result.stdout.splitlines() if line.startswith(str(path)) and ": error:" in line
+    }
+    assert reported == rejected, result.stdout
