@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -74,6 +75,13 @@ def pytest_configure(config: pytest.Config) -> None:
             "ringtrio_mode and trio_mode are both enabled: each would claim every "
             "async test.  Enable one and mark the other library's tests explicitly."
         )
+    if config.getini("ringtrio_mode") and _asyncio_auto_mode(config):
+        raise pytest.UsageError(
+            "ringtrio_mode is enabled and pytest-asyncio runs in auto mode "
+            "(asyncio_mode = auto): each would claim every async test.  Set "
+            "asyncio_mode = strict and mark asyncio tests with @pytest.mark.asyncio, "
+            "or drop ringtrio_mode and mark ringtrio tests with @pytest.mark.ringtrio."
+        )
 
 
 def _ini_flag(config: pytest.Config, name: str) -> bool:
@@ -82,6 +90,16 @@ def _ini_flag(config: pytest.Config, name: str) -> bool:
         return bool(config.getini(name))
     except ValueError:
         return False
+
+
+def _asyncio_auto_mode(config: pytest.Config) -> bool:
+    # pytest-asyncio's mode: its command-line option, else its ini option.
+    # Neither exists when pytest-asyncio is not installed.
+    try:
+        mode = config.getoption("asyncio_mode", None) or config.getini("asyncio_mode")
+    except ValueError:
+        return False
+    return str(mode) == "auto"
 
 
 def _test_function(item: pytest.Function) -> Any:
@@ -116,6 +134,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("trio") is not None:
         pytest.fail(
             f"{item.nodeid} is marked both 'ringtrio' and 'trio'; choose one",
+            pytrace=False,
+        )
+    if item.get_closest_marker("asyncio") is not None:
+        if _asyncio_auto_mode(item.config):
+            # pytest-asyncio in auto mode marks every async test 'asyncio' and
+            # runs it in an asyncio event loop; our own check would only see
+            # the synchronous wrapper it puts in place of the test function.
+            pytest.fail(
+                f"{item.nodeid} is marked 'ringtrio', but pytest-asyncio runs in auto "
+                "mode (asyncio_mode = auto) and has claimed it as an asyncio test; "
+                "ringtrio cannot run inside asyncio's event loop.  Set asyncio_mode = "
+                "strict (pytest-asyncio's default) and mark asyncio tests with "
+                "@pytest.mark.asyncio, or run this test where pytest-asyncio is not "
+                "in auto mode (-p no:asyncio disables it).",
+                pytrace=False,
+            )
+        pytest.fail(
+            f"{item.nodeid} is marked both 'ringtrio' and 'asyncio'; choose one",
             pytrace=False,
         )
     # Fresh list per run of the item (a rerun plugin may set it up again).
@@ -402,6 +438,31 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     finally:
         hypothesis.inner_test = inner
     return True
+
+
+# pytest's own pytest_pyfunc_call (the last to run) fails an async test that
+# no plugin ran, with a message that lists other libraries' plugins.  This
+# wrapper adds how to run it under ringtrio.  (A second implementation of the
+# hook in this plugin, so it needs a name of its own.)
+@pytest.hookimpl(specname="pytest_pyfunc_call", wrapper=True)
+def pytest_pyfunc_call_unclaimed(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    except pytest.fail.Exception as exc:
+        if "not natively supported" not in str(exc) or not inspect.iscoroutinefunction(pyfuncitem.obj):
+            raise
+        if any(pyfuncitem.get_closest_marker(name) for name in (MARKER, *_OTHER_ASYNC_MARKERS)):
+            raise  # meant for another library, whose plugin is missing
+        pytest_says = str(exc)
+    # Outside the except block, so the report does not show pytest's failure
+    # as the context of ours (its text is part of ours).
+    pytest.fail(
+        f"{pyfuncitem.nodeid} is an async test, and no plugin ran it.  To run it "
+        "under ringtrio, mark it with @pytest.mark.ringtrio, or set "
+        "ringtrio_mode = true in the pytest configuration to run every async "
+        f"test under ringtrio.\n(pytest says: {pytest_says})",
+        pytrace=False,
+    )
 
 
 def _run_item(item: pytest.Function, testfunc: Any, testargs: dict[str, Any]) -> None:

@@ -22,6 +22,14 @@ PLUGIN_ORDERS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def quiet_pytest_asyncio(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pytest-asyncio (installed with the test extra) warns in every run whose
+    # configuration does not set its fixture loop scope.  (After pytester's
+    # own setup, which clears PYTEST_ADDOPTS.)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+
+
 @pytest.fixture(params=list(PLUGIN_ORDERS), ids=list(PLUGIN_ORDERS))
 def plugin_args(request: pytest.FixtureRequest) -> list[str]:
     return PLUGIN_ORDERS[request.param]
@@ -54,9 +62,89 @@ def test_unmarked_async_test_is_not_claimed_without_ringtrio_mode(pytester: pyte
         """
     )
     result = pytester.runpytest()
-    # pytest's own verdict on an async test nobody runs.
+    # pytest's own verdict on an async test nobody runs, with how to run it
+    # under ringtrio in front.
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_unmarked is an async test, and no plugin ran it.  To run it under ringtrio, "
+            "mark it with @pytest.mark.ringtrio, or set ringtrio_mode = true*",
+            "*async def functions are not natively supported*",
+        ]
+    )
+
+
+def test_unmarked_async_test_meant_for_another_library_gets_pytests_message(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_for_anyio():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:anyio")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*async def functions are not natively supported*"])
+    result.stdout.no_fnmatch_line("*no plugin ran it*")
+
+
+# pytest-asyncio (installed with the test extra) in auto mode claims every
+# async test.
+ASYNCIO_AUTO_INI = """
+    [pytest]
+    asyncio_mode = auto
+    """
+
+
+def test_marked_test_claimed_by_pytest_asyncio_auto_mode_says_so(pytester: pytest.Pytester) -> None:
+    pytester.makeini(ASYNCIO_AUTO_INI)
+    pytester.makepyfile(
+        """
+        import asyncio, pytest, ringtrio
+
+        @pytest.mark.ringtrio
+        async def test_marked():
+            await ringtrio.sleep(0)
+
+        async def test_asyncio_still_runs_its_own():
+            await asyncio.sleep(0)
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_marked is marked 'ringtrio', but pytest-asyncio runs in auto mode "
+            "(asyncio_mode = auto) and has claimed it as an asyncio test*Set asyncio_mode = strict*"
+        ]
+    )
+    result.stdout.no_fnmatch_line("*not an async function*")
+
+
+def test_ringtrio_mode_and_asyncio_auto_mode_together_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini(ASYNCIO_AUTO_INI.rstrip() + "\n    ringtrio_mode = true\n")
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ringtrio_mode is enabled and pytest-asyncio runs in auto mode*"])
+
+
+def test_marked_ringtrio_and_asyncio_is_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.ringtrio
+        @pytest.mark.asyncio
+        async def test_both():
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_both is marked both 'ringtrio' and 'asyncio'; choose one*"])
 
 
 def test_ringtrio_mode_marks_async_tests_but_not_trio_tests(pytester: pytest.Pytester) -> None:
