@@ -90,19 +90,56 @@ async def main(host: str, port: int, count: int, size: int, test: bool) -> None:
         assert end.leased == 0 and end.closed, end
 
 
+def first_error(exc: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free port), got {value}")
+    return value
+
+
+def buffer_count(text: str) -> int:
+    value = int(text)
+    # The kernel's limit for a provided-buffer ring.
+    if not (1 <= value <= 32768 and value & (value - 1) == 0):
+        raise argparse.ArgumentTypeError(f"must be a power of two from 1 to 32768, got {value}")
+    return value
+
+
+def buffer_size(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {value}")
+    return value
+
+
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--count", type=int, default=1024, help="buffers in the group (power of two)")
-    parser.add_argument("--size", type=int, default=4096, help="bytes per buffer")
+    parser.add_argument("--port", type=port_number, default=0)
+    parser.add_argument("--count", type=buffer_count, default=1024, help="buffers in the group (power of two)")
+    parser.add_argument("--size", type=buffer_size, default=4096, help="bytes per buffer")
     parser.add_argument("--self-test", action="store_true", help="echo one message through the server and exit")
     args = parser.parse_args(argv)
+    # `return` is not allowed in an except* block: the outcome goes here.
+    status = 0
     try:
         ringtrio.run(main, args.host, args.port, args.count, args.size, args.self_test)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    except* KeyboardInterrupt:
+        # Ctrl-C lands in the main task, which is waiting in a nursery, so it
+        # leaves wrapped in an exception group.
+        print("server stopped", flush=True)
+    except* OSError as group:
+        # Typically: the port is taken, or the host name does not resolve.
+        print(f"echo_buffers: cannot serve on {args.host} port {args.port}: {first_error(group)}", file=sys.stderr)
+        status = 1
+    return status
 
 
 if __name__ == "__main__":

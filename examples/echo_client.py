@@ -14,6 +14,7 @@ newlines itself.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import ringtrio
 
@@ -52,14 +53,43 @@ async def main(host: str, port: int, count: int) -> None:
                 nursery.start_soon(receive_lines, stream, count)
 
 
+def first_error(exc: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port to connect to is 1-65535, got {value}")
+    return value
+
+
+def line_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="client for the ringtrio echo server")
     parser.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, required=True, help="server port")
-    parser.add_argument("--count", type=int, default=5, help="how many lines to send (default 5)")
+    parser.add_argument("--port", type=port_number, required=True, help="server port")
+    parser.add_argument("--count", type=line_count, default=5, help="how many lines to send (default 5)")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     args = parse_args()
-    ringtrio.run(main, args.host, args.port, args.count)
+    try:
+        ringtrio.run(main, args.host, args.port, args.count)
+    except* OSError as group:
+        # Nobody listening there, or the host name does not resolve.  When
+        # every connection attempt failed, the reasons are in the cause.
+        error = first_error(group)
+        if error.__cause__ is not None:
+            error = first_error(error.__cause__)
+        sys.exit(f"echo_client: cannot talk to {args.host} port {args.port}: {error}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from functools import partial
 
 import ringtrio
@@ -55,10 +56,24 @@ async def main(host: str, port: int) -> None:
             print(f"listening on {address[0]} port {address[1]}", flush=True)
 
 
+def first_error(exc: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free port), got {value}")
+    return value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="ringtrio TCP echo server")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    parser.add_argument("--port", type=port_number, default=0, help="port to listen on (default 0: any free port)")
     return parser.parse_args()
 
 
@@ -70,3 +85,6 @@ if __name__ == "__main__":
         # Ctrl-C lands in the main task, which is waiting in the nursery,
         # so it leaves wrapped in an exception group.
         print("server stopped", flush=True)
+    except* OSError as group:
+        # Typically: the port is taken, or the host name does not resolve.
+        sys.exit(f"echo_server: cannot listen on {args.host} port {args.port}: {first_error(group)}")

@@ -10,8 +10,6 @@ import os
 import random
 import resource
 import socket as stdlib_socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +18,6 @@ import pytest
 import ringtrio
 from ringtrio import socket as rsock
 from ringtrio.lowlevel import current_statistics
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def stream_pair() -> tuple[ringtrio.SocketStream, ringtrio.SocketStream]:
@@ -648,20 +644,3 @@ def test_buffer_group_outside_run_or_on_closed_nursery() -> None:
             nursery.buffer_group(count=8, size=64)
 
     ringtrio.run(main)
-
-
-# ---------------------------------------------------------------------------
-# The example
-# ---------------------------------------------------------------------------
-
-
-def test_echo_buffers_example_self_test() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "echo_buffers.py"), "--port", "0", "--self-test"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "self-test ok" in out.stdout

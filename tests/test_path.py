@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +11,6 @@ import ringtrio
 from ringtrio._path import Path as _Path
 
 Path = ringtrio.Path
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def run(fn, *args):
@@ -127,28 +124,3 @@ def test_directory_and_link_operations(tmp_path):
         assert await (base / "hard").samefile(base / "hard")
 
     run(main)
-
-
-def test_copy_tree_example(tmp_path):
-    src = tmp_path / "src"
-    (src / "sub" / "deeper").mkdir(parents=True)
-    expected = {}
-    for i in range(40):
-        rel = ["", "sub", "sub/deeper"][i % 3] + f"/f{i}"
-        data = os.urandom(i * 5000)
-        (src / rel.lstrip("/")).write_bytes(data)
-        expected[rel.lstrip("/")] = data
-    os.symlink("f0", src / "link")
-    dst = tmp_path / "dst"
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "copy_tree.py"), str(src), str(dst), "--jobs=8"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "copied 40 files" in out.stdout
-    for rel, data in expected.items():
-        assert (dst / rel).read_bytes() == data
-    assert os.readlink(dst / "link") == "f0"
