@@ -123,14 +123,6 @@ def test_marked_test_claimed_by_pytest_asyncio_auto_mode_says_so(pytester: pytes
     result.stdout.no_fnmatch_line("*not an async function*")
 
 
-def test_ringtrio_mode_and_asyncio_auto_mode_together_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makeini(ASYNCIO_AUTO_INI.rstrip() + "\n    ringtrio_mode = true\n")
-    pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ringtrio_mode is enabled and pytest-asyncio runs in auto mode*"])
-
-
 def test_marked_ringtrio_and_asyncio_is_an_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -181,18 +173,23 @@ def test_ringtrio_mode_marks_async_tests_but_not_trio_tests(pytester: pytest.Pyt
     result.assert_outcomes(passed=4)
 
 
-def test_ringtrio_mode_and_trio_mode_together_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makeini(
-        """
-        [pytest]
-        ringtrio_mode = true
-        trio_mode = true
-        """
-    )
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        ("trio_mode = true", "*ringtrio_mode and trio_mode are both enabled*"),
+        ("asyncio_mode = auto", "*ringtrio_mode is enabled and pytest-asyncio runs in auto mode*"),
+    ],
+    ids=["pytest-trio", "pytest-asyncio"],
+)
+def test_ringtrio_mode_with_another_plugins_auto_mode_is_a_usage_error(
+    pytester: pytest.Pytester, other: str, message: str
+) -> None:
+    # Each would claim every async test.
+    pytester.makeini(f"[pytest]\nringtrio_mode = true\n{other}\n")
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ringtrio_mode and trio_mode are both enabled*"])
+    result.stderr.fnmatch_lines([message])
 
 
 def test_async_fixtures_set_up_in_order_and_torn_down_in_reverse(pytester: pytest.Pytester) -> None:
