@@ -70,10 +70,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError, sleep
+from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError, RunFinishedError, sleep
 from ._core import Nursery, Task, _ring, current_task
 from ._core._buffers import MAX_COUNT, BufferRing
-from ._core._exceptions import RunFinishedError
 from ._core._ring import _load_native
 from ._core import Abort, OwnedRingOp, checkpoint, reschedule, wait_task_rescheduled
 from ._core._internal_api import (
@@ -83,8 +82,8 @@ from ._core._internal_api import (
     _accel,
     _current_runner,
     _local,
+    set_buffer_group_opener,
 )
-from ._core._nursery import set_buffer_group_opener
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator

@@ -19,6 +19,8 @@ the rest of ringtrio is one short file:
   drain its ring);
 - ``_coroutine_or_error`` (the check that turns ``start_soon(f())`` into a
   helpful TypeError);
+- ``set_buffer_group_opener``: how ringtrio/_buffer_group.py provides
+  ``Nursery.buffer_group`` without the core importing it;
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
@@ -26,6 +28,7 @@ the rest of ringtrio is one short file:
 
 from . import _accel
 from ._local import _current_runner, _local, _outside_run
+from ._nursery import set_buffer_group_opener
 from ._ring_ops import _abandoned_ops, _abort_failed
 from ._runner import _coroutine_or_error
 from ._traps import _CHECKPOINT, _RESUME_PLAIN, _Park, _yield_trap
@@ -42,4 +45,5 @@ __all__ = [
     "_local",
     "_outside_run",
     "_yield_trap",
+    "set_buffer_group_opener",
 ]
