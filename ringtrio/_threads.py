@@ -83,7 +83,7 @@ from ._core import (
     spawn_system_task,
     wait_task_rescheduled,
 )
-from ._core._internal_api import _coroutine_or_error
+from ._core._internal_api import _coroutine_or_error, _require_function
 from ._sync import CapacityLimiter
 from ._thread_cache import start_thread_soon
 
@@ -234,7 +234,7 @@ class _AsyncLoopJob(_LoopJob):
     async def _call(self) -> Any:
         # Checks that afn really is an async function; the TypeError, if
         # any, travels back to the thread like any other exception.
-        return await _coroutine_or_error(self.afn, self.args)
+        return await _coroutine_or_error(self.afn, self.args, api="from_thread.run")
 
     async def _as_system_task(self) -> None:
         # Capture everything (Cancelled included): a system task that raises
@@ -527,15 +527,8 @@ def from_thread_run(
       TypeError: ``afn`` is not an async function (for instance a coroutine
         object: ``from_thread.run(fn(x))`` instead of ``from_thread.run(fn, x)``).
     """
-    if inspect.isawaitable(afn):
-        # Caught here, in the calling thread, before anything reaches the loop.
-        name = getattr(afn, "__name__", "fn")
-        raise TypeError(
-            f"from_thread.run expected an async function, but got {afn!r}, which is "
-            f"the result of calling one. You probably wrote 'from_thread.run({name}(...))'; "
-            f"pass the function and its arguments separately: 'from_thread.run({name}, ...)' "
-            "(functools.partial for keyword arguments)."
-        )
+    # Checked here, in the calling thread, before anything reaches the loop.
+    _require_function(afn, "from_thread.run")
     return _send_to_loop(_AsyncLoopJob(afn, args), trio_token, "from_thread.run")  # type: ignore[no-any-return]
 
 

@@ -115,20 +115,104 @@ def test_run_inside_run_is_an_error() -> None:
         ringtrio.run(main)
 
 
-def test_start_soon_with_coroutine_object_gives_helpful_error() -> None:
-    async def child() -> None:
-        pass
+async def _child(task_status: ringtrio.TaskStatus[None] = ringtrio.TASK_STATUS_IGNORED) -> None:
+    pass  # pragma: no cover - only ever called, never awaited
 
+
+def _called_instead_of_passed(api: str) -> str:
+    """The TypeError for ``api(_child())``: what was wrong, and the fix."""
+    return (
+        f"{api}() expected an async function, but got a coroutine object, "
+        "<coroutine object _child at 0x[0-9a-f]+>: the result of calling one. "
+        f"You probably wrote '{api}(_child(...))'; pass the function and its "
+        f"arguments separately: '{api}(_child, ...)'"
+    ).replace("(", "\\(").replace(")", "\\)")
+
+
+def test_run_with_a_coroutine_object_says_how_to_call_it() -> None:
+    coro = _child()
+    try:
+        with pytest.raises(TypeError, match=_called_instead_of_passed("ringtrio.run")):
+            ringtrio.run(coro)  # type: ignore[arg-type]
+    finally:
+        coro.close()
+    with pytest.raises(TypeError, match="ringtrio.run\\(\\) expected an async function, but got 42, which cannot be called"):
+        ringtrio.run(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("api", ["nursery.start_soon", "nursery.start", "spawn_system_task"])
+def test_spawning_a_coroutine_object_says_how_to_call_it(api: str) -> None:
     async def main() -> None:
         async with ringtrio.open_nursery() as nursery:
-            coro = child()
+            coro: Any = _child()
             try:
-                with pytest.raises(TypeError, match="start_soon\\(fn\\)"):
-                    nursery.start_soon(coro)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match=_called_instead_of_passed(api)):
+                    if api == "nursery.start_soon":
+                        nursery.start_soon(coro)
+                    elif api == "nursery.start":
+                        await nursery.start(coro)
+                    else:
+                        ringtrio.lowlevel.spawn_system_task(coro)
             finally:
                 coro.close()
 
     ringtrio.run(main)
+
+
+def test_awaiting_a_trio_operation_names_trio() -> None:
+    import trio
+
+    async def main() -> None:
+        with pytest.raises(TypeError) as info:
+            await trio.lowlevel.checkpoint()
+        message = str(info.value)
+        assert "that is trio's, so the task awaited a trio operation" in message
+        assert "trio and ringtrio cannot be mixed in one run" in message
+        assert "'import ringtrio as trio'" in message
+
+    ringtrio.run(main)
+
+
+# The awaitables that do not check for a run first (they are the hottest
+# paths): what they hand to another event loop explains the mistake.
+UNCHECKED_AWAITABLES = {
+    "checkpoint": lambda: ringtrio.lowlevel.checkpoint(),
+    "cancel_shielded_checkpoint": lambda: ringtrio.lowlevel.cancel_shielded_checkpoint(),
+    "sleep_forever": lambda: ringtrio.sleep_forever(),
+    "wait_task_rescheduled": lambda: ringtrio.lowlevel.wait_task_rescheduled(
+        lambda _: ringtrio.lowlevel.Abort.SUCCEEDED
+    ),
+}
+OUTSIDE_RINGTRIO = (
+    "a ringtrio operation was awaited outside ringtrio.run(). ringtrio's functions only "
+    "work in tasks run by ringtrio.run(); they cannot be awaited under asyncio, trio or "
+    "another event loop>"
+)
+
+
+@pytest.mark.parametrize("name", list(UNCHECKED_AWAITABLES))
+def test_ringtrio_awaited_under_asyncio_says_why_in_asyncios_error(name: str) -> None:
+    import asyncio
+
+    async def main() -> None:
+        await UNCHECKED_AWAITABLES[name]()
+
+    with pytest.raises(RuntimeError) as info:
+        asyncio.run(main())
+    assert str(info.value).startswith("Task got bad yield: <ringtrio "), info.value
+    assert str(info.value).endswith(OUTSIDE_RINGTRIO), info.value
+
+
+def test_ringtrio_awaited_under_trio_says_why_in_trios_error() -> None:
+    import trio
+
+    async def main() -> None:
+        await ringtrio.lowlevel.checkpoint()
+
+    with pytest.raises(TypeError) as info:
+        trio.run(main)
+    assert "trio.run received unrecognized yield message <ringtrio checkpoint: " in str(info.value)
+    assert OUTSIDE_RINGTRIO in str(info.value)
 
 
 def test_awaiting_asyncio_future_raises_clear_type_error() -> None:

@@ -329,7 +329,7 @@ def test_from_thread_run_of_a_coroutine_object_says_how_to_call_it() -> None:
         return await to_thread.run_sync(worker)
 
     message = ringtrio.run(main)
-    assert "from_thread.run expected an async function, but got <coroutine object" in message
+    assert "from_thread.run() expected an async function, but got a coroutine object, <coroutine object" in message
     assert "You probably wrote 'from_thread.run(fetch(...))'" in message
     assert "'from_thread.run(fetch, ...)'" in message
 

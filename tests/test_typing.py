@@ -54,7 +54,10 @@ def test_task_status_annotations_type_check(tmp_path: Path) -> None:
 # as trio's signatures (TypeVarTuple) make it.  Each line marked "# rejected"
 # must get an error from `mypy --strict`, and no other line may.
 ARGUMENT_CHECKS = '''
-from ringtrio import from_thread, to_thread
+from functools import partial
+
+import ringtrio
+from ringtrio import from_thread, lowlevel, to_thread
 
 
 def takes_str(x: str) -> int:
@@ -84,6 +87,46 @@ def in_a_thread() -> None:
     from_thread.run(takes_str, "a")  # rejected
     from_thread.run_sync(takes_str, 1)  # rejected
     s: str = from_thread.run_sync(takes_str, "a")  # rejected
+
+
+async def h(x: str) -> None:
+    pass
+
+
+async def serve(port: int, *, task_status: ringtrio.TaskStatus[int] = ringtrio.TASK_STATUS_IGNORED) -> None:
+    task_status.started(port)
+
+
+async def serve_required(port: int, *, task_status: ringtrio.TaskStatus[int]) -> None:
+    task_status.started(port)
+
+
+async def main() -> int:
+    async with ringtrio.open_nursery() as nursery:
+        nursery.start_soon(h, "a")
+        nursery.start_soon(h, "a", name="a task")
+        nursery.start_soon(h, 1)  # rejected
+        nursery.start_soon(h)  # rejected
+        nursery.start_soon(h, "a", "b")  # rejected
+        nursery.start_soon(h("a"))  # rejected
+        port: int = await nursery.start(serve, 8080)
+        port = await nursery.start(serve_required, 8080)
+        port = await nursery.start(partial(serve, 8080))
+        await nursery.start(serve, "8080")  # rejected
+        await nursery.start(serve)  # rejected
+        await nursery.start(h, "a")  # rejected
+        await nursery.start(serve(8080))  # rejected
+        lowlevel.spawn_system_task(h, "a")
+        lowlevel.spawn_system_task(h, 1)  # rejected
+    return port
+
+
+ringtrio.run(h, "a")
+ringtrio.run(h, 2)  # rejected
+ringtrio.run(h)  # rejected
+ringtrio.run(main())  # rejected
+n: int = ringtrio.run(main)
+s: str = ringtrio.run(main)  # rejected
 '''
 
 

@@ -17,8 +17,8 @@ the rest of ringtrio is one short file:
 - ring ops: ``_abort_failed`` (the abort function of a wait only its CQE may
   end), ``_abandoned_ops`` (memory kept alive forever when a run could not
   drain its ring);
-- ``_coroutine_or_error`` (the check that turns ``start_soon(f())`` into a
-  helpful TypeError);
+- ``_coroutine_or_error`` and ``_require_function`` (the checks that turn
+  ``start_soon(f())`` and the like into a helpful TypeError);
 - ``set_buffer_group_opener``: how ringtrio/_buffer_group.py provides
   ``Nursery.buffer_group`` without the core importing it;
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
@@ -31,6 +31,7 @@ from ._local import _current_runner, _local, _outside_run
 from ._nursery import set_buffer_group_opener
 from ._ring_ops import _abandoned_ops, _abort_failed
 from ._runner import _coroutine_or_error
+from ._task import _require_function
 from ._traps import _CHECKPOINT, _RESUME_PLAIN, _Park, _yield_trap
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "_current_runner",
     "_local",
     "_outside_run",
+    "_require_function",
     "_yield_trap",
     "set_buffer_group_opener",
 ]

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, TypeVarTuple, Unpack
 
 import outcome
 
 from ._cancel_scope import CancelScope
 from ._exceptions import Cancelled
 from ._local import _local, _outside_run
+from ._task import _require_function
 from ._traps import Abort, cancel_shielded_checkpoint, reschedule, wait_task_rescheduled
 
 if TYPE_CHECKING:
@@ -28,6 +29,18 @@ class TaskStatus(Protocol[StatusT_contra]):
     ``started(value)`` hands ``value`` to ``start()``'s caller."""
 
     def started(self, value: StatusT_contra = ...) -> None: ...
+
+
+# The positional arguments passed through to the function a task runs: a
+# type checker matches them against its signature, as in a direct call.
+PosArgT = TypeVarTuple("PosArgT")
+
+
+class _StartableFunction(Protocol[Unpack[PosArgT]]):
+    """What :meth:`Nursery.start` can run: an async function taking these
+    positional arguments and a ``task_status`` keyword argument."""
+
+    def __call__(self, *args: Unpack[PosArgT], task_status: TaskStatus[Any]) -> Awaitable[object]: ...
 
 
 class _TaskStatusIgnored:
@@ -153,13 +166,19 @@ class Nursery:
         return self._parent_task
 
     def start_soon(
-        self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+        self,
+        async_fn: Callable[[Unpack[PosArgT]], Awaitable[object]],
+        *args: Unpack[PosArgT],
+        name: object = None,
     ) -> None:
         """Start ``async_fn(*args)`` as a child task of this nursery."""
         self._parent_task._runner._spawn(async_fn, args, self, name)
 
     async def start(
-        self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+        self,
+        async_fn: _StartableFunction[Unpack[PosArgT]],
+        *args: Unpack[PosArgT],
+        name: object = None,
     ) -> Any:
         """Start ``async_fn(*args, task_status=...)`` and wait until it calls
         ``task_status.started(value)``; return that value.  Until then the
@@ -167,6 +186,7 @@ class Nursery:
         cancelling this call cancels it."""
         if self._closed:
             raise RuntimeError("Nursery is closed to new arrivals")
+        _require_function(async_fn, "nursery.start")
         runner = self._parent_task._runner
         try:
             self._pending_starts += 1

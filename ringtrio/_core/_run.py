@@ -10,7 +10,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import Context
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, Unpack
 
 import outcome
 
@@ -18,9 +18,9 @@ from ._cancel_scope import CancelScope
 from ._exceptions import RingtrioInternalError
 from ._instrumentation import RunStatistics
 from ._local import _current_runner, _local, _outside_run, current_task
-from ._nursery import open_nursery
+from ._nursery import PosArgT, open_nursery
 from ._runner import Runner
-from ._task import Task
+from ._task import Task, _require_function
 from ._traps import _CHECKPOINT, Abort, _Park, _yield_trap, wait_task_rescheduled
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ async def _init(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: t
 
 
 def run(
-    async_fn: Callable[..., Awaitable[RetT]],
-    *args: Any,
+    async_fn: Callable[[Unpack[PosArgT]], Awaitable[RetT]],
+    *args: Unpack[PosArgT],
     clock: Clock | None = None,
     instruments: tuple[Instrument, ...] | list[Instrument] = (),
     strict_exception_groups: bool = True,
@@ -60,8 +60,7 @@ def run(
     its exception).  The trio-shaped entry point of the library."""
     if getattr(_local, "runner", None) is not None:
         raise RuntimeError("Attempted to call ringtrio.run() from inside a run()")
-    if not callable(async_fn):
-        raise TypeError(f"run() needs an async function, got {async_fn!r}")
+    _require_function(async_fn, "ringtrio.run")
     if clock is not None and not (
         hasattr(clock, "current_time") and hasattr(clock, "deadline_to_sleep_time")
     ):
@@ -204,8 +203,8 @@ def remove_instrument(instrument: Instrument) -> None:
 
 
 def spawn_system_task(
-    async_fn: Callable[..., Awaitable[Any]],
-    *args: Any,
+    async_fn: Callable[[Unpack[PosArgT]], Awaitable[object]],
+    *args: Unpack[PosArgT],
     name: object = None,
     context: Context | None = None,
 ) -> Task:

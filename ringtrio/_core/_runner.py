@@ -52,7 +52,7 @@ from ._ring_ops import (
     _CancelOp,
     _release_memory,
 )
-from ._task import Task
+from ._task import Task, _require_function
 from ._traps import (
     _CHECKPOINT,
     _RESUME_CHECKING_CANCEL,
@@ -307,9 +307,9 @@ class Runner:
         if type(async_fn) is types.FunctionType:
             coro = async_fn(*args)
             if type(coro) is not types.CoroutineType:
-                coro = _coroutine_or_error(async_fn, args, coro)
+                coro = _coroutine_or_error(async_fn, args, coro, _spawn_api(system))
         else:
-            coro = _coroutine_or_error(async_fn, args)
+            coro = _coroutine_or_error(async_fn, args, api=_spawn_api(system))
         if context is None:
             if system:
                 context = self.system_context.copy()
@@ -885,12 +885,26 @@ class Runner:
 
     def _bad_yield(self, task: Task, msg: object) -> None:
         # Something awaited an object from another async library (an asyncio
-        # future, a bare `yield`).  Throw a clear error into the task.
-        err = TypeError(
-            f"ringtrio got {msg!r} from {task!r}: the task awaited something that is "
-            "not a ringtrio operation. Are you using a library written for asyncio "
-            "(or another event loop) inside ringtrio.run()?"
-        )
+        # future, a trio trap, a bare `yield`).  Throw a clear error into the
+        # task.
+        # (Some of trio's traps are classes, yielded as they are.)
+        origin = msg if isinstance(msg, type) else type(msg)
+        if origin.__module__.partition(".")[0] == "trio":
+            # trio's traps get this far (trio.lowlevel.checkpoint(), trio.sleep(0)
+            # ...); most of trio fails earlier, in trio, asking for its own run.
+            err = TypeError(
+                f"ringtrio got {msg!r} from {task!r}: that is trio's, so the task "
+                "awaited a trio operation (trio.sleep, trio.lowlevel.checkpoint, a "
+                "library built on trio ...) inside ringtrio.run(). trio and ringtrio "
+                "cannot be mixed in one run: use ringtrio's operation instead ('import "
+                "ringtrio as trio' ports the common subset), or run this code with trio.run()."
+            )
+        else:
+            err = TypeError(
+                f"ringtrio got {msg!r} from {task!r}: the task awaited something that is "
+                "not a ringtrio operation. Are you using a library written for asyncio "
+                "(or another event loop) inside ringtrio.run()?"
+            )
         task._next_send = outcome.Error(err)
         self._runq.append(task)
 
@@ -956,17 +970,22 @@ class Runner:
 _NOT_CALLED = object()
 
 
+def _spawn_api(system: bool) -> str:
+    # The call a user made, for error messages (ringtrio.run and
+    # nursery.start check their function before it gets here).
+    return "spawn_system_task" if system else "nursery.start_soon"
+
+
 def _coroutine_or_error(
-    async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], coro: Any = _NOT_CALLED
+    async_fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    coro: Any = _NOT_CALLED,
+    api: str = "nursery.start_soon",
 ) -> Coroutine[Any, Any, Any]:
-    if isinstance(async_fn, types.CoroutineType) or (
-        hasattr(async_fn, "send") and hasattr(async_fn, "throw")
-    ):
-        raise TypeError(
-            f"ringtrio was expecting an async function, but got a coroutine object "
-            f"{async_fn!r}. You probably wrote 'nursery.start_soon(fn())' instead of "
-            "'nursery.start_soon(fn)' (pass the function and its arguments separately)."
-        )
+    """``async_fn(*args)`` as a coroutine to run as a task (``coro``: the
+    result of that call, if made already), or a TypeError that says what is
+    wrong with what ``api`` was given."""
+    _require_function(async_fn, api)
     if coro is _NOT_CALLED:
         coro = async_fn(*args)
     if isinstance(coro, types.CoroutineType):
@@ -981,7 +1000,7 @@ def _coroutine_or_error(
 
             if isinstance(coro, asyncio.Future):
                 raise TypeError(
-                    f"ringtrio got an asyncio Future from {async_fn!r}: asyncio objects "
+                    f"{api}() got an asyncio Future from {async_fn!r}: asyncio objects "
                     "cannot be awaited inside ringtrio.run()."
                 )
         except ImportError:  # pragma: no cover
@@ -993,6 +1012,6 @@ def _coroutine_or_error(
 
         return _wrap()
     raise TypeError(
-        f"ringtrio expected an async function, but {async_fn!r} returned {coro!r}. "
+        f"{api}() expected an async function, but {async_fn!r} returned {coro!r}. "
         "Use 'async def' (and pass the function itself, not its result)."
     )

@@ -20,6 +20,26 @@ if TYPE_CHECKING:
     from ._runner import Runner
 
 
+def _require_function(async_fn: object, api: str) -> None:
+    """Raise a TypeError that teaches if ``async_fn``, given to ``api``
+    (``"ringtrio.run"``, ``"nursery.start_soon"`` ...), cannot be called.
+
+    The usual mistake is ``api(fn(x))``: the function was called already and
+    its coroutine object is passed instead of the function."""
+    if callable(async_fn):
+        return
+    if isinstance(async_fn, (types.CoroutineType, types.GeneratorType)) or hasattr(async_fn, "__await__"):
+        name = getattr(async_fn, "__name__", None) or "fn"
+        kind = "a coroutine object" if isinstance(async_fn, types.CoroutineType) else "an awaitable"
+        raise TypeError(
+            f"{api}() expected an async function, but got {kind}, {async_fn!r}: the "
+            f"result of calling one. You probably wrote '{api}({name}(...))'; pass the "
+            f"function and its arguments separately: '{api}({name}, ...)' "
+            "(functools.partial for keyword arguments)."
+        )
+    raise TypeError(f"{api}() expected an async function, but got {async_fn!r}, which cannot be called")
+
+
 class Task:
     """A running coroutine.  Created by ``nursery.start_soon`` / ``start``."""
 

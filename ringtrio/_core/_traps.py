@@ -27,10 +27,35 @@ if TYPE_CHECKING:
     from ._cancel_scope import CancelScope
     from ._task import Task
 
+# What a ringtrio trap says when another event loop gets it instead of
+# ringtrio's.  asyncio reports "Task got bad yield: <repr>", trio "trio.run
+# received unrecognized yield message <repr>": the repr is our one chance to
+# explain.  (Only the repr: the run loop tells traps apart by identity and
+# type, so this costs the hot paths nothing.)
+_OUTSIDE_RINGTRIO = (
+    "<ringtrio {what}: a ringtrio operation was awaited outside ringtrio.run(). "
+    "ringtrio's functions only work in tasks run by ringtrio.run(); they cannot "
+    "be awaited under asyncio, trio or another event loop>"
+)
+
+
+class _Trap:
+    """A schedule point's trap (``_CHECKPOINT``, ``_YIELD``): a sentinel with
+    a repr that explains itself."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __repr__(self) -> str:
+        return _OUTSIDE_RINGTRIO.format(what=self._what)
+
+
 # A schedule point that also checks for cancellation when the task resumes.
-_CHECKPOINT = object()
+_CHECKPOINT = _Trap("checkpoint")
 # A schedule point that never raises Cancelled.
-_YIELD = object()
+_YIELD = _Trap("cancel-shielded checkpoint")
 # Markers stored in Task._next_send: "resume with None, unless cancelled",
 # and "resume with None" after a cancel-shielded schedule point.  (None means
 # a plain reschedule() after a park.)  ringtrio.testing.assert_checkpoints
@@ -44,6 +69,9 @@ class _Park:
 
     def __init__(self, abort_func: Callable[[Callable[[], NoReturn]], Abort]) -> None:
         self.abort_func = abort_func
+
+    def __repr__(self) -> str:
+        return _OUTSIDE_RINGTRIO.format(what="wait")
 
 
 class Abort(enum.Enum):
