@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py ringtrio/_core/_speedups.c _native/ring.c _native/ring.h \
-	_native/uring_compat.h _native/build_ffi.py
+	_native/ring_impl.h _native/softring.c _native/uring_compat.h _native/build_ffi.py
 
 .PHONY: setup demo test bench typecheck clean
 

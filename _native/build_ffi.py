@@ -1,4 +1,5 @@
-"""cffi builder for ringtrio._native (API mode).
+"""cffi builder for ringtrio._native (API mode): the io_uring ring
+(ring.c) and its user-space emulation, the soft ring (softring.c).
 
 The C declarations are taken from ring.h itself (minus preprocessor lines),
 so the binding cannot drift from the header.  The constants below are the
@@ -57,9 +58,9 @@ ffibuilder.cdef(
 ffibuilder.set_source(
     "ringtrio._native",
     '#include "ring.h"\n#include "uring_compat.h"\n',
-    sources=["_native/ring.c"],
+    sources=["_native/ring.c", "_native/softring.c"],
     include_dirs=["_native"],
-    depends=["_native/ring.h", "_native/uring_compat.h"],
+    depends=["_native/ring.h", "_native/ring_impl.h", "_native/uring_compat.h"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
 )
 

@@ -15,51 +15,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ring.h"
-#include "uring_compat.h"
+#include "ring_impl.h"
 
 /* Flags that would break the assumptions below (64-byte SQEs, 16-byte CQEs,
  * the kernel only consuming SQEs inside io_uring_enter). */
 #define RT_UNSUPPORTED_SETUP \
     (IORING_SETUP_SQPOLL | IORING_SETUP_IOPOLL | IORING_SETUP_SQE128 | \
      IORING_SETUP_CQE32)
-
-struct rt_ring {
-    int fd;
-    uint32_t setup_flags;
-    uint32_t features;
-    uint32_t sq_entries, cq_entries;
-
-    /* SQ ring: the kernel owns khead, we own ktail. */
-    uint32_t *sq_khead, *sq_ktail, *sq_kflags;
-    uint32_t sq_mask;
-    uint32_t sq_local_tail;           /* prepared SQEs end here */
-    struct io_uring_sqe *sqes;
-
-    /* CQ ring: the kernel owns ktail, we own khead. */
-    uint32_t *cq_khead, *cq_ktail;
-    uint32_t cq_mask;
-    struct io_uring_cqe *cqes;
-
-    /* One timespec per SQE slot for TIMEOUT / LINK_TIMEOUT (see timespec_for). */
-    struct __kernel_timespec *ts;
-
-    void *sq_map, *cq_map;
-    size_t sq_map_sz, cq_map_sz, sqes_map_sz;
-
-    rt_ring_stats stats;
-};
-
-struct rt_buf_ring {
-    struct io_uring_buf_ring *ring;
-    size_t ring_sz;
-    char *base;
-    size_t data_sz;
-    uint32_t size;
-    uint16_t mask;
-    uint16_t local_tail;
-    uint16_t bgid;
-};
 
 /* ------------------------------------------------------------------ */
 /* syscalls                                                            */
@@ -252,6 +214,10 @@ void rt_ring_close(rt_ring *r)
 {
     if (!r)
         return;
+    if (r->soft) {
+        rt_soft_close(r);
+        return;
+    }
     unmap_rings(r);
     close(r->fd);
     free(r->ts);
@@ -260,6 +226,8 @@ void rt_ring_close(rt_ring *r)
 
 int rt_probe(rt_ring *r, uint8_t *ops)
 {
+    if (r->soft)
+        return rt_soft_probe(r, ops);
     size_t sz = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
     struct io_uring_probe *probe = calloc(1, sz);
     if (!probe)
@@ -314,6 +282,8 @@ static int needs_getevents(rt_ring *r, uint32_t sq_flags)
  * needed.  Returns SQEs the kernel consumed, or -errno. */
 static int enter(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns)
 {
+    if (r->soft)
+        return rt_soft_enter(r, wait_nr, timeout_ns);
     uint32_t head = load_acquire(r->sq_khead);
     uint32_t to_submit = r->sq_local_tail - head;
     uint32_t sq_flags = __atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE);
@@ -486,6 +456,8 @@ int rt_prep_timeout(rt_ring *r, int64_t ns, uint32_t count,
 
 int rt_files_register_sparse(rt_ring *r, uint32_t nr)
 {
+    if (r->soft)
+        return rt_soft_files_register(r, nr);
     struct io_uring_rsrc_register reg;
     memset(&reg, 0, sizeof(reg));
     reg.nr = nr;
@@ -495,6 +467,8 @@ int rt_files_register_sparse(rt_ring *r, uint32_t nr)
 
 int rt_files_unregister(rt_ring *r)
 {
+    if (r->soft)
+        return rt_soft_files_unregister(r);
     return sys_register(r->fd, IORING_UNREGISTER_FILES, NULL, 0);
 }
 
@@ -570,6 +544,8 @@ int rt_prep_open_chain(rt_ring *r, int32_t dirfd, const char *path,
 
 uint32_t rt_reap(rt_ring *r, rt_cqe *out, uint32_t max)
 {
+    if (r->soft)
+        return rt_soft_reap(r, out, max);
     uint32_t head = *r->cq_khead;            /* only we write it */
     uint32_t tail = load_acquire(r->cq_ktail);
     uint32_t n = tail - head;
@@ -592,6 +568,8 @@ uint32_t rt_reap(rt_ring *r, rt_cqe *out, uint32_t max)
 int rt_pass(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns,
             rt_cqe *out, uint32_t max)
 {
+    if (r->soft)
+        return rt_soft_pass(r, wait_nr, timeout_ns, out, max);
     int rc = enter(r, wait_nr, timeout_ns);
     if (rc < 0 && rc != -EBUSY && rc != -EAGAIN)
         return rc;
@@ -685,7 +663,8 @@ rt_buf_ring *rt_buf_ring_new(rt_ring *r, uint16_t bgid, uint32_t count,
     reg.ring_entries = count;
     reg.bgid = bgid;
     reg.flags = (uint16_t)flags;
-    int rc = sys_register(r->fd, RT_IORING_REGISTER_PBUF_RING, &reg, 1);
+    int rc = r->soft ? rt_soft_buf_register(r, br, flags)
+                     : sys_register(r->fd, RT_IORING_REGISTER_PBUF_RING, &reg, 1);
     if (rc < 0) {
         buf_ring_unmap(br);
         *err = -rc;
@@ -716,7 +695,8 @@ int rt_buf_ring_free(rt_ring *r, rt_buf_ring *br)
     struct rt_buf_reg reg;
     memset(&reg, 0, sizeof(reg));
     reg.bgid = br->bgid;
-    int rc = sys_register(r->fd, RT_IORING_UNREGISTER_PBUF_RING, &reg, 1);
+    int rc = r->soft ? rt_soft_buf_unregister(r, br)
+                     : sys_register(r->fd, RT_IORING_UNREGISTER_PBUF_RING, &reg, 1);
     buf_ring_unmap(br);
     return rc < 0 ? rc : 0;
 }

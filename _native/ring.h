@@ -3,8 +3,12 @@
  * buffer rings.  This layer knows nothing about Python tasks; it is driven by
  * ringtrio/_core/_ring.py through cffi.
  *
+ * Two backends sit behind these functions: the kernel's io_uring (ring.c)
+ * and, where io_uring is refused, the soft ring (softring.c).
+ *
  * Conventions: functions that can fail return 0 (or a count) on success and a
- * negative errno on failure.  Nothing here allocates per operation.
+ * negative errno on failure.  The kernel backend allocates nothing per
+ * operation.
  */
 #ifndef RINGTRIO_RING_H
 #define RINGTRIO_RING_H
@@ -43,6 +47,13 @@ typedef struct rt_ring_stats {
  * returned -force_errno.  On failure: NULL and *err = the errno. */
 rt_ring *rt_ring_open(uint32_t sq_entries, uint32_t cq_entries,
                       uint32_t want_flags, int force_errno, int *err);
+/* The soft ring: the same ring emulated in user space (epoll, non-blocking
+ * syscalls, worker threads for file operations), for where io_uring is
+ * refused.  Every other function of this header works on it unchanged:
+ * SQEs in, CQEs out, the same user_data, flags and negative errnos (see
+ * softring.c for how each opcode is emulated).  On failure: NULL and *err
+ * = the errno. */
+rt_ring *rt_soft_ring_open(uint32_t sq_entries, uint32_t cq_entries, int *err);
 void rt_ring_get_info(rt_ring *r, rt_ring_info *out);
 void rt_ring_get_stats(rt_ring *r, rt_ring_stats *out);
 /* munmap everything and close the ring fd.  Frees r. */

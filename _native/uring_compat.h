@@ -36,6 +36,7 @@
  * addr2 = the siginfo_t pointer, file_index = the options, and the op-flags
  * word (waitid_flags in newer headers) must be 0. */
 #define RT_IORING_OP_WAITID 50
+#define RT_IORING_OP_FTRUNCATE 55                   /* 6.9 */
 #define RT_IORING_UNREGISTER_PBUF_RING 23
 
 /* Our own copy of struct io_uring_buf_reg: 6.1 calls `flags` `pad`. */
