@@ -77,7 +77,15 @@ inf = math.inf
 # task's return value is ever used, so the others share one (never
 # unwrapped) outcome instead of allocating one each.
 _EXITED_OK: outcome.Value[None] = outcome.Value(None)
-_MAX_KERNEL_DEADLINE = 2.0**62 / 1e9  # seconds; beyond this int64 ns overflows
+# Deadlines in kernel time are int64 nanoseconds.  A linked timeout is only
+# attached to deadlines below this bound (2**62 ns, about 146 years of
+# CLOCK_MONOTONIC); later ones, up to inf, are left to the Python heap.
+_MAX_KERNEL_DEADLINE = 2.0**62 / 1e9
+# The longest single wait in io_uring_enter, in seconds (trio's bound too).
+# A deadline further away -- 1e10 s, 1e300 s, a MockClock that never moves --
+# is waited for in steps of a day: the loop wakes, finds nothing due and
+# waits again.  This keeps every wait timeout a small int64 of nanoseconds.
+_MAX_WAIT = 86400.0
 # What the reserved slots of the token table hold: never a user op.
 _IGNORED_OP = RingOp(_ring.IORING_OP_NOP)
 
@@ -437,8 +445,9 @@ class Runner:
             if deadline is not None and deadline < _MAX_KERNEL_DEADLINE:
                 # The kernel compares against CLOCK_MONOTONIC ns: round up so
                 # that when it fires, time.monotonic() >= our float deadline.
-                # (Deadlines centuries away are left to the Python heap.)
-                link_ns = max(0, math.ceil(deadline * 1e9))
+                # A deadline at or before the clock's zero (down to -inf)
+                # has passed: 0 fires at once.
+                link_ns = math.ceil(deadline * 1e9) if deadline > 0 else 0
         if _sp_submit is not None:
             # The rest of this method, in C (None: an addr it does not take).
             if (
@@ -661,7 +670,7 @@ class Runner:
             timeout = deadline - time.monotonic()
         else:
             timeout = self.clock.deadline_to_sleep_time(deadline)
-        return max(timeout, 0.0)
+        return min(max(timeout, 0.0), _MAX_WAIT)
 
     def _run_loop(self) -> None:
         runq = self._runq
@@ -807,11 +816,16 @@ class Runner:
             # Idle detection (wait_all_tasks_blocked, MockClock autojump):
             # if the wait below times out with nothing runnable, every task
             # has been blocked for that long.
+            # Tasks in wait_all_tasks_blocked take priority over MockClock's
+            # autojump, as in trio: while one waits, the clock does not jump
+            # (with autojump_threshold=0 and a cushion > 0 it would otherwise
+            # jump and jump, never letting the cushion pass).
             idle_primed = 0
-            if self._idle_waiters and self._idle_waiters[0][0] < timeout:
-                timeout = self._idle_waiters[0][0]
-                idle_primed = 1
-            if self.clock is not None:
+            if self._idle_waiters:
+                if self._idle_waiters[0][0] < timeout:
+                    timeout = self._idle_waiters[0][0]
+                    idle_primed = 1
+            elif self.clock is not None:
                 threshold = getattr(self.clock, "_autojump_threshold", inf)
                 if threshold < timeout:
                     timeout = threshold
@@ -819,9 +833,8 @@ class Runner:
             self._idle_primed = idle_primed
             if self._instruments:
                 self._instrument("before_io_wait", timeout)
-            timeout_ns = -1 if timeout == inf else int(timeout * 1e9)
             self._sq_dirty = False
-            n = self._lib.rt_pass(self._ring_ptr, 1, timeout_ns, self.ring.cqes, _ring.CQE_BATCH)
+            n = self._lib.rt_pass(self._ring_ptr, 1, int(timeout * 1e9), self.ring.cqes, _ring.CQE_BATCH)
             if self._instruments:
                 self._instrument("after_io_wait", timeout)
         if n < 0:

@@ -1,0 +1,264 @@
+"""The run loop at its edges, run under trio and under ringtrio and compared.
+
+Each test builds one scenario as a plain function of the library under test
+(``lib`` is ``trio`` or ``ringtrio``) that calls ``lib.run`` itself -- so a
+scenario may pick its clock, its instruments, or make several runs -- and
+returns what it observed.  ``same_under_both`` runs it under each library and
+asserts the observations are equal: trio is the oracle.
+
+Observations never depend on the order in which sibling tasks run (trio
+shuffles each batch), and nothing is timed beyond generous bounds.  A hang
+(the faults some of these pinned) is turned into a failure by an alarm.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import ringtrio
+import ringtrio.testing
+
+LIBS = (trio, ringtrio)
+HANG_SECONDS = 20
+
+
+class _Hung(BaseException):
+    pass
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _Hung(f"the scenario did not finish within {HANG_SECONDS} s")
+
+
+def observe(scenario: Callable[[ModuleType], Any], lib: ModuleType) -> Any:
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
+    try:
+        return scenario(lib)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def same_under_both(scenario: Callable[[ModuleType], Any]) -> Any:
+    seen = [observe(scenario, lib) for lib in LIBS]
+    assert seen[0] == seen[1], f"trio: {seen[0]!r}\nringtrio: {seen[1]!r}"
+    return seen[1]
+
+
+def _testing_of(lib: ModuleType) -> Any:
+    return trio.testing if lib is trio else ringtrio.testing
+
+
+def outcome_name(exc: BaseException | None) -> str:
+    if exc is None:
+        return "ok"
+    if isinstance(exc, BaseExceptionGroup):
+        return f"{type(exc).__name__}({sorted(outcome_name(e) for e in exc.exceptions)})"
+    return type(exc).__name__
+
+
+# --------------------------------------------------------------------------
+# Deadlines beyond what int64 nanoseconds can hold (issue 11, item 4)
+# --------------------------------------------------------------------------
+
+# 1e10 s is past the ~292 years int64 ns can count; 1e300 and inf are far
+# past it; -1e300 is a deadline long gone.
+FAR_DEADLINES = [1e10, 1e300, math.inf, -1e300]
+
+
+async def _ring_op_wait(lib: ModuleType) -> None:
+    # A receive that has to wait (a ring op under ringtrio), fed by a sibling.
+    a, b = lib.socket.socketpair()
+    with a, b:
+
+        async def feed() -> None:
+            await lib.sleep(0.02)
+            await b.send(b"x")
+
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            assert await a.recv(1) == b"x"
+
+
+async def _thread_wait(lib: ModuleType) -> None:
+    await lib.to_thread.run_sync(time.sleep, 0.02)
+
+
+async def _event_wait(lib: ModuleType) -> None:
+    event = lib.Event()
+
+    async def setter() -> None:
+        await lib.sleep(0.02)
+        event.set()
+
+    async with lib.open_nursery() as nursery:
+        nursery.start_soon(setter)
+        await event.wait()
+
+
+async def _sleep_wait(lib: ModuleType) -> None:
+    await lib.sleep(0.02)
+
+
+WAITS = {
+    "ring op": _ring_op_wait,
+    "thread": _thread_wait,
+    "event": _event_wait,
+    "sleep": _sleep_wait,
+}
+
+
+def _absolute(lib: ModuleType, offset: float) -> float:
+    # A deadline `offset` seconds from now, or -1e300 itself.
+    return lib.current_time() + offset if offset > 0 else offset
+
+
+@pytest.mark.parametrize("wait", list(WAITS))
+def test_far_deadlines_around_every_kind_of_wait(wait: str) -> None:
+    """A scope whose deadline is beyond int64 nanoseconds (or long past)
+    around a wait that ends by itself: the run neither crashes nor hangs;
+    the far ones never fire, the past one cancels at once."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        log: list[Any] = []
+
+        async def main() -> None:
+            for offset in FAR_DEADLINES:
+                # The deadline given at construction, set on an entered
+                # scope, and through fail_at.
+                with lib.CancelScope(deadline=_absolute(lib, offset)) as cs:
+                    await WAITS[wait](lib)
+                log.append(("CancelScope", offset, cs.cancelled_caught))
+                with lib.CancelScope() as cs:
+                    cs.deadline = _absolute(lib, offset)
+                    await WAITS[wait](lib)
+                log.append(("deadline set inside", offset, cs.cancelled_caught))
+                try:
+                    with lib.fail_at(_absolute(lib, offset)):
+                        await WAITS[wait](lib)
+                except lib.TooSlowError:
+                    log.append(("fail_at", offset, "TooSlowError"))
+                else:
+                    log.append(("fail_at", offset, "ok"))
+                if offset > 0:
+                    with lib.move_on_after(offset) as cs:
+                        await WAITS[wait](lib)
+                    log.append(("move_on_after", offset, cs.cancelled_caught))
+
+        lib.run(main)
+        return log
+
+    same_under_both(scenario)
+
+
+def test_far_sleeps_end_by_cancellation() -> None:
+    """sleep() and sleep_until() for 1e10 s, 1e300 s and inf wait until
+    cancelled; sleep_until(-1e300) returns at once; sleep(-1e300) is a
+    ValueError."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        log: list[Any] = []
+
+        async def main() -> None:
+            for offset in FAR_DEADLINES:
+                if offset > 0:
+                    with lib.move_on_after(0.02) as cs:
+                        await lib.sleep(offset)
+                    log.append(("sleep", offset, cs.cancelled_caught))
+                else:
+                    try:
+                        await lib.sleep(offset)
+                    except ValueError:
+                        log.append(("sleep", offset, "ValueError"))
+                with lib.move_on_after(0.02) as cs:
+                    await lib.sleep_until(_absolute(lib, offset))
+                log.append(("sleep_until", offset, cs.cancelled_caught))
+
+        lib.run(main)
+        return log
+
+    same_under_both(scenario)
+
+
+def test_far_deadlines_under_mock_clock() -> None:
+    """Under MockClock the wait timeout comes from the clock
+    (deadline_to_sleep_time): far deadlines with a clock at real speed, and
+    autojumps across them."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        log: list[Any] = []
+        MockClock = _testing_of(lib).MockClock
+
+        async def at_real_speed() -> None:
+            for offset in FAR_DEADLINES:
+                with lib.CancelScope(deadline=_absolute(lib, offset)) as cs:
+                    for wait in WAITS.values():
+                        await wait(lib)
+                log.append(("rate 1", offset, cs.cancelled_caught))
+
+        lib.run(at_real_speed, clock=MockClock(rate=1.0))
+
+        async def autojumping() -> None:
+            for offset in (1e10, 1e300):
+                before = lib.current_time()
+                await lib.sleep(offset)
+                log.append(("autojump sleep", offset, lib.current_time() - before >= offset))
+                with lib.move_on_after(offset) as cs:
+                    await lib.sleep_forever()
+                log.append(("autojump scope", offset, cs.cancelled_caught))
+
+        lib.run(autojumping, clock=MockClock(autojump_threshold=0))
+        return log
+
+    same_under_both(scenario)
+
+
+# --------------------------------------------------------------------------
+# Idle detection and MockClock's autojump
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cushion", [0.0, 0.05])
+def test_wait_all_tasks_blocked_takes_priority_over_autojump(cushion: float) -> None:
+    """MockClock(autojump_threshold=0) with a task in
+    wait_all_tasks_blocked(cushion): the waiter wakes first, without the
+    clock jumping; only then does the clock jump to the sleeper's deadline.
+    (With cushion > 0 ringtrio used to jump forever at 100% CPU.)"""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        record: list[Any] = []
+        testing = _testing_of(lib)
+
+        async def sleeper() -> None:
+            await lib.sleep(100)
+            record.append(("yawn", lib.current_time()))
+
+        async def waiter() -> None:
+            await testing.wait_all_tasks_blocked(cushion)
+            record.append(("waiter woke", lib.current_time()))
+            await lib.sleep(1000)
+            record.append(("waiter done", lib.current_time()))
+
+        async def main() -> None:
+            async with lib.open_nursery() as nursery:
+                nursery.start_soon(sleeper)
+                nursery.start_soon(waiter)
+
+        lib.run(main, clock=testing.MockClock(autojump_threshold=0))
+        return record
+
+    assert same_under_both(scenario) == [
+        ("waiter woke", 0.0),
+        ("yawn", 100.0),
+        ("waiter done", 1000.0),
+    ]
