@@ -194,6 +194,17 @@ class Ring:
         if ptr == ffi.NULL:
             raise RingUnavailableError.from_errno(err[0])
         self.ptr: Any = ptr
+        try:
+            self._describe()
+        except BaseException:
+            # (A MemoryError, say.)  The ring's fd must not outlive a
+            # failed setup.
+            self.close()
+            raise
+
+    def _describe(self) -> None:
+        # The batch buffer and what the kernel says about the ring.
+        ffi, lib, ptr = self.ffi, self.lib, self.ptr
         self.cqes = ffi.new("rt_cqe[]", CQE_BATCH)
         # A memoryview over the batch: struct.iter_unpack("QiI", ...) over a
         # slice of it is the cheapest way for Python to walk n CQEs.

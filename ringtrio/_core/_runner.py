@@ -13,6 +13,7 @@ spawning and reaping tasks, KeyboardInterrupt delivery, idle detection
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import math
@@ -31,7 +32,7 @@ import sniffio
 
 from . import _accel, _ring
 from ._asyncgens import AsyncGenerators
-from ._exceptions import Cancelled, RingtrioInternalError, RunFinishedError
+from ._exceptions import Cancelled, RingtrioInternalError, RingUnavailableError, RunFinishedError
 from ._local import _local
 from ._ring import (
     IORING_CQE_F_MORE,
@@ -118,12 +119,6 @@ class Runner:
         instruments: tuple[Instrument, ...],
         strict_exception_groups: bool,
     ) -> None:
-        self.ring = Ring(_ring.SQ_ENTRIES, _ring.CQ_ENTRIES)
-        self.features: RingFeatures = self.ring.features
-        self._lib = self.ring.lib
-        self._ring_ptr = self.ring.ptr
-        self._ring_addr = int(self.ring.ffi.cast("uintptr_t", self._ring_ptr))
-        _load_speedups(self.ring.ffi, self._lib)
         self.clock = clock
         # With the default clock, deadlines are CLOCK_MONOTONIC seconds and can
         # ride with ring ops as kernel link timeouts.  A custom clock's time is
@@ -190,14 +185,50 @@ class Runner:
         self._entry_lock = threading.RLock()
         self._idempotent: dict[tuple[Callable[..., Any], tuple[Any, ...]], None] = {}
         self._closed_for_entries = False
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wake_buf = self.ring.ffi.new("char[]", 256)
         self._wakeup_armed = False
         self._thread = threading.get_ident()
         # Resources whose memory in-flight ops may still use at the end of
         # the run: closed once the ring has been drained.
         self._close_after_drain: list[Callable[[], None]] = []
         self._done = False
+        self._open_kernel_side()
+
+    def _open_kernel_side(self) -> None:
+        """Open what the run needs from the kernel: the ring and the wake-up
+        pipe.  The one place a run can fail to start (after the argument
+        checks): all or nothing, so that a failed run() leaves no fd behind
+        -- one run after another failing on EMFILE must not eat the
+        process's descriptors -- and every failure is a
+        RingUnavailableError naming its cause."""
+        ring = Ring(_ring.SQ_ENTRIES, _ring.CQ_ENTRIES)
+        try:
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            ring.close()
+            raise RingUnavailableError(
+                exc.errno,
+                f"ringtrio cannot start a run: its wake-up pipe could not be created "
+                f"({exc.strerror}). "
+                + (
+                    "The process is out of file descriptors: close some files or raise "
+                    "`ulimit -n`."
+                    if exc.errno in (errno.EMFILE, errno.ENFILE)
+                    else "See the cause below."
+                ),
+            ) from exc
+        try:
+            self._wake_buf = ring.ffi.new("char[]", 256)
+            self.features: RingFeatures = ring.features
+            self._lib = ring.lib
+            self._ring_ptr = ring.ptr
+            self._ring_addr = int(ring.ffi.cast("uintptr_t", self._ring_ptr))
+            _load_speedups(ring.ffi, self._lib)
+        except BaseException:
+            ring.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise
+        self.ring = ring
 
     # -- instruments -----------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""The runner at its edges, where trio has nothing to compare with: a run
+that cannot get the file descriptors it needs, one RingOp submitted twice.
+(Scenarios trio can run too are in test_runner_vs_trio.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import ringtrio
+from ringtrio import lowlevel
+
+# Run in a child process: it lowers its own RLIMIT_NOFILE, fills every
+# descriptor below the limit, frees `free` of them, then calls run() three
+# times and reports what each call did and how many descriptors are open
+# afterwards compared with before.
+_OUT_OF_FDS = textwrap.dedent(
+    """
+    import json, os, resource, sys
+    import ringtrio
+
+    LIMIT = 64
+
+    def open_fds():
+        count = 0
+        for fd in range(LIMIT):
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue
+            count += 1
+        return count
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    filler = []
+    while True:
+        try:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            break
+    free = int(sys.argv[1])
+    for fd in filler[len(filler) - free:]:
+        os.close(fd)
+
+    async def main():
+        return "ran"
+
+    before = open_fds()
+    runs = []
+    for _ in range(3):
+        try:
+            runs.append(["returned", ringtrio.run(main)])
+        except BaseException as exc:
+            cause = exc.__cause__
+            runs.append([
+                type(exc).__name__,
+                getattr(exc, "errno", None),
+                str(exc),
+                None if cause is None else [type(cause).__name__, getattr(cause, "errno", None)],
+            ])
+    print(json.dumps({"runs": runs, "leaked": open_fds() - before}))
+    """
+)
+
+
+@pytest.mark.parametrize("free", [0, 1, 2, 3])
+def test_run_out_of_fds_fails_cleanly_and_leaks_nothing(free: int) -> None:
+    """With 0 descriptors free io_uring_setup fails; with 1 or 2 the ring
+    opens but the wake-up pipe does not (the ring used to stay open, one more
+    per run, and a bare OSError came out of Runner.__init__); with 3 the run
+    starts.  Every failure is a RingUnavailableError with errno EMFILE that
+    says what to do; nothing is left open."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_FDS, str(free)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["leaked"] == 0, report
+    for run in report["runs"]:
+        if free >= 3:
+            assert run == ["returned", "ran"]
+            continue
+        name, err, message, cause = run
+        assert (name, err) == ("RingUnavailableError", 24), run
+        assert "ulimit -n" in message
+        if free == 0:
+            assert "io_uring_setup" in message  # the ring itself
+        else:
+            assert "wake-up pipe" in message
+            assert cause == ["OSError", 24]
