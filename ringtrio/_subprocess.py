@@ -309,7 +309,7 @@ class Process:
 _UNSUPPORTED_OPTIONS = ("universal_newlines", "text", "encoding", "errors", "bufsize")
 
 
-async def open_process(
+async def _open_process(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
     *,
     stdin: int | HasFileno | None = None,
@@ -385,6 +385,12 @@ async def open_process(
         popen = await to_thread_run_sync(spawn)
         on_failure.pop_all()
     return Process._create(popen, our_stdin, our_stdout, our_stderr)
+
+
+# The public name; run_process calls the function through its private name,
+# as trio's does (tests replace it there).
+open_process = _open_process
+open_process.__name__ = open_process.__qualname__ = "open_process"
 
 
 async def _terminate_then_kill(process: Process) -> None:
@@ -485,7 +491,7 @@ async def run_process(
                 chunks.append(chunk)
 
     # Spawning errors leave from here, not wrapped in the nursery's group.
-    proc = await open_process(command, **options)
+    proc = await _open_process(command, **options)
     async with open_nursery() as nursery:
         try:
             if feed is not None:

@@ -3,8 +3,9 @@ ringtrio (``lib`` is the module under test)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
+from typing import Any
 
 import pytest
 import trio
@@ -41,3 +42,19 @@ async def settle_count(lib: ModuleType, get: Callable[[], int], expected: int) -
     raise AssertionError(
         f"count still {get()} (expected {expected}) after {MAX_CHECKPOINTS} checkpoints"
     )
+
+
+def same_under_both(scenario: Callable[..., Awaitable[Any]], *args: Any, hang: float = 60) -> Any:
+    """Run ``scenario(lib, *args)`` under trio, then under ringtrio (each in
+    its own run, with ``hang`` seconds as a guard against a hang); the two
+    results must be equal.  Returns trio's, for the test to check as well."""
+    results = []
+    for lib in (trio, ringtrio):
+
+        async def guarded(lib: ModuleType = lib) -> Any:
+            with lib.fail_after(hang):
+                return await scenario(lib, *args)
+
+        results.append(lib.run(guarded))
+    assert results[1] == results[0], f"trio: {results[0]!r}\nringtrio: {results[1]!r}"
+    return results[0]

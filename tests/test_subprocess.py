@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from types import ModuleType
@@ -28,9 +28,9 @@ import ringtrio
 from ringtrio import _subprocess
 from ringtrio._core._ring import IORING_OP_POLL_ADD, IORING_OP_WAITID
 
+from _differential import same_under_both
+
 LIBS = [trio, ringtrio]
-# Generous: a noisy shared machine; only a hang comes near it.
-HANG = 60
 
 
 def python(code: str) -> list[str]:
@@ -51,21 +51,6 @@ def SLEEP(seconds: int) -> list[str]:
 
 def count_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def same_under_both(scenario: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """Run ``scenario(lib, *args)`` under trio, then ringtrio; the two
-    results must be equal.  Returns trio's, for the test to check too."""
-    results = []
-    for lib in LIBS:
-
-        async def guarded(lib: ModuleType = lib) -> Any:
-            with lib.fail_after(HANG):
-                return await scenario(lib, *args)
-
-        results.append(lib.run(guarded))
-    assert results[1] == results[0], f"trio: {results[0]!r}\nringtrio: {results[1]!r}"
-    return results[0]
 
 
 def status(proc: Any) -> str:
@@ -839,3 +824,23 @@ def test_pidfd_outlives_the_wait_op_that_names_it() -> None:
         return seen
 
     assert ringtrio.run(main) == ["pidfd still open", "waiter woke", "pidfd closed"]
+
+
+def test_an_internal_error_leaves_as_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    # trio's regression test: run_process's supervision code itself fails
+    # (here: open_process returned nonsense).  Both the body's error and the
+    # cancel path's error leave, as one group.
+    async def nonsense(*args: object, **kwargs: object) -> str:
+        return "oops"
+
+    async def scenario(lib: ModuleType) -> list[str]:
+        monkeypatch.setattr(lib._subprocess, "_open_process", nonsense)
+        try:
+            await lib.run_process(EXIT_TRUE, capture_stdout=True)
+        except BaseExceptionGroup as group:
+            return sorted(type(e).__name__ for e in group.exceptions)
+        finally:
+            monkeypatch.undo()
+        return []
+
+    assert same_under_both(scenario) == ["AttributeError", "AttributeError"]
