@@ -60,6 +60,7 @@ from ._highlevel_serve_listeners import serve_listeners  # noqa: E402
 from ._highlevel_socket import SocketListener, SocketStream  # noqa: E402
 from ._buffer_group import Buffer, BufferGroup  # noqa: E402
 from ._subprocess import Process, run_process  # noqa: E402
+from ._signals import open_signal_receiver  # noqa: E402
 from ._ssl import (  # noqa: E402
     NeedHandshakeError,
     SSLListener,
@@ -132,6 +133,7 @@ __all__ = [
     "open_file",
     "open_memory_channel",
     "open_nursery",
+    "open_signal_receiver",
     "open_ssl_over_tcp_listeners",
     "open_ssl_over_tcp_stream",
     "open_tcp_listeners",

@@ -21,6 +21,9 @@ the rest of ringtrio is one short file:
   ``start_soon(f())`` and the like into a helpful TypeError);
 - ``set_buffer_group_opener``: how ringtrio/_buffer_group.py provides
   ``Nursery.buffer_group`` without the core importing it;
+- ``_signal_wakeup_fd()``: the fd the signal module's wake-up fd must be
+  for signals to wake the run (ringtrio/_signals.py sets it while a signal
+  receiver is open);
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
@@ -34,6 +37,15 @@ from ._runner import _coroutine_or_error
 from ._task import _require_function
 from ._traps import _CHECKPOINT, _RESUME_PLAIN, _Park, _yield_trap
 
+
+def _signal_wakeup_fd() -> int:
+    """The write end of the current run's wake-up pipe, whose read end
+    always has a READ pending on the ring: a byte written to it wakes the
+    loop from io_uring_enter.  (run() points signal.set_wakeup_fd at it when
+    it installs its SIGINT handler.)"""
+    return _current_runner()._wake_w
+
+
 __all__ = [
     "_CHECKPOINT",
     "_RESUME_PLAIN",
@@ -46,6 +58,7 @@ __all__ = [
     "_local",
     "_outside_run",
     "_require_function",
+    "_signal_wakeup_fd",
     "_yield_trap",
     "set_buffer_group_opener",
 ]
