@@ -25,8 +25,8 @@ import stat as _stat
 from operator import index as _index
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from ._core import (
     CancelScope,
@@ -88,6 +88,15 @@ _MIN_READAHEAD = 16384
 _STREAM_READAHEAD = 256 * 1024
 _STREAM_READAHEAD_MAX = 1024 * 1024
 _EMPTY = b""
+# The most one read(2) or write(2) transfers on Linux (MAX_RW_COUNT: INT_MAX
+# rounded down to a page); io_uring's length field is 32 bits.  Longer
+# transfers are done in pieces of this size.
+_MAX_RW = 0x7FFFF000
+# File offsets (off_t) and the whence values lseek(2) knows.
+_OFF_MIN, _OFF_MAX = -(1 << 63), (1 << 63) - 1
+_WHENCES = frozenset((os.SEEK_SET, os.SEEK_CUR, os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE))
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------
@@ -544,6 +553,7 @@ class AsyncBinaryFile(AsyncFile):
         "_bufsize",
         "_readahead",
         "_inflight",
+        "_writes",
         "_closed",
         "_closing",
         "_wrapped",
@@ -603,9 +613,13 @@ class AsyncBinaryFile(AsyncFile):
         self._stream_buf: Any = None
         self._stream_busy = False
         self._ri = 0
+        bufsize = min(bufsize, _MAX_RW)
         self._bufsize = bufsize
         self._readahead = max(bufsize, _MIN_READAHEAD) if buffered else 0
         self._inflight: set[RingOp] = set()
+        # Kernel writes done (the text layer tells from it whether a write
+        # that raised changed the file).
+        self._writes = 0
         self._closed = False
         self._closing = False
         self._wrapped = wrapped
@@ -697,6 +711,8 @@ class AsyncBinaryFile(AsyncFile):
         """
         if self._closed:
             raise _closed_error()
+        if len(mv) > _MAX_RW:
+            mv = mv[:_MAX_RW]  # (the caller continues a short transfer)
         cbuf = _ffi.from_buffer(mv, require_writable=writable)
         try:
             n = await self._op(RingOp(opcode, self._fd, _addr(cbuf), len(mv), offset, keepalive=cbuf))
@@ -718,6 +734,8 @@ class AsyncBinaryFile(AsyncFile):
         # handed out), which saves a memset per read.
         if self._closed:
             raise _closed_error()
+        if size > _MAX_RW:
+            size = _MAX_RW  # all one kernel read can return
         new_bytes = _accel._sp_new_bytes
         if new_bytes is not None and size >= 2:
             # Straight into the bytes object that is returned: one copy
@@ -861,6 +879,52 @@ class AsyncBinaryFile(AsyncFile):
         self._stream_buf = None  # (the window starts small again)
 
     # -- reading ----------------------------------------------------------------
+    #
+    # How a read stays whole when it is cancelled.  trio's rule: a cancelled
+    # call either returns what it took, or leaves it for the next call.
+    # Every reading method has one of two shapes.
+    #
+    # * Served from the read-ahead, without waiting: checkpoint_if_cancelled()
+    #   first, then the bytes are taken synchronously, then
+    #   cancel_shielded_checkpoint().  A deadline that expires during that
+    #   last yield cannot undo the take -- the bytes are the result, and the
+    #   cancellation lands at the next checkpoint.  (A full checkpoint after
+    #   the take would drop the bytes; one before it, cancellable after its
+    #   yield, would starve a reader whose deadline is shorter than a
+    #   scheduler pass.)
+    # * Waiting for the kernel: the method runs under _gather(), which hands
+    #   it a list, `taken`, for everything it takes, in order.  If it raises
+    #   -- Cancelled from a later kernel read, an I/O error, anything --
+    #   _gather puts `taken` back in front of the read-ahead, position
+    #   included.  A waiting read keeps no byte anywhere else, so there is
+    #   nothing for a cancellation to lose.
+    #
+    # Kernel reads themselves follow the cancel protocol (submit_and_wait): a
+    # read the kernel did returns its bytes even when the task was cancelled
+    # meanwhile; one it did not do raises Cancelled.
+
+    async def _gather(self, fill: Callable[[list[Any], Any], Awaitable[T]], arg: Any) -> T:
+        taken: list[Any] = []
+        try:
+            return await fill(taken, arg)
+        except BaseException:
+            self._unread(taken)
+            raise
+
+    def _unread(self, taken: list[Any]) -> None:
+        """Put bytes (or memoryviews) a read took, but will not return, back
+        in front of the read-ahead."""
+        data = _EMPTY.join(taken)
+        if data:
+            self._rbuf = data + self._readahead_as_bytes()[self._ri :]
+            self._ri = 0
+            self._pos -= len(data)
+
+    def _available(self) -> int:
+        """How many bytes the read-ahead holds."""
+        if self._chunks is not None:
+            self._flatten()
+        return len(self._rbuf) - self._ri
 
     async def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes (all, to EOF, when negative or None).
@@ -871,11 +935,6 @@ class AsyncBinaryFile(AsyncFile):
             raise ValueError("read length must be non-negative or -1")
         if size < 0:
             return await self.readall()
-        if size == 0:
-            await checkpoint()
-            return _EMPTY
-        # Cancelled is raised before anything is taken from the read-ahead
-        # (after, the checkpoint is shielded: the bytes are the result).
         await checkpoint_if_cancelled()
         chunks = self._chunks
         if chunks is not None and len(chunks[self._ci]) == size:
@@ -888,67 +947,57 @@ class AsyncBinaryFile(AsyncFile):
             self._pos += size
             await cancel_shielded_checkpoint()
             return head
-        head = self._take_buffered(size)
-        if len(head) == size:
+        avail = self._available()
+        if avail >= size or (avail and not self._readahead):
+            # (unbuffered, buffering=0: what is buffered is one read's worth)
+            head = self._take_buffered(size)
             await cancel_shielded_checkpoint()
             return head
         if not self._readahead:
-            # unbuffered (buffering=0): exactly one kernel read, like FileIO
-            if head:
-                await cancel_shielded_checkpoint()
-                return head
+            # unbuffered: exactly one kernel read, like FileIO
             return await self._read_raw(size)
+        return await self._gather(self._read_more, size)
+
+    async def _read_more(self, taken: list[Any], size: int) -> bytes:
+        """read(size)'s waiting part: the read-ahead, then kernel reads."""
+        head = self._take_buffered(size)
+        if head:
+            taken.append(head)
         need = size - len(head)
-        parts = [head] if head else []
-        try:
-            return await self._read_more(parts, need)
-        except BaseException:
-            self._unread(parts)
-            raise
-
-    def _unread(self, parts: list[bytes]) -> None:
-        """Put bytes a read took but will not return (it is raising:
-        Cancelled, say) back in front of the read-ahead."""
-        data = _EMPTY.join(parts)
-        if data:
-            self._rbuf = data + self._readahead_as_bytes()[self._ri :]
-            self._ri = 0
-            self._pos -= len(data)
-
-    async def _read_more(self, parts: list[bytes], need: int) -> bytes:
-        """read()'s kernel part: ``need`` more bytes after ``parts``."""
         while need > 0:
             if need >= self._readahead:
+                want = min(need, _MAX_RW)
                 if self._regular and self._pos == self._stream_end:
-                    chunk = await self._stream_read(need)
+                    chunk = await self._stream_read(want)
                 else:
-                    chunk = await self._read_raw(need)
+                    chunk = await self._read_raw(want)
                     self._stream_end = self._pos
                 if not chunk:
                     break
-                parts.append(chunk)
+                taken.append(chunk)
                 need -= len(chunk)
-                if self._regular and need:
+                if self._regular and len(chunk) < want:
                     break  # short read on a regular file: EOF
             else:
                 if not await self._fill():
                     break
                 short = len(self._rbuf) < self._readahead
                 chunk = self._take_buffered(need)
-                parts.append(chunk)
+                taken.append(chunk)
                 need -= len(chunk)
                 if short and self._regular and need:
                     break
-        if not parts:
-            return _EMPTY
-        return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+        return taken[0] if len(taken) == 1 else _EMPTY.join(taken)
 
     async def readall(self) -> bytes:
         self._check(readable=True)
-        parts = []
+        await checkpoint_if_cancelled()
+        return await self._gather(self._readall_more, None)
+
+    async def _readall_more(self, taken: list[Any], _: None) -> bytes:
         head = self._take_buffered(-1)
         if head:
-            parts.append(head)
+            taken.append(head)
         chunk_size = max(self._readahead, _DEFAULT_BUFFER_SIZE)
         if self._regular:
             # Size the first read from the file size: usually one op.
@@ -959,17 +1008,15 @@ class AsyncBinaryFile(AsyncFile):
             if end >= self._pos:
                 chunk_size = max(chunk_size, end - self._pos + 1)
         while True:
-            chunk = await self._read_raw(chunk_size)
+            want = min(chunk_size, _MAX_RW)
+            chunk = await self._read_raw(want)
             if not chunk:
                 break
-            parts.append(chunk)
-            if self._regular and len(chunk) < chunk_size:
+            taken.append(chunk)
+            if self._regular and len(chunk) < want:
                 break
             chunk_size = min(chunk_size * 2, 1 << 26)
-        if not parts:
-            await checkpoint_if_cancelled()
-            return _EMPTY
-        return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+        return taken[0] if len(taken) == 1 else _EMPTY.join(taken)
 
     async def read1(self, size: int | None = -1) -> bytes:
         """At most one kernel read (none if the read-ahead buffer has data)."""
@@ -977,24 +1024,20 @@ class AsyncBinaryFile(AsyncFile):
         self._check(readable=True)
         if size < 0:
             size = self._bufsize
-        if size == 0:
-            await checkpoint()
-            return _EMPTY
         await checkpoint_if_cancelled()
-        head = self._take_buffered(size)
-        if head:
+        if size == 0 or self._available():
+            head = self._take_buffered(size)
             await cancel_shielded_checkpoint()
             return head
         return await self._read_raw(size)
 
     async def peek(self, size: int = 0) -> bytes:
         self._check(readable=True)
-        if self._chunks is not None:
-            self._flatten()
-        if len(self._rbuf) - self._ri <= 0:
+        await checkpoint_if_cancelled()
+        if self._available() <= 0:
             await self._fill()
         else:
-            await checkpoint()
+            await cancel_shielded_checkpoint()
         return self._readahead_as_bytes()[self._ri :]
 
     async def readinto(self, buffer: Any) -> int:
@@ -1019,41 +1062,65 @@ class AsyncBinaryFile(AsyncFile):
         self._check(readable=True)
         total = len(mv)
         await checkpoint_if_cancelled()
-        head = self._take_buffered(total)
-        got = len(head)
-        mv[:got] = head
-        if got == total or (one and got):
+        avail = self._available()
+        if avail >= total or (avail and (one or not self._readahead)):
+            got = min(avail, total)
+            mv[:got] = self._take_buffered(got)
             await cancel_shielded_checkpoint()
             return got
-        try:
-            while got < total:
-                n = await self._pread_into(mv[got:], self._offset())
-                self._pos += n
-                got += n
-                if n == 0 or one or (self._regular and got < total) or not self._readahead:
-                    break
-        except BaseException:
-            self._unread([bytes(mv[:got])])
-            raise
+        return await self._gather(self._readinto_more, (mv, one))
+
+    async def _readinto_more(self, taken: list[Any], arg: tuple[memoryview, bool]) -> int:
+        # `taken` holds views of the caller's buffer: copied only if they
+        # have to go back.
+        mv, one = arg
+        total = len(mv)
+        head = self._take_buffered(total)
+        got = len(head)
+        if got:
+            mv[:got] = head
+            taken.append(mv[:got])
+        while got < total:
+            want = min(total - got, _MAX_RW)
+            n = await self._pread_into(mv[got : got + want], self._offset())
+            self._pos += n
+            if n:
+                taken.append(mv[got : got + n])
+            got += n
+            if n == 0 or one or (self._regular and n < want) or not self._readahead:
+                break
         return got
 
     async def readline(self, size: int | None = -1) -> bytes:
         size = _size_arg(size)
         self._check(readable=size != 0)  # (the stdlib's readline(0) never reads)
-        if size == 0:
-            await checkpoint()
-            return _EMPTY
-        parts: list[bytes] = []
         await checkpoint_if_cancelled()
-        try:
-            return await self._readline(parts, size)
-        except BaseException:
-            self._unread(parts)
-            raise
+        line = self._line_from_readahead(size) if size else _EMPTY
+        if line is not None:
+            await cancel_shielded_checkpoint()
+            return line
+        return await self._gather(self._readline_more, size)
 
-    async def _readline(self, parts: list[bytes], size: int) -> bytes:
+    def _line_from_readahead(self, size: int) -> bytes | None:
+        """The next line (at most ``size`` bytes if size >= 0), taken, if
+        the read-ahead holds all of it; else None and nothing taken."""
+        rbuf = self._readahead_as_bytes()
+        ri = self._ri
+        avail = len(rbuf) - ri
+        if avail <= 0:
+            return None
+        limit = len(rbuf) if size < 0 or size >= avail else ri + size
+        nl = rbuf.find(b"\n", ri, limit)
+        if nl >= 0:
+            return self._take_buffered(nl + 1 - ri)
+        if 0 <= size <= avail:
+            return self._take_buffered(size)
+        return None
+
+    async def _readline_more(self, taken: list[Any], size: int) -> bytes:
+        """readline's waiting part: the line's pieces go on ``taken``."""
+        first = len(taken)  # (readlines' lines come before)
         got = 0
-        yielded = False
         while True:
             rbuf = self._readahead_as_bytes()
             ri = self._ri
@@ -1061,33 +1128,43 @@ class AsyncBinaryFile(AsyncFile):
                 limit = len(rbuf) if size < 0 else min(len(rbuf), ri + size - got)
                 nl = rbuf.find(b"\n", ri, limit)
                 if nl >= 0:
-                    parts.append(self._take_buffered(nl + 1 - ri))
+                    taken.append(self._take_buffered(nl + 1 - ri))
                     break
                 piece = self._take_buffered(limit - ri)
-                parts.append(piece)
+                taken.append(piece)
                 got += len(piece)
                 if size >= 0 and got >= size:
                     break
-            yielded = True
             if not await self._fill():
                 break
-        if not yielded:
-            await cancel_shielded_checkpoint()
-        return parts[0] if len(parts) == 1 else _EMPTY.join(parts)
+        return taken[first] if len(taken) == first + 1 else _EMPTY.join(taken[first:])
 
     async def readlines(self, hint: int | None = -1) -> list[bytes]:
         hint = _size_arg(hint)
-        lines: list[Any] = []
+        self._check(readable=True)
+        await checkpoint_if_cancelled()
+        return await self._gather(self._readlines_more, hint)
+
+    async def _readlines_more(self, taken: list[Any], hint: int) -> list[bytes]:
+        # `taken` is the lines so far, then the pieces of the line being read.
         total = 0
+        waited = False
         while True:
-            line = await self.readline()
+            line = self._line_from_readahead(-1)
+            if line is None:
+                waited = True
+                start = len(taken)
+                line = await self._readline_more(taken, -1)
+                del taken[start:]
             if not line:
                 break
-            lines.append(line)
+            taken.append(line)
             total += len(line)
             if 0 < hint <= total:
                 break
-        return lines
+        if not waited:
+            await cancel_shielded_checkpoint()
+        return taken
 
     # -- positioned I/O -----------------------------------------------------------
 
@@ -1119,8 +1196,9 @@ class AsyncBinaryFile(AsyncFile):
         if total == 0:
             await checkpoint()
             return 0
-        if self._rbuf or self._chunks is not None:
-            # The read-ahead may hold the old bytes of that range.
+        if (self._rbuf or self._chunks is not None) and self._seekable:
+            # The read-ahead may hold the old bytes of that range.  (On a
+            # pipe or a terminal it is the other direction's data: kept.)
             self._drop_readahead()
         while written < total:
             written += await self._pwrite(mv[written:], offset + written)
@@ -1142,6 +1220,7 @@ class AsyncBinaryFile(AsyncFile):
         n = await self._buffer_op(IORING_OP_WRITE, mv, offset, False)
         if n == 0:
             raise OSError(errno.EIO, "write returned 0 bytes")
+        self._writes += 1
         return n
 
     async def write(self, data: Any) -> int:
@@ -1154,7 +1233,10 @@ class AsyncBinaryFile(AsyncFile):
         if total == 0:
             await checkpoint()
             return 0
-        if self._rbuf or self._chunks is not None:
+        if (self._rbuf or self._chunks is not None) and self._seekable:
+            # The write goes at the logical position, and the read-ahead may
+            # hold the old bytes there.  (On a pipe or a terminal the
+            # read-ahead is the other direction's data: kept.)
             self._drop_readahead()
         written = 0
         if self._append or not self._seekable:
@@ -1198,7 +1280,8 @@ class AsyncBinaryFile(AsyncFile):
         if size < 0:
             await checkpoint()
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        self._drop_readahead()
+        if self._seekable:
+            self._drop_readahead()
         await self._op(RingOp(IORING_OP_FTRUNCATE, self._fd, 0, 0, size))
         return size
 
@@ -1224,11 +1307,19 @@ class AsyncBinaryFile(AsyncFile):
             raise _closed_error()
         offset = _index(offset)
         whence = _index(whence)
+        buffered = self._readahead != 0
+        if not _OFF_MIN <= offset <= _OFF_MAX:
+            # (the stdlib's types: ValueError from a buffered file, OverflowError from FileIO)
+            raise (ValueError if buffered else OverflowError)(
+                f"seek offset {offset} does not fit in a file offset (off_t: -2**63 to 2**63-1)"
+            )
+        if buffered and whence not in _WHENCES:
+            raise ValueError(f"whence value {whence} unsupported (os.SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA or SEEK_HOLE)")
         if whence == os.SEEK_CUR:
             if not self._seekable:
                 raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
             offset, whence = self._pos + offset, os.SEEK_SET
-            if offset < 0:
+            if not 0 <= offset <= _OFF_MAX:
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         # lseek(2) is a cheap syscall that never blocks; it gives exactly the
         # stdlib's answers (and errors) for SEEK_END, SEEK_DATA, SEEK_HOLE.
@@ -1246,8 +1337,11 @@ class AsyncBinaryFile(AsyncFile):
         return pos
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        # trio's shape (see "reading"): a seek that raises Cancelled has
+        # not moved the position.
+        await checkpoint_if_cancelled()
         pos = self._seek_sync(offset, whence)
-        await checkpoint()
+        await cancel_shielded_checkpoint()
         return pos
 
     async def tell(self) -> int:
@@ -1255,7 +1349,8 @@ class AsyncBinaryFile(AsyncFile):
             raise _closed_error()
         if not self._seekable:
             raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
-        await checkpoint()
+        await checkpoint_if_cancelled()
+        await cancel_shielded_checkpoint()
         return self._pos
 
     # -- closing -----------------------------------------------------------------
@@ -1431,11 +1526,41 @@ class AsyncTextFile(AsyncFile):
         self._used = 0
         self._snapshot = None
 
-    async def _read_chunk(self) -> bool:
+    # -- reading ----------------------------------------------------------------
+    #
+    # The two shapes of AsyncBinaryFile's reads (see there), one level up.
+    # A read that the decoded text already satisfies takes it between
+    # checkpoint_if_cancelled() and cancel_shielded_checkpoint().  Any other
+    # read runs under _gather(), which remembers the text state at the start
+    # and records, in `fed`, the decoder state before the call's first chunk
+    # and every chunk the call takes from the binary file.  If the read
+    # raises (Cancelled while the binary file waits for the kernel, a
+    # decoding error, anything), _gather restores the text state and the
+    # decoder, and gives the chunks back to the binary file: the file is as
+    # it was before the call, and the next call reads the same characters.
+
+    async def _gather(self, fill: Callable[[list[Any], int], Awaitable[T]], arg: int) -> T:
+        undo = (self._decoded, self._used, self._snapshot, self._b2cratio)
+        fed: list[Any] = []
+        try:
+            return await fill(fed, arg)
+        except BaseException:
+            self._decoded, self._used, self._snapshot, self._b2cratio = undo
+            if fed:
+                self._decoder.setstate(fed[0])
+                self.buffer._unread(fed[1:])
+            raise
+
+    async def _read_chunk(self, fed: list[Any]) -> bool:
         """Decode one more chunk; False at EOF.  Records the snapshot
-        (decoder flags, bytes fed since) that tell() starts from."""
-        dec_buffer, dec_flags = self._decoder.getstate()
+        (decoder flags, bytes fed since) that tell() starts from, and, in
+        ``fed``, what undoes it (see _gather)."""
+        state = self._decoder.getstate()
         chunk = await self.buffer.read1(_TEXT_CHUNK)
+        if not fed:
+            fed.append(state)
+        fed.append(chunk)
+        dec_buffer, dec_flags = state
         eof = not chunk
         self._decoded = self._decoder.decode(chunk, eof)
         self._used = 0
@@ -1443,24 +1568,31 @@ class AsyncTextFile(AsyncFile):
         self._b2cratio = len(chunk) / len(self._decoded) if self._decoded else 0.0
         return not eof
 
-    # -- reading ----------------------------------------------------------------
-
     async def read(self, size: int | None = -1) -> str:
         size = _size_arg(size)
         self._check(readable=True)
-        if size < 0:
-            data = await self.buffer.read()
-            out = self._take() + self._decoder.decode(data, True)
-            self._reset_decoding()
+        await checkpoint_if_cancelled()
+        if 0 <= size <= len(self._decoded) - self._used:
+            out = self._take(size)
+            await cancel_shielded_checkpoint()
             return out
-        result = self._take(size)
-        if len(result) >= size:
-            await checkpoint()
-            return result
-        parts = [result]
-        got = len(result)
+        if size < 0:
+            return await self._gather(self._read_all, size)
+        return await self._gather(self._read_more, size)
+
+    async def _read_all(self, fed: list[Any], _: int) -> str:
+        state = self._decoder.getstate()
+        data = await self.buffer.read()
+        fed += (state, data)
+        out = self._take() + self._decoder.decode(data, True)
+        self._reset_decoding()
+        return out
+
+    async def _read_more(self, fed: list[Any], size: int) -> str:
+        parts = [self._take()]
+        got = len(parts[0])
         while got < size:
-            if not await self._read_chunk():
+            if not await self._read_chunk(fed):
                 parts.append(self._take())
                 break
             piece = self._take(size - got)
@@ -1491,15 +1623,38 @@ class AsyncTextFile(AsyncFile):
     async def readline(self, size: int | None = -1) -> str:
         size = _size_arg(size)
         self._check(readable=True)
+        await checkpoint_if_cancelled()
+        line = self._line_from_decoded(size)
+        if line is not None:
+            await cancel_shielded_checkpoint()
+            return line
+        return await self._gather(self._readline_more, size)
+
+    def _line_from_decoded(self, size: int) -> str | None:
+        """The next line (at most ``size`` characters if size >= 0), taken,
+        if the decoded text holds all of it; else None and nothing taken."""
+        decoded, used = self._decoded, self._used
+        avail = len(decoded) - used
+        if avail <= 0:
+            return None  # (as TextIOWrapper: a chunk is read first, even for readline(0))
+        end = self._find_line_end(decoded, used)
+        if end < 0:
+            if not 0 <= size <= avail:
+                return None
+            end = used + size
+        elif 0 <= size < end - used:
+            end = used + size
+        self._used = end
+        return decoded[used:end]
+
+    async def _readline_more(self, fed: list[Any], size: int) -> str:
         line = self._take()
         start = 0
-        yielded = False
         eof = False
         if not line:
             # As TextIOWrapper: with nothing decoded, a chunk is read first,
             # even for readline(0) (which moves the underlying position).
-            yielded = True
-            eof = not await self._read_chunk()
+            eof = not await self._read_chunk(fed)
             line = self._take()
         while True:
             end = self._find_line_end(line, start)
@@ -1513,29 +1668,35 @@ class AsyncTextFile(AsyncFile):
                 break
             # a separator may straddle the chunk boundary
             start = max(0, len(line) - len(self._readnl or "\n") + 1) if not self._readuniversal else len(line)
-            yielded = True
-            eof = not await self._read_chunk()
+            eof = not await self._read_chunk(fed)
             line += self._take()
         if 0 <= size < end:
             end = size
         # give back what follows the line: always a suffix of the last chunk
         self._used -= len(line) - end
-        if not yielded:
-            await checkpoint()
         return line[:end]
 
     async def readlines(self, hint: int | None = -1) -> list[str]:
         hint = _size_arg(hint)
+        self._check(readable=True)
+        await checkpoint_if_cancelled()
+        return await self._gather(self._readlines_more, hint)
+
+    async def _readlines_more(self, fed: list[Any], hint: int) -> list[str]:
         lines: list[str] = []
         total = 0
         while True:
-            line = await self.readline()
+            line = self._line_from_decoded(-1)
+            if line is None:
+                line = await self._readline_more(fed, -1)
             if not line:
                 break
             lines.append(line)
             total += len(line)
             if 0 < hint <= total:
                 break
+        if not fed:  # served from the decoded text without waiting
+            await cancel_shielded_checkpoint()
         return lines
 
     # -- writing ------------------------------------------------------------------
@@ -1547,14 +1708,30 @@ class AsyncTextFile(AsyncFile):
         length = len(s)
         if self._writetranslate and self._writenl != "\n" and "\n" in s:
             s = s.replace("\n", self._writenl)
-        data = self._encoder.encode(s)
-        # like TextIOWrapper: drop decoded read-ahead (the bytes already
-        # consumed from the buffer stay consumed)
+        encoder = self._encoder
+        enc_state = encoder.getstate()
+        data = encoder.encode(s)
+        buf = self.buffer
+        writes = buf._writes
+        try:
+            await buf.write(data)
+        except BaseException:
+            if buf._writes == writes:
+                # Nothing reached the file (cancelled before or during the
+                # first kernel write): as if the call had not happened.
+                encoder.setstate(enc_state)
+                raise
+            self._drop_decoded()
+            raise
+        self._drop_decoded()
+        return length
+
+    def _drop_decoded(self) -> None:
+        # Like TextIOWrapper after a write: drop the decoded read-ahead (the
+        # bytes it came from stay consumed).
         self._reset_decoding()
         if self._decoder is not None:
             self._decoder.reset()
-        await self.buffer.write(data)
-        return length
 
     async def writelines(self, lines: Iterable[str]) -> None:
         self._check()
@@ -1681,7 +1858,8 @@ class AsyncTextFile(AsyncFile):
 
     async def tell(self) -> int:
         cookie = self._tell_sync()
-        await checkpoint()
+        await checkpoint_if_cancelled()
+        await cancel_shielded_checkpoint()
         return cookie
 
     async def seek(self, cookie: int, whence: int = os.SEEK_SET) -> int:
@@ -1699,36 +1877,54 @@ class AsyncTextFile(AsyncFile):
         elif whence == os.SEEK_END:
             if cookie != 0:
                 raise io.UnsupportedOperation("can't do nonzero end-relative seeks")
+            await checkpoint_if_cancelled()
             pos = buf._seek_sync(0, os.SEEK_END)
             self._reset_decoding()
             if self._decoder is not None:
                 self._decoder.reset()
             self._reset_encoder(pos)
-            await checkpoint()
+            await cancel_shielded_checkpoint()
             return pos
         if whence != os.SEEK_SET:
             raise ValueError(f"invalid whence ({whence}, should be {os.SEEK_SET}, {os.SEEK_CUR} or {os.SEEK_END})")
         if cookie < 0:
             raise ValueError(f"negative seek position {cookie}")
         start, dec_flags, feed, need_eof, skip = self._unpack_cookie(cookie)
-        buf._seek_sync(start, os.SEEK_SET)
-        self._reset_decoding()
-        if self._decoder is not None:
-            if cookie == 0:
-                self._decoder.reset()
-            else:
-                self._decoder.setstate((b"", dec_flags))
-                self._snapshot = (dec_flags, b"")
-        self._reset_encoder(cookie)
-        if self._decoder is not None and (feed or need_eof or skip):
+        await checkpoint_if_cancelled()
+        decoder = self._decoder
+        if decoder is None or not (feed or need_eof or skip):
+            buf._seek_sync(start, os.SEEK_SET)
+            self._reset_decoding()
+            if decoder is not None:
+                if cookie == 0:
+                    decoder.reset()
+                else:
+                    decoder.setstate((b"", dec_flags))
+                    self._snapshot = (dec_flags, b"")
+            self._reset_encoder(cookie)
+            await cancel_shielded_checkpoint()
+            return cookie
+        # The cookie points inside a decoded chunk: re-read its first `feed`
+        # bytes and re-decode them.  That read waits, so (as for reads) a
+        # seek that raises leaves the file as it was: position, decoder and
+        # decoded text.
+        undo = (self._decoded, self._used, self._snapshot, self._b2cratio, decoder.getstate(), buf._pos)
+        try:
+            buf._seek_sync(start, os.SEEK_SET)
+            self._reset_decoding()
+            decoder.setstate((b"", dec_flags))
             fed = await buf.read(feed)
-            self._decoded = self._decoder.decode(fed, need_eof)
+            self._decoded = decoder.decode(fed, need_eof)
             self._snapshot = (dec_flags, fed)
             if len(self._decoded) < skip:
                 raise OSError("can't restore logical file position")
             self._used = skip
-        else:
-            await checkpoint()
+        except BaseException:
+            self._decoded, self._used, self._snapshot, self._b2cratio, dec_state, pos = undo
+            decoder.setstate(dec_state)
+            buf._seek_sync(pos, os.SEEK_SET)
+            raise
+        self._reset_encoder(cookie)
         return cookie
 
     def _reset_encoder(self, position: int) -> None:
