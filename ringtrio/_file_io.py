@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from ._core import (
+    BusyResourceError,
     CancelScope,
     ClosedResourceError,
     LinkedChain,
@@ -490,9 +491,24 @@ def _size_arg(size: Any) -> int:
     if size is None:
         return -1
     try:
-        return _index(size)
+        size = _index(size)
     except TypeError:
         raise TypeError(f"argument should be integer or None, not '{type(size).__name__}'") from None
+    if not -sys.maxsize - 1 <= size <= sys.maxsize:
+        # (the stdlib's type and words for a size that is not a Py_ssize_t)
+        raise OverflowError(f"cannot fit 'int' into an index-sized integer (size {size})")
+    return size
+
+
+def _offset_arg(offset: Any, method: str) -> int:
+    """A file offset: 0 to 2**63 - 1 (off_t).  Out of range is the error
+    os.pread/os.pwrite give (OverflowError past the top), with the value."""
+    offset = _index(offset)
+    if offset < 0:
+        raise ValueError(f"{method}: negative offset {offset}")
+    if offset > _OFF_MAX:
+        raise OverflowError(f"{method}: offset {offset} is past the largest file offset (2**63 - 1)")
+    return offset
 
 
 class AsyncFile:
@@ -556,6 +572,7 @@ class AsyncBinaryFile(AsyncFile):
         "_writes",
         "_closed",
         "_closing",
+        "_detached",
         "_wrapped",
     )
 
@@ -622,6 +639,7 @@ class AsyncBinaryFile(AsyncFile):
         self._writes = 0
         self._closed = False
         self._closing = False
+        self._detached = False  # (then _closed is True too)
         self._wrapped = wrapped
 
     def __repr__(self) -> str:
@@ -631,15 +649,25 @@ class AsyncBinaryFile(AsyncFile):
 
     @property
     def name(self) -> Any:
+        if self._detached:
+            raise self._closed_error()
         return self._name
 
     @property
     def mode(self) -> str:
+        if self._detached:
+            raise self._closed_error()
         return self._mode
 
     @property
     def closed(self) -> bool:
+        if self._detached:
+            raise self._closed_error()
         return self._closed
+
+    def _closed_error(self) -> ValueError:
+        # (the stdlib's words for each)
+        return ValueError("raw stream has been detached" if self._detached else "I/O operation on closed file.")
 
     @property
     def closefd(self) -> bool:
@@ -652,34 +680,34 @@ class AsyncBinaryFile(AsyncFile):
 
     def fileno(self) -> int:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         return self._fd
 
     def readable(self) -> bool:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         return self._readable
 
     def writable(self) -> bool:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         return self._writable
 
     def seekable(self) -> bool:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         return self._seekable
 
     def isatty(self) -> bool:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         return os.isatty(self._fd)
 
     # -- the ring primitives ----------------------------------------------------
 
     def _check(self, readable: bool = False, writable: bool = False, what: str = "") -> None:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         if readable and not self._readable:
             raise io.UnsupportedOperation(what or "read")
         if writable and not self._writable:
@@ -710,7 +738,7 @@ class AsyncBinaryFile(AsyncFile):
         keepalive.
         """
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         if len(mv) > _MAX_RW:
             mv = mv[:_MAX_RW]  # (the caller continues a short transfer)
         cbuf = _ffi.from_buffer(mv, require_writable=writable)
@@ -733,7 +761,7 @@ class AsyncBinaryFile(AsyncFile):
         # is not zeroed first (only the n bytes the kernel wrote are ever
         # handed out), which saves a memset per read.
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         if size > _MAX_RW:
             size = _MAX_RW  # all one kernel read can return
         new_bytes = _accel._sp_new_bytes
@@ -1032,6 +1060,7 @@ class AsyncBinaryFile(AsyncFile):
         return await self._read_raw(size)
 
     async def peek(self, size: int = 0) -> bytes:
+        _size_arg(size)  # (checked as the stdlib does; the read-ahead is returned whatever it is)
         self._check(readable=True)
         await checkpoint_if_cancelled()
         if self._available() <= 0:
@@ -1172,14 +1201,17 @@ class AsyncBinaryFile(AsyncFile):
         """Read up to ``size`` bytes at ``offset`` without using or moving
         the file position (one kernel read; safe to call concurrently)."""
         self._check(readable=True)
-        offset, size = _index(offset), _index(size)
-        if offset < 0:
-            raise ValueError(f"negative offset {offset}")
+        offset = _offset_arg(offset, "read_at")
+        size = _index(size)
         if size < 0:
-            raise ValueError(f"negative size {size}")
+            raise ValueError(f"read_at: negative size {size}")
+        if size > sys.maxsize:
+            raise OverflowError(f"read_at: size {size} does not fit in a Py_ssize_t")
         if size == 0:
             await checkpoint()
             return _EMPTY
+        # (Sizes past 0x7ffff000 read that much: one kernel read never
+        # returns more.)
         return await self._pread(size, offset)
 
     async def write_at(self, offset: int, data: Any) -> int:
@@ -1187,9 +1219,7 @@ class AsyncBinaryFile(AsyncFile):
         position (safe to call concurrently on disjoint ranges).  On O_APPEND
         files the kernel appends instead, as for pwrite(2)."""
         self._check(writable=True)
-        offset = _index(offset)
-        if offset < 0:
-            raise ValueError(f"negative offset {offset}")
+        offset = _offset_arg(offset, "write_at")
         mv = self._as_bytes_view(data)
         written = 0
         total = len(mv)
@@ -1277,6 +1307,8 @@ class AsyncBinaryFile(AsyncFile):
             size = self._pos
         else:
             size = _index(size)
+        if not _OFF_MIN <= size <= _OFF_MAX:
+            raise OverflowError(f"truncate: size {size} does not fit in a file offset (off_t: -2**63 to 2**63 - 1)")
         if size < 0:
             await checkpoint()
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
@@ -1304,14 +1336,14 @@ class AsyncBinaryFile(AsyncFile):
 
     def _seek_sync(self, offset: int, whence: int) -> int:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         offset = _index(offset)
         whence = _index(whence)
         buffered = self._readahead != 0
         if not _OFF_MIN <= offset <= _OFF_MAX:
             # (the stdlib's types: ValueError from a buffered file, OverflowError from FileIO)
             raise (ValueError if buffered else OverflowError)(
-                f"seek offset {offset} does not fit in a file offset (off_t: -2**63 to 2**63-1)"
+                f"seek offset {offset} does not fit in a file offset (off_t: -2**63 to 2**63 - 1)"
             )
         if buffered and whence not in _WHENCES:
             raise ValueError(f"whence value {whence} unsupported (os.SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA or SEEK_HOLE)")
@@ -1346,12 +1378,61 @@ class AsyncBinaryFile(AsyncFile):
 
     async def tell(self) -> int:
         if self._closed:
-            raise _closed_error()
+            raise self._closed_error()
         if not self._seekable:
             raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
         await checkpoint_if_cancelled()
         await cancel_shielded_checkpoint()
         return self._pos
+
+    # -- detaching ---------------------------------------------------------------
+
+    async def detach(self) -> AsyncBinaryFile:
+        """Like ``io.BufferedIOBase.detach()``, but async: returns the raw
+        (unbuffered, ``buffering=0``) file under this one, and leaves this
+        one unusable (every use raises ``ValueError``).  A file opened with
+        ``buffering=0`` is raw already and has no ``detach`` (as FileIO).
+
+        Unlike the stdlib (and trio), nothing read ahead is lost: the raw
+        file continues at this file's position, with the bytes read ahead
+        handed over to it.  After :func:`wrap_file`, the raw file is the
+        stdlib object's ``detach()``, wrapped again, as in trio.
+        """
+        if not self._readahead:
+            raise AttributeError(
+                "an unbuffered file (buffering=0) has no detach(): like io.FileIO, it is the raw file itself"
+            )
+        self._check()
+        if self._inflight:
+            raise BusyResourceError("detach() while another task waits on this file: let it finish first")
+        await checkpoint_if_cancelled()
+        if self._chunks is not None:
+            self._flatten()
+        readahead = self._readahead_as_bytes()[self._ri :]
+        raw: AsyncBinaryFile
+        if self._wrapped is not None:
+            if self._seekable:
+                os.lseek(self._fd, self._pos, os.SEEK_SET)  # (our reads never move the kernel's position)
+            raw = wrap_file(self._wrapped.detach())
+        else:
+            raw = AsyncBinaryFile(
+                self._fd,
+                self._name,
+                self._mode,
+                readable=self._readable,
+                writable=self._writable,
+                append=self._append,
+                closefd=self._closefd,
+                pos=self._pos if self._seekable else None,
+                bufsize=self._bufsize,
+                buffered=False,
+                regular=self._regular,
+            )
+        raw._rbuf, raw._ri = readahead, 0
+        self._drop_readahead()
+        self._closed = self._detached = True
+        await cancel_shielded_checkpoint()
+        return raw
 
     # -- closing -----------------------------------------------------------------
 
@@ -1363,6 +1444,8 @@ class AsyncBinaryFile(AsyncFile):
         """Close the file: cancel ops in flight (their tasks get
         ``ClosedResourceError`` unless the op completed), then
         ``IORING_OP_CLOSE``.  Closes even when cancelled."""
+        if self._detached:
+            raise self._closed_error()  # (the raw file owns the fd now)
         if self._closed:
             await checkpoint_if_cancelled()
             return
@@ -1380,6 +1463,23 @@ class AsyncBinaryFile(AsyncFile):
             await checkpoint_if_cancelled()
 
 
+class _DetachedBuffer:
+    """Where a detached AsyncTextFile's binary file was: any use of it
+    raises the stdlib's error for a detached text file."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise _detached_error()
+
+
+def _detached_error() -> ValueError:
+    return ValueError("underlying buffer has been detached")
+
+
+_DETACHED: Any = _DetachedBuffer()
+
+
 class AsyncTextFile(AsyncFile):
     """A text file: decoding/encoding in Python over an :class:`AsyncBinaryFile`.
 
@@ -1388,7 +1488,7 @@ class AsyncTextFile(AsyncFile):
     """
 
     __slots__ = (
-        "buffer",
+        "_buffer",
         "_mode",
         "_encoding",
         "_errors",
@@ -1416,7 +1516,7 @@ class AsyncTextFile(AsyncFile):
         newline: str | None,
         line_buffering: bool = False,
     ) -> None:
-        self.buffer = buffer
+        self._buffer = buffer
         self._mode = mode
         self._encoding = encoding
         self._errors = errors
@@ -1455,8 +1555,20 @@ class AsyncTextFile(AsyncFile):
     # -- attributes -----------------------------------------------------------
 
     @property
+    def buffer(self) -> AsyncBinaryFile | None:
+        """The binary file under this one (None after :meth:`detach`)."""
+        buf = self._buffer
+        return None if buf is _DETACHED else buf
+
+    @property
+    def wrapped(self) -> Any:
+        """The stdlib file given to :func:`wrap_file`, or None (text files
+        given to wrap_file run in worker threads instead)."""
+        return self._wrapped
+
+    @property
     def name(self) -> Any:
-        return self.buffer.name
+        return self._buffer.name
 
     @property
     def mode(self) -> str:
@@ -1464,7 +1576,7 @@ class AsyncTextFile(AsyncFile):
 
     @property
     def closed(self) -> bool:
-        return self.buffer.closed
+        return self._buffer.closed
 
     @property
     def encoding(self) -> str:
@@ -1476,6 +1588,8 @@ class AsyncTextFile(AsyncFile):
 
     @property
     def newlines(self) -> Any:
+        if self._buffer is _DETACHED:
+            raise _detached_error()
         return getattr(self._decoder, "newlines", None)
 
     @property
@@ -1484,27 +1598,27 @@ class AsyncTextFile(AsyncFile):
 
     @property
     def closefd(self) -> bool:
-        return self.buffer.closefd
+        return self._buffer.closefd
 
     def fileno(self) -> int:
-        return self.buffer.fileno()
+        return self._buffer.fileno()
 
     def readable(self) -> bool:
-        return self.buffer.readable()
+        return self._buffer.readable()
 
     def writable(self) -> bool:
-        return self.buffer.writable()
+        return self._buffer.writable()
 
     def seekable(self) -> bool:
-        return self.buffer.seekable()
+        return self._buffer.seekable()
 
     def isatty(self) -> bool:
-        return self.buffer.isatty()
+        return self._buffer.isatty()
 
     # -- decoding state -----------------------------------------------------------
 
     def _check(self, readable: bool = False, writable: bool = False) -> None:
-        if self.buffer._closed:
+        if self._buffer._closed:
             raise _closed_error()
         if readable and self._decoder is None:
             raise io.UnsupportedOperation("not readable")
@@ -1548,7 +1662,7 @@ class AsyncTextFile(AsyncFile):
             self._decoded, self._used, self._snapshot, self._b2cratio = undo
             if fed:
                 self._decoder.setstate(fed[0])
-                self.buffer._unread(fed[1:])
+                self._buffer._unread(fed[1:])
             raise
 
     async def _read_chunk(self, fed: list[Any]) -> bool:
@@ -1556,7 +1670,7 @@ class AsyncTextFile(AsyncFile):
         (decoder flags, bytes fed since) that tell() starts from, and, in
         ``fed``, what undoes it (see _gather)."""
         state = self._decoder.getstate()
-        chunk = await self.buffer.read1(_TEXT_CHUNK)
+        chunk = await self._buffer.read1(_TEXT_CHUNK)
         if not fed:
             fed.append(state)
         fed.append(chunk)
@@ -1582,7 +1696,7 @@ class AsyncTextFile(AsyncFile):
 
     async def _read_all(self, fed: list[Any], _: int) -> str:
         state = self._decoder.getstate()
-        data = await self.buffer.read()
+        data = await self._buffer.read()
         fed += (state, data)
         out = self._take() + self._decoder.decode(data, True)
         self._reset_decoding()
@@ -1711,7 +1825,7 @@ class AsyncTextFile(AsyncFile):
         encoder = self._encoder
         enc_state = encoder.getstate()
         data = encoder.encode(s)
-        buf = self.buffer
+        buf = self._buffer
         writes = buf._writes
         try:
             await buf.write(data)
@@ -1744,31 +1858,31 @@ class AsyncTextFile(AsyncFile):
         await self.write("".join(lines))
 
     async def flush(self) -> None:
-        await self.buffer.flush()
+        await self._buffer.flush()
 
     async def truncate(self, pos: int | None = None) -> int:
         self._check()
         if pos is None:
             pos = await self.tell()
-        return await self.buffer.truncate(pos)
+        return await self._buffer.truncate(pos)
 
     async def fsync(self) -> None:
-        await self.buffer.fsync()
+        await self._buffer.fsync()
 
     async def fdatasync(self) -> None:
-        await self.buffer.fdatasync()
+        await self._buffer.fdatasync()
 
     async def stat(self) -> os.stat_result:
-        return await self.buffer.stat()
+        return await self._buffer.stat()
 
     async def read_at(self, offset: int, size: int) -> bytes:
         """Positioned *binary* read on the underlying file (see
         :meth:`AsyncBinaryFile.read_at`)."""
-        return await self.buffer.read_at(offset, size)
+        return await self._buffer.read_at(offset, size)
 
     async def write_at(self, offset: int, data: Any) -> int:
         """Positioned *binary* write on the underlying file."""
-        return await self.buffer.write_at(offset, data)
+        return await self._buffer.write_at(offset, data)
 
     # -- position: TextIOWrapper's cookies ---------------------------------------------
 
@@ -1788,11 +1902,11 @@ class AsyncTextFile(AsyncFile):
         )
 
     def _tell_sync(self) -> int:
-        if self.buffer._closed:
+        if self._buffer._closed:
             raise _closed_error()
-        if not self.buffer._seekable:
+        if not self._buffer._seekable:
             raise io.UnsupportedOperation("underlying stream is not seekable")
-        position = self.buffer._pos
+        position = self._buffer._pos
         decoder, snapshot = self._decoder, self._snapshot
         if decoder is None or snapshot is None:
             return position
@@ -1866,7 +1980,7 @@ class AsyncTextFile(AsyncFile):
         self._check()
         cookie = _index(cookie)
         whence = _index(whence)
-        buf = self.buffer
+        buf = self._buffer
         if not buf._seekable:
             raise io.UnsupportedOperation("underlying stream is not seekable")
         if whence == os.SEEK_CUR:
@@ -1927,6 +2041,30 @@ class AsyncTextFile(AsyncFile):
         self._reset_encoder(cookie)
         return cookie
 
+    async def detach(self) -> AsyncBinaryFile:
+        """Like ``TextIOWrapper.detach()``, but async: returns the binary
+        file (:attr:`buffer`) and leaves this one unusable (every use
+        raises ``ValueError``).
+
+        Characters decoded ahead but not read yet are given back -- the
+        binary file is moved back to where they start -- when that point is
+        a plain byte position (a seekable file, and not inside a multi-byte
+        sequence or after a pending "\\r"); otherwise they are dropped, as
+        the stdlib (and trio) always does.
+        """
+        buf = self._buffer
+        if buf is _DETACHED:
+            raise _detached_error()
+        await checkpoint_if_cancelled()
+        if self._decoder is not None and self._used < len(self._decoded) and buf._seekable and not buf._closed:
+            start, dec_flags, feed, need_eof, skip = self._unpack_cookie(self._tell_sync())
+            if not (dec_flags or feed or need_eof or skip):
+                buf._seek_sync(start, os.SEEK_SET)
+        self._reset_decoding()
+        self._buffer = _DETACHED
+        await cancel_shielded_checkpoint()
+        return buf
+
     def _reset_encoder(self, position: int) -> None:
         if self._encoder is not None:
             if position == 0:
@@ -1938,15 +2076,15 @@ class AsyncTextFile(AsyncFile):
                     pass
 
     async def aclose(self) -> None:
-        if self._wrapped is not None and not self.buffer._closed:
-            self.buffer._closed = True
-            self.buffer._cancel_inflight()
+        if self._wrapped is not None and not self._buffer._closed:
+            self._buffer._closed = True
+            self._buffer._cancel_inflight()
             try:
                 self._wrapped.close()
             finally:
                 await checkpoint_if_cancelled()
             return
-        await self.buffer.aclose()
+        await self._buffer.aclose()
 
 
 # ---------------------------------------------------------------------------
@@ -1983,6 +2121,9 @@ async def open_file(
     m = _Mode(mode)
     if not isinstance(buffering, int):
         raise TypeError(f"'{type(buffering).__name__}' object cannot be interpreted as an integer")
+    if not -(1 << 31) <= buffering < 1 << 31:
+        # (open()'s type for it: the argument is a C int)
+        raise OverflowError(f"buffering={buffering} does not fit in a C int (-2**31 to 2**31 - 1)")
     if m.binary:
         if encoding is not None:
             raise ValueError("binary mode doesn't take an encoding argument")
@@ -2018,8 +2159,9 @@ async def open_file(
         name: Any = file
         await checkpoint()
     else:
-        name = file
-        path = os.fspath(file)
+        # .name is what open() gives: the str (or bytes) path, also when a
+        # Path was passed.
+        path = name = os.fspath(file)
         if not closefd:
             raise ValueError("Cannot use closefd=False with file name")
         fd = await _openat(path, m.flags)
@@ -2061,17 +2203,24 @@ async def open_file(
         raise
 
 
+# What trio's file wrapper exposes of the file it wraps, when that file has
+# it: attributes and cheap queries as they are, and the methods that can
+# block as async methods run in a worker thread.  Nothing else is forwarded.
+_SYNC_ATTRS = frozenset(
+    "closed encoding errors fileno isatty newlines readable seekable writable "
+    "buffer raw line_buffering closefd name mode getvalue getbuffer".split()
+)
+_ASYNC_METHODS = frozenset(
+    "flush read read1 readall readinto readinto1 readline readlines seek tell truncate write writelines peek".split()
+)
+
+
 class _ThreadedFile(AsyncFile):
     """``wrap_file`` for file objects without a usable fd (BytesIO, text
     files whose decoder state we cannot take over, ...): every method runs in
-    a worker thread, as in trio."""
+    a worker thread, and the wrapper forwards what trio's does."""
 
-    __slots__ = ("_wrapped",)
-
-    _ASYNC = frozenset(
-        "flush read read1 readall readinto readinto1 readline readlines seek tell truncate "
-        "write writelines peek".split()
-    )
+    __slots__ = ("_wrapped", "__dict__")  # (__dict__: the generated methods, made once)
 
     def __init__(self, wrapped: Any) -> None:
         self._wrapped = wrapped
@@ -2081,20 +2230,38 @@ class _ThreadedFile(AsyncFile):
         return self._wrapped
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._wrapped, name)
-        if name not in self._ASYNC:
-            return attr
+        if name in _SYNC_ATTRS:
+            return getattr(self._wrapped, name)
+        if name not in _ASYNC_METHODS:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r} "
+                f"(a wrapped file forwards only the io attributes and methods trio's does)"
+            )
+        method = getattr(self._wrapped, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             from . import to_thread
 
-            return await to_thread.run_sync(lambda: attr(*args, **kwargs))
+            return await to_thread.run_sync(lambda: method(*args, **kwargs))
 
+        cls = type(self._wrapped)
         call.__name__ = name
+        call.__qualname__ = f"{type(self).__qualname__}.{name}"
+        call.__doc__ = f"Like {cls.__module__}.{cls.__qualname__}.{name}(), but async: runs in a worker thread."
+        setattr(self, name, call)  # later lookups find it without __getattr__
         return call
 
     def __dir__(self) -> list[str]:
-        return sorted(set(dir(type(self))) | {a for a in dir(self._wrapped) if not a.startswith("_")})
+        wrapped = self._wrapped
+        forwarded = {a for a in _SYNC_ATTRS | _ASYNC_METHODS if hasattr(wrapped, a)}
+        return sorted(set(super().__dir__()) | forwarded)
+
+    async def detach(self) -> Any:
+        """Like the wrapped file's ``detach()``, but async: the file under it,
+        wrapped (with :func:`wrap_file`) in its turn."""
+        from . import to_thread
+
+        return wrap_file(await to_thread.run_sync(self._wrapped.detach))
 
     async def aclose(self) -> None:
         from . import to_thread

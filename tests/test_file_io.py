@@ -424,6 +424,115 @@ def test_method_errors_match_stdlib(tmp_path):
         _same_error(sync_call, async_call)
 
 
+def _same_error_type(sync_fn, async_fn):
+    """The stdlib's exception type (and errno); ringtrio's message names
+    the value, and never the ring's internals."""
+    with pytest.raises(Exception) as want:
+        sync_fn()
+
+    async def main():
+        with pytest.raises(Exception) as got:
+            await async_fn()
+        return got.value
+
+    got = run(main)
+    assert type(got) is type(want.value), (got, want.value)
+    assert getattr(got, "errno", None) == getattr(want.value, "errno", None)
+    assert "RingOp" not in str(got) and "SQE" not in str(got), got
+    return got
+
+
+BIG = [2**64, 2**63, -(2**64)]
+
+
+def test_out_of_range_sizes_offsets_and_whences_are_the_stdlib_errors(tmp_path):
+    """Issue 11 item 8: read_at(2**64) said "<RingOp READ ...> has a field
+    out of range for an SQE".  Every size, offset and whence out of range
+    is the error the stdlib (and so trio) raises, in words."""
+    p = str(tmp_path / "f")
+    with open(p, "wb") as f:
+        f.write(b"abc\n" * 10)
+    cases = []
+    for n in BIG[:1]:
+        for mode in ("rb", "r", "r+b"):
+            cases += [
+                (mode, {}, lambda f, n=n: f.read(n)),
+                (mode, {}, lambda f, n=n: f.readline(n)),
+                (mode, {}, lambda f, n=n: f.readlines(n)),
+            ]
+        cases += [("rb", {}, lambda f, n=n: f.read1(n)), ("rb", {}, lambda f, n=n: f.peek(n))]
+    for off in BIG:
+        cases += [
+            ("rb", {}, lambda f, off=off: f.seek(off)),
+            ("rb", {"buffering": 0}, lambda f, off=off: f.seek(off)),
+            ("rb", {}, lambda f, off=off: f.seek(off, 1)),
+            ("r+b", {}, lambda f, off=off: f.truncate(off)),
+        ]
+    cases += [
+        ("rb", {}, lambda f: f.seek(0, 5)),
+        ("rb", {}, lambda f: f.seek(0, -1)),
+        ("rb", {"buffering": 0}, lambda f: f.seek(0, 5)),
+        ("rb", {}, lambda f: f.seek(2**63 - 1, 1)),
+        ("rb", {}, lambda f: f.seek(2**63 - 1, 2)),
+        ("r", {}, lambda f: f.seek(0, 5)),
+    ]
+    for mode, kw, op in cases:
+
+        def sync_call(mode=mode, kw=kw, op=op):
+            with open(p, mode, **kw) as f:
+                return op(f)
+
+        async def async_call(mode=mode, kw=kw, op=op):
+            async with await open_file(p, mode, **kw) as f:
+                return await op(f)
+
+        _same_error_type(sync_call, async_call)
+    for b in (2**31, -(2**31) - 1, 2**64):
+        _same_error_type(lambda b=b: open(p, "rb", buffering=b), lambda b=b: open_file(p, "rb", buffering=b))
+
+    # read_at / write_at: os.pread / os.pwrite's errors
+    fd = os.open(p, os.O_RDWR)
+    try:
+        for off in (2**64, 2**63):
+            err = _same_error_type(lambda off=off: os.pread(fd, 1, off), lambda off=off: _at(p, "read_at", off, 1))
+            assert str(off) in str(err)
+            _same_error_type(lambda off=off: os.pwrite(fd, b"x", off), lambda off=off: _at(p, "write_at", off, b"x"))
+        _same_error_type(lambda: os.pread(fd, 2**64, 0), lambda: _at(p, "read_at", 0, 2**64))
+        _same_error_type(lambda: os.pwrite(fd, b"x", 2**63 - 1), lambda: _at(p, "write_at", 2**63 - 1, b"x"))
+    finally:
+        os.close(fd)
+
+
+async def _at(p, method, *args):
+    async with await open_file(p, "r+b") as f:
+        return await getattr(f, method)(*args)
+
+
+def test_transfers_past_the_kernel_limit_go_in_pieces(tmp_path):
+    """A READ or WRITE moves at most 0x7ffff000 bytes (and its length field
+    is 32 bits): longer ones are continued, never an SQE-field error.  (4 GiB
+    of address space, untouched: an anonymous mapping that only the first
+    page of is read into; /dev/null does not read what it is given.)"""
+    import mmap
+
+    p = tmp_path / "f"
+    p.write_bytes(b"0123456789")
+    big = mmap.mmap(-1, 2**32 + 10)
+
+    async def main():
+        async with await open_file(p, "rb") as f:
+            assert await f.readinto(big) == 10
+            assert big[:10] == b"0123456789"
+            assert await f.read_at(2, 2**32) == b"23456789"
+        async with await open_file(os.devnull, "wb") as f:
+            assert await f.write(big) == 2**32 + 10
+
+    try:
+        run(main)
+    finally:
+        big.close()
+
+
 def test_closed_file_raises_valueerror(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"abc")

@@ -69,8 +69,8 @@ def test_bad_sqe_fields_raise_and_release_their_token() -> None:
 
 
 def test_the_python_path_still_works() -> None:
-    """The core, socket and stream tests with RINGTRIO_NO_SPEEDUPS=1 (the
-    Python code _speedups stands in for)."""
+    """The core, socket, stream and file tests with RINGTRIO_NO_SPEEDUPS=1
+    (the Python code _speedups stands in for)."""
     env = dict(os.environ, RINGTRIO_NO_SPEEDUPS="1")
     proc = subprocess.run(
         [
@@ -80,6 +80,8 @@ def test_the_python_path_still_works() -> None:
             os.path.join(HERE, "test_socket.py"),
             os.path.join(HERE, "test_highlevel_socket.py"),
             os.path.join(HERE, "test_file_chains.py"),
+            os.path.join(HERE, "test_file_io.py"),
+            os.path.join(HERE, "test_file_cancel.py"),
             os.path.join(HERE, "test_buffer_group.py"),
             os.path.join(HERE, "test_speedups.py") + "::test_speedups_are_built_and_used",
             os.path.join(HERE, "test_speedups.py") + "::test_chain_helpers_check_their_arguments",
