@@ -95,6 +95,7 @@ _EMPTY = b""
 _MAX_RW = 0x7FFFF000
 # File offsets (off_t) and the whence values lseek(2) knows.
 _OFF_MIN, _OFF_MAX = -(1 << 63), (1 << 63) - 1
+_SSIZE_MIN, _SSIZE_MAX = -sys.maxsize - 1, sys.maxsize
 _WHENCES = frozenset((os.SEEK_SET, os.SEEK_CUR, os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE))
 
 T = TypeVar("T")
@@ -488,16 +489,17 @@ def _closed_error() -> ValueError:
 
 
 def _size_arg(size: Any) -> int:
-    if size is None:
-        return -1
-    try:
-        size = _index(size)
-    except TypeError:
-        raise TypeError(f"argument should be integer or None, not '{type(size).__name__}'") from None
-    if not -sys.maxsize - 1 <= size <= sys.maxsize:
-        # (the stdlib's type and words for a size that is not a Py_ssize_t)
-        raise OverflowError(f"cannot fit 'int' into an index-sized integer (size {size})")
-    return size
+    if type(size) is not int:
+        if size is None:
+            return -1
+        try:
+            size = _index(size)
+        except TypeError:
+            raise TypeError(f"argument should be integer or None, not '{type(size).__name__}'") from None
+    if _SSIZE_MIN <= size <= _SSIZE_MAX:
+        return size  # type: ignore[no-any-return]
+    # (the stdlib's type and words for a size that is not a Py_ssize_t)
+    raise OverflowError(f"cannot fit 'int' into an index-sized integer (size {size})")
 
 
 def _offset_arg(offset: Any, method: str) -> int:
@@ -931,8 +933,8 @@ class AsyncBinaryFile(AsyncFile):
     # read the kernel did returns its bytes even when the task was cancelled
     # meanwhile; one it did not do raises Cancelled.
 
-    async def _gather(self, fill: Callable[[list[Any], Any], Awaitable[T]], arg: Any) -> T:
-        taken: list[Any] = []
+    async def _gather(self, fill: Callable[[list[Any], Any], Awaitable[T]], arg: Any, head: bytes = _EMPTY) -> T:
+        taken: list[Any] = [head] if head else []
         try:
             return await fill(taken, arg)
         except BaseException:
@@ -975,23 +977,22 @@ class AsyncBinaryFile(AsyncFile):
             self._pos += size
             await cancel_shielded_checkpoint()
             return head
-        avail = self._available()
-        if avail >= size or (avail and not self._readahead):
+        head = self._take_buffered(size)
+        if len(head) == size or (head and not self._readahead):
             # (unbuffered, buffering=0: what is buffered is one read's worth)
-            head = self._take_buffered(size)
             await cancel_shielded_checkpoint()
             return head
         if not self._readahead:
             # unbuffered: exactly one kernel read, like FileIO
             return await self._read_raw(size)
-        return await self._gather(self._read_more, size)
+        # (`head` was taken just now, with no await since: it is the first
+        # thing _gather gives back if the rest fails.)
+        return await self._gather(self._read_more, size, head)
 
     async def _read_more(self, taken: list[Any], size: int) -> bytes:
-        """read(size)'s waiting part: the read-ahead, then kernel reads."""
-        head = self._take_buffered(size)
-        if head:
-            taken.append(head)
-        need = size - len(head)
+        """read(size)'s waiting part: kernel reads after what the read-ahead
+        held (``taken``)."""
+        need = size - (len(taken[0]) if taken else 0)
         while need > 0:
             if need >= self._readahead:
                 want = min(need, _MAX_RW)

@@ -339,7 +339,10 @@ def test_attributes_and_types(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def _same_error(sync_fn, async_fn):
+def _same_error(sync_fn, async_fn, same_words=True):
+    """The stdlib's exception: type, errno and (unless ``same_words`` is
+    false: ringtrio's message names the value) message.  Never the ring's
+    internals."""
     with pytest.raises(Exception) as want:
         sync_fn()
 
@@ -351,7 +354,10 @@ def _same_error(sync_fn, async_fn):
     got = run(main)
     assert type(got) is type(want.value), (got, want.value)
     assert getattr(got, "errno", None) == getattr(want.value, "errno", None)
-    assert str(got) == str(want.value)
+    if same_words:
+        assert str(got) == str(want.value)
+    assert "RingOp" not in str(got) and "SQE" not in str(got), got
+    return got
 
 
 def test_open_errors_match_stdlib(tmp_path):
@@ -424,24 +430,6 @@ def test_method_errors_match_stdlib(tmp_path):
         _same_error(sync_call, async_call)
 
 
-def _same_error_type(sync_fn, async_fn):
-    """The stdlib's exception type (and errno); ringtrio's message names
-    the value, and never the ring's internals."""
-    with pytest.raises(Exception) as want:
-        sync_fn()
-
-    async def main():
-        with pytest.raises(Exception) as got:
-            await async_fn()
-        return got.value
-
-    got = run(main)
-    assert type(got) is type(want.value), (got, want.value)
-    assert getattr(got, "errno", None) == getattr(want.value, "errno", None)
-    assert "RingOp" not in str(got) and "SQE" not in str(got), got
-    return got
-
-
 BIG = [2**64, 2**63, -(2**64)]
 
 
@@ -486,19 +474,25 @@ def test_out_of_range_sizes_offsets_and_whences_are_the_stdlib_errors(tmp_path):
             async with await open_file(p, mode, **kw) as f:
                 return await op(f)
 
-        _same_error_type(sync_call, async_call)
+        _same_error(sync_call, async_call, same_words=False)
     for b in (2**31, -(2**31) - 1, 2**64):
-        _same_error_type(lambda b=b: open(p, "rb", buffering=b), lambda b=b: open_file(p, "rb", buffering=b))
+        _same_error(
+            lambda b=b: open(p, "rb", buffering=b), lambda b=b: open_file(p, "rb", buffering=b), same_words=False
+        )
 
     # read_at / write_at: os.pread / os.pwrite's errors
     fd = os.open(p, os.O_RDWR)
     try:
         for off in (2**64, 2**63):
-            err = _same_error_type(lambda off=off: os.pread(fd, 1, off), lambda off=off: _at(p, "read_at", off, 1))
+            err = _same_error(
+                lambda off=off: os.pread(fd, 1, off), lambda off=off: _at(p, "read_at", off, 1), same_words=False
+            )
             assert str(off) in str(err)
-            _same_error_type(lambda off=off: os.pwrite(fd, b"x", off), lambda off=off: _at(p, "write_at", off, b"x"))
-        _same_error_type(lambda: os.pread(fd, 2**64, 0), lambda: _at(p, "read_at", 0, 2**64))
-        _same_error_type(lambda: os.pwrite(fd, b"x", 2**63 - 1), lambda: _at(p, "write_at", 2**63 - 1, b"x"))
+            _same_error(
+                lambda off=off: os.pwrite(fd, b"x", off), lambda off=off: _at(p, "write_at", off, b"x"), same_words=False
+            )
+        _same_error(lambda: os.pread(fd, 2**64, 0), lambda: _at(p, "read_at", 0, 2**64), same_words=False)
+        _same_error(lambda: os.pwrite(fd, b"x", 2**63 - 1), lambda: _at(p, "write_at", 2**63 - 1, b"x"), same_words=False)
     finally:
         os.close(fd)
 
