@@ -97,3 +97,45 @@ def test_run_out_of_fds_fails_cleanly_and_leaks_nothing(free: int) -> None:
         else:
             assert "wake-up pipe" in message
             assert cause == ["OSError", 24]
+
+
+def test_ring_op_submitted_while_in_flight_is_busy() -> None:
+    """One RingOp awaited by two tasks at once: the second submit raises
+    BusyResourceError naming the op and its task (it used to take a second
+    token, hand the one completion to the second task and leave the first
+    parked forever with nothing in flight).  The first wait is untouched,
+    and once it has completed the op may be submitted again."""
+
+    async def main() -> None:
+        r, w = os.pipe()
+        try:
+            buf = bytearray(16)
+            op = lowlevel.RingOp(
+                lowlevel.IORING_OP_READ, fd=r, addr=memoryview(buf), length=16,
+                off=2**64 - 1, keepalive=buf,
+            )
+            in_flight = lowlevel.current_statistics().ops_in_flight
+            results = []
+
+            async def first() -> None:
+                results.append(await lowlevel.submit_and_wait(op))
+
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await ringtrio.testing.wait_all_tasks_blocked()
+                with pytest.raises(ringtrio.BusyResourceError, match="already in flight.*first"):
+                    await lowlevel.submit_and_wait(op)
+                assert lowlevel.current_statistics().ops_in_flight == in_flight + 1
+                os.write(w, b"hi")
+            assert results == [(2, 0)]
+            assert bytes(buf[:2]) == b"hi"
+            os.write(w, b"again")
+            # (A completed op has let go of its memory: give it the buffer again.)
+            op.addr, op.keepalive = memoryview(buf), buf
+            assert await lowlevel.submit_and_wait(op) == (5, 0)
+            assert lowlevel.current_statistics().ops_in_flight == in_flight
+        finally:
+            os.close(r)
+            os.close(w)
+
+    ringtrio.run(main)

@@ -77,6 +77,7 @@ def test_the_python_path_still_works() -> None:
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
             os.path.join(HERE, "test_core.py"),
             os.path.join(HERE, "test_runner_vs_trio.py"),
+            os.path.join(HERE, "test_runner_edges.py"),
             os.path.join(HERE, "test_socket.py"),
             os.path.join(HERE, "test_highlevel_socket.py"),
             os.path.join(HERE, "test_file_chains.py"),

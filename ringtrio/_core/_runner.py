@@ -32,7 +32,13 @@ import sniffio
 
 from . import _accel, _ring
 from ._asyncgens import AsyncGenerators
-from ._exceptions import Cancelled, RingtrioInternalError, RingUnavailableError, RunFinishedError
+from ._exceptions import (
+    BusyResourceError,
+    Cancelled,
+    RingtrioInternalError,
+    RingUnavailableError,
+    RunFinishedError,
+)
 from ._local import _local
 from ._ring import (
     IORING_CQE_F_MORE,
@@ -480,7 +486,8 @@ class Runner:
                 # has passed: 0 fires at once.
                 link_ns = math.ceil(deadline * 1e9) if deadline > 0 else 0
         if _sp_submit is not None:
-            # The rest of this method, in C (None: an addr it does not take).
+            # The rest of this method, in C (None: an addr it does not take,
+            # or an op already in flight, for the error below).
             if (
                 _sp_submit(
                     self._ring_addr, self._op_slots, self._op_gens, self._free_slots,
@@ -491,6 +498,20 @@ class Runner:
                 self._ops_in_flight += 1
                 self._sq_dirty = True
                 return
+        slot = op.token & _SLOT_MASK
+        if slot < len(self._op_slots) and self._op_slots[slot] is op:
+            # The op holds a slot until its final CQE.  Submitting it again
+            # meanwhile would give it a second token and hand its one
+            # completion to whichever task submitted last: the other one
+            # would wait forever.
+            holder = op.task
+            raise BusyResourceError(
+                f"{op!r} is already in flight"
+                + (f" (submitted by {holder!r})" if holder is not None else "")
+                + ": a RingOp is one operation, in flight once at a time. Make a "
+                "RingOp per concurrent operation, or submit this one again only "
+                "after its completion."
+            )
         token = self._take_token(op, task)
         op.linked = link_ns >= 0
         self._sq_dirty = True

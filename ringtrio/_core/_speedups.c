@@ -469,8 +469,9 @@ static PyObject *take_token(PyObject *slots, PyObject *gens, PyObject *free_,
  * Everything Runner._submit_op does after the deadline is computed: take a
  * token (free list, LIFO; generation in the high 32 bits), fill the op's
  * runtime fields, queue the SQE.  Returns the token; or None, touching
- * nothing, if op.addr is not an int, bytes or a contiguous memoryview (the
- * caller then takes the Python path).  On a bad field or a full SQ the token is given back
+ * nothing, if op.addr is not an int, bytes or a contiguous memoryview, or if
+ * the op is still in flight (the caller then takes the Python path, which
+ * raises the error for the second case).  On a bad field or a full SQ the token is given back
  * and the error raised (ValueError / OSError, as the Python path). */
 static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -489,6 +490,14 @@ static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t narg
         !PyList_CheckExact(free_) || !PyObject_TypeCheck(op, ringop_type)) {
         PyErr_SetString(PyExc_TypeError, "submit(): bad arguments");
         return NULL;
+    }
+    /* An op still holding its slot is in flight: the Python path raises
+     * the error that says so. */
+    PyObject *held = FIELD(op, o_token);
+    if (held && PyLong_CheckExact(held)) {
+        Py_ssize_t held_slot = (Py_ssize_t)(PyLong_AsUnsignedLongLongMask(held) & 0xFFFFFFFFull);
+        if (held_slot < PyList_GET_SIZE(slots) && PyList_GET_ITEM(slots, held_slot) == op)
+            Py_RETURN_NONE;
     }
     PyObject *addr_obj = FIELD(op, o_addr);
     uint64_t addr;
