@@ -59,11 +59,12 @@ def _testing_of(lib: ModuleType) -> Any:
     return trio.testing if lib is trio else ringtrio.testing
 
 
-def outcome_name(exc: BaseException | None) -> str:
+def outcome_name(exc: BaseException | None) -> Any:
+    """"ok", an exception's type name, or (group type, sorted children)."""
     if exc is None:
         return "ok"
     if isinstance(exc, BaseExceptionGroup):
-        return f"{type(exc).__name__}({sorted(outcome_name(e) for e in exc.exceptions)})"
+        return (type(exc).__name__, tuple(sorted((outcome_name(e) for e in exc.exceptions), key=repr)))
     return type(exc).__name__
 
 
@@ -262,3 +263,173 @@ def test_wait_all_tasks_blocked_takes_priority_over_autojump(cushion: float) -> 
         ("yawn", 100.0),
         ("waiter done", 1000.0),
     ]
+
+
+# --------------------------------------------------------------------------
+# run_sync_soon and system tasks: when callbacks run, how errors leave run()
+# --------------------------------------------------------------------------
+
+
+def _run_error(lib: ModuleType, main: Callable[[], Any]) -> tuple[str, Any]:
+    """(what run() raised, the structure of its __cause__)."""
+    try:
+        lib.run(main)
+    except BaseException as exc:  # noqa: BLE001 - the observation
+        internal = lib.TrioInternalError
+        name = "InternalError" if isinstance(exc, internal) else type(exc).__name__
+        return name, outcome_name(exc.__cause__)
+    return "returned", ""
+
+
+def test_run_sync_soon_callback_requeuing_itself_lets_the_run_end() -> None:
+    """A callback that queues itself again runs once per pass: the tasks
+    still run, the run ends, and the callback's last attempt to queue itself
+    gets RunFinishedError.  (ringtrio ran it in a loop forever.)"""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        record: list[Any] = []
+        token: Any = None
+
+        def naughty(i: int) -> None:
+            try:
+                token.run_sync_soon(naughty, i + 1)
+            except lib.RunFinishedError:
+                record.append(("run finished", "after the main task's 20 checkpoints", i >= 19))
+
+        async def main() -> None:
+            nonlocal token
+            token = lib.lowlevel.current_trio_token()
+            token.run_sync_soon(naughty, 0)
+            record.append("main started")
+            for _ in range(20):
+                await lib.lowlevel.checkpoint()
+
+        lib.run(main)
+        return record
+
+    same_under_both(scenario)
+
+
+def test_run_sync_soon_callback_that_raises_cancels_the_run() -> None:
+    """A callback that raises is a crash of the run (InternalError, its error
+    under the init task's two nurseries) that first cancels the main task;
+    the callbacks queued after it still run."""
+
+    def scenario(lib: ModuleType) -> tuple[Any, ...]:
+        record: set[str] = set()
+
+        async def main() -> None:
+            token = lib.lowlevel.current_trio_token()
+            token.run_sync_soon(lambda: {}["nope"])
+            token.run_sync_soon(lambda: record.add("2nd callback ran"))
+            try:
+                await lib.sleep_forever()
+            except lib.Cancelled:
+                record.add("main cancelled")
+                raise
+
+        return _run_error(lib, main), sorted(record)
+
+    assert same_under_both(scenario) == (
+        ("InternalError", ("ExceptionGroup", (("ExceptionGroup", ("KeyError",)),))),
+        ["2nd callback ran", "main cancelled"],
+    )
+
+
+def test_run_sync_soon_callback_raising_during_shutdown() -> None:
+    """Callbacks queued by an async generator's cleanup at the end of the
+    run (the system nursery already closed) still run; one that raises
+    crashes the run with its error under one nursery."""
+
+    def scenario(lib: ModuleType) -> tuple[Any, ...]:
+        record: list[str] = []
+        saved: list[Any] = []
+
+        async def agen() -> Any:
+            token = lib.lowlevel.current_trio_token()
+            try:
+                yield 1
+            finally:
+                token.run_sync_soon(lambda: {}["nope"])
+                token.run_sync_soon(lambda: record.append("2nd callback ran"))
+
+        async def main() -> None:
+            saved.append(agen())
+            await saved[-1].asend(None)
+            record.append("main exiting")
+
+        return _run_error(lib, main), record
+
+    assert same_under_both(scenario) == (
+        ("InternalError", ("ExceptionGroup", ("KeyError",))),
+        ["main exiting", "2nd callback ran"],
+    )
+
+
+def test_run_sync_soon_callbacks_after_the_main_task_crashed() -> None:
+    def scenario(lib: ModuleType) -> tuple[Any, ...]:
+        record: list[str] = []
+
+        async def main() -> None:
+            lib.lowlevel.current_trio_token().run_sync_soon(lambda: record.append("ran"))
+            raise ValueError("main failed")
+
+        return _run_error(lib, main), record
+
+    assert same_under_both(scenario) == (("ValueError", "ok"), ["ran"])
+
+
+async def _crasher_key() -> None:
+    raise KeyError
+
+
+async def _crasher_value() -> None:
+    raise ValueError
+
+
+SYSTEM_TASK_CRASHES = ["single", "group", "plus Cancelled", "KeyboardInterrupt"]
+
+
+@pytest.mark.parametrize("kind", SYSTEM_TASK_CRASHES)
+def test_system_task_crash(kind: str) -> None:
+    """A system task that raises cancels the run (the main task too) and
+    run() raises InternalError from the exception group of the init task's
+    nurseries; errors are not reported twice or in another order."""
+
+    def scenario(lib: ModuleType) -> tuple[Any, ...]:
+        record: list[str] = []
+
+        async def in_nursery(*fns: Any) -> None:
+            async with lib.open_nursery() as nursery:
+                for fn in fns:
+                    nursery.start_soon(fn)
+
+        async def raise_after_cancel() -> None:
+            try:
+                await lib.sleep_forever()
+            except lib.Cancelled:
+                raise ValueError from None
+
+        async def raise_ki() -> None:
+            raise KeyboardInterrupt
+
+        system = {
+            "single": (_crasher_key,),
+            "group": (in_nursery, _crasher_key, _crasher_value),
+            "plus Cancelled": (in_nursery, raise_after_cancel, lib.sleep_forever),
+            "KeyboardInterrupt": (raise_ki,),
+        }[kind]
+
+        async def main() -> None:
+            lib.lowlevel.spawn_system_task(*system)
+            if kind == "plus Cancelled":
+                return  # the shutdown's cancel makes it raise
+            try:
+                await lib.sleep_forever()
+            except lib.Cancelled:
+                record.append("main cancelled")
+                raise
+
+        return _run_error(lib, main), record
+
+    same_under_both(scenario)

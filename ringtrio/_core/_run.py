@@ -35,18 +35,32 @@ inf = math.inf
 
 
 async def _init(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-    async with open_nursery() as system_nursery:
-        runner.system_nursery = system_nursery
-        async with open_nursery() as main_nursery:
-            try:
-                runner.main_task = runner._spawn(async_fn, args, main_nursery, None)
-            except BaseException as exc:
-                runner.main_outcome = outcome.Error(exc)
-                return
-        # Main task done: system tasks are cancelled.
-        system_nursery.cancel_scope._cancel("shutdown")
-    # No user code is left but abandoned async generators' cleanup.
-    await runner.asyncgens.finalize_remaining()
+    # Three nurseries, one inside the other, as in trio: the main task's; the
+    # system nursery around it (a system task that raises cancels
+    # everything, the main task included, and its error leaves through both
+    # outer nurseries); and an outermost one, still open while abandoned
+    # async generators are closed and the last run_sync_soon callbacks run,
+    # for a callback that raises that late.  Whatever leaves the init task
+    # becomes the run's RingtrioInternalError (Runner._task_exited).
+    async with open_nursery() as late_nursery:
+        runner.late_nursery = late_nursery
+        try:
+            async with open_nursery() as system_nursery:
+                runner.system_nursery = system_nursery
+                async with open_nursery() as main_nursery:
+                    try:
+                        runner.main_task = runner._spawn(async_fn, args, main_nursery, None)
+                    except BaseException as exc:
+                        runner.main_outcome = outcome.Error(exc)
+                        return
+                # Main task done: system tasks are cancelled.
+                system_nursery.cancel_scope._cancel("shutdown")
+            # No user code is left but abandoned async generators' cleanup.
+            await runner.asyncgens.finalize_remaining()
+        finally:
+            # From here run_sync_soon raises RunFinishedError; what is queued
+            # still runs.
+            runner._close_entry_queue()
 
 
 def run(

@@ -161,6 +161,8 @@ class Runner:
         self.main_outcome: outcome.Outcome[Any] | None = None
         self.init_task: Task | None = None
         self.system_nursery: Nursery | None = None
+        # The init task's outermost nursery (see _run._init).
+        self.late_nursery: Nursery | None = None
         self.system_context: Context = copy_context()
         self.system_context.run(sniffio.current_async_library_cvar.set, "ringtrio")
         self.trio_token = TrioToken(self)
@@ -417,26 +419,30 @@ class Runner:
             for lot in breakers:
                 lot.break_lot(task)
         self._ntasks -= 1
+        # (The finished coroutine stays in task.coro, as in trio; only the
+        # bound send goes, so that a stray reschedule fails loudly.)
+        task._send = None  # type: ignore[assignment]
         if task is self.main_task:
             self.main_outcome = result
             result = outcome.Value(None)
-        elif task._system and type(result) is outcome.Error:
-            error = result.error
-            if not isinstance(error, Cancelled):
-                self._crash(RingtrioInternalError(f"system task {task!r} raised {error!r}"), error)
-        if self._instruments:
-            self._instrument("task_exited", task)
         if nursery is not None:
+            # A system task's error goes to the system nursery like any
+            # child's: it cancels the run, and leaves the init task (below).
             nursery._child_finished(task, result)
         else:
             # The init task: the run is over.
+            self._done = True
             if type(result) is outcome.Error:
                 self._crash(
-                    RingtrioInternalError("the runtime's init task raised"), result.error
+                    RingtrioInternalError(
+                        "the run ended with an error outside the main task: a system task "
+                        "or a run_sync_soon callback raised (the cause shows which, under "
+                        "the nurseries of the run's init task), or ringtrio has a bug"
+                    ),
+                    result.error,
                 )
-            self._done = True
-        task.coro = None  # type: ignore[assignment]
-        task._send = None  # type: ignore[assignment]
+        if self._instruments:
+            self._instrument("task_exited", task)
 
     def _crash(self, exc: RingtrioInternalError, cause: BaseException) -> NoReturn:
         exc.__cause__ = cause
@@ -673,18 +679,38 @@ class Runner:
             self._wake()
 
     def _run_entry_queue(self) -> None:
-        while True:
+        # Only the callbacks queued before this pass, as trio: one that
+        # queues itself again runs once per pass, and can neither starve
+        # the tasks nor keep the run from ending.
+        queue = self._entry_queue
+        for _ in range(len(queue)):
             with self._entry_lock:
-                if not self._entry_queue:
-                    return
-                fn, args = self._entry_queue.popleft()
+                fn, args = queue.popleft()
                 self._idempotent.pop((fn, args), None)
             try:
                 self.system_context.run(fn, *args)
             except BaseException as exc:
-                self._crash(
-                    RingtrioInternalError(f"run_sync_soon callback {fn!r} raised"), exc
-                )
+                self._callback_raised(fn, exc)
+
+    def _callback_raised(self, fn: Callable[..., Any], exc: BaseException) -> None:
+        # As a system task that raised (trio's rule): the error goes to the
+        # system nursery, cancelling the run, and the next callbacks still
+        # run.  Once the system nursery is closed (a callback queued by an
+        # async generator's cleanup), to the init task's outermost nursery.
+        async def reraise() -> NoReturn:
+            raise exc
+
+        nursery = self.system_nursery
+        if nursery is None or nursery._closed:
+            nursery = self.late_nursery
+        self._spawn(reraise, (), nursery, f"<run_sync_soon callback {fn!r}, which raised>", system=True)
+
+    def _close_entry_queue(self) -> None:
+        """The end of run_sync_soon: from now on it raises RunFinishedError.
+        What was queued still runs (here, in the init task)."""
+        with self._entry_lock:
+            self._closed_for_entries = True
+        self._run_entry_queue()
 
     # -- KeyboardInterrupt -----------------------------------------------
 
@@ -1003,8 +1029,10 @@ class Runner:
         with self._entry_lock:
             self._closed_for_entries = True
         self._ops_closed = True
-        # Callbacks queued after the loop's last pass (a thread racing the end
-        # of the run) still run, so whoever queued them is not left waiting.
+        # The init task closes the queue and runs what is left in it
+        # (_close_entry_queue); if the loop stopped on an internal error
+        # instead, callbacks still queued run here, so that whoever queued
+        # them is not left waiting.
         while self._entry_queue:
             fn, args = self._entry_queue.popleft()
             try:
