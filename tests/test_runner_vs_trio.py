@@ -13,10 +13,15 @@ shuffles each batch), and nothing is timed beyond generous bounds.  A hang
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import math
 import signal
+import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -431,5 +436,291 @@ def test_system_task_crash(kind: str) -> None:
                 raise
 
         return _run_error(lib, main), record
+
+    same_under_both(scenario)
+
+
+# --------------------------------------------------------------------------
+# Async generators abandoned or left alive (issue 11: asyncgen finalization)
+# --------------------------------------------------------------------------
+
+
+def _collect() -> None:
+    for _ in range(4):
+        gc.collect()
+
+
+class _Records(logging.Handler):
+    """The messages of one logger, while installed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.messages.append(f"{type(exc).__name__}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _logged(lib: ModuleType) -> Iterator[_Records]:
+    logger = logging.getLogger(
+        "trio.async_generator_errors" if lib is trio else "ringtrio.async_generator_errors"
+    )
+    handler = _Records()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_abandoned_and_outliving_async_generators_are_closed_cancelled() -> None:
+    """An abandoned generator is closed in a system task (with a
+    ResourceWarning), one alive at the end of the run in the init task; both
+    cleanups run in a cancelled scope (deadline -inf, an await raises
+    Cancelled).  Exhausted or aclose()d generators are untouched."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        collected: list[Any] = []
+        saved: list[Any] = []
+
+        async def example(cause: str) -> Any:
+            try:
+                with contextlib.suppress(GeneratorExit):
+                    yield 42
+                await lib.lowlevel.checkpoint()
+            except lib.Cancelled:
+                name = lib.lowlevel.current_task().name
+                collected.append((
+                    cause,
+                    "cancelled",
+                    "abandoned" in name or name == "<init>",
+                    lib.current_effective_deadline(),
+                ))
+                with contextlib.suppress(lib.Cancelled):
+                    await lib.lowlevel.checkpoint()
+                    collected.append("a second await was not cancelled")
+            else:
+                collected.append((cause, "not cancelled", lib.current_effective_deadline()))
+
+        async def main() -> None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert await example("abandoned").asend(None) == 42
+                _collect()
+            collected.append(("warned", [
+                (w.category.__name__, "collected before" in str(w.message)) for w in caught
+            ]))
+            await _testing_of(lib).wait_all_tasks_blocked()
+            aiter_ = example("exhausted by aclose")
+            assert await aiter_.asend(None) == 42
+            await aiter_.aclose()
+            async for _ in example("exhausted by async for"):
+                pass
+            saved.append(example("outlived the run"))
+            await saved[-1].asend(None)
+
+        lib.run(main)
+        collected.append([agen.ag_frame is None for agen in saved])
+        return collected
+
+    same_under_both(scenario)
+
+
+@pytest.mark.parametrize("error", ["ValueError", "KeyboardInterrupt", "BaseException"])
+@pytest.mark.parametrize("when", ["abandoned", "at the end of the run"])
+def test_async_generator_cleanup_that_raises_is_logged(error: str, when: str) -> None:
+    """Whatever an async generator's cleanup raises, even a BaseException,
+    is logged and the run goes on (ringtrio crashed with "system task ...
+    raised" for a BaseException)."""
+
+    def scenario(lib: ModuleType) -> tuple[Any, ...]:
+        record: list[str] = []
+        saved: list[Any] = []
+
+        async def agen() -> Any:
+            try:
+                yield 1
+            finally:
+                await lib.lowlevel.cancel_shielded_checkpoint()
+                record.append("crashing")
+                raise {"ValueError": ValueError, "KeyboardInterrupt": KeyboardInterrupt,
+                       "BaseException": BaseException}[error]("oops")
+
+        async def main() -> str:
+            if when == "abandoned":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ResourceWarning)
+                    await agen().asend(None)
+                    _collect()
+                await _testing_of(lib).wait_all_tasks_blocked()
+            else:
+                saved.append(agen())
+                await saved[-1].asend(None)
+            record.append("main done")
+            return "returned"
+
+        with _logged(lib) as logged:
+            result = lib.run(main)
+        return result, record, [
+            (m.split(":")[0], "during finalization of async generator" in m)
+            for m in logged.messages
+        ]
+
+    assert same_under_both(scenario)[0] == "returned"
+
+
+def test_async_generators_iterated_during_shutdown_are_closed() -> None:
+    """A generator whose cleanup iterates a new generator: the new one is
+    closed too (ringtrio closed only those alive when shutdown began)."""
+
+    def scenario(lib: ModuleType) -> list[str]:
+        saved: list[Any] = []
+        record: list[str] = []
+
+        async def funky() -> Any:
+            try:
+                yield 1
+            except GeneratorExit:
+                record.append("cleanup 1")
+                raise
+            try:
+                yield 2
+            finally:
+                record.append("cleanup 2")
+                await funky().asend(None)
+
+        async def main() -> None:
+            agen = funky()
+            saved.append(agen)
+            assert await agen.asend(None) == 1
+            assert await agen.asend(None) == 2
+
+        lib.run(main)
+        return record
+
+    assert same_under_both(scenario) == ["cleanup 2", "cleanup 1"]
+
+
+def test_interdependent_async_generators_are_closed_innermost_first() -> None:
+    def scenario(lib: ModuleType) -> list[Any]:
+        saved: list[Any] = []
+        record: list[Any] = []
+
+        async def innermost() -> Any:
+            try:
+                yield 1
+            finally:
+                await lib.lowlevel.cancel_shielded_checkpoint()
+                record.append("innermost")
+
+        async def outer(label: int, inner: Any) -> Any:
+            try:
+                yield await inner.asend(None)
+            finally:
+                try:
+                    await inner.asend(None)
+                except StopAsyncIteration:
+                    record.append(label)
+
+        async def main() -> None:
+            chain = innermost()
+            for label in range(20):
+                chain = outer(label, chain)
+            saved.append(chain)
+            assert await chain.asend(None) == 1
+
+        lib.run(main)
+        return record
+
+    assert same_under_both(scenario) == ["innermost", *range(20)]
+
+
+def test_async_generators_not_first_iterated_in_a_task_are_not_ours() -> None:
+    """A generator first iterated outside any task (here in an abort
+    function that a deadline runs) belongs to the hooks installed before the
+    run; with none, it is closed as Python would: fine if its cleanup needs
+    nothing, an error printed by the garbage collector if it yields or
+    awaits.  With hooks of its own installed, the program's hooks see it and
+    they are back in place after the run."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        record: list[Any] = []
+
+        async def well_behaved() -> Any:
+            yield 42
+
+        async def yields_after_yield() -> Any:
+            with contextlib.suppress(GeneratorExit):
+                yield 42
+            yield 100
+
+        async def awaits_after_yield() -> Any:
+            with contextlib.suppress(GeneratorExit):
+                yield 42
+            await lib.lowlevel.cancel_shielded_checkpoint()
+
+        async def first_iterated_outside_a_task(agen: Any) -> None:
+            def abort(raise_cancel: Any) -> Any:
+                with contextlib.suppress(StopIteration):
+                    abort.agen.asend(None).send(None)  # type: ignore[attr-defined]
+                del abort.agen  # type: ignore[attr-defined]
+                return lib.lowlevel.Abort.SUCCEEDED
+
+            abort.agen = agen  # type: ignore[attr-defined]
+            async with lib.open_nursery() as nursery:
+                nursery.start_soon(lib.lowlevel.wait_task_rescheduled, abort)
+                await _testing_of(lib).wait_all_tasks_blocked()
+                nursery.cancel_scope.deadline = lib.current_time()
+
+        unraisable: list[str] = []
+        old_hook = sys.unraisablehook
+        sys.unraisablehook = lambda u: unraisable.append(f"{u.exc_type.__name__}: {u.exc_value}")
+
+        async def main() -> None:
+            for make in (well_behaved, yields_after_yield, awaits_after_yield):
+                await first_iterated_outside_a_task(make())
+                _collect()
+                record.append((make.__name__, [
+                    ("ignored GeneratorExit" in u, "during finalization" in u) for u in unraisable
+                ]))
+                unraisable.clear()
+
+        try:
+            lib.run(main)
+        finally:
+            sys.unraisablehook = old_hook
+
+        def my_firstiter(agen: Any) -> None:
+            record.append(("program's firstiter", agen.ag_frame.f_locals["arg"]))
+
+        def my_finalizer(agen: Any) -> None:
+            record.append(("program's finalizer", agen.ag_frame.f_locals["arg"]))
+
+        async def example(arg: str) -> Any:
+            try:
+                yield 42
+            finally:
+                with contextlib.suppress(lib.Cancelled):
+                    await lib.lowlevel.checkpoint()
+                record.append(("closed in the run", arg))
+
+        async def main2() -> None:
+            await first_iterated_outside_a_task(example("theirs"))
+            assert await example("ours").asend(None) == 42
+            _collect()
+            await _testing_of(lib).wait_all_tasks_blocked()
+
+        old_hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(my_firstiter, my_finalizer)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                lib.run(main2)
+            record.append(("hooks restored", sys.get_asyncgen_hooks() == (my_firstiter, my_finalizer)))
+        finally:
+            sys.set_asyncgen_hooks(*old_hooks)
+        return record
 
     same_under_both(scenario)
