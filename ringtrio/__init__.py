@@ -61,6 +61,7 @@ from ._highlevel_socket import SocketListener, SocketStream  # noqa: E402
 from ._buffer_group import Buffer, BufferGroup  # noqa: E402
 from ._subprocess import Process, run_process  # noqa: E402
 from ._signals import open_signal_receiver  # noqa: E402
+from ._safe_channel import as_safe_channel  # noqa: E402
 from ._ssl import (  # noqa: E402
     NeedHandshakeError,
     SSLListener,
@@ -122,6 +123,7 @@ __all__ = [
     "WouldBlock",
     "abc",
     "aclose_forcefully",
+    "as_safe_channel",
     "current_effective_deadline",
     "current_time",
     "fail_after",

@@ -7,8 +7,9 @@ channel endpoint must provide.  Concrete implementations live elsewhere
 
 from __future__ import annotations
 
+import socket as _stdlib_socket
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._core import EndOfChannel
 
@@ -17,15 +18,19 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._socket import SocketType
+
 __all__ = [
     "AsyncResource",
     "Channel",
     "HalfCloseableStream",
+    "HostnameResolver",
     "Listener",
     "ReceiveChannel",
     "ReceiveStream",
     "SendChannel",
     "SendStream",
+    "SocketFactory",
     "Stream",
 ]
 
@@ -213,3 +218,52 @@ class Listener(AsyncResource, Generic[ListenerT]):
         """Wait for and return the next incoming connection.  Raises
         :exc:`BusyResourceError` if another task is already accepting and
         :exc:`ClosedResourceError` if the listener was closed."""
+
+
+class HostnameResolver(ABC):
+    """A replacement for the system's name resolution, installed for one run
+    with :func:`ringtrio.socket.set_custom_hostname_resolver` (a fake network
+    in tests, another resolver library).  As ``trio.abc.HostnameResolver``.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[Any, Any, int, str, Any]]:
+        """What :func:`ringtrio.socket.getaddrinfo` returns, for a host that
+        is a name.  Numeric hosts and ports are resolved without asking the
+        resolver.  ``host`` arrives encoded (IDNA 2008, as
+        :func:`ringtrio.lowlevel.encode_hostname` does): ``b"xn--caf-dma.com"``,
+        never ``"café.com"``."""
+
+    @abstractmethod
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        """What :func:`ringtrio.socket.getnameinfo` returns."""
+
+
+class SocketFactory(ABC):
+    """Makes the socket objects :func:`ringtrio.socket.socket` returns in one
+    run, once installed with :func:`ringtrio.socket.set_custom_socket_factory`
+    (fake sockets in tests).  As ``trio.abc.SocketFactory``."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def socket(
+        self,
+        family: int = _stdlib_socket.AF_INET,
+        type: int = _stdlib_socket.SOCK_STREAM,
+        proto: int = 0,
+    ) -> SocketType:
+        """Return a new socket: an instance of a subclass of
+        :class:`ringtrio.socket.SocketType` that implements the methods its
+        users call.  ``ringtrio.socket.socket(..., fileno=fd)`` never asks
+        the factory: a socket wrapping an existing fd is a real one."""

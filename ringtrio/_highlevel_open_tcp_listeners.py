@@ -23,7 +23,7 @@ def _compute_backlog(backlog: int | None) -> int:
     if backlog is None:
         return _MAX_BACKLOG
     if not isinstance(backlog, int) or isinstance(backlog, bool):
-        raise TypeError(f"backlog must be an int or None, not {type(backlog).__name__}")
+        raise TypeError(f"backlog must be an int or None, not {backlog!r}")
     if backlog < 0:
         raise ValueError(f"backlog must be >= 0, got {backlog}")
     return min(backlog, _MAX_BACKLOG)
@@ -50,14 +50,14 @@ async def open_tcp_listeners(
         host, port, type=_stdlib_socket.SOCK_STREAM, flags=_stdlib_socket.AI_PASSIVE
     )
     listeners: list[SocketListener] = []
-    unsupported: set[int] = set()
+    unsupported: list[OSError] = []
     try:
         for family, type_, proto, _, sockaddr in addresses:
             try:
                 sock = rsocket.socket(family, type_, proto)
             except OSError as exc:
                 if exc.errno == errno.EAFNOSUPPORT:
-                    unsupported.add(family)
+                    unsupported.append(exc)
                     continue
                 raise
             try:
@@ -65,7 +65,9 @@ async def open_tcp_listeners(
                 if family == _stdlib_socket.AF_INET6:
                     sock.setsockopt(_stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1)
                 try:
-                    sock.bind(sockaddr)
+                    # Awaited: a custom factory's socket may have trio's
+                    # async bind (ours returns an awaitable no-op).
+                    await sock.bind(sockaddr)
                 except OSError as exc:
                     raise OSError(exc.errno, f"{exc.strerror}: while binding to {sockaddr!r}") from None
                 sock.listen(backlog)
@@ -78,11 +80,14 @@ async def open_tcp_listeners(
             listener.socket.close()
         raise
     if unsupported and not listeners:
-        raise OSError(
-            errno.EAFNOSUPPORT,
-            f"this system supports none of the address families of {host!r} "
-            f"({', '.join(str(f) for f in sorted(unsupported))})",
+        # trio's message (code matches on it); the errors, one per address,
+        # are the cause.
+        families = sorted({_stdlib_socket.AddressFamily(family).name for family, *_ in addresses})
+        msg = (
+            "This system doesn't support any of the kinds of socket that that address could use "
+            f"({host!r} resolved to {', '.join(families)} addresses only)"
         )
+        raise OSError(errno.EAFNOSUPPORT, msg) from ExceptionGroup(msg, unsupported)
     return listeners
 
 

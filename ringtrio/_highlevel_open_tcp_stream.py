@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import socket as _stdlib_socket
 from typing import Any
 
@@ -45,7 +44,7 @@ async def open_tcp_stream(
 
     Every address ``host`` resolves to is tried, Happy-Eyeballs style: the
     next attempt starts when the previous one failed or after
-    ``happy_eyeballs_delay`` seconds (None: only after a failure), whichever
+    ``happy_eyeballs_delay`` seconds (None: the default, 0.25), whichever
     comes first; the first connection to succeed wins and the others are
     cancelled and closed.  ``local_address`` binds the local end to that IP
     address (with a kernel-chosen port).
@@ -54,18 +53,18 @@ async def open_tcp_stream(
     its ``__cause__``, an :exc:`ExceptionGroup`).
     """
     if not isinstance(host, (str, bytes)):
-        raise ValueError(f"host must be a str or bytes, not {host!r}")
+        raise ValueError(f"host must be str or bytes, not {host!r}")
     if not isinstance(port, int) or isinstance(port, bool):
         raise TypeError(f"port must be an int, not {port!r}")
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port must be 0-65535, got {port}")
     if happy_eyeballs_delay is None:
-        happy_eyeballs_delay = math.inf
+        happy_eyeballs_delay = DEFAULT_DELAY  # trio's meaning of None
     elif happy_eyeballs_delay < 0:
         raise ValueError(f"happy_eyeballs_delay must be >= 0, got {happy_eyeballs_delay}")
     targets = list(await rsocket.getaddrinfo(host, port, type=_stdlib_socket.SOCK_STREAM))
-    if not targets:  # pragma: no cover - getaddrinfo raises instead
-        raise OSError(f"no addresses found for {_format_host_port(host, port)}")
+    if not targets:  # the system's getaddrinfo raises instead; a custom resolver may not
+        raise OSError(f"no results found for hostname lookup: {_format_host_port(host, port)}")
     _reorder_targets(targets)
 
     errors: list[OSError] = []
@@ -87,7 +86,9 @@ async def open_tcp_stream(
                 except (OSError, AttributeError):
                     pass
                 try:
-                    sock.bind((local_address, 0))
+                    # Awaited: a custom factory's socket may have trio's
+                    # async bind (ours returns an awaitable no-op).
+                    await sock.bind((local_address, 0))
                 except OSError:
                     raise OSError(
                         f"local_address={local_address!r} is incompatible with remote address "

@@ -27,23 +27,29 @@ import select
 import socket as _stdlib_socket
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core import BusyResourceError, ClosedResourceError, RunVar
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring
+from ._core._internal_api import _local
 from ._core._ring import _load_native
 from ._core import RingOp, cancel_ring_op, checkpoint, submit_and_wait
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
 
+    from ._abc import HostnameResolver, SocketFactory
+
 __all__ = [
     "SocketType",
+    "encode_hostname",
     "from_stdlib_socket",
     "fromfd",
     "getaddrinfo",
     "getnameinfo",
+    "set_custom_hostname_resolver",
+    "set_custom_socket_factory",
     "socket",
     "socketpair",
     "wait_readable",
@@ -53,6 +59,7 @@ __all__ = [
 _ffi, _lib = _load_native()
 
 AddressFormat = Any
+T = TypeVar("T")
 
 _AF_INET = _stdlib_socket.AF_INET
 _AF_INET6 = _stdlib_socket.AF_INET6
@@ -217,19 +224,74 @@ def _decode_sockaddr(buf: Any, length: int) -> Any:
 _NUMERIC_ONLY = _stdlib_socket.AI_NUMERICHOST | _stdlib_socket.AI_NUMERICSERV
 
 
-def _encode_hostname(host: str) -> bytes | str:
-    # IDNA 2008 (the `idna` package) when available, as trio; the stdlib's
-    # codec implements the older IDNA 2003.
-    if host.isascii():
-        return host
+def encode_hostname(hostname: str) -> bytes:
+    """The bytes ``getaddrinfo`` looks up for ``hostname`` (public as
+    ``ringtrio.lowlevel.encode_hostname``, trio's name): ASCII as it is,
+    anything else by IDNA 2008 with UTS 46 mapping (the ``idna`` package;
+    the stdlib's codec implements the older IDNA 2003, which sends some
+    names to another host).  As in trio.
+
+    Raises:
+      idna.IDNAError (a UnicodeError): not a valid internationalized name.
+    """
     try:
+        return hostname.encode("ascii")
+    except UnicodeEncodeError:
         import idna
-    except ImportError:  # pragma: no cover
-        return host
-    try:
-        return idna.encode(host, uts46=True)
-    except idna.IDNAError:
-        return host
+
+        return idna.encode(hostname, uts46=True)
+
+
+# The hooks of one run: a custom resolver asked by getaddrinfo/getnameinfo,
+# a custom factory asked by socket() (fake networks in tests).
+_custom_resolver: RunVar[HostnameResolver | None] = RunVar("ringtrio.socket hostname resolver", None)
+_custom_socket_factory: RunVar[SocketFactory | None] = RunVar("ringtrio.socket socket factory", None)
+
+
+def _run_hook(var: RunVar[T | None]) -> T | None:
+    # Outside a run there is no hook (and, unlike trio, socket() and the
+    # resolver functions still work there).
+    return var.get() if _local.runner is not None else None
+
+
+def _require_methods(obj: object, methods: tuple[str, ...], what: str, setter: str) -> None:
+    missing = [name for name in methods if not callable(getattr(obj, name, None))]
+    if missing:
+        raise TypeError(
+            f"{setter}() needs a {what} (an object with {' and '.join(methods)}() methods, "
+            f"e.g. a ringtrio.abc.{what} subclass) or None, but {obj!r} has no "
+            f"{', '.join(missing)}()"
+        )
+
+
+def set_custom_hostname_resolver(hostname_resolver: HostnameResolver | None) -> HostnameResolver | None:
+    """Make :func:`getaddrinfo` and :func:`getnameinfo` ask
+    ``hostname_resolver`` (a :class:`ringtrio.abc.HostnameResolver`) for the
+    rest of this run, or the system again with None.  Returns the resolver
+    it replaces (None: the system's).  As in trio.
+
+    Everything in ringtrio that resolves names goes through those two
+    functions (``open_tcp_stream``, ``connect`` and ``sendto`` with a host
+    name ...); numeric addresses never reach the resolver."""
+    if hostname_resolver is not None:
+        _require_methods(
+            hostname_resolver, ("getaddrinfo", "getnameinfo"), "HostnameResolver", "set_custom_hostname_resolver"
+        )
+    previous = _custom_resolver.get()
+    _custom_resolver.set(hostname_resolver)
+    return previous
+
+
+def set_custom_socket_factory(socket_factory: SocketFactory | None) -> SocketFactory | None:
+    """Make :func:`socket` (without ``fileno``) return what
+    ``socket_factory.socket(family, type, proto)`` returns (a
+    :class:`ringtrio.abc.SocketFactory`) for the rest of this run, or real
+    sockets again with None.  Returns the factory it replaces.  As in trio."""
+    if socket_factory is not None:
+        _require_methods(socket_factory, ("socket",), "SocketFactory", "set_custom_socket_factory")
+    previous = _custom_socket_factory.get()
+    _custom_socket_factory.set(socket_factory)
+    return previous
 
 
 async def getaddrinfo(
@@ -241,7 +303,9 @@ async def getaddrinfo(
     flags: int = 0,
 ) -> list[tuple[Any, Any, int, str, Any]]:
     """:func:`socket.getaddrinfo`, async.  Numeric hosts and ports are
-    resolved at once; names are looked up in a worker thread (a
+    resolved at once; a name is encoded (:func:`encode_hostname`) and looked
+    up by the run's custom resolver if one is set
+    (:func:`set_custom_hostname_resolver`), else in a worker thread (a
     cancellation abandons the thread)."""
     try:
         result = _stdlib_socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC_ONLY)
@@ -255,16 +319,23 @@ async def getaddrinfo(
     from . import to_thread
 
     if isinstance(host, str):
-        host = _encode_hostname(host)
+        host = encode_hostname(host)
+    resolver = _run_hook(_custom_resolver)
+    if resolver is not None:
+        return await resolver.getaddrinfo(host, port, family, type, proto, flags)
     return await to_thread.run_sync(
         _stdlib_socket.getaddrinfo, host, port, family, type, proto, flags, abandon_on_cancel=True
     )
 
 
 async def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-    """:func:`socket.getnameinfo`, async (in a worker thread)."""
+    """:func:`socket.getnameinfo`, async: the run's custom resolver if one is
+    set, else a worker thread."""
     from . import to_thread
 
+    resolver = _run_hook(_custom_resolver)
+    if resolver is not None:
+        return await resolver.getnameinfo(sockaddr, flags)
     return await to_thread.run_sync(
         _stdlib_socket.getnameinfo, sockaddr, flags, abandon_on_cancel=True
     )
@@ -388,8 +459,15 @@ def socket(
     proto: int = 0,
     fileno: int | None = None,
 ) -> SocketType:
-    """Create a ringtrio socket; the arguments are those of :class:`socket.socket`."""
+    """Create a ringtrio socket; the arguments are those of :class:`socket.socket`.
+
+    Inside a run with a custom socket factory
+    (:func:`set_custom_socket_factory`), a call without ``fileno`` returns
+    what the factory makes instead."""
     if fileno is None:
+        factory = _run_hook(_custom_socket_factory)
+        if factory is not None:
+            return factory.socket(family, type, proto)
         # SOCK_NONBLOCK in the type: the kernel creates it non-blocking and
         # the stdlib object knows it without another syscall.
         sock = _stdlib_socket.socket(family, type | _stdlib_socket.SOCK_NONBLOCK, proto)
@@ -424,7 +502,8 @@ class SocketType:
     """A socket whose blocking operations are async and run on the ring.
 
     Create one with :func:`socket`, :func:`socketpair`, :func:`fromfd` or
-    :func:`from_stdlib_socket` (not by calling this class).
+    :func:`from_stdlib_socket` (not by calling this class).  Fake sockets
+    for a custom socket factory subclass it and override what they need.
     """
 
     __slots__ = (
@@ -447,10 +526,16 @@ class SocketType:
     _send_op: RingOp | None
 
     def __init__(self) -> None:
-        raise TypeError(
-            "SocketType cannot be instantiated directly; use ringtrio.socket.socket() "
-            "or ringtrio.socket.from_stdlib_socket()"
-        )
+        # A subclass may be instantiated: that is how a custom socket
+        # factory's fake sockets are made (trio's rule; such a class
+        # overrides the methods its users call).  SocketType itself is only
+        # made by the constructors, which wrap a real socket.
+        if type(self) is SocketType:
+            raise TypeError(
+                "SocketType cannot be instantiated directly; use ringtrio.socket.socket() "
+                "or ringtrio.socket.from_stdlib_socket()"
+            )
+        super().__init__()
 
     @classmethod
     def _wrap(cls, sock: _stdlib_socket.socket) -> SocketType:

@@ -46,8 +46,7 @@ Differences from trio:
   (ringtrio delivers Ctrl-C to the main task only at checkpoints; raising it
   in the worker thread would consume it there).
 * There is no ``enable_ki_protection`` machinery (ringtrio never raises
-  ``KeyboardInterrupt`` asynchronously), and no thread-tracking helpers for
-  ``ringtrio.testing`` (trio's ``wait_all_threads_completed``).
+  ``KeyboardInterrupt`` asynchronously).
 * A thread blocked in ``from_thread.run*`` whose callback was queued just as
   the run was shutting down notices the end of the run within about a second
   (it re-checks the token) and raises ``RunFinishedError``, instead of waiting
@@ -76,6 +75,7 @@ from ._core import (
     TrioToken,
     WouldBlock,
     cancel_shielded_checkpoint,
+    checkpoint,
     checkpoint_if_cancelled,
     current_task,
     current_trio_token,
@@ -84,7 +84,7 @@ from ._core import (
     wait_task_rescheduled,
 )
 from ._core._internal_api import _coroutine_or_error, _require_function
-from ._sync import CapacityLimiter
+from ._sync import CapacityLimiter, Event
 from ._thread_cache import start_thread_soon
 
 __all__ = [
@@ -93,6 +93,8 @@ __all__ = [
     "from_thread_run",
     "from_thread_run_sync",
     "to_thread_run_sync",
+    "active_thread_count",
+    "wait_all_threads_completed",
 ]
 
 RetT = TypeVar("RetT")
@@ -133,6 +135,70 @@ def current_default_thread_limiter() -> CapacityLimiter:
         limiter = CapacityLimiter(DEFAULT_THREAD_LIMIT)
         _default_limiter.set(limiter)
     return limiter
+
+
+class _ActiveCalls:
+    """How many ``to_thread.run_sync`` calls of this run are waiting for
+    their thread, and an Event set (and replaced) each time that reaches 0.
+
+    As trio counts them for ``testing.active_thread_count``: a call counts
+    from just before its thread is started until its task stops waiting
+    (the result arrived, or the call was abandoned on cancel: an abandoned
+    thread may still be running, but nobody waits for it any more)."""
+
+    __slots__ = ("count", "idle")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = Event()
+
+    @staticmethod
+    def of_this_run() -> _ActiveCalls:
+        """This run's counter, created by the first call that needs it."""
+        calls = _active_calls.get(None)
+        if calls is None:
+            calls = _ActiveCalls()
+            _active_calls.set(calls)
+        return calls
+
+    def __enter__(self) -> None:
+        self.count += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+            self.idle = Event()
+
+
+_active_calls: RunVar[_ActiveCalls] = RunVar("ringtrio.to_thread active calls")
+
+
+def active_thread_count() -> int:
+    """How many ``to_thread.run_sync`` calls of this run are waiting for
+    their worker thread (public as ``ringtrio.testing.active_thread_count``).
+    A call abandoned on cancel no longer counts.  As in trio."""
+    calls = _active_calls.get(None)
+    return 0 if calls is None else calls.count
+
+
+async def wait_all_threads_completed() -> None:
+    """Checkpoint, then wait until :func:`active_thread_count` is 0 (public
+    as ``ringtrio.testing.wait_all_threads_completed``).  As in trio.
+
+    A thread may call back into the run (``from_thread.run``) and so start
+    new tasks that start new threads; to wait until everything has settled::
+
+        while True:
+            await ringtrio.testing.wait_all_threads_completed()
+            await ringtrio.testing.wait_all_tasks_blocked()
+            if ringtrio.testing.active_thread_count() == 0:
+                break
+    """
+    await checkpoint()
+    calls = _active_calls.get(None)
+    while calls is not None and calls.count:
+        await calls.idle.wait()
 
 
 class _ThreadCall:
@@ -417,29 +483,32 @@ async def to_thread_run_sync(
         acquire_nowait(call)
     except WouldBlock:
         await limiter.acquire_on_behalf_of(call)
-    try:
-        start_thread_soon(run_in_worker, deliver, thread_name)
-    except BaseException:
-        limiter.release_on_behalf_of(call)
-        raise
+    # Counted for testing.active_thread_count from here until this task
+    # stops waiting for the thread.
+    with _ActiveCalls.of_this_run():
+        try:
+            start_thread_soon(run_in_worker, deliver, thread_name)
+        except BaseException:
+            limiter.release_on_behalf_of(call)
+            raise
 
-    def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
-        call.cancel_requested = True
-        if abandon:
-            # Stop waiting; report_in_loop will find nobody to wake.
-            call.task = None
-            return Abort.SUCCEEDED
-        return Abort.FAILED
+        def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
+            call.cancel_requested = True
+            if abandon:
+                # Stop waiting; report_in_loop will find nobody to wake.
+                call.task = None
+                return Abort.SUCCEEDED
+            return Abort.FAILED
 
-    while True:
-        msg = await wait_task_rescheduled(abort)
-        if isinstance(msg, _LoopJob):
-            # from_thread.run / run_sync from our worker: run it here, as
-            # part of this task, then keep waiting for the thread.
-            await msg.run_in_host_task(task)
-            del msg
-            continue
-        return msg.unwrap()  # type: ignore[no-any-return]
+        while True:
+            msg = await wait_task_rescheduled(abort)
+            if isinstance(msg, _LoopJob):
+                # from_thread.run / run_sync from our worker: run it here, as
+                # part of this task, then keep waiting for the thread.
+                await msg.run_in_host_task(task)
+                del msg
+                continue
+            return msg.unwrap()  # type: ignore[no-any-return]
 
 
 def from_thread_check_cancelled() -> None:

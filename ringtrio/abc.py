@@ -4,11 +4,13 @@ from ._abc import (
     AsyncResource,
     Channel,
     HalfCloseableStream,
+    HostnameResolver,
     Listener,
     ReceiveChannel,
     ReceiveStream,
     SendChannel,
     SendStream,
+    SocketFactory,
     Stream,
 )
 from ._core import Clock, Instrument
@@ -18,11 +20,13 @@ __all__ = [
     "Channel",
     "Clock",
     "HalfCloseableStream",
+    "HostnameResolver",
     "Instrument",
     "Listener",
     "ReceiveChannel",
     "ReceiveStream",
     "SendChannel",
     "SendStream",
+    "SocketFactory",
     "Stream",
 ]

@@ -48,6 +48,7 @@ from ._thread_cache import start_thread_soon
 
 # Readiness waits on raw fds (IORING_OP_POLL_ADD), as trio.lowlevel has them.
 from ._socket import notify_closing, wait_readable, wait_writable  # noqa: E402
+from ._socket import encode_hostname  # noqa: E402
 from ._unix_pipes import FdStream  # noqa: E402
 from ._subprocess import open_process  # noqa: E402
 
@@ -117,6 +118,7 @@ __all__ = [
     "in_trio_task",
     "disable_ki_protection",
     "enable_ki_protection",
+    "encode_hostname",
     "notify_closing",
     "open_process",
     "wait_readable",

@@ -32,34 +32,52 @@ class RunVar(Generic[T]):
 
     def set(self, value: T) -> RunVarToken[T]:
         runner = _current_runner()
-        old = runner._runvars.get(self, RunVarToken.MISSING)
+        # As trio: the token records what get() returned, so a RunVar that
+        # was never set but has a default records that default, and reset()
+        # then sets it explicitly.
+        try:
+            previous = self.get()
+        except LookupError:
+            previous = RunVarToken.MISSING
         runner._runvars[self] = value
-        return RunVarToken(self, old)
+        return RunVarToken(self, previous)
 
     def reset(self, token: RunVarToken[T]) -> None:
         if token is None:  # pragma: no cover
             raise TypeError("token must not be None")
-        if token._redeemed:
+        if token.redeemed:
             raise ValueError("token has already been used")
         if token._var is not self:
             raise ValueError("token is not for this RunVar")
         runner = _current_runner()
-        if token.old_value is RunVarToken.MISSING:
+        if token.previous_value is RunVarToken.MISSING:
             runner._runvars.pop(self, None)
         else:
-            runner._runvars[self] = token.old_value
-        token._redeemed = True
+            runner._runvars[self] = token.previous_value
+        token.redeemed = True
 
     def __repr__(self) -> str:
         return f"<RunVar name={self._name!r}>"
 
 
 class RunVarToken(Generic[T]):
-    MISSING = object()
-    __slots__ = ("_var", "old_value", "_redeemed")
+    """What :meth:`RunVar.set` returns, for :meth:`RunVar.reset`.
 
-    def __init__(self, var: RunVar[T], old_value: Any) -> None:
+    ``previous_value`` is the value :meth:`RunVar.get` gave before the set
+    (the RunVar's default if it had no value of its own), or
+    :attr:`RunVarToken.MISSING` if there was none; ``redeemed`` says whether
+    the token was used by ``reset`` already.  trio's names.
+    """
+
+    MISSING: Any = object()
+    __slots__ = ("_var", "previous_value", "redeemed")
+
+    def __init__(self, var: RunVar[T], previous_value: Any) -> None:
         self._var = var
-        self.old_value = old_value
-        self._redeemed = False
+        self.previous_value: T | Any = previous_value
+        self.redeemed = False
+
+    def __repr__(self) -> str:
+        previous = "MISSING" if self.previous_value is RunVarToken.MISSING else repr(self.previous_value)
+        return f"<RunVarToken for {self._var!r}, previous_value={previous}, redeemed={self.redeemed}>"
 

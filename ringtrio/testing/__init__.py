@@ -19,6 +19,8 @@ from ._memory_streams import (
 )
 from ._mock_clock import MockClock
 from ._sequencer import Sequencer
+from ._trio_test import trio_test
+from .._threads import active_thread_count, wait_all_threads_completed
 
 __all__ = [
     "MemoryReceiveStream",
@@ -37,4 +39,7 @@ __all__ = [
     "assert_checkpoints",
     "assert_no_checkpoints",
     "wait_all_tasks_blocked",
+    "active_thread_count",
+    "trio_test",
+    "wait_all_threads_completed",
 ]
