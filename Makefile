@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py ringtrio/_core/_speedups.c _native/ring.c _native/ring.h \
 	_native/ring_impl.h _native/softring.c _native/uring_compat.h _native/build_ffi.py
 
-.PHONY: setup demo test bench typecheck clean
+.PHONY: setup demo test bench typecheck trio-suite clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# trio's own tests from the installed trio wheel, run against ringtrio
+# (tools/trio_suite/README.md). UPDATE_BASELINE=1 rewrites the baseline;
+# TRIO_SUITE_ARGS passes more options or test ids (e.g. trio/_tests/test_sync.py).
+trio-suite: setup
+	$(BIN)/python tools/trio_suite/run.py $(if $(UPDATE_BASELINE),--update-baseline) $(TRIO_SUITE_ARGS)
 
 typecheck: setup
 	$(BIN)/python -m mypy ringtrio

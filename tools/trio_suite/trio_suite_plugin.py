@@ -28,6 +28,7 @@ import ast
 import json
 import os
 import re
+import signal
 import time
 import tomllib
 import types
@@ -270,6 +271,10 @@ def _w() -> _Writer:
 
 def pytest_configure(config: pytest.Config) -> None:
     global _not_applicable, _ci_only
+    # trio's KeyboardInterrupt tests expect Python's own SIGINT handler; a
+    # process started in the background (`make test &`, some CI runners)
+    # inherits SIGINT ignored, and Python then installs none.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _not_applicable, _ci_only = load_exclusions()
     _w()
 
