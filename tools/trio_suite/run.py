@@ -40,7 +40,7 @@ OUTCOMES = ("passed", "missing", "behaviour", "n/a", "unclassified")
 PYTEST_INI = """\
 # Written by tools/trio_suite/run.py.
 [pytest]
-addopts = -p no:cacheprovider -p no:trio -p no:ringtrio -p no:randomly
+addopts = -p no:cacheprovider -p no:trio -p no:ringtrio -p no:asyncio -p no:randomly
           -p retargeted._tests.pytest_plugin -p trio_suite_plugin
           --run-slow -q -rN --tb=short --continue-on-collection-errors
 timeout_method = thread
