@@ -305,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             print(f"\n{len(stale)} baseline entries name tests that did not run (renamed or excluded): "
                   "`make trio-suite UPDATE_BASELINE=1` drops them.")
-    if summary["unclassified"]:
-        status = 1
+    if summary["unclassified"] and not args.ci:
+        status = 1  # the CI subset guards the baseline; the lists are kept by full runs
     return status
 
 
