@@ -74,12 +74,20 @@ from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError, 
 from ._core import Nursery, Task, _ring, current_task
 from ._core._buffers import MAX_COUNT, BufferRing
 from ._core._ring import _load_native
-from ._core import Abort, OwnedRingOp, checkpoint, reschedule, wait_task_rescheduled
+from ._core import (
+    Abort,
+    OwnedRingOp,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    reschedule,
+    wait_task_rescheduled,
+)
 from ._core._internal_api import (
     _Park,
     _abandoned_ops,
     _abort_failed,
     _accel,
+    _cancel_pending,
     _current_runner,
     _local,
     set_buffer_group_opener,
@@ -649,37 +657,19 @@ class BufferReceiver:
         if stream._receiving:
             raise BusyResourceError("another task is already receiving on this stream")
         op = self._op
-        if op is None or stream._buffer_receiver is not op:
+        if op is None or stream._buffer_receiver is not op or op.owner != id(self):
             op = yield from self._attach().__await__()
         stream._receiving = True
-        parked = False
+        task = current_task()
+        parked = False  # passed a cancellable wait (a checkpoint) yet
         try:
-            while True:
-                queue = op.queue
-                if queue:
-                    if not parked:
-                        # Data already queued: still a checkpoint.
-                        yield from checkpoint()
-                        parked = True
-                        continue
-                    return queue.popleft()
+            while not op.queue:
                 if op.group is not self._group:
                     op = yield from self._attach().__await__()
                     continue
-                if op.eof:
-                    break
-                if op.error:
-                    code = -op.error
-                    op.error = 0
-                    if code in _CLOSED_ERRNOS:
-                        raise ClosedResourceError("can't receive: this stream was already closed")
-                    exc = OSError(code, os.strerror(code))
-                    raise BrokenResourceError(f"socket connection broken during receive: {exc}") from exc
-                if op.closed_by_user:
-                    raise ClosedResourceError("another task closed this stream")
                 group = op.group
-                if group._closing:
-                    raise ClosedResourceError("the buffer group's nursery has exited")
+                if op.eof or op.error or op.closed_by_user or group._closing:
+                    break
                 if not op.armed:
                     if op.enobufs:
                         # Back-pressure: the ring was empty.  Wait for a
@@ -687,27 +677,69 @@ class BufferReceiver:
                         op.enobufs = False
                         if group._free == 0:
                             yield from group._wait_for_buffers().__await__()
+                            parked = True
                         elif op.enobufs_streak > _ENOBUFS_RETRIES:
                             # The count says a buffer is free but the kernel
                             # keeps finding none: back off, never spin.
                             yield from sleep(min(0.001 * op.enobufs_streak, 0.1)).__await__()
+                            parked = True
                         continue
                     op.arm()
                 # (wait_task_rescheduled, inlined.)  The park is a schedule
                 # point; cancellation reaches it through abort_wait.
-                op.waiter = _local.task
+                op.waiter = task
                 yield op.park
                 parked = True
+            if not parked and _cancel_pending(task):
+                # Nothing taken yet: a cancellation is raised here.
+                yield from checkpoint()
+            # What to deliver, taken synchronously: a lease, the end, or an
+            # error.
+            lease: Buffer | None = None
+            error: BaseException | None = None
+            if op.queue:
+                lease = op.queue.popleft()
+            elif op.eof:
+                pass
+            elif op.error:
+                code = -op.error
+                op.error = 0
+                if code in _CLOSED_ERRNOS:
+                    error = ClosedResourceError("can't receive: this stream was already closed")
+                else:
+                    exc = OSError(code, os.strerror(code))
+                    error = BrokenResourceError(f"socket connection broken during receive: {exc}")
+                    error.__cause__ = exc
+            elif op.closed_by_user:
+                error = ClosedResourceError("another task closed this stream")
+            else:
+                error = ClosedResourceError("the buffer group's nursery has exited")
+            if not parked:
+                # Ready at once: trio's shape, as SocketStream.receive_some
+                # (a deadline shorter than a scheduler pass must not cancel
+                # every attempt while leases wait in the queue).
+                yield from cancel_shielded_checkpoint()
+            if error is not None:
+                raise error
+            if lease is not None:
+                return lease
         except BaseException:
             op.waiter = None
             if op.armed:
                 yield from op.stop().__await__()
             op.group._pass_wake()
+            # An exception out of __anext__ ends the `async for`: the stream
+            # is free for the next loop now, not when this iterator is
+            # garbage (the exception's traceback keeps it alive).
+            if op.owner == id(self):
+                op.owner = 0
             raise
         finally:
             stream._receiving = False
         # EOF.
         self._closed = True
+        if op.owner == id(self):
+            op.owner = 0
         raise StopAsyncIteration
 
     async def aclose(self) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 from ._abc import ReceiveChannel, SendChannel
-from ._core._internal_api import _local, _outside_run, _Park, _yield_trap
+from ._core._internal_api import _cancel_pending, _local, _outside_run, _Park, _yield_trap
 from ._core import (
     Abort,
     BrokenResourceError,
@@ -33,7 +33,6 @@ from ._core import (
     WouldBlock,
     cancel_shielded_checkpoint,
     checkpoint,
-    checkpoint_if_cancelled,
     reschedule,
 )
 
@@ -274,8 +273,8 @@ class MemorySendChannel(_MemoryChannelEnd[T], SendChannel[T]):
         task = _local.task
         if task is None:
             _outside_run()
-        if task._cancel_scope._eff or task._runner.ki_pending:
-            await checkpoint_if_cancelled()
+        if _cancel_pending(task):
+            await checkpoint()
         if self._try_send(value):
             # Delivered; a cancel arriving now must not pretend otherwise.
             await cancel_shielded_checkpoint()
@@ -410,8 +409,8 @@ class MemoryReceiveChannel(_MemoryChannelEnd[T], ReceiveChannel[T]):
         task = _local.task
         if task is None:
             _outside_run()
-        if task._cancel_scope._eff or task._runner.ki_pending:
-            await checkpoint_if_cancelled()
+        if _cancel_pending(task):
+            await checkpoint()
         value = self._try_receive()
         if value is not _EMPTY:
             # We hold the item; a cancel arriving now would lose it.

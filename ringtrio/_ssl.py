@@ -44,6 +44,7 @@ from ._core import (
     BrokenResourceError,
     BusyResourceError,
     ClosedResourceError,
+    WouldBlock,
     cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
@@ -323,7 +324,19 @@ class SSLStream(Stream, Generic[T_Stream]):
                         raise
             elif want_read:
                 seen = self._transport_receives
-                async with self._transport_receive_lock:
+                lock = self._transport_receive_lock
+                try:
+                    # A free lock is taken without a schedule point of its
+                    # own: this call already checked for cancellation, and
+                    # the transport receive below is a checkpoint.  A yield
+                    # here would be one more chance for a deadline shorter
+                    # than a scheduler pass to expire before that receive
+                    # checks, cancelling a read whose ciphertext is already
+                    # waiting (issue 11).
+                    lock.acquire_nowait()
+                except WouldBlock:
+                    await lock.acquire()
+                try:
                     yielded = True
                     if seen == self._transport_receives:
                         # Nobody received while we queued: our turn.
@@ -334,6 +347,8 @@ class SSLStream(Stream, Generic[T_Stream]):
                         else:
                             self._incoming.write_eof()
                         self._transport_receives += 1
+                finally:
+                    lock.release()
             if finished:
                 break
         if not yielded:

@@ -563,6 +563,103 @@ def test_two_loops_on_one_stream_is_busy() -> None:
     ringtrio.run(main)
 
 
+def test_a_loop_left_by_any_route_frees_the_stream_for_the_next_one() -> None:
+    """Issue 11, item 3: leaving the `async for` -- cancelled while chunks
+    are queued (so it never parks on the way out), break, an exception in
+    the body -- frees the stream at once; the next loop gets the chunks
+    still queued, in order."""
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=64, size=4, incremental=False)
+            a, b = stream_pair()
+            await a.send_all(b"0123456789abcdefghij")
+            await ringtrio.testing.wait_all_tasks_blocked(0.05)
+            got = bytearray()
+
+            async def take_one() -> None:
+                async for buf in b.receive_buffers(group):
+                    with buf:
+                        got.extend(buf.view)
+                    break
+
+            await take_one()  # arms the multishot; the rest is queued
+            await ringtrio.testing.wait_all_tasks_blocked(0.05)
+            queued = len(b._buffer_receiver.queue)
+            assert queued >= 2
+            # Cancelled with chunks queued: raises at the check, never parks.
+            with ringtrio.CancelScope() as scope:
+                scope.cancel()
+                async for buf in b.receive_buffers(group):
+                    raise AssertionError("a cancelled loop delivered a lease")
+            assert scope.cancelled_caught
+            assert len(b._buffer_receiver.queue) == queued  # nothing taken
+            await take_one()  # no BusyResourceError
+            # An exception in the body.
+            with pytest.raises(KeyError):
+                async for buf in b.receive_buffers(group):
+                    with buf:
+                        got.extend(buf.view)
+                    raise KeyError
+            # break, with the iterator still referenced by the caller.
+            it = b.receive_buffers(group)
+            async for buf in it:
+                with buf:
+                    got.extend(buf.view)
+                break
+            await it.aclose()
+            # The rest, then EOF.
+            await a.send_eof()
+            async for buf in b.receive_buffers(group):
+                with buf:
+                    got.extend(buf.view)
+            assert bytes(got) == b"0123456789abcdefghij"
+            await a.aclose()
+            await b.aclose()
+
+    ringtrio.run(main)
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_leases_queued_survive_deadlines_shorter_than_a_pass(restart: bool) -> None:
+    """Issue 11, item 2: 20 streams with data waiting, every lease taken
+    under a 10 us deadline -- far shorter than a scheduler pass over the
+    readers.  A lease already queued is delivered (trio's shape: check,
+    take, shielded yield), so every reader progresses.  ``restart``: a new
+    `async for` per attempt (left with break), else one iterator."""
+    readers, attempts = 20, 40
+
+    async def main() -> list[int]:
+        counts = [0] * readers
+
+        async def reader(i: int, group: ringtrio.BufferGroup) -> None:
+            a, b = stream_pair()
+            await a.send_all(b"x" * 20_000)
+            it = b.receive_buffers(group)
+            for _ in range(attempts):
+                with ringtrio.move_on_after(10e-6):
+                    if restart:
+                        async for buf in b.receive_buffers(group):
+                            buf.release()
+                            counts[i] += 1
+                            break
+                    else:
+                        (await it.__anext__()).release()
+                        counts[i] += 1
+            await it.aclose()
+            await a.aclose()
+            await b.aclose()
+
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=1024, size=128)
+            for i in range(readers):
+                owner.start_soon(reader, i, group)
+        return counts
+
+    counts = ringtrio.run(main)
+    assert min(counts) >= attempts // 2, counts
+
+
 def test_eof_and_tcp_share_one_group() -> None:
     """Many TCP connections share one group (the server shape)."""
 

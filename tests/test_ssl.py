@@ -612,3 +612,36 @@ async def test_open_ssl_over_tcp_stream_checks_hostname_by_default() -> None:
             assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
             await stream.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_receive_some_with_ciphertext_queued_survives_deadlines_shorter_than_a_pass() -> None:
+    # Issue 11: 20 TLS streams over socketpairs with data waiting; every
+    # receive_some(100) under a 10 us deadline, far shorter than one
+    # scheduler pass over the readers.  A read whose ciphertext is already
+    # in the transport takes it (the transport's receive checks for
+    # cancellation, takes the data, then yields shielded) and the transport
+    # lock is taken without a yield when free.  (trio 0.35 delivers on none
+    # of these attempts: its lock acquisition yields, the deadline expires
+    # meanwhile, and the transport receive raises Cancelled every time.)
+    readers, attempts = 20, 40
+    client_ctx = ssl.create_default_context()
+    CA.configure_trust(client_ctx)
+
+    counts = [0] * readers
+
+    async def reader(i: int) -> None:
+        a, b = ringtrio.socket.socketpair()
+        client = SSLStream(ringtrio.SocketStream(a), client_ctx, server_hostname=HOSTNAME)
+        server = SSLStream(ringtrio.SocketStream(b), SERVER_CTX, server_side=True)
+        async with client, server:
+            await handshake_both(client, server)
+            await server.send_all(b"y" * (100 * attempts))
+            for _ in range(attempts):
+                with ringtrio.move_on_after(10e-6):
+                    await client.receive_some(100)
+                    counts[i] += 1
+
+    async with ringtrio.open_nursery() as nursery:
+        for i in range(readers):
+            nursery.start_soon(reader, i)
+    assert min(counts) >= attempts // 2, counts

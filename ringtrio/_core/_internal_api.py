@@ -11,7 +11,9 @@ the rest of ringtrio is one short file:
   hot paths), ``_outside_run()`` (the error for calls from outside a run),
   ``_current_runner()``;
 - the traps, for waits that park without an extra coroutine frame:
-  ``_Park(abort_fn)``, ``_yield_trap``, ``_CHECKPOINT``, and
+  ``_Park(abort_fn)``, ``_yield_trap``, ``_CHECKPOINT``,
+  ``_cancel_pending(task)`` (checkpoint_if_cancelled's test without the
+  coroutine, for generator-based coroutines that yield themselves), and
   ``_RESUME_PLAIN`` (the mark of a cancel-shielded schedule point, for
   ``ringtrio.testing.assert_checkpoints``);
 - ring ops: ``_abort_failed`` (the abort function of a wait only its CQE may
@@ -35,7 +37,7 @@ from ._nursery import set_buffer_group_opener
 from ._ring_ops import _abandoned_ops, _abort_failed
 from ._runner import _coroutine_or_error
 from ._task import _require_function
-from ._traps import _CHECKPOINT, _RESUME_PLAIN, _Park, _yield_trap
+from ._traps import _CHECKPOINT, _RESUME_PLAIN, _cancel_pending, _Park, _yield_trap
 
 
 def _signal_wakeup_fd() -> int:
@@ -53,6 +55,7 @@ __all__ = [
     "_abandoned_ops",
     "_abort_failed",
     "_accel",
+    "_cancel_pending",
     "_coroutine_or_error",
     "_current_runner",
     "_local",

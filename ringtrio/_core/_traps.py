@@ -112,9 +112,17 @@ async def checkpoint_if_cancelled() -> None:
     task = _local.task
     if task is None:
         _outside_run()
-    task._cancel_checks += 1
-    if task._cancel_scope._eff or (task._runner.ki_pending and task is task._runner.main_task):
+    if _cancel_pending(task):
         await _yield_trap(_CHECKPOINT)
+
+
+def _cancel_pending(task: Task) -> bool:
+    """checkpoint_if_cancelled's test, for generator-based coroutines on hot
+    paths (they yield ``checkpoint()`` themselves when it is true): whether
+    a checkpoint now would raise (Cancelled, or KeyboardInterrupt in the
+    main task).  Counted as a cancellation check for assert_checkpoints."""
+    task._cancel_checks += 1
+    return task._cancel_scope._eff or (task._runner.ki_pending and task is task._runner.main_task)
 
 
 @types.coroutine
