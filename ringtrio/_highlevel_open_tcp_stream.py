@@ -57,7 +57,15 @@ async def open_tcp_stream(
     if not isinstance(port, int) or isinstance(port, bool):
         raise TypeError(f"port must be an int, not {port!r}")
     if not 0 <= port <= 0xFFFF:
-        raise ValueError(f"port must be 0-65535, got {port}")
+        # trio lets getaddrinfo() judge the port: a negative one is a
+        # gaierror (EAI_SERVICE), so that is what we raise too (an OSError:
+        # code that handles failed connections handles it), with a message
+        # that says what is wrong.  (getaddrinfo takes a port above 65535
+        # modulo 65536, so trio would connect to 70000 - 65536 = 4464: an
+        # accident we do not copy; see docs/reference.md.)
+        raise _stdlib_socket.gaierror(
+            _stdlib_socket.EAI_SERVICE, f"port must be 0-65535, got {port}"
+        )
     if happy_eyeballs_delay is None:
         happy_eyeballs_delay = DEFAULT_DELAY  # trio's meaning of None
     elif happy_eyeballs_delay < 0:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import socket as _stdlib_socket
+import sys
 import threading
 import types
 from contextlib import contextmanager
@@ -18,12 +20,13 @@ from ._core import (
     Abort,
     OwnedRingOp,
     RingOp,
+    cancel_shielded_checkpoint,
     checkpoint,
     current_task,
     reschedule,
     submit_and_wait,
 )
-from ._core._internal_api import _current_runner, _Park
+from ._core._internal_api import _cancel_pending, _current_runner, _Park
 from ._socket import _MSG_NOSIGNAL, SocketType
 
 if TYPE_CHECKING:
@@ -72,6 +75,32 @@ _IGNORABLE_ACCEPT_ERRNOS = frozenset(
 # means something and a slow peer does not make us buffer megabytes.  Same
 # value as trio.
 _NOTSENT_LOWAT = 2**14
+
+
+# The largest max_bytes: a C ssize_t, as for the stdlib's recv() (trio
+# raises OverflowError beyond it too).  ringtrio never allocates max_bytes
+# (it hands out what arrived), so any size up to this one is honoured.
+_MAX_RECEIVE = sys.maxsize
+
+
+@types.coroutine
+def _check_max_bytes(max_bytes: object) -> Generator[Any, Any, int]:
+    """receive_some's max_bytes, other than None or a plain int in range:
+    trio's rules (any integer, bool included -- ``True`` is 1 -- must be
+    >= 1; a ValueError or OverflowError comes after a checkpoint)."""
+    try:
+        value = operator.index(max_bytes)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"max_bytes must be an int or None, not {type(max_bytes).__name__}"
+        ) from None
+    if value < 1:
+        yield from checkpoint()
+        raise ValueError(f"max_bytes must be >= 1, got {value}")
+    if value > _MAX_RECEIVE:
+        yield from checkpoint()
+        raise OverflowError(f"max_bytes must fit a C ssize_t (at most {_MAX_RECEIVE}), got {value}")
+    return value
 
 
 def _stream_error(exc: OSError, what: str) -> Exception:
@@ -332,49 +361,62 @@ class SocketStream(HalfCloseableStream):
             raise BusyResourceError("another task is already receiving on this stream")
         if max_bytes is None:
             max_bytes = DEFAULT_RECEIVE_SIZE
-        elif type(max_bytes) is int and max_bytes > 0:
-            pass
-        elif not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
-            raise TypeError(f"max_bytes must be an int or None, not {type(max_bytes).__name__}")
-        elif max_bytes < 1:
-            yield from checkpoint()
-            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        elif type(max_bytes) is not int or not 0 < max_bytes <= _MAX_RECEIVE:
+            max_bytes = yield from _check_max_bytes(max_bytes)
         self._receiving = True
         try:
             rx = self._rx
             if rx is None:
-                rx = yield from self._start_receiver().__await__()
+                old = self._buffer_receiver
+                if old is not None and old.armed:
+                    # A receive_buffers loop left its multishot armed: one
+                    # multishot per socket, so it is stopped first.
+                    yield from old.stop().__await__()
+                rx = self._new_receiver()
                 if rx is None:
-                    # No receive group could be registered: one RECV per call.
+                    # One RECV per call: an adopted stdlib socket (nothing
+                    # may stay in flight between calls, docs/design.md,
+                    # "Sockets"), or no receive group could be registered.
                     return (yield from self.socket.recv(max_bytes).__await__())
-            checked = False  # passed a checkpoint (or parked) yet
+            task = current_task()
+            parked = False
             closed: ClosedResourceError | None = None
-            while True:
-                if not (rx.chunks or rx.eof or rx.error):
-                    if not rx.armed:
-                        closed = self._receiver_closed(rx)
-                        if closed is None:
-                            rx.arm(self.socket.fileno())
-                    if rx.armed:
-                        # (wait_task_rescheduled, inlined)
-                        rx.waiter = current_task()
-                        yield rx.park
-                        checked = True
-                        continue
-                if not checked:
-                    # Data already queued (or an end to report): still a
-                    # checkpoint.
-                    yield from checkpoint()
-                    checked = True
-                    continue
-                if rx.chunks:
-                    return rx.take(max_bytes)
-                if rx.eof:
-                    return b""
-                if rx.error:
-                    code, rx.error = -rx.error, 0
-                    raise OSError(code, os.strerror(code))
-                raise closed or ClosedResourceError("can't receive: this stream was already closed")
+            while not (rx.chunks or rx.eof or rx.error):
+                if not rx.armed:
+                    closed = self._receiver_closed(rx)
+                    if closed is not None:
+                        break
+                    rx.arm(self.socket.fileno())
+                # (wait_task_rescheduled, inlined: the park is the
+                # checkpoint; a cancel reaches it through rx.abort_wait.)
+                rx.waiter = task
+                yield rx.park
+                parked = True
+            if not parked and _cancel_pending(task):
+                # Nothing taken yet: a cancellation is raised here.
+                yield from checkpoint()
+            error: BaseException | None = None
+            data = b""
+            if rx.chunks:
+                data = rx.take(max_bytes)
+            elif rx.eof:
+                pass
+            elif rx.error:
+                code, rx.error = -rx.error, 0
+                error = _stream_error(OSError(code, os.strerror(code)), "receive")
+            else:
+                error = closed or ClosedResourceError("can't receive: this stream was already closed")
+            if not parked:
+                # The result was ready at once.  trio's shape for that: the
+                # cancellation check above (without yielding), the result
+                # taken synchronously, then a schedule point that cannot
+                # raise Cancelled.  A full checkpoint here instead would let
+                # a deadline shorter than one scheduler pass cancel every
+                # attempt, though the data was there each time (issue 11).
+                yield from cancel_shielded_checkpoint()
+            if error is not None:
+                raise error
+            return data
         except OSError as exc:
             raise _stream_error(exc, "receive")
         finally:
@@ -390,12 +432,16 @@ class SocketStream(HalfCloseableStream):
             return ClosedResourceError("can't receive: the run is shutting down")
         return None
 
-    async def _start_receiver(self) -> _StreamReceiver | None:
-        # First receive_some on this stream: a receive_buffers loop that
-        # was left armed is stopped first (one multishot per socket).
-        old = self._buffer_receiver
-        if old is not None and old.armed:
-            await old.stop()
+    def _new_receiver(self) -> _StreamReceiver | None:
+        """receive_some's multishot receive, kept on the stream, if this
+        stream may have one: only on a socket that ringtrio created (a
+        multishot stays armed between calls, holding the kernel's reference
+        to the socket, so only ringtrio's close() -- which cancels it -- may
+        close such a socket).  None means one RECV per call."""
+        if not getattr(self.socket, "_owned", False):
+            # (A fake socket of a custom socket factory, a SocketType
+            # subclass, has no _owned: it gets its own recv() called.)
+            return None
         bufring = runtime_recv_ring()
         if bufring is None:
             return None

@@ -22,19 +22,28 @@ it waits: it selects from the run's provided-buffer ring
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import select
 import socket as _stdlib_socket
 import struct
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ._core import BusyResourceError, ClosedResourceError, RunVar
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring
 from ._core._internal_api import _local
 from ._core._ring import _load_native
-from ._core import RingOp, cancel_ring_op, checkpoint, submit_and_wait
+from ._core import (
+    RingOp,
+    cancel_ring_op,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+    submit_and_wait,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -140,11 +149,61 @@ def _readable_buffer(data: Any, what: str) -> Any:
 
 
 def _check_size(value: Any, name: str, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what}(): {name} must be an int, not {type(value).__name__}")
+    # The stdlib's rules (and so trio's): any integer, bool included (True
+    # is 1), that fits a C ssize_t.
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what}(): {name} must be an int, not {type(value).__name__}") from None
     if value < 0:
         raise ValueError(f"negative {name} in {what}() ({value}); it must be >= 0")
+    if value > sys.maxsize:
+        raise OverflowError(f"{what}(): {name} must fit a C ssize_t (at most {sys.maxsize}), got {value}")
     return value
+
+
+def _check_nbytes(nbytes: Any, size: int, what: str) -> int:
+    """recv_into's nbytes against the buffer's size (0: all of it)."""
+    nbytes = _check_size(nbytes, "buffersize", what)
+    if nbytes == 0:
+        return size
+    if nbytes > size:
+        raise ValueError(f"{what}(): buffer too small for requested bytes ({size} < {nbytes})")
+    return nbytes
+
+
+def _check_flags(flags: Any, what: str) -> int:
+    """MSG_* flags: a C int for the stdlib; the SQE holds them as 32 bits."""
+    if type(flags) is int and 0 <= flags <= 0x7FFFFFFF:
+        return flags
+    try:
+        flags = operator.index(flags)
+    except TypeError:
+        raise TypeError(f"{what}(): flags must be an int, not {type(flags).__name__}") from None
+    if not -(2**31) <= flags < 2**31:
+        raise OverflowError(f"{what}(): flags must fit a C int, got {flags}")
+    return flags & 0xFFFFFFFF
+
+
+def _closed_socket_error() -> OSError:
+    return OSError(errno.EBADF, "Bad file descriptor (this socket was closed)")
+
+
+async def _completed_at_once() -> None:
+    """trio's shape for an operation that completed without waiting: a
+    cancellation check that does not yield, then a schedule point that
+    cannot raise Cancelled (the operation happened)."""
+    await checkpoint_if_cancelled()
+    await cancel_shielded_checkpoint()
+
+
+async def _fail_at_once(exc: BaseException) -> NoReturn:
+    """Raise ``exc``, the error of an operation that failed before it was
+    submitted (a closed socket, a bad argument), as trio does: still a
+    checkpoint -- Cancelled wins in a cancelled scope -- with a schedule
+    point that cannot turn the error into Cancelled."""
+    await _completed_at_once()
+    raise exc
 
 
 # ---------------------------------------------------------------------------
@@ -434,15 +493,47 @@ class _SelectRecvOp(RingOp):
 
 
 def from_stdlib_socket(sock: _stdlib_socket.socket) -> SocketType:
-    """Wrap a stdlib socket as a ringtrio socket (it is made non-blocking)."""
+    """Wrap a stdlib socket as a ringtrio socket (it is made non-blocking).
+
+    The stdlib object stays the caller's: closing it (``sock.close()``,
+    ``with sock:``) closes the connection as usual, so ringtrio keeps no
+    operation in flight on such a socket between calls (see
+    docs/design.md, "Sockets": its streams receive with one-shot
+    receives)."""
     if type(sock) is not _stdlib_socket.socket and not isinstance(sock, _stdlib_socket.socket):
         raise TypeError(f"expected a stdlib socket.socket, got {type(sock).__name__}")
-    return SocketType._wrap(sock)
+    return SocketType._wrap(sock, owned=False)
 
 
-def fromfd(fd: Any, family: int, type: int, proto: int = 0) -> SocketType:
-    """Like :func:`socket.fromfd` (duplicates ``fd``), returning a ringtrio socket."""
-    return from_stdlib_socket(_stdlib_socket.fromfd(fd, family, type, proto))
+def _sniff_socket_kind(fd: int, family: int, type_: int, proto: int) -> tuple[int, int, int]:
+    """The real family, type and protocol of the socket ``fd`` (trio's
+    fromfd does the same): the caller's guesses, when wrong, would make
+    every later family-dependent step (address encoding, SocketStream's
+    checks) go wrong.  A non-socket fd raises OSError (ENOTSOCK)."""
+    probe = _stdlib_socket.socket(family, type_, proto, fileno=fd)
+    try:
+        return (
+            probe.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_DOMAIN),
+            probe.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_TYPE),
+            probe.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_PROTOCOL),
+        )
+    finally:
+        probe.detach()  # the fd is not ours to close
+
+
+def fromfd(
+    fd: Any,
+    family: int = _AF_INET,
+    type: int = _stdlib_socket.SOCK_STREAM,
+    proto: int = 0,
+) -> SocketType:
+    """Like :func:`socket.fromfd` (duplicates ``fd``), returning a ringtrio
+    socket.  As in trio, the family, type and protocol are read from the
+    socket itself; the arguments are only a fallback."""
+    family, type, proto = _sniff_socket_kind(operator.index(fd), family, type, proto)
+    # The duplicate is ringtrio's own: nobody else holds a stdlib object
+    # on it.
+    return SocketType._wrap(_stdlib_socket.fromfd(fd, family, type, proto), owned=True)
 
 
 def socketpair(
@@ -450,7 +541,7 @@ def socketpair(
 ) -> tuple[SocketType, SocketType]:
     """Like :func:`socket.socketpair`, returning ringtrio sockets."""
     left, right = _stdlib_socket.socketpair(family, type, proto)
-    return (from_stdlib_socket(left), from_stdlib_socket(right))
+    return (SocketType._wrap(left, owned=True), SocketType._wrap(right, owned=True))
 
 
 def socket(
@@ -463,7 +554,9 @@ def socket(
 
     Inside a run with a custom socket factory
     (:func:`set_custom_socket_factory`), a call without ``fileno`` returns
-    what the factory makes instead."""
+    what the factory makes instead.  With ``fileno``, the socket's real
+    family, type and protocol are used (as in trio), and the fd is treated
+    as the caller's (see :func:`from_stdlib_socket`)."""
     if fileno is None:
         factory = _run_hook(_custom_socket_factory)
         if factory is not None:
@@ -471,9 +564,9 @@ def socket(
         # SOCK_NONBLOCK in the type: the kernel creates it non-blocking and
         # the stdlib object knows it without another syscall.
         sock = _stdlib_socket.socket(family, type | _stdlib_socket.SOCK_NONBLOCK, proto)
-    else:
-        sock = _stdlib_socket.socket(family, type, proto, fileno)
-    return from_stdlib_socket(sock)
+        return SocketType._wrap(sock, owned=True)
+    family, type, proto = _sniff_socket_kind(operator.index(fileno), family, type, proto)
+    return SocketType._wrap(_stdlib_socket.socket(family, type, proto, fileno), owned=False)
 
 
 class _Done:
@@ -513,6 +606,7 @@ class SocketType:
         "_did_shutdown_SHUT_WR",
         "_recv_op",
         "_send_op",
+        "_owned",
         "__weakref__",
     )
     _sock: _stdlib_socket.socket
@@ -524,6 +618,12 @@ class SocketType:
     # per call on the hot path of every stream.
     _recv_op: _SelectRecvOp | None
     _send_op: RingOp | None
+    # Created by ringtrio, so no stdlib object of it is in the user's hands
+    # (socket(), socketpair(), accept, dup, fromfd): only such a socket may
+    # keep an operation armed between calls (SocketStream's multishot
+    # receive), because only ringtrio's close() can close it, and that
+    # cancels the operation.  See docs/design.md, "Sockets".
+    _owned: bool
 
     def __init__(self) -> None:
         # A subclass may be instantiated: that is how a custom socket
@@ -538,8 +638,9 @@ class SocketType:
         super().__init__()
 
     @classmethod
-    def _wrap(cls, sock: _stdlib_socket.socket) -> SocketType:
+    def _wrap(cls, sock: _stdlib_socket.socket, *, owned: bool) -> SocketType:
         self = object.__new__(cls)
+        self._owned = owned
         if sock.gettimeout() != 0.0:
             sock.setblocking(False)
         self._sock = sock
@@ -559,7 +660,7 @@ class SocketType:
     def _fd(self) -> int:
         fd = self._sock.fileno()
         if fd < 0:
-            raise OSError(errno.EBADF, "Bad file descriptor (this socket was closed)")
+            raise _closed_socket_error()
         return fd
 
     async def _run_op(self, op: RingOp) -> tuple[int, int]:
@@ -717,7 +818,7 @@ class SocketType:
         self._sock.set_inheritable(inheritable)
 
     def dup(self) -> SocketType:
-        return SocketType._wrap(self._sock.dup())
+        return SocketType._wrap(self._sock.dup(), owned=True)
 
     def bind(self, address: AddressFormat) -> _Done:
         """Bind, synchronously (as the stdlib: binding never blocks; a host
@@ -749,8 +850,13 @@ class SocketType:
     # -- readiness --------------------------------------------------------
 
     async def _poll(self, events: int) -> int:
-        op = RingOp(_ring.IORING_OP_POLL_ADD, self._fd(), 0, 0, 0, events)
+        fd = self._sock.fileno()
+        if fd < 0:
+            await _fail_at_once(_closed_socket_error())
+        op = RingOp(_ring.IORING_OP_POLL_ADD, fd, 0, 0, 0, events)
         res, _ = await self._run_op(op)
+        if res >= 0 and events == _POLLOUT and not res & _WRITABLE_OR_ERROR:
+            res, _ = await _poll_writable_via_epoll(fd, self._run_op)
         if res < 0:
             raise self._error(res, "waiting for readiness")
         return res
@@ -782,7 +888,9 @@ class SocketType:
 
         A cancelled accept that completed in the race returns the connection
         (the cancellation is delivered at the next checkpoint)."""
-        fd = self._fd()
+        fd = self._sock.fileno()
+        if fd < 0:
+            await _fail_at_once(_closed_socket_error())
         addrbuf = _ffi.new("char[]", _SOCKADDR_MAX)
         lenbuf = _ffi.new("uint32_t *", _SOCKADDR_MAX)
         op = RingOp(
@@ -837,15 +945,22 @@ class SocketType:
         No buffer is pinned while waiting: the kernel picks one from the
         run's provided-buffer ring when data arrives and the bytes are copied
         out (so at most the ring's buffer size, 64 KiB, is returned)."""
-        if type(bufsize) is not int or bufsize <= 0:
-            bufsize = int(_check_size(bufsize, "buffersize", "recv"))
-            if bufsize == 0:
-                self._fd()
-                await checkpoint()
-                return b""
         fd = self._sock.fileno()
-        if fd < 0:
-            raise OSError(errno.EBADF, "Bad file descriptor (this socket was closed)")
+        if type(bufsize) is not int or not 0 < bufsize <= sys.maxsize or fd < 0 or flags:
+            try:
+                bufsize = _check_size(bufsize, "buffersize", "recv")
+                flags = _check_flags(flags, "recv")
+                if bufsize == 0:
+                    # As the stdlib (and so trio): no system call at all,
+                    # whatever the socket's state.
+                    fd = -1
+                else:
+                    fd = self._fd()
+            except Exception as exc:
+                await _fail_at_once(exc)
+            if bufsize == 0:
+                await _completed_at_once()
+                return b""
         op = self._recv_op
         if op is not None and op.done and not op.bufring.closed:
             # Reuse (see _recv_op): same run, same buffer ring.
@@ -898,16 +1013,15 @@ class SocketType:
     async def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
         """Like :meth:`socket.socket.recv_into`, async; the kernel writes
         straight into ``buffer`` (which therefore stays pinned while waiting)."""
-        cbuf = _writable_buffer(buffer, "recv_into")
-        nbytes = _check_size(nbytes, "buffersize", "recv_into")
-        size = len(cbuf)
+        try:
+            cbuf = _writable_buffer(buffer, "recv_into")
+            nbytes = _check_nbytes(nbytes, len(cbuf), "recv_into")
+            flags = _check_flags(flags, "recv_into")
+            fd = self._fd()
+        except Exception as exc:
+            await _fail_at_once(exc)
         if nbytes == 0:
-            nbytes = size
-        elif nbytes > size:
-            raise ValueError(f"buffer too small for requested bytes ({size} < {nbytes})")
-        fd = self._fd()
-        if nbytes == 0:
-            await checkpoint()
+            await _completed_at_once()
             return 0
         op = RingOp(_ring.IORING_OP_RECV, fd, _addr_of(cbuf), nbytes, 0, flags, keepalive=cbuf)
         res, _ = await self._run_op(op)
@@ -920,7 +1034,11 @@ class SocketType:
     ) -> tuple[int, Any, int, int, Any]:
         """One RECVMSG.  Returns (nbytes, name buffer, namelen, msg_flags,
         ancillary bytes)."""
-        fd = self._fd()
+        try:
+            flags = _check_flags(flags, what)
+            fd = self._fd()
+        except Exception as exc:
+            await _fail_at_once(exc)
         name = _ffi.new("char[]", _SOCKADDR_MAX)
         iov = _ffi.new("char[]", _IOVEC.size)
         _IOVEC.pack_into(_ffi.buffer(iov), 0, _addr_of(data_cbuf), nbytes)
@@ -958,19 +1076,21 @@ class SocketType:
 
     async def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         """Like :meth:`socket.socket.recvfrom`, async (one IORING_OP_RECVMSG)."""
-        _check_size(bufsize, "buffersize", "recvfrom")
+        try:
+            bufsize = _check_size(bufsize, "buffersize", "recvfrom")
+        except Exception as exc:
+            await _fail_at_once(exc)
         buf = _ffi.new("char[]", max(bufsize, 1))
         n, name, namelen, _, _ = await self._recvmsg_raw(buf, bufsize, 0, flags, "recvfrom")
         return _ffi.buffer(buf, n)[:], _decode_sockaddr(name, namelen)
 
     async def recvfrom_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         """Like :meth:`socket.socket.recvfrom_into`, async."""
-        cbuf = _writable_buffer(buffer, "recvfrom_into")
-        nbytes = _check_size(nbytes, "buffersize", "recvfrom_into")
-        if nbytes == 0:
-            nbytes = len(cbuf)
-        elif nbytes > len(cbuf):
-            raise ValueError(f"buffer too small for requested bytes ({len(cbuf)} < {nbytes})")
+        try:
+            cbuf = _writable_buffer(buffer, "recvfrom_into")
+            nbytes = _check_nbytes(nbytes, len(cbuf), "recvfrom_into")
+        except Exception as exc:
+            await _fail_at_once(exc)
         n, name, namelen, _, _ = await self._recvmsg_raw(cbuf, nbytes, 0, flags, "recvfrom_into")
         return n, _decode_sockaddr(name, namelen)
 
@@ -978,8 +1098,11 @@ class SocketType:
         self, bufsize: int, ancbufsize: int = 0, flags: int = 0
     ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
         """Like :meth:`socket.socket.recvmsg`, async (one IORING_OP_RECVMSG)."""
-        _check_size(bufsize, "buffersize", "recvmsg")
-        _check_size(ancbufsize, "ancillary buffer size", "recvmsg")
+        try:
+            bufsize = _check_size(bufsize, "buffersize", "recvmsg")
+            ancbufsize = _check_size(ancbufsize, "ancillary buffer size", "recvmsg")
+        except Exception as exc:
+            await _fail_at_once(exc)
         buf = _ffi.new("char[]", max(bufsize, 1))
         n, name, namelen, msg_flags, anc = await self._recvmsg_raw(
             buf, bufsize, ancbufsize, flags, "recvmsg"
@@ -993,8 +1116,12 @@ class SocketType:
         Returns how many bytes were sent; a cancelled send that sent some
         bytes returns that count (the cancellation lands at the next
         checkpoint)."""
-        cbuf = _readable_buffer(data, "send")
-        fd = self._fd()
+        try:
+            cbuf = _readable_buffer(data, "send")
+            flags = _check_flags(flags, "send")
+            fd = self._fd()
+        except Exception as exc:
+            await _fail_at_once(exc)
         op = RingOp(
             _ring.IORING_OP_SEND, fd, _addr_of(cbuf), len(cbuf), 0, flags | _MSG_NOSIGNAL, keepalive=cbuf
         )
@@ -1006,14 +1133,22 @@ class SocketType:
     async def _sendmsg_raw(
         self, buffers: Iterable[Any], ancdata: Iterable[Any], flags: int, address: Any, what: str
     ) -> int:
-        cbufs = [_readable_buffer(b, what) for b in buffers]
-        control = b"".join(_build_cmsg(item) for item in ancdata)
+        try:
+            cbufs = [_readable_buffer(b, what) for b in buffers]
+            control = b"".join(_build_cmsg(item) for item in ancdata)
+            flags = _check_flags(flags, what)
+        except Exception as exc:
+            await _fail_at_once(exc)
+        # (As in trio, an address that cannot be resolved raises without a
+        # checkpoint of its own; a host name is looked up in a thread.)
         if address is not None:
             address = await self._resolve(address, local=False)
             sa = _encode_sockaddr(self._sock.family, address)
         else:
             sa = b""
-        fd = self._fd()
+        fd = self._sock.fileno()
+        if fd < 0:
+            await _fail_at_once(_closed_socket_error())
         iov = _ffi.new("char[]", max(1, _IOVEC.size * len(cbufs)))
         iov_mem = _ffi.buffer(iov)
         for i, cb in enumerate(cbufs):
@@ -1107,7 +1242,7 @@ def _wrap_accepted(fd: int, listener: _stdlib_socket.socket) -> SocketType:
     except BaseException:
         os.close(fd)
         raise
-    return SocketType._wrap(sock)
+    return SocketType._wrap(sock, owned=True)
 
 
 # ---------------------------------------------------------------------------
@@ -1146,15 +1281,48 @@ async def _wait_fd(obj: Any, events: int, what: str) -> None:
             f"another task is already waiting for fd {fd} to become "
             f"{'readable' if events == _POLLIN else 'writable'}"
         )
-    op = RingOp(_ring.IORING_OP_POLL_ADD, fd, 0, 0, 0, events)
-    table[key] = op
+
+    async def run(op: RingOp) -> tuple[int, int]:
+        # The op in flight is the one notify_closing() cancels.
+        table[key] = op
+        return await submit_and_wait(op)
+
     try:
-        res, _ = await submit_and_wait(op)
+        res, _ = await run(RingOp(_ring.IORING_OP_POLL_ADD, fd, 0, 0, 0, events))
+        if res >= 0 and events == _POLLOUT and not res & _WRITABLE_OR_ERROR:
+            res, _ = await _poll_writable_via_epoll(fd, run)
     finally:
-        if table.get(key) is op:
-            del table[key]
+        table.pop(key, None)
     if res < 0:
         raise _errno_error(res, what)
+
+
+# What ends a wait for writability: POLLOUT, or an error or hang-up (epoll,
+# and so trio, always reports those).
+_WRITABLE_OR_ERROR = select.POLLOUT | select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+async def _poll_writable_via_epoll(fd: int, run: Callable[[RingOp], Awaitable[tuple[int, int]]]) -> tuple[int, int]:
+    """Wait until ``fd`` is writable after a POLL_ADD for POLLOUT came back
+    with POLLRDHUP only (the peer shut down its sending side).
+
+    io_uring's poll always reports POLLRDHUP, whatever it was asked for
+    (the kernel adds it to every poll, with POLLERR and POLLHUP), so a new
+    POLL_ADD would complete at once with it again: a busy loop.  epoll
+    reports only what it was asked for plus POLLERR/POLLHUP, so the wait
+    goes through a private epoll instance watching ``fd`` for EPOLLOUT;
+    the ring polls the epoll fd for readability (``run`` submits that op and
+    waits, cancellably, for its CQE).  Rare (a full send buffer towards a
+    peer that stopped sending), so its three extra system calls do not
+    matter.  Returns the POLL_ADD's (res, flags)."""
+    ep = select.epoll(1)
+    try:
+        ep.register(fd, select.EPOLLOUT)
+        # The op's CQE has arrived when run() returns or raises (a cancel
+        # waits for it), so the epoll fd is closed with nothing in flight.
+        return await run(RingOp(_ring.IORING_OP_POLL_ADD, ep.fileno(), 0, 0, 0, _POLLIN))
+    finally:
+        ep.close()
 
 
 async def wait_readable(obj: Any) -> None:
