@@ -69,8 +69,8 @@ def test_bad_sqe_fields_raise_and_release_their_token() -> None:
 
 
 def test_the_python_path_still_works() -> None:
-    """The core, socket, stream and file tests with RINGTRIO_NO_SPEEDUPS=1
-    (the Python code _speedups stands in for)."""
+    """The core, socket, stream, TLS, file and cancellation-integrity tests
+    with RINGTRIO_NO_SPEEDUPS=1 (the Python code _speedups stands in for)."""
     env = dict(os.environ, RINGTRIO_NO_SPEEDUPS="1")
     proc = subprocess.run(
         [
@@ -84,6 +84,9 @@ def test_the_python_path_still_works() -> None:
             os.path.join(HERE, "test_file_io.py"),
             os.path.join(HERE, "test_file_cancel.py"),
             os.path.join(HERE, "test_buffer_group.py"),
+            os.path.join(HERE, "test_vs_trio_streams.py"),
+            os.path.join(HERE, "test_cancel_integrity.py"),
+            os.path.join(HERE, "test_ssl.py"),
             os.path.join(HERE, "test_speedups.py") + "::test_speedups_are_built_and_used",
             os.path.join(HERE, "test_speedups.py") + "::test_chain_helpers_check_their_arguments",
             os.path.join(HERE, "test_speedups.py") + "::test_step_loop_in_c_handles_every_kind_of_step",
