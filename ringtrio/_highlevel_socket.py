@@ -224,12 +224,15 @@ class SocketStream(HalfCloseableStream):
     ``SOCK_STREAM`` socket (TCP or Unix).
 
     ``TCP_NODELAY`` is turned on (small writes are sent at once: a
-    ``send_all`` is a message, not something to coalesce).  ``receive_some``
-    is served by one multishot receive kept armed on the stream, copying out
-    of the run's buffer group: waiting pins no buffer, and bytes that arrive
-    while no reader waits (a cancelled one, say) are queued for the next
-    call.  The stream then owns the socket's receive side (see
-    docs/design.md, "Sockets").
+    ``send_all`` is a message, not something to coalesce).  On a socket
+    ringtrio created, ``receive_some`` is served by one multishot receive
+    kept armed on the stream, copying out of the run's buffer group:
+    waiting pins no buffer, and bytes that arrive while no reader waits (a
+    cancelled one, say) are queued for the next call.  The stream then owns
+    the socket's receive side.  On an adopted stdlib socket
+    (``from_stdlib_socket``) it is one receive per call, so that the
+    owner's ``close()`` closes the connection (see docs/design.md,
+    "Sockets").
 
     Attributes:
       socket: the underlying :class:`ringtrio.socket.SocketType`.
