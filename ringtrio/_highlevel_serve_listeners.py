@@ -58,12 +58,15 @@ async def _run_handler(stream: AsyncResource, handler: Callable[[Any], Awaitable
         await aclose_forcefully(stream)
 
 
-def _log_capacity_error(code: int) -> None:
+def _log_capacity_error(exc: OSError) -> None:
+    # With the error attached (exc_info), as trio logs it.
+    code = exc.errno or 0
     LOGGER.error(
         "accept returned %s (%s); retrying in %s seconds",
         errno.errorcode.get(code, str(code)),
         os.strerror(code),
         SLEEP_TIME,
+        exc_info=exc,
     )
 
 
@@ -75,7 +78,7 @@ async def _accept_loop(
             stream = await listener.accept()
         except OSError as exc:
             if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                _log_capacity_error(exc.errno)  # type: ignore[arg-type]
+                _log_capacity_error(exc)
                 await sleep(SLEEP_TIME)
             else:
                 raise
@@ -232,7 +235,7 @@ async def _serve_multishot(
             continue
         code = -res
         if code in ACCEPT_CAPACITY_ERRNOS:
-            _log_capacity_error(code)
+            _log_capacity_error(OSError(code, f"accept failed: {os.strerror(code)}"))
             await sleep(SLEEP_TIME)
         elif code in _IGNORABLE_ACCEPT_ERRNOS:
             continue

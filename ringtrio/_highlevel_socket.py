@@ -248,21 +248,23 @@ class SocketStream(HalfCloseableStream):
                 "ringtrio.socket.from_stdlib_socket()"
             )
         if socket.type != _stdlib_socket.SOCK_STREAM:
-            raise ValueError(f"SocketStream needs a SOCK_STREAM socket, not {socket.type!r}")
+            raise ValueError(f"SocketStream requires a SOCK_STREAM socket, not {socket.type!r}")
         self.socket = socket
         self._sending = False
         self._receiving = False
         self._buffer_receiver: Any = None  # receive_buffers state (issue 5)
         self._rx: _StreamReceiver | None = None  # receive_some's multishot
-        if socket.family in (_stdlib_socket.AF_INET, _stdlib_socket.AF_INET6):
-            try:
-                socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, True)
-            except OSError:
-                pass
-            try:
-                socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
-            except (OSError, AttributeError):
-                pass
+        # TCP options, tried whatever the family (a Unix socket refuses them
+        # with EOPNOTSUPP): as trio, which also lets a custom socket
+        # factory's fake socket, whose family is unknown, take them.
+        try:
+            socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, True)
+        except OSError:
+            pass
+        try:
+            socket.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NOTSENT_LOWAT, _NOTSENT_LOWAT)
+        except (OSError, AttributeError):
+            pass
 
     def __repr__(self) -> str:
         return f"<ringtrio.SocketStream {self.socket!r}>"
@@ -514,7 +516,7 @@ class SocketListener(Listener[SocketStream]):
                 f"SocketListener needs a ringtrio socket, not {type(socket).__name__}"
             )
         if socket.type != _stdlib_socket.SOCK_STREAM:
-            raise ValueError(f"SocketListener needs a SOCK_STREAM socket, not {socket.type!r}")
+            raise ValueError(f"SocketListener requires a SOCK_STREAM socket, not {socket.type!r}")
         try:
             listening = socket.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ACCEPTCONN)
         except OSError:

@@ -500,8 +500,14 @@ def from_stdlib_socket(sock: _stdlib_socket.socket) -> SocketType:
     operation in flight on such a socket between calls (see
     docs/design.md, "Sockets": its streams receive with one-shot
     receives)."""
-    if type(sock) is not _stdlib_socket.socket and not isinstance(sock, _stdlib_socket.socket):
-        raise TypeError(f"expected a stdlib socket.socket, got {type(sock).__name__}")
+    if type(sock) is not _stdlib_socket.socket:
+        # Exactly socket.socket, as in trio: a subclass may change what its
+        # methods mean (an ssl.SSLSocket's bytes are TLS records: reading
+        # its fd directly would bypass the encryption).
+        raise TypeError(
+            f"expected an object of type socket.socket, not {type(sock).__name__} (wrap a "
+            "plain socket; for TLS, wrap the stream in ringtrio.SSLStream)"
+        )
     return SocketType._wrap(sock, owned=False)
 
 
@@ -796,11 +802,15 @@ class SocketType:
     def setsockopt(self, level: int, optname: int, value: int | Buffer | None, optlen: int | None = None) -> None:
         if optlen is None:
             if value is None:
-                raise TypeError("setsockopt() needs optlen when value is None")
+                raise TypeError(
+                    "invalid value for argument 'value': setsockopt() needs optlen when value is None"
+                )
             self._sock.setsockopt(level, optname, value)
         else:
             if value is not None:
-                raise TypeError("setsockopt() with optlen needs value=None")
+                raise TypeError(
+                    "invalid value for argument 'value': setsockopt() with optlen needs value=None"
+                )
             self._sock.setsockopt(level, optname, None, optlen)
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
@@ -1272,7 +1282,7 @@ def _waiters() -> dict[tuple[int, int], RingOp]:
         return table
 
 
-async def _wait_fd(obj: Any, events: int, what: str) -> None:
+async def _wait_fd(obj: Any, events: int) -> None:
     fd = _as_fd(obj)
     table = _waiters()
     key = (fd, events)
@@ -1294,7 +1304,7 @@ async def _wait_fd(obj: Any, events: int, what: str) -> None:
     finally:
         table.pop(key, None)
     if res < 0:
-        raise _errno_error(res, what)
+        raise _errno_error(res)
 
 
 # What ends a wait for writability: POLLOUT, or an error or hang-up (epoll,
@@ -1330,14 +1340,14 @@ async def wait_readable(obj: Any) -> None:
     (one IORING_OP_POLL_ADD).  ``lowlevel.wait_readable`` in trio's terms."""
     if isinstance(obj, SocketType):
         return await obj.wait_readable()
-    await _wait_fd(obj, _POLLIN, "wait_readable")
+    await _wait_fd(obj, _POLLIN)
 
 
 async def wait_writable(obj: Any) -> None:
     """Block until ``obj`` (an fd or anything with ``fileno()``) is writable."""
     if isinstance(obj, SocketType):
         return await obj.wait_writable()
-    await _wait_fd(obj, _POLLOUT, "wait_writable")
+    await _wait_fd(obj, _POLLOUT)
 
 
 def notify_closing(obj: Any) -> None:

@@ -363,3 +363,100 @@ def test_open_tcp_stream_with_a_negative_port_is_a_gaierror(lib: ModuleType) -> 
         return "connected?"
 
     assert lib.run(main) == "gaierror True"
+
+
+# ---------------------------------------------------------------------------
+# From trio's own socket tests
+# ---------------------------------------------------------------------------
+
+
+def test_from_stdlib_socket_takes_exactly_a_socket_socket(lib: ModuleType) -> None:
+    class MySocket(stdsocket.socket):
+        pass
+
+    async def main() -> str:
+        with MySocket() as sock:
+            try:
+                lib.socket.from_stdlib_socket(sock)
+            except TypeError:
+                return "TypeError"
+        return "wrapped"
+
+    assert lib.run(main) == "TypeError"
+
+
+def test_streams_over_a_fake_socket(lib: ModuleType) -> None:
+    # A SocketType subclass (what a custom socket factory makes) that only
+    # overrides what its users call: SocketListener and SocketStream take
+    # it without touching a real socket.
+    async def main() -> list[str]:
+        class FakeSocket(lib.socket.SocketType):  # type: ignore[misc,name-defined]
+            type = stdsocket.SOCK_STREAM
+
+            def __init__(self, events: list[Any]) -> None:
+                self.events = iter(events)
+
+            def getsockopt(self, *args: Any) -> Any:
+                return True
+
+            def setsockopt(self, *args: Any) -> None:
+                pass
+
+            async def accept(self) -> Any:
+                await lib.lowlevel.checkpoint()
+                event = next(self.events)
+                if isinstance(event, BaseException):
+                    raise event
+                return event, None
+
+        server_side = FakeSocket([])
+        listener = lib.SocketListener(
+            FakeSocket([OSError(errno.ECONNABORTED, "aborted"), server_side, OSError(errno.EMFILE, "no fds")])
+        )
+        seen = []
+        stream = await listener.accept()
+        seen.append("the fake" if stream.socket is server_side else "another")
+        try:
+            await listener.accept()
+        except OSError as exc:
+            seen.append(errno.errorcode[exc.errno])  # type: ignore[index]
+        return seen
+
+    assert lib.run(main) == ["the fake", "EMFILE"]
+
+
+def test_serve_listeners_logs_capacity_errors_with_the_error(lib: ModuleType, caplog: Any) -> None:
+    async def main() -> None:
+        class Exhausted(lib.abc.Listener):  # type: ignore[misc,name-defined]
+            async def accept(self) -> Any:
+                await lib.lowlevel.checkpoint()
+                raise OSError(errno.EMFILE, "out of file descriptors")
+
+            async def aclose(self) -> None:
+                pass
+
+        # Retries every 0.1 s: 10 tries in 0.95 s.
+        with lib.move_on_after(0.95):
+            await lib.serve_listeners(None, [Exhausted()])
+
+    lib.run(main, clock=lib.testing.MockClock(autojump_threshold=0))
+    assert len(caplog.records) == 10
+    for record in caplog.records:
+        assert "retrying" in record.msg
+        assert record.exc_info is not None
+        assert record.exc_info[1].errno == errno.EMFILE
+
+
+def test_wait_on_a_closed_fd_is_ebadf(lib: ModuleType) -> None:
+    async def main() -> list[str]:
+        seen = []
+        for wait in (lib.lowlevel.wait_readable, lib.lowlevel.wait_writable):
+            with stdsocket.socket() as sock:
+                fd = sock.fileno()
+            try:
+                await wait(fd)
+            except OSError as exc:
+                seen.append(str(exc))
+        return seen
+
+    assert lib.run(main) == ["[Errno 9] Bad file descriptor"] * 2
