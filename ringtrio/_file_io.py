@@ -33,6 +33,7 @@ from ._core import (
     CancelScope,
     ClosedResourceError,
     LinkedChain,
+    ParkingLot,
     RingOp,
     cancel_ring_op,
     cancel_shielded_checkpoint,
@@ -513,6 +514,41 @@ def _offset_arg(offset: Any, method: str) -> int:
     return offset
 
 
+class _Turn:
+    """One task at a time in the calls that use a file's position and wait
+    for the kernel (what the lock inside io.BufferedReader is for): the
+    holder's reads and writes go to the kernel at the position it sees, and
+    what it takes it can give back (see "reading" in AsyncBinaryFile).
+    Others queue, FIFO, and get the turn handed over.  Taking a free turn
+    costs no schedule point; waiting for one is cancellable (nothing has
+    been taken then)."""
+
+    __slots__ = ("busy", "_queue")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self._queue: ParkingLot | None = None
+
+    async def wait(self) -> None:
+        """Wait for a busy turn; returns holding it."""
+        if self._queue is None:
+            self._queue = ParkingLot()
+        await self._queue.park()
+
+    def give_back(self) -> None:
+        queue = self._queue
+        if queue:
+            queue.unpark()  # (the first in the queue holds it now)
+        else:
+            self.busy = False
+
+    async def idle(self) -> None:
+        """Return when nobody holds the turn (without keeping it)."""
+        if self.busy:
+            await self.wait()
+            self.give_back()
+
+
 class AsyncFile:
     """Common base of ringtrio's async file objects (for ``isinstance``).
 
@@ -575,6 +611,8 @@ class AsyncBinaryFile(AsyncFile):
         "_closed",
         "_closing",
         "_detached",
+        "_rturn",
+        "_wturn",
         "_wrapped",
     )
 
@@ -642,6 +680,11 @@ class AsyncBinaryFile(AsyncFile):
         self._closed = False
         self._closing = False
         self._detached = False  # (then _closed is True too)
+        # Reads and writes that wait for the kernel take turns (one turn
+        # for both on a seekable file: they share the position; a pipe's or
+        # a terminal's two directions are independent).
+        self._rturn = _Turn()
+        self._wturn = self._rturn if seekable else _Turn()
         self._wrapped = wrapped
 
     def __repr__(self) -> str:
@@ -932,14 +975,37 @@ class AsyncBinaryFile(AsyncFile):
     # Kernel reads themselves follow the cancel protocol (submit_and_wait): a
     # read the kernel did returns its bytes even when the task was cancelled
     # meanwhile; one it did not do raises Cancelled.
+    #
+    # Several tasks may read one file.  A waiting read holds the file's read
+    # turn (_Turn) and empties the read-ahead before each await, so while it
+    # waits a served-from-the-read-ahead read finds nothing to take and
+    # queues for the turn instead: nobody takes bytes from under a read that
+    # may have to give its own back, and no two reads ask the kernel for the
+    # same position.
 
     async def _gather(self, fill: Callable[[list[Any], Any], Awaitable[T]], arg: Any, head: bytes = _EMPTY) -> T:
+        turn = self._rturn
+        if turn.busy:
+            if head:
+                self._unread([head])  # (ours again only once it is our turn)
+                head = _EMPTY
+            await turn.wait()
+        else:
+            turn.busy = True
         taken: list[Any] = [head] if head else []
         try:
             return await fill(taken, arg)
         except BaseException:
             self._unread(taken)
             raise
+        finally:
+            turn.give_back()
+
+    async def _read_once(self, taken: list[Any], size: int) -> bytes:
+        """One kernel read (unbuffered read, read1): the read-ahead first,
+        if the turn came after another read filled it."""
+        head = self._take_buffered(size)
+        return head if head else await self._read_raw(size)
 
     def _unread(self, taken: list[Any]) -> None:
         """Put bytes (or memoryviews) a read took, but will not return, back
@@ -984,7 +1050,7 @@ class AsyncBinaryFile(AsyncFile):
             return head
         if not self._readahead:
             # unbuffered: exactly one kernel read, like FileIO
-            return await self._read_raw(size)
+            return await self._gather(self._read_once, size)
         # (`head` was taken just now, with no await since: it is the first
         # thing _gather gives back if the rest fails.)
         return await self._gather(self._read_more, size, head)
@@ -993,6 +1059,11 @@ class AsyncBinaryFile(AsyncFile):
         """read(size)'s waiting part: kernel reads after what the read-ahead
         held (``taken``)."""
         need = size - (len(taken[0]) if taken else 0)
+        if not taken:  # (our turn came after another read: take what it left)
+            more = self._take_buffered(need)
+            if more:
+                taken.append(more)
+                need -= len(more)
         while need > 0:
             if need >= self._readahead:
                 want = min(need, _MAX_RW)
@@ -1058,17 +1129,21 @@ class AsyncBinaryFile(AsyncFile):
             head = self._take_buffered(size)
             await cancel_shielded_checkpoint()
             return head
-        return await self._read_raw(size)
+        return await self._gather(self._read_once, size)
 
     async def peek(self, size: int = 0) -> bytes:
         _size_arg(size)  # (checked as the stdlib does; the read-ahead is returned whatever it is)
         self._check(readable=True)
         await checkpoint_if_cancelled()
         if self._available() <= 0:
-            await self._fill()
+            await self._gather(self._peek_fill, None)
         else:
             await cancel_shielded_checkpoint()
         return self._readahead_as_bytes()[self._ri :]
+
+    async def _peek_fill(self, taken: list[Any], _: None) -> None:
+        if self._available() <= 0:
+            await self._fill()
 
     async def readinto(self, buffer: Any) -> int:
         """Read into a writable buffer until it is full or EOF."""
@@ -1264,25 +1339,33 @@ class AsyncBinaryFile(AsyncFile):
         if total == 0:
             await checkpoint()
             return 0
-        if (self._rbuf or self._chunks is not None) and self._seekable:
-            # The write goes at the logical position, and the read-ahead may
-            # hold the old bytes there.  (On a pipe or a terminal the
-            # read-ahead is the other direction's data: kept.)
-            self._drop_readahead()
-        written = 0
-        if self._append or not self._seekable:
-            # O_APPEND: the kernel writes at the end and moves its own file
-            # position there (offset -1 = "the current position").
+        turn = self._wturn
+        if turn.busy:
+            await turn.wait()
+        else:
+            turn.busy = True
+        try:
+            if (self._rbuf or self._chunks is not None) and self._seekable:
+                # The write goes at the logical position, and the read-ahead
+                # may hold the old bytes there.  (On a pipe or a terminal
+                # the read-ahead is the other direction's data: kept.)
+                self._drop_readahead()
+            written = 0
+            if self._append or not self._seekable:
+                # O_APPEND: the kernel writes at the end and moves its own
+                # file position there (offset -1 = "the current position").
+                while written < total:
+                    written += await self._pwrite(mv[written:], _OFF_CUR)
+                    if self._seekable:
+                        self._pos = os.lseek(self._fd, 0, os.SEEK_CUR)
+                return total
             while written < total:
-                written += await self._pwrite(mv[written:], _OFF_CUR)
-                if self._seekable:
-                    self._pos = os.lseek(self._fd, 0, os.SEEK_CUR)
+                n = await self._pwrite(mv[written:], self._pos)
+                self._pos += n
+                written += n
             return total
-        while written < total:
-            n = await self._pwrite(mv[written:], self._pos)
-            self._pos += n
-            written += n
-        return total
+        finally:
+            turn.give_back()
 
     async def writelines(self, lines: Iterable[Any]) -> None:
         self._check()
@@ -1304,19 +1387,27 @@ class AsyncBinaryFile(AsyncFile):
     async def truncate(self, size: int | None = None) -> int:
         """Resize the file (``IORING_OP_FTRUNCATE``); the position is unchanged."""
         self._check(writable=True, what="truncate")
-        if size is None:
-            size = self._pos
-        else:
+        if size is not None:
             size = _index(size)
-        if not _OFF_MIN <= size <= _OFF_MAX:
-            raise OverflowError(f"truncate: size {size} does not fit in a file offset (off_t: -2**63 to 2**63 - 1)")
-        if size < 0:
-            await checkpoint()
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        if self._seekable:
-            self._drop_readahead()
-        await self._op(RingOp(IORING_OP_FTRUNCATE, self._fd, 0, 0, size))
-        return size
+            if not _OFF_MIN <= size <= _OFF_MAX:
+                raise OverflowError(f"truncate: size {size} does not fit in a file offset (off_t: -2**63 to 2**63 - 1)")
+            if size < 0:
+                await checkpoint()
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        turn = self._wturn
+        if turn.busy:
+            await turn.wait()
+        else:
+            turn.busy = True
+        try:
+            if size is None:
+                size = self._pos
+            if self._seekable:
+                self._drop_readahead()
+            await self._op(RingOp(IORING_OP_FTRUNCATE, self._fd, 0, 0, size))
+            return size
+        finally:
+            turn.give_back()
 
     async def fsync(self) -> None:
         """Flush the file's data and metadata to the device (IORING_OP_FSYNC)."""
@@ -1369,9 +1460,17 @@ class AsyncBinaryFile(AsyncFile):
         self._pos = pos
         return pos
 
+    async def _idle(self) -> None:
+        """Return when no read or write that uses the position is under way
+        (seek and tell see the position between two calls, never inside
+        one).  No schedule point when none is."""
+        while self._rturn.busy or self._wturn.busy:
+            await (self._rturn if self._rturn.busy else self._wturn).idle()
+
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         # trio's shape (see "reading"): a seek that raises Cancelled has
         # not moved the position.
+        await self._idle()
         await checkpoint_if_cancelled()
         pos = self._seek_sync(offset, whence)
         await cancel_shielded_checkpoint()
@@ -1382,6 +1481,7 @@ class AsyncBinaryFile(AsyncFile):
             raise self._closed_error()
         if not self._seekable:
             raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+        await self._idle()
         await checkpoint_if_cancelled()
         await cancel_shielded_checkpoint()
         return self._pos
@@ -1404,7 +1504,7 @@ class AsyncBinaryFile(AsyncFile):
                 "an unbuffered file (buffering=0) has no detach(): like io.FileIO, it is the raw file itself"
             )
         self._check()
-        if self._inflight:
+        if self._inflight or self._rturn.busy or self._wturn.busy:
             raise BusyResourceError("detach() while another task waits on this file: let it finish first")
         await checkpoint_if_cancelled()
         if self._chunks is not None:
@@ -1505,6 +1605,7 @@ class AsyncTextFile(AsyncFile):
         "_used",
         "_snapshot",
         "_b2cratio",
+        "_turn",
         "_wrapped",
     )
 
@@ -1535,6 +1636,9 @@ class AsyncTextFile(AsyncFile):
         # Bytes per character of the last chunk read: where tell() starts
         # looking for a safe point (as TextIOWrapper, whose cookies we match).
         self._b2cratio = 0.0
+        # Text reads that wait, writes and seeks that re-read take turns
+        # (see _gather); the binary file has its own.
+        self._turn = _Turn()
         self._wrapped: Any = None
         if buffer._readable:
             dec: Any = codecs.getincrementaldecoder(encoding)(errors)
@@ -1653,8 +1757,17 @@ class AsyncTextFile(AsyncFile):
     # decoding error, anything), _gather restores the text state and the
     # decoder, and gives the chunks back to the binary file: the file is as
     # it was before the call, and the next call reads the same characters.
+    # As in the binary file, a waiting read holds the turn and has taken all
+    # the decoded text before each await, so no other read takes characters
+    # from under it (they queue), and restoring the state it started from
+    # undoes nobody else's work.
 
     async def _gather(self, fill: Callable[[list[Any], int], Awaitable[T]], arg: int) -> T:
+        turn = self._turn
+        if turn.busy:
+            await turn.wait()
+        else:
+            turn.busy = True
         undo = (self._decoded, self._used, self._snapshot, self._b2cratio)
         fed: list[Any] = []
         try:
@@ -1665,6 +1778,8 @@ class AsyncTextFile(AsyncFile):
                 self._decoder.setstate(fed[0])
                 self._buffer._unread(fed[1:])
             raise
+        finally:
+            turn.give_back()
 
     async def _read_chunk(self, fed: list[Any]) -> bool:
         """Decode one more chunk; False at EOF.  Records the snapshot
@@ -1696,15 +1811,18 @@ class AsyncTextFile(AsyncFile):
         return await self._gather(self._read_more, size)
 
     async def _read_all(self, fed: list[Any], _: int) -> str:
+        head = self._take()  # (before the await: see _gather)
         state = self._decoder.getstate()
         data = await self._buffer.read()
         fed += (state, data)
-        out = self._take() + self._decoder.decode(data, True)
+        out = head + self._decoder.decode(data, True)
         self._reset_decoding()
         return out
 
     async def _read_more(self, fed: list[Any], size: int) -> str:
-        parts = [self._take()]
+        # (at most `size`: if our turn came after another read, the decoded
+        # text may hold more than it did when we found it short)
+        parts = [self._take(size)]
         got = len(parts[0])
         while got < size:
             if not await self._read_chunk(fed):
@@ -1823,23 +1941,32 @@ class AsyncTextFile(AsyncFile):
         length = len(s)
         if self._writetranslate and self._writenl != "\n" and "\n" in s:
             s = s.replace("\n", self._writenl)
-        encoder = self._encoder
-        enc_state = encoder.getstate()
-        data = encoder.encode(s)
-        buf = self._buffer
-        writes = buf._writes
+        turn = self._turn
+        if turn.busy:
+            await turn.wait()
+        else:
+            turn.busy = True
         try:
-            await buf.write(data)
-        except BaseException:
-            if buf._writes == writes:
-                # Nothing reached the file (cancelled before or during the
-                # first kernel write): as if the call had not happened.
-                encoder.setstate(enc_state)
+            encoder = self._encoder
+            enc_state = encoder.getstate()
+            data = encoder.encode(s)
+            buf = self._buffer
+            writes = buf._writes
+            try:
+                await buf.write(data)
+            except BaseException:
+                if buf._writes == writes:
+                    # Nothing reached the file (cancelled before or during
+                    # the first kernel write): as if the call had not
+                    # happened.
+                    encoder.setstate(enc_state)
+                    raise
+                self._drop_decoded()
                 raise
             self._drop_decoded()
-            raise
-        self._drop_decoded()
-        return length
+            return length
+        finally:
+            turn.give_back()
 
     def _drop_decoded(self) -> None:
         # Like TextIOWrapper after a write: drop the decoded read-ahead (the
@@ -1972,8 +2099,10 @@ class AsyncTextFile(AsyncFile):
             decoder.setstate(saved)
 
     async def tell(self) -> int:
-        cookie = self._tell_sync()
+        if self._turn.busy:
+            await self._turn.idle()
         await checkpoint_if_cancelled()
+        cookie = self._tell_sync()
         await cancel_shielded_checkpoint()
         return cookie
 
@@ -1987,11 +2116,16 @@ class AsyncTextFile(AsyncFile):
         if whence == os.SEEK_CUR:
             if cookie != 0:
                 raise io.UnsupportedOperation("can't do nonzero cur-relative seeks")
+            if self._turn.busy:
+                await self._turn.idle()
             cookie = self._tell_sync()
             whence = os.SEEK_SET
         elif whence == os.SEEK_END:
             if cookie != 0:
                 raise io.UnsupportedOperation("can't do nonzero end-relative seeks")
+            if self._turn.busy:
+                await self._turn.idle()
+            await buf._idle()
             await checkpoint_if_cancelled()
             pos = buf._seek_sync(0, os.SEEK_END)
             self._reset_decoding()
@@ -2005,6 +2139,19 @@ class AsyncTextFile(AsyncFile):
         if cookie < 0:
             raise ValueError(f"negative seek position {cookie}")
         start, dec_flags, feed, need_eof, skip = self._unpack_cookie(cookie)
+        turn = self._turn
+        if turn.busy:
+            await turn.wait()
+        else:
+            turn.busy = True
+        try:
+            return await self._seek_to(cookie, start, dec_flags, feed, need_eof, skip)
+        finally:
+            turn.give_back()
+
+    async def _seek_to(self, cookie: int, start: int, dec_flags: int, feed: int, need_eof: bool, skip: int) -> int:
+        buf = self._buffer
+        await buf._idle()
         await checkpoint_if_cancelled()
         decoder = self._decoder
         if decoder is None or not (feed or need_eof or skip):
@@ -2056,6 +2203,8 @@ class AsyncTextFile(AsyncFile):
         buf = self._buffer
         if buf is _DETACHED:
             raise _detached_error()
+        if self._turn.busy:
+            raise BusyResourceError("detach() while another task waits on this file: let it finish first")
         await checkpoint_if_cancelled()
         if self._decoder is not None and self._used < len(self._decoded) and buf._seekable and not buf._closed:
             start, dec_flags, feed, need_eof, skip = self._unpack_cookie(self._tell_sync())
