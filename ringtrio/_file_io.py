@@ -25,7 +25,8 @@ import stat as _stat
 from operator import index as _index
 import struct
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from typing import Any, TypeVar
 
 from ._core import (
@@ -529,11 +530,17 @@ class _Turn:
         self.busy = False
         self._queue: ParkingLot | None = None
 
-    async def wait(self) -> None:
-        """Wait for a busy turn; returns holding it."""
+    @types.coroutine
+    def take(self) -> Generator[Any, Any, None]:
+        """Wait for the turn and hold it.  (Generator-based: no schedule
+        point and no coroutine object when it is free -- the common case,
+        on the path of every kernel read and write.)"""
+        if not self.busy:
+            self.busy = True
+            return
         if self._queue is None:
             self._queue = ParkingLot()
-        await self._queue.park()
+        yield from self._queue.park()  # (give_back hands it over)
 
     def give_back(self) -> None:
         queue = self._queue
@@ -545,7 +552,7 @@ class _Turn:
     async def idle(self) -> None:
         """Return when nobody holds the turn (without keeping it)."""
         if self.busy:
-            await self.wait()
+            await self.take()
             self.give_back()
 
 
@@ -985,13 +992,10 @@ class AsyncBinaryFile(AsyncFile):
 
     async def _gather(self, fill: Callable[[list[Any], Any], Awaitable[T]], arg: Any, head: bytes = _EMPTY) -> T:
         turn = self._rturn
-        if turn.busy:
-            if head:
-                self._unread([head])  # (ours again only once it is our turn)
-                head = _EMPTY
-            await turn.wait()
-        else:
-            turn.busy = True
+        if turn.busy and head:
+            self._unread([head])  # (ours again only once it is our turn)
+            head = _EMPTY
+        await turn.take()
         taken: list[Any] = [head] if head else []
         try:
             return await fill(taken, arg)
@@ -1340,10 +1344,7 @@ class AsyncBinaryFile(AsyncFile):
             await checkpoint()
             return 0
         turn = self._wturn
-        if turn.busy:
-            await turn.wait()
-        else:
-            turn.busy = True
+        await turn.take()
         try:
             if (self._rbuf or self._chunks is not None) and self._seekable:
                 # The write goes at the logical position, and the read-ahead
@@ -1395,10 +1396,7 @@ class AsyncBinaryFile(AsyncFile):
                 await checkpoint()
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         turn = self._wturn
-        if turn.busy:
-            await turn.wait()
-        else:
-            turn.busy = True
+        await turn.take()
         try:
             if size is None:
                 size = self._pos
@@ -1764,10 +1762,7 @@ class AsyncTextFile(AsyncFile):
 
     async def _gather(self, fill: Callable[[list[Any], int], Awaitable[T]], arg: int) -> T:
         turn = self._turn
-        if turn.busy:
-            await turn.wait()
-        else:
-            turn.busy = True
+        await turn.take()
         undo = (self._decoded, self._used, self._snapshot, self._b2cratio)
         fed: list[Any] = []
         try:
@@ -1942,10 +1937,7 @@ class AsyncTextFile(AsyncFile):
         if self._writetranslate and self._writenl != "\n" and "\n" in s:
             s = s.replace("\n", self._writenl)
         turn = self._turn
-        if turn.busy:
-            await turn.wait()
-        else:
-            turn.busy = True
+        await turn.take()
         try:
             encoder = self._encoder
             enc_state = encoder.getstate()
@@ -2140,10 +2132,7 @@ class AsyncTextFile(AsyncFile):
             raise ValueError(f"negative seek position {cookie}")
         start, dec_flags, feed, need_eof, skip = self._unpack_cookie(cookie)
         turn = self._turn
-        if turn.busy:
-            await turn.wait()
-        else:
-            turn.busy = True
+        await turn.take()
         try:
             return await self._seek_to(cookie, start, dec_flags, feed, need_eof, skip)
         finally:
