@@ -116,7 +116,45 @@ def rewrite_source(source: str, trio_module: str) -> str:
         # Same number of lines as the statement replaced.
         filler = "\n" * (node.end_lineno - node.lineno)
         lines[node.lineno - 1 : node.end_lineno] = [head + new + filler + tail]
-    return "".join(lines)
+    return _named_as_trio("".join(lines), trio_module)
+
+
+def _named_as_trio(source: str, trio_module: str) -> str:
+    """Give the copy trio's module name (``__name__``), on an existing line.
+
+    Tests compare names that contain the module of the function they were
+    given (worker thread names, task names in messages): a copy named
+    ``retargeted._tests.x`` would fail them for no fault of ringtrio's.
+    ``__package__`` stays, so relative imports between copies still work.
+    """
+    if trio_module.endswith(".__init__"):
+        return source
+    tree = ast.parse(source)
+    body = tree.body
+    index = 0
+    while index < len(body) and (
+        (isinstance(body[index], ast.Expr) and isinstance(getattr(body[index], "value", None), ast.Constant))
+        or (isinstance(body[index], ast.ImportFrom) and body[index].module == "__future__")
+    ):
+        index += 1
+    lines = source.splitlines(keepends=True)
+    assignment = f"__name__ = {trio_module!r}"
+    if index < len(body) and not isinstance(
+        body[index], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.Try, ast.For, ast.While, ast.With)
+    ):
+        line = body[index].lineno - 1  # a simple statement: put it in front
+        lines[line] = assignment + "; " + lines[line]
+    elif index > 0:  # after the docstring or future import, on its last line
+        last = body[index - 1]
+        assert last.end_lineno is not None
+        line = last.end_lineno - 1
+        text = lines[line].rstrip("\n")
+        lines[line] = text[: last.end_col_offset] + "; " + assignment + text[last.end_col_offset :] + "\n"
+    else:
+        return source
+    renamed = "".join(lines)
+    compile(renamed, trio_module, "exec")  # fails loudly rather than run a broken copy
+    return renamed
 
 
 def prepare(trio_root: Path, out: Path) -> list[Path]:

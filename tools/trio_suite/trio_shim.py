@@ -284,6 +284,14 @@ class _PlaceholderMeta(type):
     def __contains__(cls, item: object) -> bool:
         raise cls._error()
 
+    # Arithmetic and ordering, for internal constants (a heap threshold).
+    def _fail(cls, *args: object) -> Any:
+        raise cls._error()
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __neg__ = _fail
+    __lt__ = __le__ = __gt__ = __ge__ = __int__ = __float__ = __index__ = _fail
+
 
 def _placeholder(name: str, error: MissingName | SetAside) -> type:
     # An Exception subclass, so `except Placeholder:` is a clause that never
