@@ -90,6 +90,7 @@ from ._core._internal_api import (
     _cancel_pending,
     _current_runner,
     _local,
+    _outside_run,
     set_buffer_group_opener,
 )
 
@@ -659,8 +660,10 @@ class BufferReceiver:
         op = self._op
         if op is None or stream._buffer_receiver is not op or op.owner != id(self):
             op = yield from self._attach().__await__()
+        task = _local.task  # (current_task(), inlined: the hot path)
+        if task is None:
+            _outside_run()
         stream._receiving = True
-        task = current_task()
         parked = False  # passed a cancellable wait (a checkpoint) yet
         try:
             while not op.queue:

@@ -22,11 +22,10 @@ from ._core import (
     RingOp,
     cancel_shielded_checkpoint,
     checkpoint,
-    current_task,
     reschedule,
     submit_and_wait,
 )
-from ._core._internal_api import _cancel_pending, _current_runner, _Park
+from ._core._internal_api import _cancel_pending, _current_runner, _local, _outside_run, _Park
 from ._socket import _MSG_NOSIGNAL, SocketType
 
 if TYPE_CHECKING:
@@ -383,7 +382,9 @@ class SocketStream(HalfCloseableStream):
                     # may stay in flight between calls, docs/design.md,
                     # "Sockets"), or no receive group could be registered.
                     return (yield from self.socket.recv(max_bytes).__await__())
-            task = current_task()
+            task = _local.task  # (current_task(), inlined: the hot path)
+            if task is None:
+                _outside_run()
             parked = False
             closed: ClosedResourceError | None = None
             while not (rx.chunks or rx.eof or rx.error):
