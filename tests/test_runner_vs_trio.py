@@ -14,6 +14,7 @@ shuffles each batch), and nothing is timed beyond generous bounds.  A hang
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import logging
 import math
@@ -27,9 +28,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.abc
 import trio.testing
 
 import ringtrio
+import ringtrio.abc
 import ringtrio.testing
 
 LIBS = (trio, ringtrio)
@@ -724,3 +727,181 @@ def test_async_generators_not_first_iterated_in_a_task_are_not_ours() -> None:
         return record
 
     same_under_both(scenario)
+
+
+# --------------------------------------------------------------------------
+# Which task is current in hooks, abort functions and spawned contexts
+# --------------------------------------------------------------------------
+
+
+INSTRUMENT_HOOKS = [
+    "before_run", "after_run", "task_spawned", "task_scheduled",
+    "before_task_step", "after_task_step", "task_exited",
+    "before_io_wait", "after_io_wait",
+]
+
+
+def test_instrument_hooks_run_in_the_task_they_are_about() -> None:
+    """The step hooks and task_exited run with the task current (so
+    current_task() works and is that task); the run-wide and io-wait hooks
+    run inside the run but in no task.  (ringtrio's before_task_step saw no
+    current task.)"""
+
+    def scenario(lib: ModuleType) -> dict[str, Any]:
+        seen: dict[str, set[Any]] = {}
+        L = lib.lowlevel
+
+        class Recorder(lib.abc.Instrument):  # type: ignore[name-defined,misc]
+            pass
+
+        for hook in INSTRUMENT_HOOKS:
+
+            def record(self: Any, *args: Any, hook: str = hook) -> None:
+                task_arg = args[0] if args and isinstance(args[0], L.Task) else None
+                in_task = L.in_trio_task()
+                seen.setdefault(hook, set()).add((
+                    L.in_trio_run(),
+                    in_task if hook not in ("task_spawned", "task_scheduled") else None,
+                    None if task_arg is None or not in_task or hook in ("task_spawned", "task_scheduled")
+                    else L.current_task() is task_arg,
+                ))
+
+            setattr(Recorder, hook, record)
+
+        async def main() -> None:
+            await L.checkpoint()
+            async with lib.open_nursery() as nursery:
+                nursery.start_soon(L.checkpoint)
+            await lib.sleep(0.01)
+
+        lib.run(main, instruments=[Recorder()])
+        return {hook: sorted(values, key=repr) for hook, values in seen.items()}
+
+    assert same_under_both(scenario)["before_task_step"] == [(True, True, True)]
+
+
+@pytest.mark.parametrize("instrumented", [False, True])
+def test_abort_functions_run_in_the_context_that_cancels(instrumented: bool) -> None:
+    """An abort function called as the task parks in an already cancelled
+    scope runs in that task; one called by cancel() from another task runs
+    in that other task; one called because a deadline passed runs in the
+    loop, in no task.  (With an instrument installed every step takes the
+    loop's instrumented path.)"""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        L = lib.lowlevel
+        log: list[Any] = []
+
+        def abort_recording(label: str, me: Any) -> Callable[[Any], Any]:
+            def abort(raise_cancel: Any) -> Any:
+                in_task = L.in_trio_task()
+                log.append((label, L.in_trio_run(), in_task, in_task and L.current_task() is me))
+                return L.Abort.SUCCEEDED
+
+            return abort
+
+        async def parks(label: str, scope_holder: list[Any]) -> None:
+            with lib.CancelScope() as scope:
+                scope_holder.append(scope)
+                await L.wait_task_rescheduled(abort_recording(label, L.current_task()))
+
+        async def main() -> None:
+            me = L.current_task()
+            # Parking in a scope whose deadline has passed.
+            with lib.CancelScope(deadline=lib.current_time() - 1):
+                await L.wait_task_rescheduled(abort_recording("parked cancelled", me))
+            # After a resume with a value (the step that is not the plain one).
+            await lib.to_thread.run_sync(lambda: None)
+            with lib.CancelScope(deadline=lib.current_time() - 1):
+                await L.wait_task_rescheduled(abort_recording("parked cancelled after a thread", me))
+            async with lib.open_nursery() as nursery:
+                holder: list[Any] = []
+                nursery.start_soon(parks, "cancelled by another task", holder)
+                await _testing_of(lib).wait_all_tasks_blocked()
+                holder[0].cancel()
+            async with lib.open_nursery() as nursery:
+                holder = []
+                nursery.start_soon(parks, "deadline passed", holder)
+                await _testing_of(lib).wait_all_tasks_blocked()
+                holder[0].deadline = lib.current_time()
+
+        lib.run(main, instruments=[lib.abc.Instrument()] if instrumented else [])
+        return log
+
+    assert same_under_both(scenario) == [
+        ("parked cancelled", True, True, True),
+        ("parked cancelled after a thread", True, True, True),
+        ("cancelled by another task", True, True, False),
+        ("deadline passed", True, False, False),
+    ]
+
+
+def test_start_soon_copies_the_context_it_is_called_in() -> None:
+    """start_soon inside Context.run gives the child a copy of that context
+    (ringtrio copied the calling task's own context)."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+        seen: list[Any] = []
+
+        async def child(label: str) -> None:
+            seen.append((label, var.get()))
+
+        async def main() -> None:
+            var.set("task's")
+            other = contextvars.copy_context()
+            other.run(var.set, "other context's")
+            async with lib.open_nursery() as nursery:
+                other.run(nursery.start_soon, child, "inside Context.run")
+                await _testing_of(lib).wait_all_tasks_blocked()
+                nursery.start_soon(child, "plain")
+
+        lib.run(main)
+        return sorted(seen)
+
+    assert same_under_both(scenario) == [
+        ("inside Context.run", "other context's"),
+        ("plain", "task's"),
+    ]
+
+
+# --------------------------------------------------------------------------
+# SIGINT
+# --------------------------------------------------------------------------
+
+
+def test_sigint_handler_installed_during_the_run_is_kept() -> None:
+    """run() puts back the SIGINT handler it found only if its own is still
+    installed: a handler the program installed during the run stays
+    (ringtrio used to clobber it)."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        seen: list[Any] = []
+
+        def mine(signum: int, frame: Any) -> None:
+            pass  # pragma: no cover
+
+        async def installs() -> None:
+            seen.append(("replaced the default during the run",
+                         signal.getsignal(signal.SIGINT) is not signal.default_int_handler))
+            signal.signal(signal.SIGINT, mine)
+
+        async def leaves_it() -> None:
+            pass
+
+        original = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            lib.run(installs)
+            seen.append(("program's handler kept", signal.getsignal(signal.SIGINT) is mine))
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            lib.run(leaves_it)
+            seen.append(("default restored", signal.getsignal(signal.SIGINT) is signal.default_int_handler))
+        finally:
+            signal.signal(signal.SIGINT, original)
+        return seen
+
+    assert same_under_both(scenario) == [
+        ("replaced the default during the run", True),
+        ("program's handler kept", True),
+        ("default restored", True),
+    ]

@@ -149,7 +149,10 @@ def _install_sigint(runner: Runner) -> Callable[[], None]:
         old_wakeup = -1
 
     def restore() -> None:
-        signal.signal(signal.SIGINT, old_handler)
+        # Only if the handler is still ours (trio's rule): one the program
+        # installed during the run stays.
+        if signal.getsignal(signal.SIGINT) is handler:
+            signal.signal(signal.SIGINT, old_handler)
         try:
             signal.set_wakeup_fd(old_wakeup)
         except ValueError:  # pragma: no cover

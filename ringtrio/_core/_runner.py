@@ -361,7 +361,9 @@ class Runner:
             if system:
                 context = self.system_context.copy()
             else:
-                context = _local.task.context.copy()  # type: ignore[union-attr]
+                # The context the call is made in (trio's rule): inside
+                # Context.run, that context, not the task's own.
+                context = copy_context()
         # The name is worked out lazily (Task.name): most tasks never need it.
         task = Task(self, coro, async_fn if name is None else name, context, nursery, system)
         self._ntasks += 1
@@ -816,12 +818,10 @@ class Runner:
                         self._step(task)
                     elif kind == 3:
                         self._bad_yield(task, payload)
+                    elif kind == 1:
+                        self._task_exited(task, Value(payload) if task is self.main_task else _EXITED_OK)
                     else:
-                        local.task = None
-                        if kind == 1:
-                            self._task_exited(task, Value(payload) if task is self.main_task else _EXITED_OK)
-                        else:
-                            self._task_exited(task, Error(payload))
+                        self._task_exited(task, Error(payload))
                 local.task = None
                 continue
             popleft = runq.popleft
@@ -845,13 +845,11 @@ class Runner:
                     else:
                         msg = task.context.run(next_send.send, task.coro)
                 except StopIteration as stop:
-                    local.task = None
                     self._task_exited(
                         task, Value(stop.value) if task is self.main_task else _EXITED_OK
                     )
                     continue
                 except BaseException as exc:
-                    local.task = None
                     self._task_exited(task, Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
                     continue
                 if msg is CKPT:
@@ -922,15 +920,23 @@ class Runner:
 
     def _run_batch_instrumented(self, batch: int) -> None:
         # The same as the fast loop above, with instrument hooks; kept
-        # separate so the common case pays nothing for instruments.
+        # separate so the common case pays nothing for instruments.  The
+        # step hooks run in the task's context, as trio's: current_task()
+        # is the task.
         runq = self._runq
         for _ in range(batch):
             task = runq.popleft()
+            _local.task = task
             self._instrument("before_task_step", task)
             self._step(task)
             self._instrument("after_task_step", task)
+        _local.task = None
 
     def _step(self, task: Task) -> None:
+        # One step of one task.  The task stays current (_local.task) after
+        # the step, while what it yielded is acted on -- an abort function
+        # run right away, its exit and the task_exited hook -- as in trio;
+        # the caller clears it.
         _local.task = task
         next_send = task._next_send
         task._next_send = None
@@ -948,17 +954,13 @@ class Runner:
             else:
                 msg = task.context.run(next_send.send, task.coro)
         except StopIteration as stop:
-            _local.task = None
             self._task_exited(
                 task, outcome.Value(stop.value) if task is self.main_task else _EXITED_OK
             )
             return
         except BaseException as exc:
-            _local.task = None
             self._task_exited(task, outcome.Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
             return
-        finally:
-            _local.task = None
         if msg is _CHECKPOINT:
             task._next_send = _RESUME_CHECKING_CANCEL
             self._runq.append(task)
