@@ -905,3 +905,176 @@ def test_sigint_handler_installed_during_the_run_is_kept() -> None:
         ("program's handler kept", True),
         ("default restored", True),
     ]
+
+
+# --------------------------------------------------------------------------
+# Instruments' hooks, Task.custom_sleep_data, Task.coro, iter_await_frames
+# --------------------------------------------------------------------------
+
+
+def test_instrument_hooks_are_looked_up_when_it_is_added() -> None:
+    """Which hooks an instrument has is decided when it is added: a method
+    assigned later is not called until the instrument is removed and added
+    again; a hook that raises on lookup makes add_instrument raise and
+    leaves nothing installed; one that raises when called disables that
+    instrument only."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        log: list[Any] = []
+        L = lib.lowlevel
+
+        class Null(lib.abc.Instrument):  # type: ignore[name-defined,misc]
+            pass
+
+        class EvilLookup(lib.abc.Instrument):  # type: ignore[name-defined,misc]
+            @property
+            def after_run(self) -> Any:
+                raise ValueError("oops")
+
+        class Broken(lib.abc.Instrument):  # type: ignore[name-defined,misc]
+            def task_scheduled(self, task: Any) -> None:
+                log.append("broken hook called")
+                raise ValueError("broken")
+
+        null = Null()
+
+        async def main() -> None:
+            me = L.current_task()
+            steps: list[Any] = []
+            null.before_task_step = steps.append  # type: ignore[method-assign]
+            await L.checkpoint()
+            await L.checkpoint()
+            log.append(("monkeypatched, not re-added", steps.count(me)))
+            L.remove_instrument(null)
+            L.add_instrument(null)
+            await L.checkpoint()
+            await L.checkpoint()
+            log.append(("re-added", steps.count(me)))
+            L.remove_instrument(null)
+            await L.checkpoint()
+            log.append(("removed", steps.count(me)))
+            evil = EvilLookup()
+            try:
+                L.add_instrument(evil)
+            except ValueError:
+                log.append("add_instrument raised")
+            try:
+                L.remove_instrument(evil)
+            except KeyError:
+                log.append("and it is not installed")
+            L.add_instrument(Broken())
+            await L.checkpoint()
+            await L.checkpoint()
+
+        lib.run(main, instruments=[null])
+        return log
+
+    assert same_under_both(scenario) == [
+        ("monkeypatched, not re-added", 0),
+        ("re-added", 2),
+        ("removed", 2),
+        "add_instrument raised",
+        "and it is not installed",
+        "broken hook called",
+    ]
+
+
+def test_custom_sleep_data_is_cleared_when_the_task_is_rescheduled() -> None:
+    """Every way of being woken clears Task.custom_sleep_data: a checkpoint,
+    a sleep, an Event, a wait on the kernel (a ring op under ringtrio)."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        log: list[Any] = []
+        L = lib.lowlevel
+
+        async def main() -> None:
+            task = L.current_task()
+            log.append(("initially", task.custom_sleep_data))
+            a, b = lib.socket.socketpair()
+            with a, b:
+                await b.send(b"x")
+                event = lib.Event()
+                event.set()
+                waits = {
+                    "checkpoint": L.checkpoint,
+                    "sleep": lambda: lib.sleep(0.001),
+                    "set Event": event.wait,
+                    "socket receive": lambda: a.recv(1),
+                }
+                for label, wait in waits.items():
+                    task.custom_sleep_data = label
+                    await wait()
+                    log.append((label, task.custom_sleep_data))
+
+        lib.run(main)
+        return log
+
+    assert same_under_both(scenario) == [
+        ("initially", None),
+        ("checkpoint", None),
+        ("sleep", None),
+        ("set Event", None),
+        ("socket receive", None),
+    ]
+
+
+async def _innermost(lib: ModuleType, event: Any) -> None:
+    event.set()
+    await lib.sleep_forever()
+
+
+async def _middle(lib: ModuleType, event: Any) -> None:
+    await _innermost(lib, event)
+
+
+async def _outer(lib: ModuleType, event: Any) -> None:
+    await _middle(lib, event)
+
+
+async def _middle_generator(lib: ModuleType, event: Any) -> Any:
+    await lib.lowlevel.checkpoint()
+    yield
+    await _innermost(lib, event)
+    yield  # pragma: no cover
+
+
+async def _outer_iterating(lib: ModuleType, event: Any) -> None:
+    async for _ in _middle_generator(lib, event):
+        pass
+
+
+def test_iter_await_frames_walks_coroutines_and_async_generators() -> None:
+    """From Task.coro down: coroutines, and async generators being iterated
+    (ringtrio stopped at the generator); nothing once the task is over,
+    while Task.coro still holds the finished coroutine (ringtrio set it to
+    None)."""
+
+    def scenario(lib: ModuleType) -> list[Any]:
+        log: list[Any] = []
+
+        async def main() -> None:
+            for outer in (_outer, _outer_iterating):
+                async with lib.open_nursery() as nursery:
+                    event = lib.Event()
+                    nursery.start_soon(outer, lib, event)
+                    await event.wait()
+                    (task,) = nursery.child_tasks
+                    names = [frame.f_code.co_name for frame, _ in task.iter_await_frames()]
+                    log.append(names[:3])
+                    nursery.cancel_scope.cancel()
+                log.append((
+                    "after exit",
+                    type(task.coro).__name__,
+                    task.coro.cr_frame is None,
+                    list(task.iter_await_frames()),
+                ))
+
+        lib.run(main)
+        return log
+
+    assert same_under_both(scenario) == [
+        ["_outer", "_middle", "_innermost"],
+        ("after exit", "coroutine", True, []),
+        ["_outer_iterating", "_middle_generator", "_innermost"],
+        ("after exit", "coroutine", True, []),
+    ]

@@ -24,6 +24,23 @@ class Instrument:
     def after_io_wait(self, timeout: float) -> None: ...
 
 
+_HOOK_NAMES = tuple(name for name in vars(Instrument) if not name.startswith("_"))
+
+
+def _hooks_of(instrument: object) -> list[str]:
+    """The hooks ``instrument`` implements: the hook names it has a
+    method for that is not Instrument's own no-op.  Looked up once, when the
+    instrument is added (trio's rule): replacing a method later changes
+    nothing until the instrument is removed and added again."""
+    hooks = []
+    for name in _HOOK_NAMES:
+        method = getattr(instrument, name, None)
+        if method is None or getattr(method, "__func__", None) is vars(Instrument)[name]:
+            continue
+        hooks.append(name)
+    return hooks
+
+
 @dataclass(frozen=True, slots=True)
 class RunStatistics:
     """What :func:`current_statistics` returns."""

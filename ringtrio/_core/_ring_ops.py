@@ -131,6 +131,7 @@ class RingOp:
             # reschedule(task), inlined: this runs once per completed op.
             task._abort_func = None
             task._next_send = None
+            task.custom_sleep_data = None
             runner = task._runner
             runner._runq.append(task)
             if runner._instruments:

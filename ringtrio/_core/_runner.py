@@ -32,6 +32,7 @@ import sniffio
 
 from . import _accel, _ring
 from ._asyncgens import AsyncGenerators
+from ._instrumentation import _hooks_of
 from ._exceptions import (
     BusyResourceError,
     Cancelled,
@@ -135,7 +136,11 @@ class Runner:
         else:
             self.current_time = clock.current_time
         self.strict_exception_groups = strict_exception_groups
+        # Every installed instrument (the hot paths only ask whether there
+        # is any), and per hook the ones that implement it, decided when
+        # each was added.
         self._instruments: list[Instrument] = []
+        self._hooks: dict[str, list[Instrument]] = {}
         for inst in instruments:
             self.add_instrument(inst)
         self._runq: deque[Task] = deque()
@@ -241,33 +246,47 @@ class Runner:
     # -- instruments -----------------------------------------------------
 
     def add_instrument(self, instrument: Instrument) -> None:
-        if instrument not in self._instruments:
-            self._instruments.append(instrument)
+        if instrument in self._instruments:
+            return
+        self._instruments.append(instrument)
+        try:
+            for hook in _hooks_of(instrument):
+                self._hooks.setdefault(hook, []).append(instrument)
+        except BaseException:
+            # (A hook that is a property raising, say.)  Not half installed.
+            self.remove_instrument(instrument)
+            raise
 
     def remove_instrument(self, instrument: Instrument) -> None:
         try:
             self._instruments.remove(instrument)
         except ValueError:
             raise KeyError(f"instrument {instrument!r} is not installed") from None
+        for hook, hooked in list(self._hooks.items()):
+            if instrument in hooked:
+                hooked.remove(instrument)
+                if not hooked:
+                    del self._hooks[hook]
 
     def _instrument(self, hook: str, *args: Any) -> None:
-        for inst in list(self._instruments):
-            method = getattr(inst, hook, None)
-            if method is None:
-                continue
+        hooked = self._hooks.get(hook)
+        if not hooked:
+            return
+        for inst in list(hooked):
             try:
-                method(*args)
+                getattr(inst, hook)(*args)
             except BaseException:
                 # A broken instrument is removed, loudly, rather than taking
                 # the run down.
-                self._instruments.remove(inst)
+                if inst in self._instruments:
+                    self.remove_instrument(inst)
                 import logging
 
                 logging.getLogger("ringtrio.abc.Instrument").exception(
-                    "Exception raised when calling %r on instrument %r. "
-                    "Instrument has been disabled.",
-                    hook,
+                    "Instrument %r raised in its %s hook. Instrument has been disabled "
+                    "(removed from the run); the run goes on.",
                     inst,
+                    hook,
                 )
 
     # -- deadlines -------------------------------------------------------
@@ -854,9 +873,11 @@ class Runner:
                     continue
                 if msg is CKPT:
                     task._next_send = RESUME_CHECK
+                    task.custom_sleep_data = None
                     append(task)
                 elif msg is YIELD:
                     task._next_send = RESUME_PLAIN
+                    task.custom_sleep_data = None
                     append(task)
                 elif type(msg) is Park:
                     task._abort_func = msg.abort_func
@@ -961,12 +982,11 @@ class Runner:
         except BaseException as exc:
             self._task_exited(task, outcome.Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
             return
-        if msg is _CHECKPOINT:
-            task._next_send = _RESUME_CHECKING_CANCEL
-            self._runq.append(task)
-            self._instrument("task_scheduled", task)
-        elif msg is _YIELD:
-            task._next_send = _RESUME_PLAIN
+        if msg is _CHECKPOINT or msg is _YIELD:
+            # Rescheduled at once (as every reschedule: custom_sleep_data
+            # cleared).
+            task._next_send = _RESUME_CHECKING_CANCEL if msg is _CHECKPOINT else _RESUME_PLAIN
+            task.custom_sleep_data = None
             self._runq.append(task)
             self._instrument("task_scheduled", task)
         elif type(msg) is _Park:

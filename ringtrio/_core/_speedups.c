@@ -56,7 +56,7 @@ static PyObject *on_cqe_name;       /* "_on_cqe" */
 static Py_ssize_t o_opcode, o_fd, o_addr, o_length, o_off, o_op_flags,
     o_ioprio, o_sqe_flags, o_buf_index, o_keepalive, o_token, o_task,
     o_cancel_raise, o_linked, o_done, o_result;
-static Py_ssize_t t_next_send, t_abort_func;
+static Py_ssize_t t_next_send, t_abort_func, t_custom_sleep_data;
 /* LinkedOp / LinkedChain (set by setup_chains; linkedop_type stays NULL
  * until then, and chain members then take the Python path). */
 static PyTypeObject *linkedop_type;
@@ -121,7 +121,8 @@ static PyObject *sp_setup(PyObject *mod, PyObject *args)
         if (member_offset(op_t, ops[i].name, ops[i].off) < 0)
             return NULL;
     if (member_offset(task_t, "_next_send", &t_next_send) < 0 ||
-        member_offset(task_t, "_abort_func", &t_abort_func) < 0)
+        member_offset(task_t, "_abort_func", &t_abort_func) < 0 ||
+        member_offset(task_t, "custom_sleep_data", &t_custom_sleep_data) < 0)
         return NULL;
     Py_XSETREF(ringop_type, (PyTypeObject *)Py_NewRef(op_t));
     Py_XSETREF(link_expired, Py_NewRef(expired));
@@ -168,6 +169,7 @@ static PyObject *sp_setup_steps(PyObject *mod, PyObject *args)
         member_offset(task_t, "_cancel_scope", &t_cancel_scope) < 0 ||
         member_offset(task_t, "_next_send", &t_next_send) < 0 ||
         member_offset(task_t, "_abort_func", &t_abort_func) < 0 ||
+        member_offset(task_t, "custom_sleep_data", &t_custom_sleep_data) < 0 ||
         member_offset(scope_t, "_eff", &s_eff) < 0 ||
         member_offset(park_t, "abort_func", &k_abort_func) < 0)
         return NULL;
@@ -322,7 +324,11 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
             goto done;
         }
         if (msg == m_checkpoint || msg == m_yield) {
+            /* Rescheduled at once (clearing custom_sleep_data, as every
+             * reschedule does). */
             set_field(task, t_next_send, Py_NewRef(msg == m_checkpoint ? m_resume_check : m_resume_plain));
+            if (FIELD(task, t_custom_sleep_data) != Py_None)
+                set_field(task, t_custom_sleep_data, Py_NewRef(Py_None));
             PyObject *r = PyObject_CallOneArg(append, task);
             Py_DECREF(msg);
             Py_DECREF(task);
@@ -748,6 +754,7 @@ static int wake(PyObject *task, PyObject *append)
 {
     set_field(task, t_abort_func, Py_NewRef(Py_None));
     set_field(task, t_next_send, Py_NewRef(Py_None));
+    set_field(task, t_custom_sleep_data, Py_NewRef(Py_None));
     PyObject *r = PyObject_CallOneArg(append, task);
     if (!r)
         return -1;

@@ -4,6 +4,7 @@ cancelled while parked."""
 from __future__ import annotations
 
 import functools
+import gc
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextvars import Context
@@ -143,14 +144,35 @@ class Task:
         return list(self._child_nurseries)
 
     def iter_await_frames(self) -> Iterator[tuple[types.FrameType, int]]:
-        """(frame, lineno) pairs down the task's await chain."""
-        coro: Any = self.coro
-        while coro is not None:
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if frame is None:
+        """(frame, lineno) pairs down the task's await chain, from
+        ``Task.coro`` to the innermost await: coroutines, generator-based
+        coroutines, and async generators being iterated (``async for``).
+        Empty once the task has exited."""
+        awaitable: Any = self.coro
+        while awaitable is not None:
+            if hasattr(awaitable, "cr_frame"):
+                frame = awaitable.cr_frame  # None once finished
+                if frame is not None:
+                    yield frame, frame.f_lineno
+                awaitable = awaitable.cr_await
+            elif hasattr(awaitable, "gi_frame"):
+                frame = awaitable.gi_frame
+                if frame is not None:
+                    yield frame, frame.f_lineno
+                awaitable = awaitable.gi_yieldfrom
+            elif type(awaitable).__name__ in ("async_generator_asend", "async_generator_athrow"):
+                # What `async for` awaits: a wrapper around the generator
+                # that does not expose it (CPython issue 76991), but the
+                # garbage collector can see what it refers to.
+                agen = next(
+                    (ref for ref in gc.get_referents(awaitable) if hasattr(ref, "ag_frame")), None
+                )
+                if agen is None or agen.ag_frame is None:
+                    return
+                yield agen.ag_frame, agen.ag_frame.f_lineno
+                awaitable = agen.ag_await
+            else:
                 return
-            yield frame, frame.f_lineno
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
 
     # Called with the runner's deadline heap entry when a sleep expires.
     def _deadline_expired(self) -> None:

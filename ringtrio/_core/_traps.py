@@ -168,6 +168,8 @@ def reschedule(task: Task, next_send: outcome.Outcome[Any] | None = None) -> Non
         )
     task._abort_func = None
     task._next_send = next_send
+    # (trio's rule: whatever the wait kept there is over with it.)
+    task.custom_sleep_data = None
     runner = task._runner
     runner._runq.append(task)
     if runner._instruments:
