@@ -927,7 +927,9 @@ class SocketType:
         try:
             address = await self._resolve(address, local=False)
             sa = _encode_sockaddr(self._sock.family, address)
-            fd = self._fd()
+            fd = self._sock.fileno()
+            if fd < 0:
+                await _fail_at_once(_closed_socket_error())
             buf = _ffi.new("char[]", sa)
             op = RingOp(_ring.IORING_OP_CONNECT, fd, _addr_of(buf), 0, len(sa), keepalive=buf)
             res, _ = await self._run_op(op)

@@ -460,3 +460,24 @@ def test_wait_on_a_closed_fd_is_ebadf(lib: ModuleType) -> None:
         return seen
 
     assert lib.run(main) == ["[Errno 9] Bad file descriptor"] * 2
+
+
+def test_connect_on_a_closed_socket_is_a_checkpoint(lib: ModuleType) -> None:
+    async def main() -> list[str]:
+        seen = []
+        sock = lib.socket.socket()
+        sock.close()
+        with lib.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await sock.connect(("127.0.0.1", 9))
+            except BaseException as exc:  # noqa: BLE001 - observed
+                seen.append(type(exc).__name__)
+        with lib.testing.assert_checkpoints():
+            try:
+                await sock.connect(("127.0.0.1", 9))
+            except OSError as exc:
+                seen.append(errno.errorcode[exc.errno])  # type: ignore[index]
+        return seen
+
+    assert lib.run(main) == ["Cancelled", "EBADF"]
