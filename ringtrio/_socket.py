@@ -1044,16 +1044,25 @@ class SocketType:
     async def _recvmsg_raw(
         self, data_cbuf: Any, nbytes: int, ancbufsize: int, flags: int, what: str
     ) -> tuple[int, Any, int, int, Any]:
-        """One RECVMSG.  Returns (nbytes, name buffer, namelen, msg_flags,
-        ancillary bytes)."""
+        """One RECVMSG into one buffer (see :meth:`_recvmsg_iov`)."""
+        return await self._recvmsg_iov(((data_cbuf, nbytes),), ancbufsize, flags, what)
+
+    async def _recvmsg_iov(
+        self, buffers: tuple[tuple[Any, int], ...], ancbufsize: int, flags: int, what: str
+    ) -> tuple[int, Any, int, int, Any]:
+        """One RECVMSG scattering into ``buffers`` ((cffi buffer, length)
+        pairs, one iovec each).  Returns (nbytes, name buffer, namelen,
+        msg_flags, ancillary bytes)."""
         try:
             flags = _check_flags(flags, what)
             fd = self._fd()
         except Exception as exc:
             await _fail_at_once(exc)
         name = _ffi.new("char[]", _SOCKADDR_MAX)
-        iov = _ffi.new("char[]", _IOVEC.size)
-        _IOVEC.pack_into(_ffi.buffer(iov), 0, _addr_of(data_cbuf), nbytes)
+        iov = _ffi.new("char[]", _IOVEC.size * max(1, len(buffers)))
+        iov_mem = _ffi.buffer(iov)
+        for i, (cbuf, length) in enumerate(buffers):
+            _IOVEC.pack_into(iov_mem, i * _IOVEC.size, _addr_of(cbuf), length)
         control = _ffi.new("char[]", ancbufsize) if ancbufsize else _ffi.NULL
         msg = _ffi.new("char[]", _MSGHDR.size)
         _MSGHDR.pack_into(
@@ -1062,7 +1071,7 @@ class SocketType:
             _addr_of(name),
             _SOCKADDR_MAX,
             _addr_of(iov),
-            1,
+            len(buffers),
             _addr_of(control) if ancbufsize else 0,
             ancbufsize,
             0,
@@ -1074,7 +1083,7 @@ class SocketType:
             1,
             0,
             flags,
-            keepalive=(msg, iov, name, control, data_cbuf),
+            keepalive=(msg, iov, name, control, buffers),
         )
         res, _ = await self._run_op(op)
         if res < 0:
@@ -1120,6 +1129,28 @@ class SocketType:
             buf, bufsize, ancbufsize, flags, "recvmsg"
         )
         return _ffi.buffer(buf, n)[:], _parse_cmsgs(anc), msg_flags, _decode_sockaddr(name, namelen)
+
+    async def recvmsg_into(
+        self, buffers: Iterable[Buffer], ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, Any]:
+        """Like :meth:`socket.socket.recvmsg_into`, async: one
+        IORING_OP_RECVMSG whose iovecs are ``buffers`` (writable bytes-like
+        objects, filled in order; they stay pinned while it waits).  Returns
+        ``(nbytes, ancdata, msg_flags, address)``."""
+        try:
+            if isinstance(buffers, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    "recvmsg_into() takes an iterable of writable buffers (e.g. [bytearray(n)]), "
+                    f"not a single {type(buffers).__name__}"
+                )
+            cbufs = tuple(_writable_buffer(b, "recvmsg_into") for b in buffers)
+            ancbufsize = _check_size(ancbufsize, "ancillary buffer size", "recvmsg_into")
+        except Exception as exc:
+            await _fail_at_once(exc)
+        n, name, namelen, msg_flags, anc = await self._recvmsg_iov(
+            tuple((cbuf, len(cbuf)) for cbuf in cbufs), ancbufsize, flags, "recvmsg_into"
+        )
+        return n, _parse_cmsgs(anc), msg_flags, _decode_sockaddr(name, namelen)
 
     # -- sending ------------------------------------------------------------
 
