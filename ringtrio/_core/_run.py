@@ -68,10 +68,18 @@ def run(
     *args: Unpack[PosArgT],
     clock: Clock | None = None,
     instruments: tuple[Instrument, ...] | list[Instrument] = (),
+    restrict_keyboard_interrupt_to_checkpoints: bool = False,
     strict_exception_groups: bool = True,
 ) -> RetT:
     """Run ``async_fn(*args)`` under ringtrio and return its result (or raise
-    its exception).  The trio-shaped entry point of the library."""
+    its exception).  The trio-shaped entry point of the library.
+
+    ``restrict_keyboard_interrupt_to_checkpoints``: trio's argument.  True
+    means Ctrl-C raises KeyboardInterrupt in the main task at its next
+    checkpoint only, which is what ringtrio does today whatever the value;
+    False, trio's default (KeyboardInterrupt raised anywhere outside the
+    runtime's protected code), is being built and not there yet.
+    """
     if getattr(_local, "runner", None) is not None:
         raise RuntimeError("Attempted to call ringtrio.run() from inside a run()")
     _require_function(async_fn, "ringtrio.run")
