@@ -49,6 +49,7 @@ from ._sync import (
     StrictFIFOLock,
 )
 from ._timeouts import fail_after, fail_at, move_on_after, move_on_at
+from ._deprecate import TrioDeprecationWarning
 
 # Submodules that import the names above come last.
 from . import abc, from_thread, socket, testing, to_thread  # noqa: E402  isort: skip
@@ -119,6 +120,7 @@ __all__ = [
     "StapledStream",
     "StrictFIFOLock",
     "TooSlowError",
+    "TrioDeprecationWarning",
     "TrioInternalError",
     "WouldBlock",
     "abc",

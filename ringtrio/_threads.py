@@ -84,6 +84,7 @@ from ._core import (
     wait_task_rescheduled,
 )
 from ._core._internal_api import _coroutine_or_error, _require_function
+from ._deprecate import TrioDeprecationWarning
 from ._sync import CapacityLimiter, Event
 from ._thread_cache import start_thread_soon
 
@@ -409,7 +410,7 @@ async def to_thread_run_sync(
             )
         warnings.warn(
             "to_thread.run_sync(cancellable=...) is deprecated; use abandon_on_cancel=...",
-            DeprecationWarning,
+            TrioDeprecationWarning,
             stacklevel=2,
         )
         abandon_on_cancel = cancellable

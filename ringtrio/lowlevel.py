@@ -36,10 +36,13 @@ from ._core import (
     current_statistics,
     current_task,
     current_trio_token,
+    permanently_detach_coroutine_object,
+    reattach_detached_coroutine_object,
     remove_instrument,
     reschedule,
     spawn_system_task,
     submit_and_wait,
+    temporarily_detach_coroutine_object,
     wait_task_rescheduled,
 )
 from ._core import _ring
@@ -53,6 +56,9 @@ from ._unix_pipes import FdStream  # noqa: E402
 from ._subprocess import open_process  # noqa: E402
 
 _F = _typing.TypeVar("_F", bound=_abc.Callable[..., _typing.Any])
+
+# The type of the raise_cancel callback an abort function receives (trio's name).
+RaiseCancelT: _typing.TypeAlias = _abc.Callable[[], _typing.NoReturn]
 
 
 def enable_ki_protection(fn: _F) -> _F:
@@ -121,6 +127,10 @@ __all__ = [
     "encode_hostname",
     "notify_closing",
     "open_process",
+    "permanently_detach_coroutine_object",
+    "reattach_detached_coroutine_object",
+    "temporarily_detach_coroutine_object",
+    "RaiseCancelT",
     "wait_readable",
     "wait_writable",
     "cancel_shielded_checkpoint",

@@ -162,7 +162,7 @@ def test_sniffio_sees_no_async_library_in_the_worker() -> None:
 
 def test_cancellable_is_a_deprecated_alias() -> None:
     async def main() -> None:
-        with pytest.warns(DeprecationWarning, match="abandon_on_cancel"):
+        with pytest.warns(ringtrio.TrioDeprecationWarning, match="abandon_on_cancel"):
             assert await to_thread.run_sync(lambda: 7, cancellable=True) == 7
         with pytest.raises(ValueError, match="both cancellable= and abandon_on_cancel="):
             await to_thread.run_sync(lambda: 7, cancellable=True, abandon_on_cancel=True)

@@ -17,6 +17,11 @@ with the map of these files.
 from ._cancel_scope import CancelScope
 from ._chains import DirectFiles, LinkedChain, direct_files, submit_chain_and_wait
 from ._clock import Clock
+from ._detach import (
+    permanently_detach_coroutine_object,
+    reattach_detached_coroutine_object,
+    temporarily_detach_coroutine_object,
+)
 from ._exceptions import (
     BrokenResourceError,
     BusyResourceError,

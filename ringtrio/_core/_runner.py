@@ -40,6 +40,7 @@ from ._exceptions import (
     RingUnavailableError,
     RunFinishedError,
 )
+from ._detach import _PermanentDetach
 from ._local import _local
 from ._ring import (
     IORING_CQE_F_MORE,
@@ -997,6 +998,13 @@ class Runner:
             self._bad_yield(task, msg)
 
     def _bad_yield(self, task: Task, msg: object) -> None:
+        if type(msg) is _PermanentDetach:
+            # lowlevel.permanently_detach_coroutine_object (rare, so here
+            # rather than on the hot paths): the task ends now; another
+            # runner owns its coroutine.
+            _local.task = None
+            self._task_exited(task, msg.final_outcome)
+            return
         # Something awaited an object from another async library (an asyncio
         # future, a trio trap, a bare `yield`).  Throw a clear error into the
         # task.
