@@ -50,6 +50,7 @@ from ._core import (
     checkpoint_if_cancelled,
 )
 from ._highlevel_generic import OneUser as _OneUser, aclose_forcefully
+from ._socket import encode_hostname
 from ._sync import Event, Lock, StrictFIFOLock
 
 __all__ = [
@@ -212,6 +213,10 @@ class SSLStream(Stream, Generic[T_Stream]):
         self._https_compatible = https_compatible
         self._incoming = _stdlib_ssl.MemoryBIO()
         self._outgoing = _stdlib_ssl.MemoryBIO()
+        if isinstance(server_hostname, str):
+            # IDNA 2008, as getaddrinfo does (the stdlib would use IDNA 2003,
+            # which names another host for some names): trio's rule.
+            server_hostname = encode_hostname(server_hostname)
         self._ssl_object = ssl_context.wrap_bio(
             self._incoming,
             self._outgoing,

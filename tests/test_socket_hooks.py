@@ -362,3 +362,15 @@ def test_outside_a_run_there_are_no_hooks_and_sockets_still_work() -> None:
         assert isinstance(sock, ringtrio.socket.SocketType)
     with pytest.raises(RuntimeError):
         ringtrio.socket.set_custom_socket_factory(None)
+
+
+def test_ssl_server_hostname_is_idna_2008() -> None:
+    import ssl
+
+    async def scenario(lib: ModuleType) -> list[Any]:
+        a, b = lib.testing.memory_stream_pair()
+        context = ssl.create_default_context()
+        stream = lib.SSLStream(a, context, server_hostname="faß.de")
+        return [stream.server_hostname, lib.lowlevel.encode_hostname("faß.de")]
+
+    assert same_under_both(scenario) == ["xn--fa-hia.de", b"xn--fa-hia.de"]

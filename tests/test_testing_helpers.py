@@ -278,3 +278,16 @@ def test_run_var_token_missing_marker() -> None:
     assert previous is ringtrio.lowlevel.RunVarToken.MISSING
     assert "previous_value=MISSING" in text and "redeemed=True" in text
 
+
+
+def test_run_var_reset_with_another_vars_token_says_so() -> None:
+    async def scenario(lib: ModuleType) -> str:
+        one, other = lib.lowlevel.RunVar("one"), lib.lowlevel.RunVar("other")
+        try:
+            one.reset(other.set(1))
+        except ValueError as exc:
+            # trio's words (its tests match on them).
+            return "token is not for us" if "token is not for us" in str(exc) else str(exc)
+        return "nothing raised"  # pragma: no cover
+
+    assert same_under_both(scenario) == "token is not for us"

@@ -48,7 +48,9 @@ class RunVar(Generic[T]):
         if token.redeemed:
             raise ValueError("token has already been used")
         if token._var is not self:
-            raise ValueError("token is not for this RunVar")
+            raise ValueError(
+                f"token is not for us: it was returned by set() of {token._var!r}, not of {self!r}"
+            )
         runner = _current_runner()
         if token.previous_value is RunVarToken.MISSING:
             runner._runvars.pop(self, None)
