@@ -126,12 +126,18 @@ def test_bad_arguments_raise() -> None:
                     await b.recvmsg_into(buffers, ancbufsize)
                 except (TypeError, ValueError) as exc:
                     seen.append(type(exc).__name__)
+            # A bad argument in a cancelled scope: Cancelled wins (the
+            # call is a checkpoint, as every socket operation).
+            with lib.CancelScope() as scope:
+                scope.cancel()
+                await b.recvmsg_into([b"read-only"])
+            seen.append(("cancelled", scope.cancelled_caught))
             # The byte is still there.
             buffer = bytearray(1)
             seen.append((await b.recvmsg_into([buffer]))[0])
         return seen
 
-    assert same_under_both(scenario) == ["TypeError", "TypeError", "ValueError", 1]
+    assert same_under_both(scenario) == ["TypeError", "TypeError", "ValueError", ("cancelled", True), 1]
 
 
 def test_a_cancelled_wait_loses_nothing() -> None:
