@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 inf = math.inf
 
+# Why a scope was cancelled: (source, reason, source_task), as on Cancelled.
+CancelReason = tuple[str, "str | None", "str | None"]
+_BY_DEADLINE: CancelReason = ("deadline", None, None)
+
 
 class CancelScope:
     """A region of code that can be cancelled, by ``cancel()`` or a deadline.
@@ -82,7 +86,10 @@ class CancelScope:
         self._state = CancelScope._NEW
         self._owner: Task | None = None
         self._deadline_seq = 0
-        self._cancel_reason: tuple[str, str | None, str | None] | None = None
+        # Why it was cancelled; set by _cancel(), or inherited when an
+        # enclosing scope's cancellation reaches it.  What the Cancelled
+        # raised inside it says (_traps._cancelled_for).
+        self._cancel_reason: CancelReason | None = None
 
     def __repr__(self) -> str:
         state = ("unbound", "active", "exited")[self._state]
@@ -109,6 +116,15 @@ class CancelScope:
         if self._relative_deadline != inf:
             self._deadline = runner.current_time() + self._relative_deadline
             self._relative_deadline = inf
+        if self._deadline != inf and not self._cancel_called:
+            if runner.current_time() >= self._deadline:
+                # Entered past its deadline: cancelled by the deadline (its
+                # source says so), before it joins the tree.
+                self._cancel_called = True
+                if self._cancel_reason is None:
+                    self._cancel_reason = _BY_DEADLINE
+            else:
+                runner._register_scope_deadline(self, self._deadline)
         parent = task._cancel_scope
         self._parent = parent
         self._owner = task
@@ -118,12 +134,13 @@ class CancelScope:
         else:
             children.add(self)
         task._cancel_scope = self
-        self._eff = self._cancel_called or (not self._shield and parent._eff)
-        if self._deadline != inf:
-            if runner.current_time() >= self._deadline:
-                self.cancel()
-            else:
-                runner._register_scope_deadline(self, self._deadline)
+        if self._cancel_called:
+            self._eff = True
+        elif not self._shield and parent._eff:
+            self._eff = True
+            # Cancelled from outside: say why the outer scope was.
+            if self._cancel_reason is None:
+                self._cancel_reason = parent._cancel_reason
 
     def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> bool:
         remaining = self._close(exc)
@@ -213,7 +230,10 @@ class CancelScope:
     def _cancel(self, source: str, reason: str | None = None, source_task: str | None = None) -> None:
         if self._cancel_called:
             return
-        self._cancel_reason = (source, reason, source_task)
+        # The first reason sticks, as in trio: one inherited from an
+        # enclosing scope's cancellation (see _update_eff) is not replaced.
+        if self._cancel_reason is None:
+            self._cancel_reason = (source, reason, source_task)
         self._cancel_called = True
         if self._deadline_seq and self._owner is not None:
             self._owner._runner._unregister_scope_deadline(self)
@@ -240,6 +260,10 @@ class CancelScope:
                 continue
             scope._eff = new
             if new:
+                if scope._cancel_reason is None:
+                    # Cancelled through the parent: the Cancelled raised in
+                    # here carries the parent's reason (trio's rule).
+                    scope._cancel_reason = parent._cancel_reason  # type: ignore[union-attr]
                 owner = scope._owner
                 if owner is not None and owner._cancel_scope is scope:
                     newly_cancelled.append(owner)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, TypeVarTuple
 import outcome
 
 from ._cancel_scope import CancelScope
-from ._exceptions import Cancelled
+from ._exceptions import Cancelled, RingtrioInternalError
 from ._local import _local, _outside_run
 from ._task import _require_function
 from ._traps import Abort, cancel_shielded_checkpoint, reschedule, wait_task_rescheduled
@@ -200,13 +200,23 @@ class Nursery:
                     task = runner._spawn(thunk, args, old_nursery, name or async_fn)
                     task._eventual_parent_nursery = self
             except BaseExceptionGroup as group:
+                # The private nursery has one child, so one error: start()
+                # raises it as the child raised it.  Raised from here, it
+                # would get the group as its __context__; keep its own.
                 if len(group.exceptions) == 1:
                     exc = group.exceptions[0]
+                    context = exc.__context__
                     try:
                         raise exc
                     finally:
-                        del exc, group
-                raise
+                        exc.__context__ = context
+                        del exc, context, group
+                raise RingtrioInternalError(
+                    "nursery.start()'s private nursery had several tasks: the child was "
+                    "given it (task_status is private to start(), and so is the nursery "
+                    "its task runs in until started()) and spawned more tasks in it. "
+                    "Spawn them in a nursery of your own."
+                ) from group
             if task_status._value is _NO_STATUS:
                 raise RuntimeError("child exited without calling task_status.started()")
             return task_status._value
@@ -214,12 +224,12 @@ class Nursery:
             self._pending_starts -= 1
             self._check_nursery_closed()
 
-    def _add_exc(self, exc: BaseException) -> None:
+    def _add_exc(self, exc: BaseException, source: str, reason: str | None, source_task: Task) -> None:
+        # The error is kept for the group, and cancels the other children;
+        # their Cancelled says why (trio's words), and names the task whose
+        # error it was.
         self._pending_excs.append(exc)
-        source = "KeyboardInterrupt" if isinstance(exc, KeyboardInterrupt) else "nursery"
-        self._scope._cancel(
-            source, f"child task raised exception {exc!r}", repr(self._parent_task)
-        )
+        self._scope._cancel(source, reason, repr(source_task))
 
     def _check_nursery_closed(self) -> None:
         if not (self._nested_child_running or self._children or self._pending_starts):
@@ -231,7 +241,8 @@ class Nursery:
     def _child_finished(self, task: Task, result: outcome.Outcome[Any]) -> None:
         self._children.remove(task)
         if type(result) is outcome.Error:
-            self._add_exc(result.error)
+            error = result.error
+            self._add_exc(error, "nursery", f"child task raised exception {error!r}", task)
         if not (self._children or self._nested_child_running or self._pending_starts):
             self._check_nursery_closed()
 
@@ -239,7 +250,12 @@ class Nursery:
         self, nested_child_exc: BaseException | None
     ) -> BaseException | None:
         if nested_child_exc is not None:
-            self._add_exc(nested_child_exc)
+            self._add_exc(
+                nested_child_exc,
+                "nursery",
+                f"Code block inside nursery contextmanager raised exception {nested_child_exc!r}",
+                self._parent_task,
+            )
         self._nested_child_running = False
         self._check_nursery_closed()
         if not self._closed:
@@ -249,7 +265,7 @@ class Nursery:
                 # already reaches the children.  KeyboardInterrupt is kept.
                 exn = outcome.capture(raise_cancel).error  # type: ignore[union-attr]
                 if not isinstance(exn, Cancelled):
-                    self._add_exc(exn)
+                    self._add_exc(exn, "KeyboardInterrupt", None, self._parent_task)
                 del exn
                 return Abort.FAILED
 

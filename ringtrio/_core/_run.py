@@ -54,7 +54,9 @@ async def _init(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: t
                         runner.main_outcome = outcome.Error(exc)
                         return
                 # Main task done: system tasks are cancelled.
-                system_nursery.cancel_scope._cancel("shutdown")
+                system_nursery.cancel_scope._cancel(
+                    "shutdown", "main task done, shutting down system tasks", repr(runner.init_task)
+                )
             # No user code is left but abandoned async generators' cleanup.
             await runner.asyncgens.finalize_remaining()
         finally:

@@ -24,7 +24,6 @@ from ._exceptions import Cancelled
 from ._local import _local, _outside_run
 
 if TYPE_CHECKING:
-    from ._cancel_scope import CancelScope
     from ._task import Task
 
 # What a ringtrio trap says when another event loop gets it instead of
@@ -139,18 +138,15 @@ def wait_task_rescheduled(abort_func: Callable[[Callable[[], NoReturn]], Abort])
 
 
 def _cancelled_for(task: Task) -> Cancelled:
-    """The Cancelled to raise in ``task``: it carries the source and reason
-    of the cancelled scope (the innermost one with cancel() called that
-    reaches the task)."""
-    scope: CancelScope | None = task._cancel_scope
-    while scope is not None:
-        if scope._cancel_called:
-            why = scope._cancel_reason
-            if why is not None:
-                return Cancelled._create(*why)
-            return Cancelled._create()
-        scope = scope._parent
-    return Cancelled._create()
+    """The Cancelled to raise in ``task``: it says why the task's innermost
+    scope is cancelled (its own cancel() or deadline, or the reason it
+    inherited from the enclosing scope whose cancellation reached it)."""
+    why = task._cancel_scope._cancel_reason
+    if why is None:
+        # Only a scope left cancelled by misnesting has no reason (trio's
+        # words for it).
+        return Cancelled._create("unknown", "misnesting")
+    return Cancelled._create(*why)
 
 
 def _raise_cancelled_for(task: Task) -> NoReturn:

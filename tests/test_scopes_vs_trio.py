@@ -1,0 +1,381 @@
+"""Cancel scopes, nurseries, start() and the public core objects: each
+scenario runs under trio and under ringtrio, and what was observed must be
+the same (issue 11, "What trio's own test suite finds").
+
+A scenario is ``async def scenario(lib, log)``; ``log`` collects
+observations.  Task reprs (which carry addresses) are replaced by names the
+scenario gives the tasks (``Names``), so messages can be compared whole.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import ringtrio
+import ringtrio.testing
+
+LIBS = (trio, ringtrio)
+
+
+class Names:
+    """Task reprs -> the names a scenario gave them."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def add(self, name: str, task: Any) -> None:
+        self._names[repr(task)] = name
+
+    def __call__(self, text: object) -> object:
+        if not isinstance(text, str):
+            return text
+        for rep, name in self._names.items():
+            text = text.replace(rep, name)
+        return text.replace("ringtrio", "LIB").replace("Trio", "LIB").replace("trio", "LIB")
+
+
+Scenario = Callable[[ModuleType, list[Any], Names], Awaitable[None]]
+
+
+def observe(lib: ModuleType, scenario: Scenario) -> list[Any]:
+    log: list[Any] = []
+    names = Names()
+
+    async def main() -> None:
+        names.add("MAIN", lib.lowlevel.current_task())
+        names.add("INIT", lib.lowlevel.current_root_task())
+        await scenario(lib, log, names)
+
+    try:
+        lib.run(main)
+    except BaseException as exc:  # noqa: BLE001 - an observation
+        log.append(("run raised", describe(exc, names)))
+    return log
+
+
+def run_both(scenario: Scenario) -> list[Any]:
+    logs = [observe(lib, scenario) for lib in LIBS]
+    assert logs[1] == logs[0], f"\ntrio:     {logs[0]}\nringtrio: {logs[1]}"
+    return logs[0]
+
+
+def describe(exc: BaseException | None, names: Names, depth: int = 3) -> object:
+    """An exception as comparable data: type, message, cause and context
+    (to ``depth``), the members of a group."""
+    if exc is None:
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        body: object = sorted((repr(describe(e, names, depth)) for e in exc.exceptions))
+    else:
+        body = names(str(exc))
+    if depth == 0:
+        return (type(exc).__name__, body)
+    return (
+        type(exc).__name__,
+        body,
+        describe(exc.__cause__, names, depth - 1),
+        describe(exc.__context__, names, depth - 1),
+    )
+
+
+def cancelled(exc: Any, names: Names) -> tuple[object, ...]:
+    return (exc.source, names(exc.reason), names(exc.source_task), names(str(exc)))
+
+
+# ---------------------------------------------------------------- cancel reasons
+
+
+async def _reasons_deadlines(lib: ModuleType, log: list[Any], names: Names) -> None:
+    for deadline in (-math.inf, lib.current_time() - 1):
+        with lib.CancelScope(deadline=deadline) as cs:
+            try:
+                await lib.lowlevel.checkpoint()
+            except lib.Cancelled as exc:
+                log.append(("entered past deadline", cancelled(exc, names)))
+                raise
+        log.append(cs.cancelled_caught)
+    with lib.CancelScope() as cs:
+        cs.deadline = -math.inf
+        try:
+            await lib.lowlevel.checkpoint()
+        except lib.Cancelled as exc:
+            log.append(("deadline set in the past", cancelled(exc, names)))
+            raise
+    with lib.move_on_after(0.01):
+        try:
+            await lib.sleep(5)
+        except lib.Cancelled as exc:
+            log.append(("deadline expired", cancelled(exc, names)))
+            raise
+    # The first reason sticks.
+    with lib.CancelScope() as cs:
+        cs.cancel()
+        cs.deadline = -math.inf
+        try:
+            await lib.lowlevel.checkpoint()
+        except lib.Cancelled as exc:
+            log.append(("explicit, then deadline", cancelled(exc, names)))
+            raise
+    with lib.CancelScope() as cs:
+        cs.deadline = -math.inf
+        await lib.lowlevel.cancel_shielded_checkpoint()
+        cs.cancel("late")
+        try:
+            await lib.lowlevel.checkpoint()
+        except lib.Cancelled as exc:
+            log.append(("deadline, then explicit", cancelled(exc, names)))
+            raise
+
+
+def test_cancel_reason_of_deadlines_matches_trio() -> None:
+    log = run_both(_reasons_deadlines)
+    assert log[0] == ("entered past deadline", ("deadline", None, None, "cancelled due to deadline"))
+
+
+async def _reasons_nested(lib: ModuleType, log: list[Any], names: Names) -> None:
+    # An inner scope reached by an outer cancellation says why the outer
+    # scope was cancelled, even after its own cancel() (trio's rule).
+    with lib.CancelScope() as outer:
+        with lib.CancelScope() as inner:
+            outer.cancel("outer reason")
+            inner.cancel("inner reason")
+            try:
+                await lib.lowlevel.checkpoint()
+            except lib.Cancelled as exc:
+                log.append(("outer first", cancelled(exc, names)))
+                raise
+    with lib.CancelScope() as outer:
+        outer.cancel("outer reason")
+        with lib.CancelScope() as inner:
+            inner.cancel("inner reason")
+            try:
+                await lib.lowlevel.checkpoint()
+            except lib.Cancelled as exc:
+                log.append(("entered inside a cancelled scope", cancelled(exc, names)))
+                raise
+    with lib.CancelScope() as outer:
+        with lib.CancelScope() as inner:
+            inner.cancel("inner reason")
+            outer.cancel("outer reason")
+            try:
+                await lib.lowlevel.checkpoint()
+            except lib.Cancelled as exc:
+                log.append(("inner first", cancelled(exc, names)))
+                raise
+    with lib.CancelScope() as outer:
+        with lib.CancelScope(shield=True) as inner:
+            outer.cancel("outer reason")
+            await lib.lowlevel.checkpoint()
+            inner.shield = False
+            try:
+                await lib.lowlevel.checkpoint()
+            except lib.Cancelled as exc:
+                log.append(("shield dropped", cancelled(exc, names)))
+                raise
+
+
+def test_cancel_reason_of_nested_scopes_matches_trio() -> None:
+    run_both(_reasons_nested)
+
+
+async def _reasons_nursery(lib: ModuleType, log: list[Any], names: Names) -> None:
+    async def sleeper(label: str) -> None:
+        try:
+            await lib.sleep_forever()
+        except lib.Cancelled as exc:
+            log.append((label, cancelled(exc, names)))
+            raise
+
+    # The nursery's body raises: the children hear it from the owner.
+    try:
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(sleeper, "body raised")
+            await lib.testing.wait_all_tasks_blocked()
+            raise ValueError("in the body")
+    except BaseExceptionGroup as group:
+        log.append(describe(group, names))
+
+    # A child raises: its siblings and the waiting body hear it from the child.
+    async def fails(exc: BaseException) -> None:
+        names.add("FAILING_CHILD", lib.lowlevel.current_task())
+        await lib.testing.wait_all_tasks_blocked()
+        raise exc
+
+    for exc in (KeyError("in a child"), KeyboardInterrupt()):
+        mark = len(log)
+        try:
+            async with lib.open_nursery() as nursery:
+                nursery.start_soon(fails, exc)
+                nursery.start_soon(sleeper, "sibling of the failing child")
+                try:
+                    await lib.sleep_forever()
+                except lib.Cancelled as exc:
+                    log.append(("body, child raised", cancelled(exc, names)))
+                    raise
+        except BaseExceptionGroup as group:
+            log.append(describe(group, names))
+        # The body and the sibling hear of it in either order (trio
+        # shuffles runnable tasks).
+        log[mark:] = sorted(log[mark:], key=repr)
+
+    # start(): the child fails before started(); start() raises it, and
+    # the nursery's body (where start() was awaited) is what failed.
+    async def fails_to_start(task_status: Any) -> None:
+        raise ValueError("before started()")
+
+    try:
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(sleeper, "start() failed")
+            await lib.testing.wait_all_tasks_blocked()
+            await nursery.start(fails_to_start)
+    except BaseExceptionGroup as group:
+        log.append(describe(group, names))
+
+    # Shutdown: system tasks hear it from the run's init task.
+    lib.lowlevel.spawn_system_task(sleeper, "system task at shutdown")
+
+
+def test_cancel_reason_of_nurseries_matches_trio() -> None:
+    log = run_both(_reasons_nursery)
+    assert log[0] == (
+        "body raised",
+        (
+            "nursery",
+            "Code block inside nursery contextmanager raised exception ValueError('in the body')",
+            "MAIN",
+            "cancelled due to nursery with reason \"Code block inside nursery contextmanager "
+            "raised exception ValueError('in the body')\" from task MAIN",
+        ),
+    )
+    assert log[-1][0] == "system task at shutdown"
+    assert log[-1][1][:3] == ("shutdown", "main task done, shutting down system tasks", "INIT")
+
+
+async def _reason_keyboard_interrupt(lib: ModuleType, log: list[Any], names: Names) -> None:
+    # Ctrl-C while the main task waits for its nursery: the children are
+    # cancelled "due to KeyboardInterrupt" from the main task.
+    async def sleeper() -> None:
+        try:
+            await lib.sleep_forever()
+        except lib.Cancelled as exc:
+            log.append(cancelled(exc, names))
+            raise
+
+    @lib.lowlevel.enable_ki_protection
+    async def interrupt() -> None:
+        await lib.testing.wait_all_tasks_blocked()
+        signal.raise_signal(signal.SIGINT)
+
+    try:
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(sleeper)
+            nursery.start_soon(interrupt)
+    except BaseExceptionGroup as group:
+        log.append(describe(group, names))
+
+
+def test_cancel_reason_of_keyboard_interrupt_matches_trio() -> None:
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.fail("this test needs Python's own SIGINT handler installed")
+    log = run_both(_reason_keyboard_interrupt)
+    assert log[0][:3] == ("KeyboardInterrupt", None, "MAIN")
+
+
+# ---------------------------------------------------------------- start()
+
+
+async def _start_errors(lib: ModuleType, log: list[Any], names: Names) -> None:
+    async def raises_key_error(task_status: Any) -> None:
+        raise KeyError("oops")
+
+    async def raises_with_cause_and_context(task_status: Any) -> None:
+        exc = ValueError("foo")
+        exc.__cause__ = SyntaxError("bar")
+        exc.__context__ = TypeError("baz")
+        raise exc
+
+    async def raises_while_handling(task_status: Any) -> None:
+        try:
+            raise OSError("first")
+        except OSError:
+            raise KeyError("second")  # noqa: B904 - the context is the point
+
+    async def raises_a_group(task_status: Any) -> None:
+        raise ExceptionGroup("my group", [ValueError()])
+
+    async def raises_keyboard_interrupt(task_status: Any) -> None:
+        raise KeyboardInterrupt
+
+    async def returns(task_status: Any) -> None:
+        return
+
+    async def started_twice(task_status: Any) -> None:
+        task_status.started()
+        task_status.started()
+
+    for child in (
+        raises_key_error,
+        raises_with_cause_and_context,
+        raises_while_handling,
+        raises_a_group,
+        raises_keyboard_interrupt,
+        returns,
+        started_twice,
+    ):
+        # What start() raises, seen inside the nursery and out of it.
+        try:
+            async with lib.open_nursery() as nursery:
+                try:
+                    await nursery.start(child)
+                except BaseException as exc:
+                    log.append((child.__name__, "start() raised", describe(exc, names)))
+                    raise
+        except BaseException as exc:  # noqa: BLE001 - an observation
+            log.append((child.__name__, "nursery raised", describe(exc, names)))
+
+    async with lib.open_nursery() as closed:
+        pass
+    for call in ("start", "start_soon"):
+        try:
+            if call == "start":
+                await closed.start(returns)
+            else:
+                closed.start_soon(returns)
+        except RuntimeError as exc:
+            log.append(("closed nursery", call, describe(exc, names)))
+
+
+def test_start_errors_match_trio() -> None:
+    log = run_both(_start_errors)
+    assert ("raises_with_cause_and_context", "start() raised",
+            ("ValueError", "foo", ("SyntaxError", "bar", None, None), ("TypeError", "baz", None, None))) in log
+
+
+async def _start_child_spawns_in_the_private_nursery(lib: ModuleType, log: list[Any], names: Names) -> None:
+    async def error() -> None:
+        raise ValueError
+
+    async def spawns_in_old_nursery(task_status: Any) -> None:
+        old_nursery = lib.lowlevel.current_task().parent_nursery
+        old_nursery.start_soon(error)
+        old_nursery.start_soon(error)
+
+    async with lib.open_nursery() as nursery:
+        try:
+            await nursery.start(spawns_in_old_nursery)
+        except Exception as exc:  # noqa: BLE001 - an observation
+            # The message is each library's own; the type and the cause agree.
+            log.append((type(exc).__name__.replace("Ringtrio", "Trio"), describe(exc.__cause__, names)))
+
+
+def test_start_child_spawning_in_the_private_nursery_is_an_internal_error_like_trio() -> None:
+    log = run_both(_start_child_spawns_in_the_private_nursery)
+    assert log[0][0] == "TrioInternalError"
