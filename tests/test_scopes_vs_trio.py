@@ -10,8 +10,10 @@ scenario gives the tasks (``Names``), so messages can be compared whole.
 from __future__ import annotations
 
 import math
+import re
 import signal
-from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +25,7 @@ import ringtrio
 import ringtrio.testing
 
 LIBS = (trio, ringtrio)
+HANG_SECONDS = 20
 
 
 class Names:
@@ -39,7 +42,18 @@ class Names:
             return text
         for rep, name in self._names.items():
             text = text.replace(rep, name)
+        text = re.sub(r"0x[0-9a-f]+", "0x…", text)
         return text.replace("ringtrio", "LIB").replace("Trio", "LIB").replace("trio", "LIB")
+
+    def message(self, exc: BaseException) -> object:
+        """What an error says, as far as both libraries say the same: its
+        first line, up to the end of the object it names ("... within its
+        child <CancelScope ...>"); ringtrio goes on to explain."""
+        text = str(exc).split("\n", 1)[0]
+        for cut in (">. ", ">: "):
+            if cut in text:
+                text = text[: text.index(cut) + 1]
+        return self(text)
 
 
 Scenario = Callable[[ModuleType, list[Any], Names], Awaitable[None]]
@@ -54,10 +68,22 @@ def observe(lib: ModuleType, scenario: Scenario) -> list[Any]:
         names.add("INIT", lib.lowlevel.current_root_task())
         await scenario(lib, log, names)
 
+    # A hang (these scenarios once hung ringtrio) fails the test instead of
+    # the session.
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError(f"{lib.__name__}.run did not finish in {HANG_SECONDS} s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
     try:
         lib.run(main)
+    except TimeoutError:
+        raise
     except BaseException as exc:  # noqa: BLE001 - an observation
         log.append(("run raised", describe(exc, names)))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
     return log
 
 
@@ -75,7 +101,7 @@ def describe(exc: BaseException | None, names: Names, depth: int = 3) -> object:
     if isinstance(exc, BaseExceptionGroup):
         body: object = sorted((repr(describe(e, names, depth)) for e in exc.exceptions))
     else:
-        body = names(str(exc))
+        body = names.message(exc)
     if depth == 0:
         return (type(exc).__name__, body)
     return (
@@ -379,3 +405,214 @@ async def _start_child_spawns_in_the_private_nursery(lib: ModuleType, log: list[
 def test_start_child_spawning_in_the_private_nursery_is_an_internal_error_like_trio() -> None:
     log = run_both(_start_child_spawns_in_the_private_nursery)
     assert log[0][0] == "TrioInternalError"
+
+
+# ---------------------------------------------------------------- misnesting
+# trio's test_run.py scenarios: scopes and nurseries exited out of order, or
+# from the wrong task.  The error names the mistake; what was left open stays
+# cancelled, its tasks finish, and nothing hangs.
+
+
+async def _scope_exited_before_its_child(lib: ModuleType, log: list[Any], names: Names) -> None:
+    outer = lib.CancelScope()
+    inner = lib.CancelScope()
+    with ExitStack() as stack:
+        stack.enter_context(outer)
+        with inner:
+            try:
+                stack.close()
+            except RuntimeError as exc:
+                log.append(describe(exc, names))
+            # Leaving the abandoned inner scope raises nothing more.
+        log.append(("inner left", inner.cancelled_caught))
+    log.append(await checkpoint_result(lib))
+
+
+async def checkpoint_result(lib: ModuleType) -> str:
+    try:
+        await lib.lowlevel.checkpoint()
+    except lib.Cancelled:
+        return "still cancelled"
+    return "no longer cancelled"
+
+
+def test_scope_exited_before_its_child_matches_trio() -> None:
+    log = run_both(_scope_exited_before_its_child)
+    assert log[0][1].startswith("Cancel scope stack corrupted: attempted to exit")
+    assert log[-1] == "no longer cancelled"
+
+
+async def _scope_exited_over_a_nursery(lib: ModuleType, log: list[Any], names: Names) -> None:
+    async def sleeper(label: str) -> None:
+        try:
+            await lib.sleep_forever()
+        except lib.Cancelled as exc:
+            log.append((label, cancelled(exc, names)))
+            raise
+
+    async def sleeper_in_scope(label: str) -> None:
+        with lib.CancelScope():
+            await sleeper(label)
+
+    # The scope around a nursery is exited from inside the nursery: its
+    # tasks are cancelled "due to unknown with reason 'misnesting'".
+    mark = len(log)
+    with ExitStack() as stack:
+        stack.enter_context(lib.CancelScope())
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(sleeper, "child")
+            nursery.start_soon(sleeper_in_scope, "child in its own scope")
+            await lib.testing.wait_all_tasks_blocked()
+            try:
+                stack.close()
+            except RuntimeError as exc:
+                log.append(describe(exc, names))
+    log[mark:] = sorted(log[mark:], key=repr)
+
+    # A nursery's own scope exited under it: each child fails with "closed
+    # before the task exited", and the nursery's exit says its scope was
+    # exited already.
+    mark = len(log)
+    manager = lib.open_nursery()
+    nursery = await manager.__aenter__()
+    nursery.start_soon(sleeper, "child")
+    nursery.start_soon(sleeper_in_scope, "child in its own scope")
+    nursery.start_soon(lib.sleep_forever)
+    await lib.testing.wait_all_tasks_blocked()
+    nursery.cancel_scope.__exit__(None, None, None)
+    try:
+        await manager.__aexit__(None, None, None)
+    except RuntimeError as exc:
+        log.append(describe(exc, names))
+    log[mark:] = sorted(log[mark:], key=repr)
+
+
+def test_scope_exited_over_a_nursery_matches_trio() -> None:
+    log = run_both(_scope_exited_over_a_nursery)
+    assert ("child", ("unknown", "misnesting", None, "cancelled due to unknown with reason 'misnesting'")) in log
+
+
+async def _scope_exited_from_another_task(lib: ModuleType, log: list[Any], names: Names) -> None:
+    async def enters(task_status: Any) -> None:
+        names.add("CHILD", lib.lowlevel.current_task())
+        with lib.CancelScope() as scope:
+            task_status.started(scope)
+            await lib.sleep_forever()
+
+    async with lib.open_nursery() as nursery:
+        scope = await nursery.start(enters)
+        try:
+            scope.__exit__(None, None, None)
+        except RuntimeError as exc:
+            log.append(describe(exc, names))
+        log.append(repr(scope).split(", ", 1)[1])
+        scope.cancel()
+
+
+def test_scope_exited_from_another_task_matches_trio() -> None:
+    log = run_both(_scope_exited_from_another_task)
+    assert log[-1] == "active>"
+
+
+async def _task_exits_with_its_nursery_open(lib: ModuleType, log: list[Any], names: Names) -> None:
+    async def opens_and_leaves() -> None:
+        names.add("CHILD", lib.lowlevel.current_task())
+        inner = await lib.open_nursery().__aenter__()
+        inner.start_soon(lib.sleep, 1)
+
+    try:
+        async with lib.open_nursery() as outer:
+            outer.start_soon(opens_and_leaves)
+    except BaseExceptionGroup as group:
+        log.append(describe(group, names))
+
+
+def test_task_exiting_with_its_nursery_open_matches_trio() -> None:
+    log = run_both(_task_exits_with_its_nursery_open)
+    assert "Nursery stack corrupted: Nursery surrounding CHILD was closed before the task exited" in log[0][1][0]
+
+
+async def _main_exits_with_an_inner_nursery_open(lib: ModuleType, log: list[Any], names: Names) -> None:
+    async with lib.open_nursery():
+        await lib.open_nursery().__aenter__()
+
+
+def test_nursery_exited_with_an_inner_one_open_matches_trio() -> None:
+    log = run_both(_main_exits_with_an_inner_nursery_open)
+    assert log == [
+        (
+            "run raised",
+            (
+                "RuntimeError",
+                "Nursery stack corrupted: Nursery surrounding MAIN was closed before the task exited",
+                None,
+                ("AssertionError", "Nursery misnesting detected!", None, None),
+            ),
+        )
+    ]
+
+
+async def _exit_stack_outlives_the_task(lib: ModuleType, log: list[Any], names: Names) -> None:
+    # AsyncExitStack.enter_async_context run as a task: the task enters a
+    # nursery and exits; the main task exits that nursery later.
+    async def started_sleeper(task_status: Any) -> None:
+        task_status.started()
+        await lib.sleep_forever()
+
+    async def unstarted_task() -> None:
+        await lib.lowlevel.checkpoint()
+
+    @asynccontextmanager
+    async def makes_a_nursery() -> AsyncIterator[None]:
+        async with lib.open_nursery() as nursery:
+            await nursery.start(started_sleeper)
+            nursery.start_soon(unstarted_task)
+            yield
+
+    try:
+        async with AsyncExitStack() as stack, lib.open_nursery() as nursery:
+            nursery.start_soon(stack.enter_async_context, makes_a_nursery())
+    except BaseExceptionGroup as group:
+        log.append(describe(group, names))
+
+
+def test_exit_stack_outliving_its_task_matches_trio() -> None:
+    log = run_both(_exit_stack_outlives_the_task)
+    assert "Nursery stack corrupted" in repr(log)
+
+
+def test_children_of_an_abandoned_nursery_clean_up_and_report() -> None:
+    # ringtrio's side of trio's test_asyncexitstack_nursery_misnest_cleanup:
+    # the abandoned child is cancelled, runs its cleanup inside the run, and
+    # its error joins the group of the task that exits its nursery (trio
+    # drops it when it comes late; see "Differences from trio").
+    finally_ran: list[str] = []
+
+    async def main() -> None:
+        async def cleans_up() -> None:
+            try:
+                await ringtrio.lowlevel.checkpoint()
+            finally:
+                finally_ran.append(ringtrio.lowlevel.current_task().name)
+                raise ValueError("from the abandoned child's cleanup")
+
+        @asynccontextmanager
+        async def makes_a_nursery() -> AsyncIterator[None]:
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(cleans_up)
+                yield
+
+        async with AsyncExitStack() as stack, ringtrio.open_nursery() as nursery:
+            nursery.start_soon(stack.enter_async_context, makes_a_nursery())
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        ringtrio.run(main)
+    assert len(finally_ran) == 1
+    corrupted, lost = info.value.exceptions
+    assert isinstance(corrupted, ExceptionGroup)
+    assert "Nursery stack corrupted" in str(corrupted.exceptions[0])
+    assert isinstance(lost, ValueError)
+    assert isinstance(lost.__context__, ringtrio.Cancelled)
+    assert lost.__context__.reason == (
+        "Parent Task exited prematurely, abandoning this nursery without exiting it properly."
+    )

@@ -26,6 +26,25 @@ inf = math.inf
 CancelReason = tuple[str, "str | None", "str | None"]
 _BY_DEADLINE: CancelReason = ("deadline", None, None)
 
+# A scope's _state: not entered yet; entered; exited; still entered, but a
+# scope around it was exited first (misnesting; see CancelScope._abandon).
+_NEW, _ACTIVE, _DONE, _ABANDONED = 0, 1, 2, 3
+
+# What the misnesting errors add: how such a mess usually comes about.
+_MISNESTING_HELP = """
+
+This is a bug in the program, and ringtrio's cancel scope tree is no longer
+what the code says; ringtrio recovers as far as it can (what was left open
+stays cancelled). The usual causes:
+  - a generator or async generator that yields inside a cancel scope or a
+    nursery (unless it is a @contextmanager or @asynccontextmanager);
+  - __enter__/__exit__ of a CancelScope, or __aenter__/__aexit__ of
+    open_nursery(), called by hand, or by an [Async]ExitStack that exits
+    them in another order, or in another task, than they were entered
+    (AsyncExitStack.enter_async_context run as a task of its own is one);
+  - driving a coroutine by hand (send/throw) so that parts of it run in
+    different tasks."""
+
 
 class CancelScope:
     """A region of code that can be cancelled, by ``cancel()`` or a deadline.
@@ -51,8 +70,8 @@ class CancelScope:
         "_cancel_reason",
     )
 
-    # _state values
-    _NEW, _ACTIVE, _DONE = 0, 1, 2
+    # _state values (the module's _NEW ... _ABANDONED)
+    _NEW, _ACTIVE, _DONE, _ABANDONED = 0, 1, 2, 3
 
     def __init__(
         self,
@@ -83,7 +102,7 @@ class CancelScope:
         # scope is cancelled and no shield in between.  Cached, and kept
         # current by _update_eff when anything it depends on changes.
         self._eff = False
-        self._state = CancelScope._NEW
+        self._state = _NEW
         self._owner: Task | None = None
         self._deadline_seq = 0
         # Why it was cancelled; set by _cancel(), or inherited when an
@@ -92,9 +111,19 @@ class CancelScope:
         self._cancel_reason: CancelReason | None = None
 
     def __repr__(self) -> str:
-        state = ("unbound", "active", "exited")[self._state]
-        extra = ", cancelled" if self._cancel_called else ""
-        return f"<ringtrio.CancelScope {state}{extra} at {id(self):#x}>"
+        state = ("unbound", "active", "exited", "active, abandoned by misnesting")[self._state]
+        if self._cancel_called:
+            extra = ", cancelled"
+        elif self._deadline == inf or self._relative_deadline != inf:
+            extra = ""
+        else:
+            runner = getattr(_local, "runner", None)
+            if runner is None:
+                extra = ""
+            else:
+                delta = self._deadline - runner.current_time()
+                extra = f", deadline is {abs(delta):.2f} seconds " + ("from now" if delta >= 0 else "ago")
+        return f"<ringtrio.CancelScope at {id(self):#x}, {state}{extra}>"
 
     # -- entering and leaving ------------------------------------------------
 
@@ -106,12 +135,12 @@ class CancelScope:
         return self
 
     def _enter_in(self, task: Task) -> None:
-        if self._state != CancelScope._NEW:
+        if self._state != _NEW:
             raise RuntimeError(
                 "Each CancelScope may only be used for a single 'with' block; "
                 "create a new CancelScope for each block"
             )
-        self._state = CancelScope._ACTIVE
+        self._state = _ACTIVE
         runner = task._runner
         if self._relative_deadline != inf:
             self._deadline = runner.current_time() + self._relative_deadline
@@ -158,44 +187,53 @@ class CancelScope:
             del remaining
 
     def _close(self, exc: BaseException | None) -> BaseException | None:
-        if self._state != CancelScope._ACTIVE:
+        state = self._state
+        if state == _NEW or state == _DONE:
             err = RuntimeError(
-                f"Cancel scope stack corrupted: attempted to exit {self!r}, which "
-                "is not active (never entered, or already exited)"
+                f"Cancel scope stack corrupted: attempted to exit {self!r} which "
+                + ("had already been exited" if state == _DONE else "was never entered")
             )
             err.__context__ = exc
             return err
         task = _local.task
-        if task is None or task is not self._owner:
-            err = RuntimeError(
-                f"Cancel scope stack corrupted: attempted to exit {self!r} from "
-                f"{task!r}, but it was entered in {self._owner!r}. Cancel scopes "
-                "(and nurseries) must be exited in the task that entered them."
-            )
-            err.__context__ = exc
-            return err
-        if task._cancel_scope is not self:
-            # Misnesting: an inner scope of this task is still open.  Close
-            # the inner ones as abandoned and report the mistake.
-            inner = task._cancel_scope
-            err = RuntimeError(
-                f"Cancel scope stack corrupted: attempted to exit {self!r} while "
-                f"{inner!r} inside it is still open. Scopes must be exited in "
-                "the reverse order they were entered (use 'with' blocks)."
-            )
-            err.__context__ = exc
-            exc = err
-            while inner is not self and inner is not None and inner._owner is task:
-                inner._detach(task)
-                inner = inner._parent  # type: ignore[assignment]
+        if task is None or task._cancel_scope is not self or task is not self._owner:
+            # Misnesting: scopes (and nurseries) are not being left in the
+            # reverse order they were entered, in the task that entered them.
+            if state == _ABANDONED:
+                # An enclosing scope was left first, and that raised the
+                # error; a second one would only confuse the traceback.
+                pass
+            elif task is None or task is not self._owner or not self._encloses(task._cancel_scope):
+                # Left from a task that is not inside it: report, change nothing.
+                where = "outside any task" if task is None else f"from unrelated {task!r}"
+                err = RuntimeError(
+                    f"Cancel scope stack corrupted: attempted to exit {self!r} {where}: "
+                    f"it was entered in {self._owner!r}, and a scope (or nursery) must be "
+                    f"exited in the task that entered it, from inside it.{_MISNESTING_HELP}"
+                )
+                err.__context__ = exc
+                return err
+            else:
+                # Left while scopes entered inside it are still open.  The
+                # task steps out of all of them; they stay open, cancelled
+                # and marked abandoned (see _leave), so that leaving them
+                # later raises nothing more.
+                err = RuntimeError(
+                    f"Cancel scope stack corrupted: attempted to exit {self!r} in "
+                    f"{task!r} that's still within its child {task._cancel_scope!r}. "
+                    "Scopes must be exited in the reverse order they were entered."
+                    f"{_MISNESTING_HELP}"
+                )
+                err.__context__ = exc
+                exc = err
+                task._cancel_scope = self._parent  # type: ignore[assignment]
         parent = self._parent
         assert parent is not None
-        if (
-            exc is not None
-            and self._eff
-            and not (not self._shield and parent._eff)
+        if exc is not None and (
+            (self._eff and not (not self._shield and parent._eff)) or state == _ABANDONED
         ):
-            # This scope's own cancellation: absorb the Cancelled it caused.
+            # This scope's own cancellation (or, in a scope misnesting
+            # abandoned, the one it left on it): absorb the Cancelled.
             if isinstance(exc, Cancelled):
                 self.cancelled_caught = True
                 exc = None
@@ -204,19 +242,50 @@ class CancelScope:
                 if matched is not None:
                     self.cancelled_caught = True
                 exc = rest
-        self._detach(task)
+        self._leave(task)
         return exc
 
-    def _detach(self, task: Task) -> None:
+    def _encloses(self, scope: CancelScope | None) -> bool:
+        while scope is not None:
+            if scope is self:
+                return True
+            if scope._state == _DONE:
+                return False
+            scope = scope._parent
+        return False
+
+    def _leave(self, task: Task | None) -> None:
         parent = self._parent
         assert parent is not None
-        self._state = CancelScope._DONE
-        if task._cancel_scope is self:
+        self._state = _DONE
+        if task is not None and task._cancel_scope is self:
             task._cancel_scope = parent
         if parent._children is not None:
             parent._children.discard(self)
         if self._deadline_seq:
-            task._runner._unregister_scope_deadline(self)
+            self._owner._runner._unregister_scope_deadline(self)  # type: ignore[union-attr]
+        if self._children or self._nursery_tasks:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """This scope was left while scopes or tasks inside it live on
+        (misnesting).  As in trio: they stay cancelled for good (this scope
+        reads as cancelled from now on, whatever happens outside it), and
+        the scopes among them are marked abandoned, so that leaving them
+        later raises no second error and swallows the Cancelled."""
+        stack = list(self._children or ())
+        while stack:
+            scope = stack.pop()
+            if scope._state == _ACTIVE:
+                scope._state = _ABANDONED
+            if scope._children:
+                stack.extend(scope._children)
+        self._eff = True
+        for task in list(self._nursery_tasks or ()):
+            if task._cancel_scope is self:
+                task._attempt_delivery_of_any_pending_cancel()
+        for child in list(self._children or ()):
+            child._update_eff()
 
     # -- cancellation ----------------------------------------------------
 
@@ -237,7 +306,7 @@ class CancelScope:
         self._cancel_called = True
         if self._deadline_seq and self._owner is not None:
             self._owner._runner._unregister_scope_deadline(self)
-        if self._state == CancelScope._ACTIVE:
+        if self._state == _ACTIVE or self._state == _ABANDONED:
             self._update_eff()
 
     def _deadline_expired(self) -> None:
@@ -282,7 +351,7 @@ class CancelScope:
     @property
     def cancel_called(self) -> bool:
         """True once ``cancel()`` was called or the deadline has passed."""
-        if not self._cancel_called and self._state != CancelScope._DONE and self._deadline != inf:
+        if not self._cancel_called and self._state != _DONE and self._deadline != inf:
             # As trio: a passed deadline reads as cancelled even before the
             # scheduler got round to expiring it.
             runner = getattr(_local, "runner", None)
@@ -312,7 +381,7 @@ class CancelScope:
                 "set relative_deadline instead, or enter the scope first"
             )
         self._deadline = float(new_deadline)
-        if self._state == CancelScope._ACTIVE and not self._cancel_called:
+        if (self._state == _ACTIVE or self._state == _ABANDONED) and not self._cancel_called:
             runner: Runner = self._owner._runner  # type: ignore[union-attr]
             if self._deadline_seq:
                 runner._unregister_scope_deadline(self)
@@ -323,7 +392,7 @@ class CancelScope:
     def relative_deadline(self) -> float:
         """Seconds from now to the deadline (after entry), or from entry
         (before).  An unentered scope with an absolute deadline has none."""
-        if self._state != CancelScope._NEW:
+        if self._state != _NEW:
             return self._deadline - self._owner._runner.current_time()  # type: ignore[union-attr]
         if self._deadline != inf:
             raise RuntimeError(
@@ -337,7 +406,7 @@ class CancelScope:
             raise ValueError("relative_deadline must not be NaN")
         if new_relative_deadline < 0:
             raise ValueError(f"relative_deadline must be >= 0, not {new_relative_deadline!r}")
-        if self._state != CancelScope._NEW:
+        if self._state != _NEW:
             runner: Runner = self._owner._runner  # type: ignore[union-attr]
             self.deadline = runner.current_time() + float(new_relative_deadline)
         elif self._deadline != inf:
@@ -350,7 +419,7 @@ class CancelScope:
     @property
     def is_relative(self) -> bool | None:
         """None once entered; before that, whether the deadline is relative."""
-        if self._state != CancelScope._NEW:
+        if self._state != _NEW:
             return None
         return self._relative_deadline != inf
 
@@ -364,20 +433,21 @@ class CancelScope:
         if not isinstance(new_value, bool):
             raise TypeError("shield must be a bool")
         self._shield = new_value
-        if self._state == CancelScope._ACTIVE:
+        if self._state == _ACTIVE or self._state == _ABANDONED:
             self._update_eff()
 
     def _effective_deadline(self) -> float:
         """The earliest deadline that can cancel code inside this scope."""
+        if self._eff:
+            return -inf
         scope: CancelScope | None = self
         best = inf
         while scope is not None:
-            if scope._cancel_called:
-                return -inf
             if scope._deadline < best:
                 best = scope._deadline
-            if scope._shield:
+            # Outer deadlines do not reach through a shield, nor into what
+            # misnesting left of an exited scope.
+            if scope._shield or scope._state == _DONE:
                 break
             scope = scope._parent
         return best
-

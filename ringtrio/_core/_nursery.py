@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, TypeVarTuple
 
 import outcome
 
-from ._cancel_scope import CancelScope
+from ._cancel_scope import _ACTIVE, _DONE, _MISNESTING_HELP, CancelScope
 from ._exceptions import Cancelled, RingtrioInternalError
 from ._local import _local, _outside_run
 from ._task import _require_function
@@ -139,7 +139,10 @@ class Nursery:
         self._children: set[Task] = set()
         self._pending_excs: list[BaseException] = []
         self._nested_child_running = True
-        self._parent_waiting_in_aexit = False
+        # The task parked at the end of the nursery block, waiting for the
+        # children: the parent task, unless misnesting had another task exit
+        # the nursery.
+        self._parent_waiting_in_aexit: Task | None = None
         self._pending_starts = 0
         self._closed = False
         self._strict = strict
@@ -234,9 +237,10 @@ class Nursery:
     def _check_nursery_closed(self) -> None:
         if not (self._nested_child_running or self._children or self._pending_starts):
             self._closed = True
-            if self._parent_waiting_in_aexit:
-                self._parent_waiting_in_aexit = False
-                reschedule(self._parent_task)
+            waiter = self._parent_waiting_in_aexit
+            if waiter is not None:
+                self._parent_waiting_in_aexit = None
+                reschedule(waiter)
 
     def _child_finished(self, task: Task, result: outcome.Outcome[Any]) -> None:
         self._children.remove(task)
@@ -258,7 +262,11 @@ class Nursery:
             )
         self._nested_child_running = False
         self._check_nursery_closed()
-        if not self._closed:
+        # Wait for the children.  (Also in a nursery that misnesting closed
+        # early, whose task exited without leaving it: whoever exits it
+        # later waits for its remaining, cancelled, children and gets their
+        # errors, where trio drops them.)
+        if self._children or self._pending_starts:
 
             def aborted(raise_cancel: Callable[[], NoReturn]) -> Abort:
                 # Cancelled needs no action: the enclosing cancellation
@@ -269,7 +277,7 @@ class Nursery:
                 del exn
                 return Abort.FAILED
 
-            self._parent_waiting_in_aexit = True
+            self._parent_waiting_in_aexit = _local.task
             await wait_task_rescheduled(aborted)
         else:
             await cancel_shielded_checkpoint()
@@ -283,8 +291,12 @@ class Nursery:
                             await result
                 except BaseException as exc:  # noqa: BLE001 - reported via the group
                     self._pending_excs.append(exc)
-        popped = self._parent_task._child_nurseries.pop()
-        assert popped is self
+        nurseries = self._parent_task._child_nurseries
+        popped = nurseries.pop() if nurseries else None
+        if popped is not self:
+            # A nursery opened inside this one is still open.  (trio's
+            # words; the task's exit then reports the open nursery.)
+            raise AssertionError("Nursery misnesting detected!")
         if self._pending_excs:
             excs = self._pending_excs
             self._pending_excs = []
@@ -326,6 +338,55 @@ def set_buffer_group_opener(opener: F) -> F:
     global _buffer_group_opener
     _buffer_group_opener = opener
     return opener
+
+
+def _misnesting_at_exit(task: Task, result: outcome.Outcome[Any]) -> outcome.Outcome[Any]:
+    """``task`` is exiting, but not from the scope it was spawned in: it
+    left a nursery or a cancel scope open, or a scope around it was exited
+    before it.  The task fails with an error saying so (its own error, if
+    it had one, as the context)."""
+    scope = task._cancel_scope
+    nurseries = task._child_nurseries
+    if nurseries:
+        # Nurseries left open (e.g. __aenter__ without __aexit__, or an
+        # AsyncExitStack that outlives the task).  As in trio, they stay,
+        # cancelled and closed to new tasks: their children finish, and
+        # whoever exits them later may still do so.
+        for nursery in nurseries:
+            nursery._scope._cancel(
+                "nursery",
+                "Parent Task exited prematurely, abandoning this nursery without exiting it properly.",
+                repr(task),
+            )
+            nursery._closed = True
+        message = (
+            f"Nursery stack corrupted: Nursery surrounding {task!r} was closed before "
+            "the task exited"
+        )
+    elif scope._state == _DONE:
+        # A scope around the task was exited while the task ran in it.
+        message = (
+            f"Cancel scope stack corrupted: Cancel scope surrounding {task!r} was "
+            "closed before the task exited"
+        )
+    else:
+        # The task left plain cancel scopes open (entered by hand, never
+        # exited).  trio says nothing; an error here points at the bug.
+        message = (
+            f"Cancel scope stack corrupted: {task!r} exited with {scope!r} still open. "
+            "Use 'with' blocks for cancel scopes."
+        )
+        while scope._owner is task and scope._state == _ACTIVE:
+            scope._leave(task)
+            scope = task._cancel_scope
+    try:
+        # Raised, so that the error has a traceback (this frame).
+        raise RuntimeError(message + _MISNESTING_HELP)
+    except RuntimeError as err:
+        # (Set, not left to Python: the caller may be handling the task's
+        # StopIteration.)
+        err.__context__ = result.error if type(result) is outcome.Error else None
+        return outcome.Error(err)
 
 
 class _NurseryManager:

@@ -57,6 +57,8 @@ async def _init(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: t
                 system_nursery.cancel_scope._cancel(
                     "shutdown", "main task done, shutting down system tasks", repr(runner.init_task)
                 )
+            # Tasks that misnesting left outside every nursery's wait finish first.
+            await runner.wait_for_stragglers()
             # No user code is left but abandoned async generators' cleanup.
             await runner.asyncgens.finalize_remaining()
         finally:

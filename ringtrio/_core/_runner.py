@@ -61,15 +61,19 @@ from ._ring_ops import (
     _CancelOp,
     _release_memory,
 )
+from ._cancel_scope import _DONE as _SCOPE_DONE
+from ._nursery import _misnesting_at_exit
 from ._task import Task, _require_function
 from ._traps import (
     _CHECKPOINT,
     _RESUME_CHECKING_CANCEL,
     _RESUME_PLAIN,
     _YIELD,
+    Abort,
     _cancelled_for,
     _Park,
     reschedule,
+    wait_task_rescheduled,
 )
 from ._trio_token import TrioToken
 
@@ -146,6 +150,9 @@ class Runner:
             self.add_instrument(inst)
         self._runq: deque[Task] = deque()
         self._ntasks = 0
+        # The init task, while it waits for tasks that misnesting left
+        # running outside every nursery's wait (wait_for_stragglers).
+        self._straggler_waiter: Task | None = None
         # Deadlines live in two structures: a deque of entries that arrived
         # in nondecreasing deadline order (the common case: every sleep(d) or
         # move_on_after(d) with the same d) -- O(1) in and out -- and a heap
@@ -419,23 +426,14 @@ class Runner:
                     result.error.__context__ = stashed.error
             else:
                 result = stashed
-        scope = task._cancel_scope
         nursery = task._parent_nursery
-        if nursery is not None and scope is not nursery._scope:
-            # The task left with cancel scopes still open (e.g. a scope
-            # entered by hand and never exited).
-            result = outcome.Error(
-                RuntimeError(
-                    f"Cancel scope stack corrupted: {task!r} exited with "
-                    f"{scope!r} still open. Use 'with' blocks for cancel scopes."
-                )
-            )
-            while scope is not None and scope._owner is task:
-                scope._detach(task)
-                scope = scope._parent  # type: ignore[assignment]
-            scope = task._cancel_scope
-        if scope is not None and scope._nursery_tasks is not None:
-            scope._nursery_tasks.discard(task)
+        if nursery is not None:
+            scope = nursery._scope
+            # The task must exit in the scope it was spawned in, and that
+            # scope must still be open (else: misnesting).
+            if task._cancel_scope is not scope or scope._state == _SCOPE_DONE:
+                result = _misnesting_at_exit(task, result)
+            scope._nursery_tasks.discard(task)  # type: ignore[union-attr]
         if task._lot_breakers:
             breakers, task._lot_breakers = task._lot_breakers, None
             for lot in breakers:
@@ -444,6 +442,9 @@ class Runner:
         # (The finished coroutine stays in task.coro, as in trio; only the
         # bound send goes, so that a stray reschedule fails loudly.)
         task._send = None  # type: ignore[assignment]
+        if self._ntasks == 1 and self._straggler_waiter is not None:
+            waiter, self._straggler_waiter = self._straggler_waiter, None
+            reschedule(waiter)
         if task is self.main_task:
             self.main_outcome = result
             result = outcome.Value(None)
@@ -465,6 +466,16 @@ class Runner:
                 )
         if self._instruments:
             self._instrument("task_exited", task)
+
+    async def wait_for_stragglers(self) -> None:
+        """Wait (in the init task, at the end of the run) until it is the
+        only task left.  Only misnesting leaves others: the children of a
+        nursery whose task exited without closing it, which nobody waits
+        for.  They were cancelled, so they finish soon; their cleanup
+        (finally blocks) runs inside the run, as in trio."""
+        if self._ntasks > 1:
+            self._straggler_waiter = _local.task
+            await wait_task_rescheduled(lambda _: Abort.FAILED)
 
     def _crash(self, exc: RingtrioInternalError, cause: BaseException) -> NoReturn:
         exc.__cause__ = cause
