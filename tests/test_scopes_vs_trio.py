@@ -119,22 +119,26 @@ def cancelled(exc: Any, names: Names) -> tuple[object, ...]:
 # ---------------------------------------------------------------- cancel reasons
 
 
+async def checkpoint_logging_cancel(
+    lib: ModuleType, log: list[Any], names: Names, label: str, wait: str = "checkpoint"
+) -> None:
+    """A checkpoint (or ``sleep_forever``); the Cancelled it raises is
+    logged (as ``label``) and re-raised."""
+    try:
+        await (lib.sleep_forever() if wait == "sleep_forever" else lib.lowlevel.checkpoint())
+    except lib.Cancelled as exc:
+        log.append((label, cancelled(exc, names)))
+        raise
+
+
 async def _reasons_deadlines(lib: ModuleType, log: list[Any], names: Names) -> None:
     for deadline in (-math.inf, lib.current_time() - 1):
         with lib.CancelScope(deadline=deadline) as cs:
-            try:
-                await lib.lowlevel.checkpoint()
-            except lib.Cancelled as exc:
-                log.append(("entered past deadline", cancelled(exc, names)))
-                raise
+            await checkpoint_logging_cancel(lib, log, names, "entered past deadline")
         log.append(cs.cancelled_caught)
     with lib.CancelScope() as cs:
         cs.deadline = -math.inf
-        try:
-            await lib.lowlevel.checkpoint()
-        except lib.Cancelled as exc:
-            log.append(("deadline set in the past", cancelled(exc, names)))
-            raise
+        await checkpoint_logging_cancel(lib, log, names, "deadline set in the past")
     with lib.move_on_after(0.01):
         try:
             await lib.sleep(5)
@@ -145,20 +149,12 @@ async def _reasons_deadlines(lib: ModuleType, log: list[Any], names: Names) -> N
     with lib.CancelScope() as cs:
         cs.cancel()
         cs.deadline = -math.inf
-        try:
-            await lib.lowlevel.checkpoint()
-        except lib.Cancelled as exc:
-            log.append(("explicit, then deadline", cancelled(exc, names)))
-            raise
+        await checkpoint_logging_cancel(lib, log, names, "explicit, then deadline")
     with lib.CancelScope() as cs:
         cs.deadline = -math.inf
         await lib.lowlevel.cancel_shielded_checkpoint()
         cs.cancel("late")
-        try:
-            await lib.lowlevel.checkpoint()
-        except lib.Cancelled as exc:
-            log.append(("deadline, then explicit", cancelled(exc, names)))
-            raise
+        await checkpoint_logging_cancel(lib, log, names, "deadline, then explicit")
 
 
 def test_cancel_reason_of_deadlines_matches_trio() -> None:
@@ -173,39 +169,23 @@ async def _reasons_nested(lib: ModuleType, log: list[Any], names: Names) -> None
         with lib.CancelScope() as inner:
             outer.cancel("outer reason")
             inner.cancel("inner reason")
-            try:
-                await lib.lowlevel.checkpoint()
-            except lib.Cancelled as exc:
-                log.append(("outer first", cancelled(exc, names)))
-                raise
+            await checkpoint_logging_cancel(lib, log, names, "outer first")
     with lib.CancelScope() as outer:
         outer.cancel("outer reason")
         with lib.CancelScope() as inner:
             inner.cancel("inner reason")
-            try:
-                await lib.lowlevel.checkpoint()
-            except lib.Cancelled as exc:
-                log.append(("entered inside a cancelled scope", cancelled(exc, names)))
-                raise
+            await checkpoint_logging_cancel(lib, log, names, "entered inside a cancelled scope")
     with lib.CancelScope() as outer:
         with lib.CancelScope() as inner:
             inner.cancel("inner reason")
             outer.cancel("outer reason")
-            try:
-                await lib.lowlevel.checkpoint()
-            except lib.Cancelled as exc:
-                log.append(("inner first", cancelled(exc, names)))
-                raise
+            await checkpoint_logging_cancel(lib, log, names, "inner first")
     with lib.CancelScope() as outer:
         with lib.CancelScope(shield=True) as inner:
             outer.cancel("outer reason")
             await lib.lowlevel.checkpoint()
             inner.shield = False
-            try:
-                await lib.lowlevel.checkpoint()
-            except lib.Cancelled as exc:
-                log.append(("shield dropped", cancelled(exc, names)))
-                raise
+            await checkpoint_logging_cancel(lib, log, names, "shield dropped")
 
 
 def test_cancel_reason_of_nested_scopes_matches_trio() -> None:
@@ -214,11 +194,7 @@ def test_cancel_reason_of_nested_scopes_matches_trio() -> None:
 
 async def _reasons_nursery(lib: ModuleType, log: list[Any], names: Names) -> None:
     async def sleeper(label: str) -> None:
-        try:
-            await lib.sleep_forever()
-        except lib.Cancelled as exc:
-            log.append((label, cancelled(exc, names)))
-            raise
+        await checkpoint_logging_cancel(lib, log, names, label, "sleep_forever")
 
     # The nursery's body raises: the children hear it from the owner.
     try:
@@ -444,11 +420,7 @@ def test_scope_exited_before_its_child_matches_trio() -> None:
 
 async def _scope_exited_over_a_nursery(lib: ModuleType, log: list[Any], names: Names) -> None:
     async def sleeper(label: str) -> None:
-        try:
-            await lib.sleep_forever()
-        except lib.Cancelled as exc:
-            log.append((label, cancelled(exc, names)))
-            raise
+        await checkpoint_logging_cancel(lib, log, names, label, "sleep_forever")
 
     async def sleeper_in_scope(label: str) -> None:
         with lib.CancelScope():
