@@ -40,7 +40,8 @@ Differences from trio:
 * trio sets sniffio's *thread-local* override in the loop thread; ringtrio
   sets sniffio's context variable in every task's context.  So the context a
   callback runs in is the thread's context with the async library set back to
-  ``"ringtrio"`` (in the worker it is cleared).
+  the run's name, ``"ringtrio"`` (``"trio"`` in trio mode; in the worker it
+  is cleared).
 * ``from_thread.check_cancelled`` raises a fresh ``Cancelled`` even when what
   interrupted the ``to_thread.run_sync`` call was a ``KeyboardInterrupt``
   (ringtrio delivers Ctrl-C to the main task only at checkpoints; raising it
@@ -83,7 +84,7 @@ from ._core import (
     spawn_system_task,
     wait_task_rescheduled,
 )
-from ._core._internal_api import _coroutine_or_error, _require_function
+from ._core._internal_api import _coroutine_or_error, _require_function, sniffio_name
 from ._deprecate import TrioDeprecationWarning
 from ._sync import CapacityLimiter, Event
 from ._thread_cache import start_thread_soon
@@ -246,9 +247,9 @@ class _LoopJob:
     def __init__(self) -> None:
         # The requesting thread's context variables travel with the job.  In
         # a worker thread sniffio's variable is cleared; inside the loop it
-        # must say "ringtrio" again.
+        # must say what the run says ("ringtrio", or "trio" in trio mode).
         self.context = contextvars.copy_context()
-        self.context.run(sniffio.current_async_library_cvar.set, "ringtrio")
+        self.context.run(sniffio.current_async_library_cvar.set, sniffio_name())
         self._outcome: outcome.Outcome[Any] | None = None
         # Held until the outcome is ready: a one-shot signal to the thread.
         self._done = threading.Lock()

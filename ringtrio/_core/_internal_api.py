@@ -26,6 +26,9 @@ the rest of ringtrio is one short file:
 - ``_signal_wakeup_fd()``: the fd the signal module's wake-up fd must be
   for signals to wake the run (ringtrio/_signals.py sets it while a signal
   receiver is open);
+- ``sniffio_name()``: the name runs report to sniffio (``"ringtrio"``, or
+  ``"trio"`` in trio mode), for contexts the layers above set up themselves
+  (``from_thread`` callbacks), and ``set_sniffio_name``, trio mode's switch;
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
@@ -36,6 +39,7 @@ from ._local import _current_runner, _local, _outside_run
 from ._nursery import set_buffer_group_opener
 from ._ring_ops import _abandoned_ops, _abort_failed
 from ._runner import _coroutine_or_error
+from ._sniffio_name import set_sniffio_name, sniffio_name
 from ._task import _require_function
 from ._traps import _CHECKPOINT, _RESUME_PLAIN, _cancel_pending, _Park, _yield_trap
 
@@ -64,4 +68,6 @@ __all__ = [
     "_signal_wakeup_fd",
     "_yield_trap",
     "set_buffer_group_opener",
+    "set_sniffio_name",
+    "sniffio_name",
 ]

@@ -33,6 +33,7 @@ import sniffio
 from . import _accel, _ring
 from ._asyncgens import AsyncGenerators
 from ._instrumentation import _hooks_of
+from ._sniffio_name import sniffio_name
 from ._exceptions import (
     BusyResourceError,
     Cancelled,
@@ -177,7 +178,7 @@ class Runner:
         # The init task's outermost nursery (see _run._init).
         self.late_nursery: Nursery | None = None
         self.system_context: Context = copy_context()
-        self.system_context.run(sniffio.current_async_library_cvar.set, "ringtrio")
+        self.system_context.run(sniffio.current_async_library_cvar.set, sniffio_name())
         self.trio_token = TrioToken(self)
         self.asyncgens = AsyncGenerators(self)
         self._idle_waiters: list[tuple[float, int, Task]] = []
