@@ -14,7 +14,9 @@ calls :func:`enable`, which does three things, once, for the whole process:
    that says ringtrio has no such module.  Without it, Python would look for
    ``trio.X`` in ringtrio's directory (``trio.__path__`` is ringtrio's) and
    load a second copy of a ringtrio module under a trio name.
-3. Runs report ``"trio"`` to sniffio (the core's one switch,
+3. The few trio internals that widely used libraries read get a stand-in
+   (:data:`TRIO_INTERNALS`).
+4. Runs report ``"trio"`` to sniffio (the core's one switch,
    ``set_sniffio_name``): a library that asks sniffio and, hearing "trio",
    calls ``trio.*`` reaches ringtrio, which is the truth in this process.
 
@@ -35,6 +37,7 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
+from ._core import Task
 from ._core._internal_api import set_sniffio_name
 
 # trio's public modules and ringtrio's modules of the same role.
@@ -103,6 +106,39 @@ class _TrioAliasFinder(importlib.abc.MetaPathFinder):
                 name=fullname,
             ) from None
         return importlib.util.spec_from_loader(fullname, _AliasLoader(module))
+
+
+class _CancelStatus:
+    """trio's ``Task._cancel_status``, reduced to what libraries read of it."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+
+    @property
+    def effectively_cancelled(self) -> bool:
+        # A task's innermost scope caches whether it is effectively cancelled.
+        return bool(self._task._cancel_scope._eff)
+
+
+def _task_cancel_status(task: Task) -> _CancelStatus:
+    return _CancelStatus(task)
+
+
+# trio internals that libraries written for trio read, with who reads them.
+# Each is provided in trio mode only (ringtrio's own API never needs them),
+# on ringtrio's class of the same role.  Keep this list short: a library
+# that reaches deep into trio's internals is not made to run by copying them.
+TRIO_INTERNALS: list[tuple[type, str, Any, str]] = [
+    (
+        Task,
+        "_cancel_status",
+        property(_task_cancel_status),
+        "AnyIO's trio backend: TaskInfo.has_pending_cancellation, which memory "
+        "object streams call in send_nowait (.effectively_cancelled)",
+    ),
+]
 
 
 def _real_trio_modules() -> list[str]:
@@ -198,6 +234,8 @@ def enable() -> None:
     if real:
         raise _already_imported_error(real)
     set_sniffio_name("trio")  # refuses inside a run, before anything changed
+    for cls, name, value, _who in TRIO_INTERNALS:
+        setattr(cls, name, value)
     for trio_name, ours in MODULES.items():
         sys.modules[trio_name] = importlib.import_module(ours)
     sys.meta_path.insert(0, _finder)
