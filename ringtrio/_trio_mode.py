@@ -126,17 +126,32 @@ def _task_cancel_status(task: Task) -> _CancelStatus:
     return _CancelStatus(task)
 
 
-# trio internals that libraries written for trio read, with who reads them.
-# Each is provided in trio mode only (ringtrio's own API never needs them),
-# on ringtrio's class of the same role.  Keep this list short: a library
-# that reaches deep into trio's internals is not made to run by copying them.
-TRIO_INTERNALS: list[tuple[type, str, Any, str]] = [
+def _hypothesis_plugin_setup() -> None:
+    """trio makes its scheduler's random choices hypothesis-controlled here;
+    ringtrio's scheduler makes none (it runs tasks in FIFO order), so there
+    is nothing to register."""
+
+
+# trio internals that libraries written for trio read, with who reads them:
+# (trio's class or module name, attribute, stand-in, who needs it).  Each is
+# provided in trio mode only (ringtrio's own API never needs them), on
+# ringtrio's class or module of the same role.  Keep this list short: a
+# library that reaches deep into trio's internals is not made to run by
+# copying them.
+TRIO_INTERNALS: list[tuple[type | str, str, Any, str]] = [
     (
         Task,
         "_cancel_status",
         property(_task_cancel_status),
         "AnyIO's trio backend: TaskInfo.has_pending_cancellation, which memory "
         "object streams call in send_nowait (.effectively_cancelled)",
+    ),
+    (
+        "trio._core._run",
+        "_hypothesis_plugin_setup",
+        _hypothesis_plugin_setup,
+        "hypothesis: trio's distribution declares it as a hypothesis entry point, "
+        "which every `import hypothesis` loads while trio is installed",
     ),
 ]
 
@@ -234,8 +249,9 @@ def enable() -> None:
     if real:
         raise _already_imported_error(real)
     set_sniffio_name("trio")  # refuses inside a run, before anything changed
-    for cls, name, value, _who in TRIO_INTERNALS:
-        setattr(cls, name, value)
+    for owner, name, value, _who in TRIO_INTERNALS:
+        target = importlib.import_module(_ours(owner)) if isinstance(owner, str) else owner
+        setattr(target, name, value)
     for trio_name, ours in MODULES.items():
         sys.modules[trio_name] = importlib.import_module(ours)
     sys.meta_path.insert(0, _finder)

@@ -260,6 +260,26 @@ def test_anyio_task_info_sees_pending_cancellation_in_trio_mode(tmp_path: Path) 
     assert result_of(run_program(str(program)))["seen"] == [False, True, False]
 
 
+def test_hypothesis_imports_in_trio_mode(tmp_path: Path) -> None:
+    # trio's distribution (installed here, as with any library that depends
+    # on trio) declares trio._core._run:_hypothesis_plugin_setup as a
+    # hypothesis entry point, which `import hypothesis` loads: in trio mode,
+    # from ringtrio's module of that name.
+    program = write(
+        tmp_path,
+        "app.py",
+        """
+        import ringtrio.trio_mode
+        import importlib.metadata, json
+        import hypothesis
+
+        points = [e.value for e in importlib.metadata.entry_points(group="hypothesis") if e.name == "trio"]
+        print("RESULT " + json.dumps({"entry_points": points, "trio_is_ringtrio": True, "real_trio_modules": []}))
+        """,
+    )
+    assert result_of(run_program(str(program)))["entry_points"] == ["trio._core._run:_hypothesis_plugin_setup"]
+
+
 @pytest.mark.parametrize(
     ("modules", "first_lines", "named"),
     [
