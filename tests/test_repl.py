@@ -213,3 +213,49 @@ def test_ctrl_c_at_the_prompt_discards_the_line(console: Console) -> None:
     assert b"AFTER" in console.read_until(b">>> ")
     console.send("exit()")
     assert console.proc.wait(TIMEOUT) == 0
+
+
+def test_ctrl_c_at_a_terminal_prompt() -> None:
+    # On a terminal the console types the Enter itself (TIOCSTI), so Ctrl-C
+    # at the prompt gives a fresh prompt at once, as in Python's console.
+    # Where the kernel refuses TIOCSTI (dev.tty.legacy_tiocsti=0) it asks
+    # for Enter instead; the test presses it then.  Either way the line is
+    # discarded and the console goes on.
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the console, with the pty as its terminal
+        os.execv(sys.executable, [sys.executable, "-u", "-m", "ringtrio"])
+    seen = b""
+
+    def read_until(*markers: bytes) -> bytes:
+        nonlocal seen
+        deadline = time.monotonic() + TIMEOUT
+        while not any(m in seen for m in markers):
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            assert ready, f"none of {markers!r} within {TIMEOUT} s; got {seen!r}"
+            seen += os.read(fd, 65536)
+        found, seen = seen, b""
+        return found
+
+    try:
+        read_until(b">>> import ringtrio\r\n>>> ")
+        os.write(fd, b"half-typed")
+        read_until(b"half-typed")
+        os.kill(pid, signal.SIGINT)
+        shown = read_until(b"KeyboardInterrupt\r\n>>> ", b"(press Enter)")
+        if b"(press Enter)" in shown:
+            os.write(fd, b"\n")
+            shown += read_until(b"KeyboardInterrupt\r\n>>> ")
+        os.write(fd, b"print('AFTER')\n")
+        assert b"AFTER\r\n>>> " in read_until(b"AFTER\r\n>>> ")
+        os.write(fd, b"exit()\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
