@@ -156,10 +156,11 @@ class _Worker(Generic[RetT]):
             deliver(result)
         except BaseException:
             # deliver() must not raise; there is nobody to report to, so say
-            # so on stderr rather than killing a pooled thread silently.
+            # so on stderr rather than killing a pooled thread silently
+            # ("delivering result" is trio's phrase, which people grep for).
             print(
-                f"ringtrio: exception in the deliver callback {deliver!r} of a worker "
-                "thread (deliver functions must not raise):",
+                f"ringtrio: exception while delivering result of a worker thread: the "
+                f"deliver callback {deliver!r} raised (deliver functions must not raise):",
                 file=sys.stderr,
             )
             traceback.print_exc()

@@ -207,7 +207,7 @@ class _ThreadCall:
     """The state shared by one ``to_thread.run_sync`` call, its worker thread
     and the loop.  Also the borrower that holds the call's limiter token."""
 
-    __slots__ = ("token", "task", "abandon_on_cancel", "cancel_requested", "name")
+    __slots__ = ("token", "task", "abandon_on_cancel", "cancelled", "name")
 
     def __init__(self, token: TrioToken, task: Task, abandon_on_cancel: bool, name: str) -> None:
         self.token = token
@@ -215,9 +215,11 @@ class _ThreadCall:
         # (abandoned on cancel), so the thread's result is then discarded.
         self.task: Task | None = task
         self.abandon_on_cancel = abandon_on_cancel
-        # Set (in the loop thread) when a cancellation was delivered to the
-        # waiting task; read by from_thread.check_cancelled in the worker.
-        self.cancel_requested = False
+        # The Cancelled the waiting task got (or would have got, had it not
+        # kept waiting), set in the loop thread when the cancellation came;
+        # from_thread.check_cancelled in the worker raises one like it, so
+        # the worker learns why (source, reason, task), as in trio.
+        self.cancelled: Cancelled | None = None
         self.name = name
 
     def __repr__(self) -> str:
@@ -342,6 +344,18 @@ class _AsyncLoopJob(_LoopJob):
         self._finish(result)
 
 
+def _reject_coroutine(ret: object, fn: object, expected: str, advice: str) -> None:
+    """Raise TypeError if ``fn`` (called as a sync function) returned a
+    coroutine.  ``expected`` starts the message with trio's words for the
+    API (code and trio's tests match on them)."""
+    if inspect.iscoroutine(ret):
+        ret.close()  # no "never awaited" warning on top of our error
+        raise TypeError(
+            f"{expected}, but {getattr(fn, '__qualname__', fn)!r} appears to be asynchronous "
+            f"(it returned a coroutine); {advice}"
+        )
+
+
 class _SyncLoopJob(_LoopJob):
     __slots__ = ("fn", "args")
 
@@ -352,13 +366,10 @@ class _SyncLoopJob(_LoopJob):
 
     def _call(self) -> Any:
         ret = self.context.run(self.fn, *self.args)
-        if inspect.iscoroutine(ret):
-            ret.close()  # no "never awaited" warning on top of our error
-            raise TypeError(
-                f"from_thread.run_sync expected a synchronous function, but "
-                f"{getattr(self.fn, '__qualname__', self.fn)!r} returned a coroutine; "
-                "use from_thread.run for async functions"
-            )
+        _reject_coroutine(
+            ret, self.fn, "from_thread.run_sync expected a synchronous function",
+            "use from_thread.run for async functions",
+        )
         return ret
 
     def _run_now(self) -> None:
@@ -439,13 +450,10 @@ async def to_thread_run_sync(
             ret = context.run(sync_fn, *args)
         finally:
             _worker_state.call = None
-        if inspect.iscoroutine(ret):
-            ret.close()  # no "never awaited" warning on top of our error
-            raise TypeError(
-                f"to_thread.run_sync expected a synchronous function, but "
-                f"{getattr(sync_fn, '__qualname__', sync_fn)!r} returned a coroutine; "
-                "await async functions directly instead of running them in a thread"
-            )
+        _reject_coroutine(
+            ret, sync_fn, "to_thread.run_sync expected a sync function",
+            "await async functions directly instead of running them in a thread",
+        )
         return ret
 
     def report_in_loop(result: outcome.Outcome[RetT]) -> None:
@@ -495,7 +503,12 @@ async def to_thread_run_sync(
             raise
 
         def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
-            call.cancel_requested = True
+            # raise_cancel builds the task's Cancelled from the scope's
+            # state; build it now, in the loop thread, not in the worker.
+            # (Anything else it raises, a KeyboardInterrupt, stays with the
+            # task: the worker gets a plain Cancelled, see the module doc.)
+            error = outcome.capture(raise_cancel).error  # type: ignore[union-attr]
+            call.cancelled = error if isinstance(error, Cancelled) else Cancelled._create()
             if abandon:
                 # Stop waiting; report_in_loop will find nobody to wake.
                 call.task = None
@@ -530,8 +543,11 @@ def from_thread_check_cancelled() -> None:
             "ringtrio.to_thread.run_sync, and this thread was not; there is no "
             "to_thread call whose cancellation it could report"
         )
-    if call.cancel_requested:
-        raise Cancelled._create()
+    cancelled = call.cancelled
+    if cancelled is not None:
+        # A fresh one each time (raising the same object again would grow
+        # its traceback), saying what the task's said.
+        raise Cancelled._create(cancelled.source, cancelled.reason, cancelled.source_task)
 
 
 def _send_to_loop(job: _LoopJob, trio_token: TrioToken | None, api: str) -> Any:

@@ -10,15 +10,19 @@ blocked forever.
 from __future__ import annotations
 
 import contextvars
+import re
 import threading
 import time
 import warnings
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import outcome
 import pytest
 import sniffio
+import trio
+from _differential import same_under_both
 
 import ringtrio
 from ringtrio import from_thread, to_thread
@@ -75,16 +79,34 @@ def _raise_keyboard_interrupt() -> None:
 
 
 def test_async_function_is_rejected() -> None:
+    """An async function given where a sync one belongs is a TypeError whose
+    message has the words trio's says (code and trio's tests match on
+    them), and the coroutine it returned is closed, not leaked."""
+
     async def not_sync() -> None:  # pragma: no cover - never awaited
         pass
 
-    async def main() -> None:
-        with pytest.raises(TypeError, match="expected a synchronous function"):
-            await to_thread.run_sync(not_sync)  # type: ignore[unused-coroutine]
+    async def scenario(lib: ModuleType) -> list[bool]:
+        found = []
+        with pytest.raises(TypeError) as to_thread_error:
+            await lib.to_thread.run_sync(not_sync)
+        found.append("expected a sync function" in str(to_thread_error.value))
+
+        def from_a_worker() -> str:
+            try:
+                lib.from_thread.run_sync(not_sync)
+            except TypeError as exc:
+                return str(exc)
+            return "no error"
+
+        message = await lib.to_thread.run_sync(from_a_worker)
+        found.append("expected a synchronous function" in message)
+        found.append("appears to be asynchronous" in message)
+        return found
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the coroutine must be closed, not leaked
-        ringtrio.run(main)
+        assert same_under_both(scenario) == [True, True, True]
 
 
 def test_run_sync_is_a_checkpoint() -> None:
@@ -274,6 +296,56 @@ def test_check_cancelled_in_the_worker() -> None:
         assert await to_thread.run_sync(check_once) == "fine"
 
     ringtrio.run(main)
+
+
+def _address_free(text: str) -> str:
+    return re.sub(r"0x[0-9a-f]+", "0x?", text)
+
+
+def test_check_cancelled_says_why_the_call_was_cancelled() -> None:
+    """The Cancelled a worker gets from check_cancelled says what cancelled
+    the to_thread call (source, reason, task), as trio's: with the call
+    kept waiting (it comes back as the call's result) and abandoned."""
+
+    async def scenario(lib: ModuleType) -> list[str]:
+        seen: list[str] = []
+        for abandon in (False, True):
+            go = threading.Event()
+            checked = threading.Event()
+            in_worker: list[str] = []  # the worker's own record: no race with the task's
+
+            def worker() -> None:
+                go.wait(BLOCK_LIMIT)
+                try:
+                    lib.from_thread.check_cancelled()
+                except lib.Cancelled as exc:
+                    in_worker.append(f"worker: {exc}")
+                    if not abandon:
+                        raise
+                finally:
+                    checked.set()
+
+            with lib.CancelScope() as scope:
+                async with lib.open_nursery() as nursery:
+
+                    async def canceller() -> None:
+                        await lib.testing.wait_all_tasks_blocked()
+                        scope.cancel("enough")
+                        go.set()
+
+                    nursery.start_soon(canceller)
+                    try:
+                        await lib.to_thread.run_sync(worker, abandon_on_cancel=abandon)
+                    except lib.Cancelled as exc:
+                        seen.append(f"task: {exc}")
+                        raise
+            assert checked.wait(BLOCK_LIMIT)
+            seen += in_worker
+            seen.append(f"caught: {scope.cancelled_caught}")
+        return [_address_free(line) for line in seen]
+
+    seen = same_under_both(scenario)
+    assert seen[1].startswith("worker: cancelled due to explicit with reason 'enough' from task <Task ")
 
 
 def test_check_cancelled_outside_a_worker_raises() -> None:
@@ -676,8 +748,13 @@ def test_idle_workers_exit_after_the_timeout(monkeypatch: pytest.MonkeyPatch) ->
         assert not t.is_alive()
 
 
-def test_deliver_exception_is_reported_and_the_worker_survives(capsys: pytest.CaptureFixture[str]) -> None:
-    pool = _ThreadPool()
+@pytest.mark.parametrize("lib", [trio, ringtrio], ids=["trio", "ringtrio"])
+def test_deliver_exception_is_reported_and_the_worker_survives(
+    lib: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deliver callback that raises: the error and "delivering result"
+    (trio's words, which trio's tests look for) go to stderr, and the same
+    worker takes the next job."""
     delivered = threading.Event()
     idents: list[int] = []
 
@@ -686,14 +763,14 @@ def test_deliver_exception_is_reported_and_the_worker_survives(capsys: pytest.Ca
         delivered.set()
         raise RuntimeError("deliver blew up")
 
-    pool.start_thread_soon(threading.get_ident, bad_deliver)
+    lib.lowlevel.start_thread_soon(threading.get_ident, bad_deliver)
     assert delivered.wait(SOON)
     err = ""
     deadline = time.monotonic() + SOON
     while "deliver blew up" not in err and time.monotonic() < deadline:
         time.sleep(0.01)
         err += capsys.readouterr().err
-    assert "deliver callback" in err and "deliver blew up" in err
+    assert "delivering result" in err and "deliver blew up" in err
 
     delivered.clear()
 
@@ -701,6 +778,6 @@ def test_deliver_exception_is_reported_and_the_worker_survives(capsys: pytest.Ca
         idents.append(result.unwrap())
         delivered.set()
 
-    pool.start_thread_soon(threading.get_ident, good_deliver)
+    lib.lowlevel.start_thread_soon(threading.get_ident, good_deliver)
     assert delivered.wait(SOON)
     assert idents[0] == idents[1]  # the same worker took the second job
