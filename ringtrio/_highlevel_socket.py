@@ -247,7 +247,7 @@ class SocketStream(HalfCloseableStream):
                 "ringtrio.socket.from_stdlib_socket()"
             )
         if socket.type != _stdlib_socket.SOCK_STREAM:
-            raise ValueError(f"SocketStream requires a SOCK_STREAM socket, not {socket.type!r}")
+            raise ValueError("SocketStream requires a SOCK_STREAM socket")  # trio's words
         self.socket = socket
         self._sending = False
         self._receiving = False
@@ -517,13 +517,13 @@ class SocketListener(Listener[SocketStream]):
                 f"SocketListener needs a ringtrio socket, not {type(socket).__name__}"
             )
         if socket.type != _stdlib_socket.SOCK_STREAM:
-            raise ValueError(f"SocketListener requires a SOCK_STREAM socket, not {socket.type!r}")
+            raise ValueError("SocketListener requires a SOCK_STREAM socket")  # trio's words
         try:
             listening = socket.getsockopt(_stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_ACCEPTCONN)
         except OSError:
             listening = True  # cannot tell: trust the caller
         if not listening:
-            raise ValueError("SocketListener needs a listening socket: call socket.listen() first")
+            raise ValueError("SocketListener requires a listening socket")  # trio's words
         self.socket = socket
 
     def __repr__(self) -> str:

@@ -411,15 +411,13 @@ async def _resolve_address(
     family: int, type_: int, proto: int, address: Any, *, local: bool, v6only: bool
 ) -> Any:
     """Turn a user's address into one the kernel takes (numeric)."""
+    # The ValueErrors say trio's words, which code matches on.
     if family == _AF_INET:
         if not isinstance(address, tuple) or len(address) != 2:
-            raise ValueError(f"an AF_INET address must be a (host, port) tuple, not {address!r}")
+            raise ValueError("address should be a (host, port) tuple")
     elif family == _AF_INET6:
         if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
-            raise ValueError(
-                f"an AF_INET6 address must be a (host, port[, flowinfo[, scope_id]]) tuple, "
-                f"not {address!r}"
-            )
+            raise ValueError("address should be a (host, port, [flowinfo, [scopeid]]) tuple")
     elif family == _AF_UNIX:
         if not isinstance(address, (str, bytes, os.PathLike)):
             raise TypeError(

@@ -372,10 +372,9 @@ class Semaphore(_AcquireOnEnter):
                 f"Semaphore initial_value must be an int, got "
                 f"{type(initial_value).__name__} {initial_value!r}"
             )
+        # The ValueErrors say trio's words, word for word: code matches on them.
         if initial_value < 0:
-            raise ValueError(
-                f"Semaphore initial_value must be >= 0, got {initial_value}"
-            )
+            raise ValueError("initial value must be >= 0")
         if max_value is not None:
             if not isinstance(max_value, int):
                 raise TypeError(
@@ -383,11 +382,7 @@ class Semaphore(_AcquireOnEnter):
                     f"{type(max_value).__name__} {max_value!r}"
                 )
             if max_value < initial_value:
-                raise ValueError(
-                    f"Semaphore max_value ({max_value}) must be >= "
-                    f"initial_value ({initial_value}); raise max_value or "
-                    "lower initial_value"
-                )
+                raise ValueError("max_values must be >= initial_value")
         # Invariant: tasks only wait while the value is zero.  release() keeps
         # it by handing its unit straight to a waiter instead of incrementing.
         self._value = initial_value
@@ -434,11 +429,7 @@ class Semaphore(_AcquireOnEnter):
             self._lot.unpark(count=1)
             return
         if self._max_value is not None and self._value >= self._max_value:
-            raise ValueError(
-                f"{self!r} was released more times than it was acquired "
-                f"(max_value={self._max_value}); check that every release() "
-                "matches an earlier acquire()"
-            )
+            raise ValueError("semaphore released too many times")  # trio's words
         self._value += 1
 
     def statistics(self) -> SemaphoreStatistics:
@@ -653,9 +644,7 @@ class CapacityLimiter(_AcquireOnEnter):
                 f"{type(new_total_tokens).__name__} {new_total_tokens!r}"
             )
         if new_total_tokens < 0:
-            raise ValueError(
-                f"CapacityLimiter total_tokens must be >= 0, got {new_total_tokens}"
-            )
+            raise ValueError("total_tokens must be >= 0")  # trio's words: code matches on them
         self._total_tokens = new_total_tokens
         self._hand_out_free_tokens()
 

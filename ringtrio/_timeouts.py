@@ -18,10 +18,11 @@ def move_on_at(deadline: float, *, shield: bool = False) -> CancelScope:
 
 def move_on_after(seconds: float, *, shield: bool = False) -> CancelScope:
     """A cancel scope that is cancelled ``seconds`` after it is entered."""
+    # trio's words, which code matches on.
     if math.isnan(seconds):
-        raise ValueError("timeout must not be NaN")
+        raise ValueError("`seconds` must not be NaN")
     if seconds < 0:
-        raise ValueError(f"timeout must be non-negative, not {seconds!r}")
+        raise ValueError("`seconds` must be non-negative")
     return CancelScope(relative_deadline=seconds, shield=shield)
 
 

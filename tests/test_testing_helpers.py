@@ -212,15 +212,6 @@ def test_trio_test_propagates_the_test_failure(lib: ModuleType) -> None:
         a_test()
 
 
-def test_trio_test_two_clocks_message_names_them() -> None:
-    @ringtrio.testing.trio_test
-    async def a_test(a: Any, b: Any) -> None:  # pragma: no cover - never runs
-        raise AssertionError("must not run")
-
-    with pytest.raises(ValueError, match=r"2 clocks \(a, b\)"):
-        a_test(a=ringtrio.testing.MockClock(), b=ringtrio.testing.MockClock())
-
-
 # --------------------------------------------------------------------------
 # RunVarToken.previous_value / .redeemed
 # --------------------------------------------------------------------------
@@ -291,3 +282,35 @@ def test_run_var_reset_with_another_vars_token_says_so() -> None:
         return "nothing raised"  # pragma: no cover
 
     assert same_under_both(scenario) == "token is not for us"
+
+
+# --------------------------------------------------------------------------
+# MockClock against real time
+# --------------------------------------------------------------------------
+
+
+def _mock_clock_under_stepped_real_time(lib: ModuleType) -> list[float]:
+    """A MockClock whose real time only moves when the test says so
+    (``_real_clock``, the hook trio's MockClock has and trio's test uses)."""
+    real = [123.0]
+    clock = lib.testing.MockClock()
+    clock._real_clock = lambda: real[0]
+    seen = [clock.current_time()]
+    clock.jump(1.2)
+    seen += [clock.current_time(), clock.deadline_to_sleep_time(1.1), clock.deadline_to_sleep_time(1.3) > 999999]
+    clock.rate = 2  # a rate change never makes virtual time jump
+    seen.append(clock.current_time())
+    real[0] += 1
+    seen += [clock.current_time(), clock.deadline_to_sleep_time(3.2), clock.deadline_to_sleep_time(4.2)]
+    clock.rate = 0.5
+    seen += [clock.current_time(), clock.deadline_to_sleep_time(4.2)]
+    clock.jump(0.8)
+    real[0] += 1
+    seen.append(clock.current_time())
+    return seen
+
+
+def test_mock_clock_rate_follows_real_time() -> None:
+    expected = _mock_clock_under_stepped_real_time(trio)
+    assert expected == [0, 1.2, 0, True, 1.2, 3.2, 0, 0.5, 3.2, 2.0, 4.5]
+    assert _mock_clock_under_stepped_real_time(ringtrio) == expected

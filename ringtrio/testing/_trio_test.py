@@ -38,11 +38,8 @@ def trio_test(fn: Callable[ArgsT, Awaitable[RetT]]) -> Callable[ArgsT, RetT]:
         __tracebackhide__ = True
         clocks = [value for value in kwargs.values() if isinstance(value, Clock)]
         if len(clocks) > 1:
-            names = ", ".join(name for name, value in kwargs.items() if isinstance(value, Clock))
-            raise ValueError(
-                f"trio_test got {len(clocks)} clocks ({names}) and a run has one; "
-                "pass at most one Clock fixture to the test"
-            )
+            # trio's words (a run has one clock; pass at most one Clock fixture).
+            raise ValueError("too many clocks spoil the broth!")
         instruments = [value for value in kwargs.values() if isinstance(value, Instrument)]
         # A partial, so that the main task is named after the test function.
         test_body = functools.partial(fn, *args, **kwargs)
