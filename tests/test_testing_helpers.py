@@ -314,3 +314,44 @@ def test_mock_clock_rate_follows_real_time() -> None:
     expected = _mock_clock_under_stepped_real_time(trio)
     assert expected == [0, 1.2, 0, True, 1.2, 3.2, 0, 0.5, 3.2, 2.0, 4.5]
     assert _mock_clock_under_stepped_real_time(ringtrio) == expected
+
+
+# --------------------------------------------------------------------------
+# Sequencer
+# --------------------------------------------------------------------------
+
+
+def test_sequencer_cancelled_waiter_raises_runtime_error() -> None:
+    """A block cancelled while it waits for its turn breaks the sequence:
+    it raises RuntimeError itself (not Cancelled), and so does every block
+    waiting or entered after it."""
+
+    async def scenario(lib: ModuleType) -> list[str]:
+        record: list[str] = []
+        seq = lib.testing.Sequencer()
+
+        async def child(i: int) -> None:
+            with lib.CancelScope() as scope:
+                if i == 1:
+                    scope.cancel()
+                try:
+                    async with seq(i):
+                        record.append(f"seq({i}) entered")  # pragma: no cover
+                except RuntimeError:
+                    record.append(f"seq({i}) RuntimeError")
+            record.append(f"seq({i}) scope caught a cancel: {scope.cancelled_caught}")
+
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(child, 1)
+            nursery.start_soon(child, 2)
+            async with seq(0):
+                record.append("seq(0) entered")
+        try:
+            async with seq(3):
+                record.append("seq(3) entered")  # pragma: no cover
+        except RuntimeError:
+            record.append("seq(3) RuntimeError")
+        return record
+
+    record = same_under_both(scenario)
+    assert record[:2] == ["seq(0) entered", "seq(1) RuntimeError"]

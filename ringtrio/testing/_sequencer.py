@@ -6,14 +6,16 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from .._core import Cancelled
 from .._sync import Event
 
 
 class Sequencer:
     """``async with seq(n):`` blocks until every block with a smaller number
     has been entered and left. Numbers start at 0 and each may be used once.
-    If a waiting block is cancelled the sequence is broken: every block
-    waiting or entered afterwards raises :exc:`RuntimeError` (as trio)."""
+    If a waiting block is cancelled the sequence is broken: that block
+    raises :exc:`RuntimeError` instead of ``Cancelled``, and so does every
+    block waiting or entered afterwards (as trio)."""
 
     def __init__(self) -> None:
         self._sequence_points: defaultdict[int, Event] = defaultdict(Event)
@@ -30,11 +32,17 @@ class Sequencer:
         if position != 0:
             try:
                 await self._sequence_points[position].wait()
-            except BaseException:
+            except Cancelled:
+                # The test's order can no longer happen: say so loudly, in
+                # this block too (a Cancelled would be swallowed by its scope
+                # and the test would go on as if the sequence had run).
                 self._broken = True
                 for event in self._sequence_points.values():
                     event.set()
-                raise
+                raise RuntimeError(
+                    f"Sequencer position {position} was cancelled while waiting "
+                    "for its turn: the sequence is broken"
+                ) from None
             if self._broken:
                 raise RuntimeError("Sequencer is broken: an earlier position was cancelled")
         try:

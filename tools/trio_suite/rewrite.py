@@ -13,6 +13,13 @@ line, by a call into trio_shim (see rules.toml for how names resolve):
     from .._sync import *             -> globals().update(_trio_shim.star("trio._sync"))
     from trio._tests.pytest_plugin import RUN_SLOW
                                       -> from retargeted._tests.pytest_plugin import RUN_SLOW
+    mock.patch("trio._subprocess.can_try_pidfd_open", ...)
+                                      -> mock.patch("ringtrio._subprocess.can_try_pidfd_open", ...)
+
+The last kind: a string naming a trio-private knob that ringtrio keeps
+under trio's name, listed in rules.toml's [patch_targets] (mock.patch
+imports the module it names, so without this it would patch real trio and
+test nothing of ringtrio's).
 
 Line numbers are kept, so a traceback line in a copy is the same line in
 trio's original.  Nothing else in the files changes.
@@ -22,12 +29,16 @@ from __future__ import annotations
 
 import ast
 import shutil
+import tomllib
 from pathlib import Path
 
 # The trees copied from the installed trio package, and where they go.
 TREES = ("_tests", "_core/_tests")
 PACKAGE = "retargeted"
 SHIM = "import trio_shim as _trio_shim; "
+PATCH_TARGETS: dict[str, str] = tomllib.loads(
+    (Path(__file__).with_name("rules.toml")).read_text()
+).get("patch_targets", {})
 
 
 def _is_trio(name: str) -> bool:
@@ -96,13 +107,15 @@ def rewrite_source(source: str, trio_module: str) -> str:
         package = trio_module[: -len(".__init__")]
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
-    edits: list[tuple[ast.stmt, str]] = []
+    edits: list[tuple[ast.stmt | ast.expr, str]] = []
     for node in ast.walk(tree):
         new: str | None = None
         if isinstance(node, ast.Import):
             new = _rewrite_import(node)
         elif isinstance(node, ast.ImportFrom):
             new = _rewrite_from(node, package)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in PATCH_TARGETS:
+            new = repr(PATCH_TARGETS[node.value])
         if new is not None:
             edits.append((node, new))
     # Apply from the end so earlier positions stay valid.  ast offsets are

@@ -147,8 +147,6 @@ def _is_trio_module(name: str) -> bool:
 
 def _override(full: str) -> Any:
     rule = NAMES[full]
-    if rule.startswith("shim:"):
-        return globals()[rule[5:]]
     if rule == "trio:":
         modname, _, name = full.rpartition(".")
         return getattr(importlib.import_module(modname), name)
@@ -327,32 +325,3 @@ def star(trio_module: str) -> dict[str, Any]:
     if len(exported) == 1:
         values = (values,)
     return dict(zip(exported, values))
-
-
-# ---------------------------------------------------------------------------
-# the runner of async tests
-# ---------------------------------------------------------------------------
-
-
-def trio_test(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run an async test under ``ringtrio.run``.
-
-    trio's pytest plugin wraps every ``async def`` test in trio_test; this is
-    its ringtrio counterpart: a fixture value that is a Clock becomes the
-    run's clock and every Instrument is installed.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        clocks = [v for v in kwargs.values() if isinstance(v, ringtrio.abc.Clock)]
-        if len(clocks) > 1:
-            raise ValueError("a test can use one clock fixture, not several")
-        instruments = [v for v in kwargs.values() if isinstance(v, ringtrio.abc.Instrument)]
-        return ringtrio.run(
-            functools.partial(fn, *args, **kwargs),
-            clock=clocks[0] if clocks else None,
-            instruments=instruments,
-        )
-
-    return wrapper
