@@ -54,8 +54,11 @@ class StapledStream(HalfCloseableStream, Generic[SendStreamT, ReceiveStreamT]):
 
     async def send_eof(self) -> None:
         stream = self.send_stream
-        if isinstance(stream, HalfCloseableStream):
-            await stream.send_eof()
+        # Asked at each call, by attribute (as trio): a stream that is not a
+        # HalfCloseableStream may still have one, set on it later even.
+        send_eof = getattr(stream, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
         else:
             await stream.aclose()
 

@@ -481,3 +481,41 @@ def test_connect_on_a_closed_socket_is_a_checkpoint(lib: ModuleType) -> None:
         return seen
 
     assert lib.run(main) == ["Cancelled", "EBADF"]
+
+
+def test_stapled_stream_send_eof_uses_a_send_eof_the_stream_has_now(lib: ModuleType) -> None:
+    """StapledStream.send_eof calls the send stream's send_eof if it has one
+    at the time of the call (an attribute counts, as in trio), and closes
+    the stream otherwise; it does not decide by the stream's class."""
+    record: list[str] = []
+
+    class PlainSendStream(lib.abc.SendStream):  # type: ignore[name-defined,misc]
+        async def send_all(self, data: object) -> None:
+            record.append("send_all")
+
+        async def wait_send_all_might_not_block(self) -> None:
+            record.append("wait")
+
+        async def aclose(self) -> None:
+            record.append("aclose")
+
+    class NullReceiveStream(lib.abc.ReceiveStream):  # type: ignore[name-defined,misc]
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            return b""
+
+        async def aclose(self) -> None:
+            record.append("receive aclose")
+
+    async def main() -> None:
+        send = PlainSendStream()
+        stapled = lib.StapledStream(send, NullReceiveStream())
+        await stapled.send_eof()
+
+        async def send_eof() -> None:
+            record.append("send_eof")
+
+        send.send_eof = send_eof
+        await stapled.send_eof()
+
+    lib.run(main)
+    assert record == ["aclose", "send_eof"]
