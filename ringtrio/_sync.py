@@ -133,7 +133,9 @@ class Event:
     cheap), or use a channel or a ``ParkingLot`` for repeated signals.
     """
 
-    __slots__ = ("_flag", "_parked")
+    # __weakref__ in every primitive's slots: they can be weakly referenced,
+    # as in trio (code keeps per-lock state in a WeakKeyDictionary).
+    __slots__ = ("_flag", "_parked", "__weakref__")
 
     def __init__(self) -> None:
         self._flag = False
@@ -221,7 +223,7 @@ class LockStatistics:
 class _LockBase(_AcquireOnEnter):
     """Shared implementation of :class:`Lock` and :class:`StrictFIFOLock`."""
 
-    __slots__ = ("_lot", "_owner")
+    __slots__ = ("_lot", "_owner", "__weakref__")
 
     def __init__(self) -> None:
         self._owner: Task | None = None
@@ -364,7 +366,7 @@ class Semaphore(_AcquireOnEnter):
         ``initial_value``.
     """
 
-    __slots__ = ("_lot", "_max_value", "_value")
+    __slots__ = ("_lot", "_max_value", "_value", "__weakref__")
 
     def __init__(self, initial_value: int, *, max_value: int | None = None) -> None:
         if not isinstance(initial_value, int):
@@ -468,7 +470,7 @@ class Condition(_AcquireOnEnter):
         Other lock types (including :class:`StrictFIFOLock`) are rejected.
     """
 
-    __slots__ = ("_lock", "_lot")
+    __slots__ = ("_lock", "_lot", "__weakref__")
 
     def __init__(self, lock: Lock | None = None) -> None:
         if lock is None:
@@ -605,7 +607,7 @@ class CapacityLimiter(_AcquireOnEnter):
         changed later through the :attr:`total_tokens` attribute.
     """
 
-    __slots__ = ("_borrowers", "_lot", "_total_tokens", "_waiting_borrowers")
+    __slots__ = ("_borrowers", "_lot", "_total_tokens", "_waiting_borrowers", "__weakref__")
 
     def __init__(self, total_tokens: int | float) -> None:
         self._lot = ParkingLot()

@@ -746,3 +746,28 @@ def test_lock_released_normally_does_not_break(lib: ModuleType) -> None:
             pass
 
     run(lib, main)
+
+
+# Every primitive can be weakly referenced, as in trio (trio's gh-331: code
+# keeps per-lock state in a WeakKeyDictionary).
+WEAKLY_REFERENCED: dict[str, Callable[[ModuleType], object]] = {
+    "Event": lambda lib: lib.Event(),
+    "Lock": lambda lib: lib.Lock(),
+    "StrictFIFOLock": lambda lib: lib.StrictFIFOLock(),
+    "Semaphore": lambda lib: lib.Semaphore(1),
+    "Condition": lambda lib: lib.Condition(),
+    "CapacityLimiter": lambda lib: lib.CapacityLimiter(1),
+}
+
+
+@pytest.mark.parametrize("name", list(WEAKLY_REFERENCED))
+def test_primitives_can_be_weakly_referenced(lib: ModuleType, name: str) -> None:
+    import gc
+    import weakref
+
+    obj = WEAKLY_REFERENCED[name](lib)
+    ref = weakref.ref(obj)
+    assert ref() is obj
+    del obj
+    gc.collect()
+    assert ref() is None
