@@ -2354,10 +2354,12 @@ _ASYNC_METHODS = frozenset(
 )
 
 
-class _ThreadedFile(AsyncFile):
+class AsyncIOWrapper(AsyncFile):
     """``wrap_file`` for file objects without a usable fd (BytesIO, text
     files whose decoder state we cannot take over, ...): every method runs in
-    a worker thread, and the wrapper forwards what trio's does."""
+    a worker thread, and the wrapper forwards what trio's does.  (Named as
+    trio's wrapper class, which is what ``type(f)`` and the generated
+    methods' qualified names show there.)"""
 
     __slots__ = ("_wrapped", "__dict__")  # (__dict__: the generated methods, made once)
 
@@ -2383,7 +2385,9 @@ class _ThreadedFile(AsyncFile):
 
             return await to_thread.run_sync(lambda: method(*args, **kwargs))
 
-        cls = type(self._wrapped)
+        # __class__, not type(): what the object says it is (a mock made
+        # with spec=io.StringIO says StringIO), as trio's docs do.
+        cls = self._wrapped.__class__
         call.__name__ = name
         call.__qualname__ = f"{type(self).__qualname__}.{name}"
         call.__doc__ = f"Like {cls.__module__}.{cls.__qualname__}.{name}(), but async: runs in a worker thread."
@@ -2425,7 +2429,7 @@ def wrap_file(file: Any) -> Any:
         try:
             fd = file.fileno()
         except (OSError, ValueError):
-            return _ThreadedFile(file)
+            return AsyncIOWrapper(file)
         if file.writable():
             file.flush()
         try:
@@ -2452,4 +2456,4 @@ def wrap_file(file: Any) -> Any:
             buffered=not isinstance(file, io.FileIO),
             wrapped=file,
         )
-    return _ThreadedFile(file)
+    return AsyncIOWrapper(file)
