@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._abc import ReceiveChannel, SendChannel
+from ._final import final
 from ._core._internal_api import _cancel_pending, _local, _outside_run, _Park, _yield_trap
 from ._core import (
     Abort,

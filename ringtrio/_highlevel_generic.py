@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._abc import AsyncResource, HalfCloseableStream, ReceiveStream, SendStream
+from ._final import final
 from ._core import BusyResourceError, CancelScope
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ async def aclose_forcefully(resource: AsyncResource) -> None:
         await resource.aclose()
 
 
+@final
 class StapledStream(HalfCloseableStream, Generic[SendStreamT, ReceiveStreamT]):
     """A bidirectional stream made of one send stream and one receive stream.
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._abc import HalfCloseableStream, Listener
+from ._final import final
 from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring
@@ -218,6 +219,7 @@ def _translate_errors(what: str) -> Iterator[None]:
         raise _stream_error(exc, what)
 
 
+@final
 class SocketStream(HalfCloseableStream):
     """A :class:`~ringtrio.abc.HalfCloseableStream` over a connected
     ``SOCK_STREAM`` socket (TCP or Unix).
@@ -502,6 +504,7 @@ class SocketStream(HalfCloseableStream):
         return self.socket.getsockopt(level, option, buffersize)
 
 
+@final
 class SocketListener(Listener[SocketStream]):
     """A :class:`~ringtrio.abc.Listener` over a listening ``SOCK_STREAM`` socket.
 

@@ -36,9 +36,10 @@ import operator
 import ssl as _stdlib_ssl
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar, final
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 from ._abc import Listener, Stream
+from ._final import final
 from ._core import (
     TASK_STATUS_IGNORED,
     BrokenResourceError,

@@ -37,6 +37,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._abc import ReceiveStream, SendStream
+from ._final import final
 from ._core import (
     TASK_STATUS_IGNORED,
     BrokenResourceError,
@@ -114,6 +115,7 @@ async def _watch_in_thread(pid: int, exited: Event) -> None:
         exited.set()
 
 
+@final
 class Process:
     """A child process: like :class:`subprocess.Popen`, but async.
 
@@ -155,9 +157,6 @@ class Process:
             "ringtrio.Process has no public constructor: use ringtrio.lowlevel.open_process() "
             "or `await nursery.start(ringtrio.run_process, ...)`"
         )
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        raise TypeError(f"ringtrio.Process does not support subclassing ({cls.__qualname__})")
 
     @classmethod
     def _create(

@@ -24,8 +24,9 @@ import math
 import types
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, final
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from ._final import final
 from ._core import (
     CancelScope,
     add_parking_lot_breaker,

@@ -29,6 +29,7 @@ import select
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ._abc import Stream
+from ._final import final
 from ._core import (
     BrokenResourceError,
     ClosedResourceError,
@@ -161,6 +162,7 @@ def _new_read_buffer(size: int) -> Any:
     return memoryview(bytearray(size))
 
 
+@final
 class FdStream(Stream):
     """A stream over a file descriptor for a pipe, a tty or anything else
     that can be polled (``trio.lowlevel.FdStream``).
@@ -183,9 +185,6 @@ class FdStream(Stream):
         self._fd_holder = _FdHolder(fd)
         self._send_guard = OneUser("another task is using this stream for send")
         self._receive_guard = OneUser("another task is using this stream for receive")
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        raise TypeError(f"ringtrio.lowlevel.FdStream does not support subclassing ({cls.__qualname__})")
 
     def __repr__(self) -> str:
         return f"<ringtrio.lowlevel.FdStream fd={self._fd_holder.fd}>"

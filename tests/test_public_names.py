@@ -102,3 +102,43 @@ def test_task_names_use_public_names() -> None:
 
     ringtrio.run(main)
     assert names == ["ringtrio.sleep_forever"]
+
+
+# The classes above the core that trio makes final (its Final metaclass):
+# subclassing one raises TypeError in both, so no code comes to depend on
+# their insides.  (The core's classes are the core's to decide.)
+FINAL_AS_IN_TRIO = [
+    "Event", "Lock", "StrictFIFOLock", "Semaphore", "Condition", "CapacityLimiter",
+    "MemorySendChannel", "MemoryReceiveChannel", "open_memory_channel",
+    "SocketStream", "SocketListener", "StapledStream", "SSLStream", "SSLListener",
+    "Process", "lowlevel.FdStream",
+    "testing.MockClock", "testing.Sequencer", "testing.MemorySendStream", "testing.MemoryReceiveStream",
+]
+
+
+def _refuses_subclasses(cls: type) -> str | None:
+    """The TypeError's message if ``cls`` cannot be subclassed, else None."""
+    try:
+        types.new_class("Sub", (cls,))
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("name", FINAL_AS_IN_TRIO)
+def test_classes_trio_makes_final_are_final(name: str) -> None:
+    import trio
+    import trio.lowlevel
+    import trio.testing
+
+    def lookup(root: types.ModuleType) -> type:
+        obj: Any = root
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj  # type: ignore[no-any-return]
+
+    assert _refuses_subclasses(lookup(trio)) is not None
+    # trio's message names the would-be subclass; ringtrio's the final class.
+    cls = lookup(ringtrio)
+    assert _refuses_subclasses(cls) == f"{cls.__module__}.{cls.__qualname__} does not support subclassing"
+    assert cls.__module__.startswith("ringtrio") and not cls.__module__.startswith("ringtrio._")

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, final
+from typing import TypeVar
 
 from .._abc import ReceiveStream, SendStream
+from .._final import final
 from .._core import (
     BrokenResourceError,
     ClosedResourceError,

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 
 from .._core import Clock, current_statistics, wait_all_tasks_blocked
+from .._final import final
 
 
+@final
 class MockClock(Clock):
     """A clock whose time you control.
 

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from .._core import Cancelled
+from .._final import final
 from .._sync import Event
 
 
+@final
 class Sequencer:
     """``async with seq(n):`` blocks until every block with a smaller number
     has been entered and left. Numbers start at 0 and each may be used once.
