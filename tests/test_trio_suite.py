@@ -58,3 +58,48 @@ def test_trio_suite_baseline_still_passes(tmp_path: Path) -> None:
             + ", ".join(report["newly_passing"][:10]),
             stacklevel=1,
         )
+
+
+def _exclusions() -> dict[str, dict[str, str]]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "tools" / "trio_suite" / "exclusions.toml").read_text())
+
+
+def test_every_deliberate_difference_is_in_the_reference() -> None:
+    """A trio test listed as failing on a deliberate difference names the
+    bullet of docs/reference.md's "Differences from trio" that says what
+    the difference is and why."""
+    import re
+
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    section = reference[reference.index("\n# Differences from trio") :]
+    titles = {t.rstrip(".:") for t in re.findall(r"^\* \*\*(.+?)\*\*", section, re.MULTILINE)}
+    deliberate = _exclusions()["deliberate"]
+    assert deliberate
+    for test_id, reason in deliberate.items():
+        cited = re.match(r"\*\*(.+?)\*\*", reason)
+        assert cited is not None, f"{test_id}: the reason must start with a bullet's bold title"
+        assert cited[1].rstrip(".:") in titles, f"{test_id}: no bullet **{cited[1]}** in Differences from trio"
+
+
+def test_patch_targets_name_ringtrio_knobs() -> None:
+    """rules.toml's [patch_targets] send trio's tests' mock.patch of a
+    trio-private knob to ringtrio's knob of the same name, which must exist;
+    rewrite.py puts the ringtrio name in the copy."""
+    import importlib
+    import tomllib
+
+    sys.path.insert(0, str(RUNNER.parent))
+    try:
+        from rewrite import rewrite_source
+    finally:
+        sys.path.remove(str(RUNNER.parent))
+    targets = tomllib.loads((RUNNER.parent / "rules.toml").read_text())["patch_targets"]
+    assert targets
+    for trio_name, ringtrio_name in targets.items():
+        module, _, attr = ringtrio_name.rpartition(".")
+        assert hasattr(importlib.import_module(module), attr), ringtrio_name
+        source = f"with mock.patch({trio_name!r}, new=False):\n    pass\n"
+        rewritten = rewrite_source(source, "trio._tests.test_x")
+        assert f"mock.patch({ringtrio_name!r}, new=False)" in rewritten and repr(trio_name) not in rewritten

@@ -28,10 +28,10 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 from rewrite import PACKAGE, prepare  # noqa: E402
-from trio_suite_plugin import load_exclusions  # noqa: E402
+from trio_suite_plugin import load_exclusions, match  # noqa: E402
 
 BASELINE = HERE / "baseline"
-OUTCOMES = ("passed", "missing", "behaviour", "n/a", "unclassified")
+OUTCOMES = ("passed", "missing", "behaviour", "deliberate", "n/a", "unclassified")
 
 # trio's own pytest configuration (its pyproject.toml), as far as it bears on
 # outcomes: warnings are errors, a passing xfail is a failure.  trio ignores
@@ -162,15 +162,17 @@ def table(records: dict[str, dict[str, Any]]) -> tuple[str, dict[str, int]]:
     for counts in per_module.values():
         totals.update(counts)
     show_unclassified = totals["unclassified"] > 0
-    heads = ["module", "tests", "passed", "missing name", "behaviour", "n/a"]
+    heads = ["module", "tests", "passed", "missing name", "behaviour", "deliberate", "n/a"]
     if show_unclassified:
         heads.append("unclassified")
     rows = []
     for module in sorted(per_module):
         c = per_module[module]
-        row = [module.removeprefix("trio/"), sum(c.values()), c["passed"], c["missing"], c["behaviour"], c["n/a"]]
+        row = [module.removeprefix("trio/"), sum(c.values()), c["passed"], c["missing"], c["behaviour"],
+               c["deliberate"], c["n/a"]]
         rows.append(row + ([c["unclassified"]] if show_unclassified else []))
-    total_row = ["total", sum(totals.values()), totals["passed"], totals["missing"], totals["behaviour"], totals["n/a"]]
+    total_row = ["total", sum(totals.values()), totals["passed"], totals["missing"], totals["behaviour"],
+                 totals["deliberate"], totals["n/a"]]
     rows.append(total_row + ([totals["unclassified"]] if show_unclassified else []))
     widths = [max(len(str(r[i])) for r in [heads, *rows]) for i in range(len(heads))]
 
@@ -212,6 +214,10 @@ def clusters(records: dict[str, dict[str, Any]], top: int = 15) -> str:
             out.append(f"  {kind}: {test_id}")
     out.append("  most common causes:")
     out += [f"  {n:4d}  {cause}" for cause, n in by_cause.most_common(top)]
+    deliberate = collections.Counter(r["reason"] for r in records.values() if r["outcome"] == "deliberate")
+    if deliberate:
+        out.append(f"deliberate differences ({sum(deliberate.values())} tests; docs/reference.md, Differences from trio):")
+        out += [f"  {n:4d}  {reason}" for reason, n in deliberate.most_common()]
     unclassified = sorted(r["id"] for r in records.values() if r["outcome"] == "unclassified")
     if unclassified:
         out.append(f"unclassified ({len(unclassified)}): list each in exclusions.toml with its reason, or fix rules.toml:")
@@ -265,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     applicable = summary["applicable"]
     share = f" ({100 * summary['passed'] / applicable:.0f}%)" if applicable else ""
     print(f"\n{summary['passed']} of {applicable} applicable tests pass{share}; "
-          f"{summary['missing']} fail on a missing name, {summary['behaviour']} on behaviour; "
+          f"{summary['missing']} fail on a missing name, {summary['behaviour']} on behaviour, "
+          f"{summary['deliberate']} on a deliberate difference; "
           f"{summary['n/a']} not applicable. {elapsed:.0f} s.")
     print(clusters(records))
 
@@ -274,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     regressed = sorted(i for i in baseline if i in records and records[i]["outcome"] != "passed")
     new = sorted(set(passed) - baseline)
     stale = sorted(i for i in baseline if i not in records) if not (args.ci or args.selection) else []
+    # Listed as deliberate differences, yet they pass: the entry is stale.
+    deliberate = load_exclusions()[2]
+    no_longer_different = sorted(i for i, r in records.items() if r["outcome"] == "passed" and match(deliberate, i))
 
     report = {
         "summary": summary,
@@ -282,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "selection": args.selection,
         "regressed": regressed,
         "newly_passing": new,
+        "deliberate_but_passing": no_longer_different,
         "tests": [records[i] for i in sorted(records)],
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -305,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             print(f"\n{len(stale)} baseline entries name tests that did not run (renamed or excluded): "
                   "`make trio-suite UPDATE_BASELINE=1` drops them.")
+    if no_longer_different:
+        print(f"\n{len(no_longer_different)} tests listed in exclusions.toml [deliberate] pass: "
+              "remove their entries (and the difference from docs/reference.md if it is gone):")
+        for test_id in no_longer_different:
+            print(f"  {test_id}")
     if summary["unclassified"] and not args.ci:
         status = 1  # the CI subset guards the baseline; the lists are kept by full runs
     return status

@@ -16,6 +16,10 @@ Outcomes (``outcome`` in a record):
   timeout, ``crash`` when the process died (run.py), ``internal-error`` for a
   RingtrioInternalError, ``collection`` for a module that failed to import,
   else ``exception``.
+* ``deliberate``: a behaviour failure of a test listed in exclusions.toml's
+  ``[deliberate]``: ringtrio differs from trio there on purpose, and the
+  reason is in docs/reference.md ("Differences from trio").  The test still
+  runs; if it passes it is ``passed`` (and run.py says the entry is stale).
 * ``n/a``: listed in exclusions.toml (with its reason), not run.
 * ``unclassified``: the test reached a trio internal (SetAside) or was
   skipped by trio's own markers, and is not listed in exclusions.toml: list
@@ -47,10 +51,11 @@ CI = os.environ.get("TRIO_SUITE_CI") == "1"
 _RECORD = pytest.StashKey[dict[str, Any]]()
 
 
-def load_exclusions() -> tuple[dict[str, str], dict[str, str]]:
-    """(not applicable, left out of the CI subset): id or id prefix -> reason."""
+def load_exclusions() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(not applicable, left out of the CI subset, deliberate differences):
+    id or id prefix -> reason."""
     data = tomllib.loads((HERE / "exclusions.toml").read_text())
-    return data.get("not_applicable", {}), data.get("ci", {})
+    return data.get("not_applicable", {}), data.get("ci", {}), data.get("deliberate", {})
 
 
 def match(table: dict[str, str], test_id: str) -> str | None:
@@ -260,6 +265,7 @@ class _Writer:
 _writer: _Writer | None = None
 _not_applicable: dict[str, str] = {}
 _ci_only: dict[str, str] = {}
+_deliberate: dict[str, str] = {}
 
 
 def _w() -> _Writer:
@@ -270,12 +276,12 @@ def _w() -> _Writer:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _not_applicable, _ci_only
+    global _not_applicable, _ci_only, _deliberate
     # trio's KeyboardInterrupt tests expect Python's own SIGINT handler; a
     # process started in the background (`make test &`, some CI runners)
     # inherits SIGINT ignored, and Python then installs none.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _not_applicable, _ci_only = load_exclusions()
+    _not_applicable, _ci_only, _deliberate = load_exclusions()
     _w()
 
 
@@ -357,6 +363,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             record.update(outcome="behaviour", kind="exception", exc_type="", message=str(report.longrepr)[:300])
         if report.when != "call":
             record["phase"] = report.when
+        if record["outcome"] == "behaviour":
+            reason = match(_deliberate, record["id"])
+            if reason is not None:
+                record.update(outcome="deliberate", reason=reason)
     return report
 
 
