@@ -70,6 +70,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._final import final
 from ._core import BrokenResourceError, BusyResourceError, ClosedResourceError, RunFinishedError, sleep
 from ._core import Nursery, Task, _ring, current_task
 from ._core._buffers import MAX_COUNT, BufferRing
@@ -128,6 +129,7 @@ _ENOBUFS_RETRIES = 2
 # ---------------------------------------------------------------------------
 
 
+@final
 class Buffer:
     """A lease on ``len(buf)`` received bytes inside a :class:`BufferGroup`.
 
@@ -248,6 +250,7 @@ class BufferGroupStatistics:
     closed: bool
 
 
+@final
 class BufferGroup:
     """``count`` buffers of ``size`` bytes that any number of streams
     receive into (``stream.receive_buffers(group)``).  Create with

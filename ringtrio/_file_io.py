@@ -29,6 +29,8 @@ import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from typing import Any, TypeVar
 
+from ._final import final
+
 from ._core import (
     BusyResourceError,
     CancelScope,
@@ -583,6 +585,7 @@ class AsyncFile:
         return line
 
 
+@final
 class AsyncBinaryFile(AsyncFile):
     """A binary file whose I/O runs on the ring.
 
@@ -1579,6 +1582,7 @@ def _detached_error() -> ValueError:
 _DETACHED: Any = _DetachedBuffer()
 
 
+@final
 class AsyncTextFile(AsyncFile):
     """A text file: decoding/encoding in Python over an :class:`AsyncBinaryFile`.
 
@@ -2354,6 +2358,7 @@ _ASYNC_METHODS = frozenset(
 )
 
 
+@final
 class AsyncIOWrapper(AsyncFile):
     """``wrap_file`` for file objects without a usable fd (BytesIO, text
     files whose decoder state we cannot take over, ...): every method runs in

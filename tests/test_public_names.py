@@ -106,7 +106,8 @@ def test_task_names_use_public_names() -> None:
 
 # The classes above the core that trio makes final (its Final metaclass):
 # subclassing one raises TypeError in both, so no code comes to depend on
-# their insides.  (The core's classes are the core's to decide.)
+# their insides.  (The core's classes are the core's to decide.)  ringtrio's
+# own concrete classes above the core follow the same rule (RINGTRIO_FINAL).
 FINAL_AS_IN_TRIO = [
     "Event", "Lock", "StrictFIFOLock", "Semaphore", "Condition", "CapacityLimiter",
     "MemorySendChannel", "MemoryReceiveChannel", "open_memory_channel",
@@ -114,6 +115,15 @@ FINAL_AS_IN_TRIO = [
     "Process", "lowlevel.FdStream",
     "testing.MockClock", "testing.Sequencer", "testing.MemorySendStream", "testing.MemoryReceiveStream",
 ]
+
+
+RINGTRIO_FINAL = ["AsyncBinaryFile", "AsyncTextFile", "Buffer", "BufferGroup"]
+
+
+@pytest.mark.parametrize("name", RINGTRIO_FINAL)
+def test_ringtrio_concrete_classes_are_final(name: str) -> None:
+    cls = getattr(ringtrio, name)
+    assert _refuses_subclasses(cls) == f"ringtrio.{name} does not support subclassing"
 
 
 def _refuses_subclasses(cls: type) -> str | None:
