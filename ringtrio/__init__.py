@@ -76,6 +76,12 @@ TrioInternalError = RingtrioInternalError
 # trio.Path makes trio.PosixPath objects on POSIX; ringtrio.Path is POSIX-only.
 PosixPath = Path
 
+# anyio finds ringtrio's backend through this finder (nothing is imported
+# until anyio asks for "anyio._backends._ringtrio"; see _anyio_hook.py).
+from ._anyio_hook import install as _install_anyio_hook  # noqa: E402
+
+_install_anyio_hook()
+
 __version__ = "0.1.0"
 
 __all__ = [
