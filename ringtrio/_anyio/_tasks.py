@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable, Coroutine, Generator
-from contextvars import Context
+from contextvars import Context, copy_context
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -25,6 +25,7 @@ from anyio.abc import TaskGroup as AnyioTaskGroup
 from anyio.abc._tasks import call_for_coroutine, get_callable_name, get_coro_name
 
 import ringtrio
+from ringtrio import lowlevel
 
 T = TypeVar("T")
 
@@ -122,6 +123,34 @@ def _run_in_context(context: Context, coro: Coroutine[Any, Any, T]) -> Generator
             error, value = exc, None
 
 
+def _start_soon_outside_task(
+    nursery: ringtrio.Nursery, run: Callable[[], Coroutine[Any, Any, None]], name: str
+) -> None:
+    """Start a task in ``nursery`` from code that is not in a task.
+
+    AnyIO does this from ``run_sync_soon`` callbacks (a ``BlockingPortal``
+    spawning a call from another thread).  trio allows it; ringtrio's
+    ``start_soon`` needs a current task (it copies that task's context), so
+    a system task, which may be spawned from anywhere in the run, makes the
+    ``start_soon`` call one scheduler pass later.  If the group closed in
+    that pass, the work runs in the system task itself rather than being
+    lost (whoever waits for it, a thread blocked on a portal call, would
+    wait forever otherwise).
+    """
+    context = copy_context()
+
+    async def spawn() -> None:
+        try:
+            nursery.start_soon(run, name=name)
+        except RuntimeError:
+            try:
+                await run()
+            except Exception:  # noqa: BLE001 - the task handle holds it
+                pass
+
+    lowlevel.spawn_system_task(spawn, name=f"spawning {name}", context=context)
+
+
 class TaskGroup(AnyioTaskGroup):
     """An AnyIO task group over a strict ringtrio nursery."""
 
@@ -178,14 +207,17 @@ class TaskGroup(AnyioTaskGroup):
             raise TypeError(f"expected a coroutine, got {type(coro).__qualname__}")
         nursery = self._check_active(coro)
         handle: TaskHandle[T] = TaskHandle(coro, get_coro_name(coro, name))
-        if context is None:
-            nursery.start_soon(handle._run_coro, name=handle.name)
-        else:
+        run: Callable[[], Coroutine[Any, Any, None]] = handle._run_coro
+        if context is not None:
 
             async def run_in_context() -> None:
                 await _run_in_context(context, handle._run_coro())
 
-            nursery.start_soon(run_in_context, name=handle.name)
+            run = run_in_context
+        if lowlevel.in_ringtrio_task():
+            nursery.start_soon(run, name=handle.name)
+        else:
+            _start_soon_outside_task(nursery, run, handle.name)
         return handle
 
     async def start(

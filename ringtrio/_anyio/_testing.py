@@ -87,7 +87,7 @@ class TestRunner(AnyioTestRunner):
             self._host = greenlet.getcurrent()
             self._run_greenlet = greenlet.greenlet(self._run)
             # Runs until the main task first asks for a job.
-            self._switch_in(None)
+            self._run_greenlet.switch()
         result = self._switch_in((func, args, kwargs))
         return result.unwrap()  # type: ignore[no-any-return]
 

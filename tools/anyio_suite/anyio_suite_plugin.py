@@ -1,0 +1,142 @@
+"""pytest plugin for running AnyIO's own test suite on trio and ringtrio.
+
+Loaded by ``run.py`` (through ``pytest.main(plugins=...)``, after it has
+added ``"ringtrio"`` to AnyIO's backend list, see there).  It
+
+* keeps the tests that run on trio or ringtrio (the ``anyio_backend``
+  parameter, or any other parameter naming a backend, such as the portal
+  tests' ``target_backend``) and the backend-independent ones, and drops
+  the asyncio-only variants: the point of the run is trio against ringtrio;
+* optionally keeps only the tests listed in a subset file (``--subset``),
+  by their key (see :func:`test_key`);
+* records every test's outcome (setup, call and teardown folded into one)
+  into a JSON file for ``run.py``'s table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BACKENDS = ("trio", "ringtrio")
+
+
+def test_key(nodeid: str) -> str:
+    """The name a test goes by in the exclusion and subset files: its node
+    id with the backend left out, so that one key names the trio and the
+    ringtrio variant (``tests/test_x.py::test_y[ringtrio]`` ->
+    ``tests/test_x.py::test_y[BACKEND]``)."""
+    return nodeid.replace("ringtrio", "BACKEND").replace("trio", "BACKEND")
+
+
+def _backends_named(value: object) -> set[str]:
+    if isinstance(value, str):
+        return {value} if value in (*BACKENDS, "asyncio") else set()
+    if isinstance(value, tuple) and value and isinstance(value[0], str):
+        return _backends_named(value[0])
+    return set()
+
+
+def backend_of(item: pytest.Item) -> str | None:
+    """"ringtrio", "trio", "common" (no backend parameter), or None for a
+    variant that runs on asyncio only."""
+    callspec = getattr(item, "callspec", None)
+    named: set[str] = set()
+    if callspec is not None:
+        for value in callspec.params.values():
+            named |= _backends_named(value)
+    if "ringtrio" in named:
+        return "ringtrio"
+    if "trio" in named:
+        return "trio"
+    return None if named else "common"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests() -> None:
+    # AnyIO lists its backends in a module constant, which its conftest
+    # reads to parametrize ``anyio_backend``: adding "ringtrio" there
+    # before the conftest is imported is all it takes to run every
+    # backend-parametrized test on ringtrio too.  (Imported here, not at the
+    # top: pytest must import anyio first, to rewrite its plugin's asserts.)
+    import anyio._core._eventloop as eventloop
+
+    # Importing ringtrio installs the finder AnyIO's backend lookup needs
+    # (ringtrio's own pytest plugin, which would import it, is disabled).
+    import ringtrio  # noqa: F401
+
+    if "ringtrio" not in eventloop.BACKENDS:
+        eventloop.BACKENDS = (*eventloop.BACKENDS, "ringtrio")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("anyio-suite")
+    group.addoption("--anyio-suite-results", default=None, help="write outcomes here (JSON)")
+    group.addoption("--anyio-suite-subset", default=None, help="run only the keys in this file")
+
+
+def _read_keys(path: str) -> set[str]:
+    keys = set()
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            keys.add(line)
+    return keys
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    subset_file = config.getoption("--anyio-suite-subset")
+    subset = _read_keys(subset_file) if subset_file else None
+    keep, drop = [], []
+    for item in items:
+        backend = backend_of(item)
+        if backend is None or (subset is not None and test_key(item.nodeid) not in subset):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+class _Recorder:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.results: dict[str, dict[str, Any]] = {}
+        self.backends: dict[str, str] = {}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            self.backends[item.nodeid] = backend_of(item) or "asyncio"
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entry = self.results.setdefault(
+            report.nodeid,
+            {"outcome": "passed", "backend": self.backends.get(report.nodeid, "common")},
+        )
+        if report.when == "call" and report.outcome == "skipped" and hasattr(report, "wasxfail"):
+            entry["outcome"] = "xfailed"
+        elif report.outcome == "failed":
+            entry["outcome"] = "failed"
+            entry.setdefault("message", _first_line(report))
+        elif report.outcome == "skipped" and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+        entry["duration"] = entry.get("duration", 0.0) + report.duration
+
+    def pytest_sessionfinish(self) -> None:
+        Path(self.path).write_text(json.dumps(self.results, indent=1, sort_keys=True))
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    text = report.longreprtext.strip().splitlines()
+    return text[-1][:300] if text else ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("--anyio-suite-results")
+    if path:
+        config.pluginmanager.register(_Recorder(path), "anyio-suite-recorder")

@@ -1,0 +1,184 @@
+"""Run AnyIO's own test suite on trio and on ringtrio, in one run (`make anyio-suite`).
+
+    python tools/anyio_suite/run.py                     # the whole suite, the table
+    python tools/anyio_suite/run.py --ci                # the CI guard's subset
+    python tools/anyio_suite/run.py -- -k test_sockets  # extra pytest arguments
+
+AnyIO's tests come from its source distribution on PyPI, for the AnyIO
+version installed here, downloaded with pip into build/anyio-suite/ (never
+committed).  pytest runs them with AnyIO's own configuration (its
+pyproject.toml: warnings are errors, a 20 s timeout per test) and with
+"ringtrio" added to AnyIO's backend list, so every test parametrized by
+``anyio_backend`` runs on "trio" and on "ringtrio" side by side; the
+asyncio variants are left out (see anyio_suite_plugin.py).
+
+The table: passed / failed / skipped per backend, then every test that
+passes on trio but not on ringtrio.  Those listed in exclusions.toml (tests
+that depend on trio's internals, each with its reason) are shown apart; any
+other one is a regression and makes the exit status 1.  ``--ci`` runs only
+the keys in ci_subset.txt (the whole suite but the tests ci_skip in
+exclusions.toml names, which are too timing-sensitive for a loaded 2-core
+machine): that is what tests/test_anyio_suite.py runs in `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+BUILD = ROOT / "build" / "anyio-suite"
+EXCLUSIONS = HERE / "exclusions.toml"
+CI_SUBSET = HERE / "ci_subset.txt"
+
+sys.path.insert(0, str(HERE))
+from anyio_suite_plugin import test_key  # noqa: E402
+
+
+def anyio_version() -> str:
+    return importlib.metadata.version("anyio")
+
+
+def fetch_sdist(version: str) -> Path:
+    """AnyIO's source tree for ``version`` under build/ (downloaded once)."""
+    tree = BUILD / f"anyio-{version}"
+    if (tree / "tests" / "conftest.py").exists():
+        return tree
+    BUILD.mkdir(parents=True, exist_ok=True)
+    archive = BUILD / f"anyio-{version}.tar.gz"
+    if not archive.exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:",
+             "--no-deps", "--dest", str(BUILD), f"anyio=={version}"],
+            check=True,
+        )
+    with tarfile.open(archive) as tar:
+        tar.extractall(BUILD, filter="data")
+    return tree
+
+
+def load_exclusions() -> tuple[dict[str, str], dict[str, str]]:
+    """(excluded, ci_skip): test key -> reason."""
+    data = tomllib.loads(EXCLUSIONS.read_text())
+    return dict(data.get("excluded", {})), dict(data.get("ci_skip", {}))
+
+
+# Run inside the pytest subprocess (``python run.py --pytest ...``); the
+# plugin adds "ringtrio" to AnyIO's backend list before AnyIO's conftest is
+# imported.
+def _pytest_main(args: list[str]) -> int:
+    import pytest
+
+    import anyio_suite_plugin
+
+    return int(pytest.main(args, plugins=[anyio_suite_plugin]))
+
+
+def run_suite(tree: Path, results: Path, subset: Path | None, extra: list[str]) -> int:
+    args = [
+        sys.executable, str(Path(__file__)), "--pytest",
+        "-p", "no:cacheprovider", "-p", "no:ringtrio", "-p", "no:randomly",
+        "-q", "-rN", "--tb=short", "-o", "console_output_style=classic",
+        f"--anyio-suite-results={results}",
+    ]
+    if subset is not None:
+        args.append(f"--anyio-suite-subset={subset}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(tree)]))
+    proc = subprocess.run([*args, *extra, "tests"], cwd=tree, env=env)
+    return proc.returncode
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    by_key: dict[str, dict[str, list[str]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list)
+    )
+    for nodeid, entry in results.items():
+        counts[entry["backend"]][entry["outcome"]] += 1
+        by_key[test_key(nodeid)][entry["backend"]].append(entry["outcome"])
+    # A key "passes on trio but not on ringtrio" when every trio variant
+    # passed and some ringtrio variant did not.
+    worse: list[str] = []
+    for key, outcomes in by_key.items():
+        trio, ringtrio = outcomes.get("trio"), outcomes.get("ringtrio")
+        if trio and ringtrio and all(o == "passed" for o in trio):
+            if any(o != "passed" for o in ringtrio):
+                worse.append(key)
+    return {"counts": counts, "worse": sorted(worse)}
+
+
+def print_table(results: dict[str, dict[str, Any]], excluded: dict[str, str], seconds: float) -> int:
+    summary = summarize(results)
+    counts = summary["counts"]
+    print()
+    print(f"AnyIO {anyio_version()} test suite, trio and ringtrio in one run ({seconds:.0f} s)")
+    print()
+    print("| backend | passed | failed | skipped | xfailed | total |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for backend in ("trio", "ringtrio", "common"):
+        c = counts.get(backend, collections.Counter())
+        print(
+            f"| {backend} | {c['passed']} | {c['failed']} | {c['skipped']} | "
+            f"{c['xfailed']} | {sum(c.values())} |"
+        )
+    print("\n(common: backend-independent tests, run once)")
+    known = [k for k in summary["worse"] if k in excluded]
+    regressions = [k for k in summary["worse"] if k not in excluded]
+    print(f"\nPass on trio but not on ringtrio: {len(summary['worse'])}")
+    for key in known:
+        print(f"  excluded  {key}\n            ({excluded[key]})")
+    for key in regressions:
+        messages = [
+            e.get("message", "") for n, e in results.items()
+            if test_key(n) == key and e["backend"] == "ringtrio" and e["outcome"] != "passed"
+        ]
+        print(f"  FAILING   {key}\n            {messages[0] if messages else ''}")
+    common_failed = sorted(n for n, e in results.items() if e["backend"] == "common" and e["outcome"] == "failed")
+    if common_failed:
+        print(f"\nBackend-independent tests that failed ({len(common_failed)}):")
+        for nodeid in common_failed:
+            print(f"  {nodeid}: {results[nodeid].get('message', '')}")
+    stale = sorted(k for k in excluded if k not in summary["worse"])
+    if stale:
+        print("\nExcluded but not failing on ringtrio in this run (remove them if they stay so):")
+        for key in stale:
+            print(f"  {key}")
+    return 1 if regressions else 0
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--pytest":
+        return _pytest_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ci", action="store_true", help="only the CI subset (ci_subset.txt)")
+    parser.add_argument("--results", default=str(BUILD / "results.json"), help="where the outcomes go")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    options = parser.parse_args()
+    tree = fetch_sdist(anyio_version())
+    excluded, _ci_skip = load_exclusions()
+    results_path = Path(options.results).resolve()
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.unlink(missing_ok=True)
+    started = time.monotonic()
+    run_suite(tree, results_path, CI_SUBSET if options.ci else None, options.pytest_args)
+    seconds = time.monotonic() - started
+    if not results_path.exists():
+        print("pytest produced no results (collection failed?)", file=sys.stderr)
+        return 2
+    results = json.loads(results_path.read_text())
+    return print_table(results, excluded, seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
