@@ -48,6 +48,12 @@ Differences from trio:
   in the worker thread would consume it there).
 * There is no ``enable_ki_protection`` machinery (ringtrio never raises
   ``KeyboardInterrupt`` asynchronously).
+* ``from_thread.run*`` with the ``trio_token`` of another run (one that runs
+  in another thread) may be called from inside a run: it blocks this run
+  until the other one has run the job.  trio refuses any call from inside a
+  run ("this is a blocking function"), which deadlocks code that starts an
+  AnyIO ``BlockingPortal`` from async code; ringtrio refuses only a call into
+  its own run, the one that would deadlock.
 * A thread blocked in ``from_thread.run*`` whose callback was queued just as
   the run was shutting down notices the end of the run within about a second
   (it re-checks the token) and raises ``RunFinishedError``, instead of waiting
@@ -551,12 +557,15 @@ def from_thread_check_cancelled() -> None:
 
 
 def _send_to_loop(job: _LoopJob, trio_token: TrioToken | None, api: str) -> Any:
-    # A blocking wait in the loop's own thread would deadlock the loop.
+    # A blocking wait in the loop's own thread would deadlock the loop.  A
+    # token of *another* run (running in another thread) is fine: blocking
+    # this loop while that one runs the job cannot deadlock (trio refuses
+    # that too, see the module docstring).
     try:
-        current_trio_token()
+        own_token: TrioToken | None = current_trio_token()
     except RuntimeError:
-        pass
-    else:
+        own_token = None
+    if own_token is not None and (trio_token is None or trio_token is own_token):
         raise RuntimeError(
             f"this is a blocking function; call it from a thread: {api}() blocks "
             "until the loop runs the callback, and it was called from inside the "

@@ -529,6 +529,45 @@ def test_from_thread_in_the_loop_thread_raises() -> None:
     ringtrio.run(main)
 
 
+def test_from_thread_into_another_run_works_from_inside_a_run() -> None:
+    # A second run in its own thread (what AnyIO's start_blocking_portal
+    # does); the first run calls into it with its token.  Only a call into
+    # the caller's own run could deadlock, so only that one is refused.
+    other_token: list[ringtrio.lowlevel.TrioToken] = []
+    stop = threading.Event()
+    ready = threading.Event()
+
+    async def other_main() -> None:
+        other_token.append(current_trio_token())
+        ready.set()
+        while not stop.is_set():
+            await ringtrio.sleep(0.01)
+
+    other = threading.Thread(target=ringtrio.run, args=(other_main,))
+    other.start()
+    try:
+        assert ready.wait(SOON)
+
+        async def add(a: int, b: int) -> int:
+            await ringtrio.sleep(0)
+            return a + b
+
+        async def main() -> tuple[int, str]:
+            token = other_token[0]
+            return (
+                from_thread.run(add, 1, 2, trio_token=token),
+                from_thread.run_sync(lambda: threading.current_thread().name, trio_token=token),
+            )
+
+        value, thread_name = ringtrio.run(main)
+        assert value == 3
+        assert thread_name == other.name
+    finally:
+        stop.set()
+        other.join(SOON)
+    assert not other.is_alive()
+
+
 def test_from_thread_after_the_run_raises_run_finished() -> None:
     async def grab_token() -> ringtrio.lowlevel.TrioToken:
         return current_trio_token()

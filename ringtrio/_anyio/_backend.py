@@ -26,6 +26,7 @@ from signal import Signals
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
+import sniffio
 from anyio import TaskInfo, abc
 from anyio._core._eventloop import claim_worker_thread
 from anyio.abc import AsyncBackend, IPSockAddrType
@@ -211,8 +212,15 @@ class RingtrioBackend(AsyncBackend):
     ) -> None:
         trio_token = _trio_token(token)
         assert trio_token is not None
+        # The callback runs in a copy of the calling thread's context (as
+        # AnyIO wants), with sniffio's name set back to ringtrio: the caller
+        # may be another event loop's thread, whose name ringtrio code would
+        # see otherwise (trio overrides it with a thread-local in its loop
+        # thread; ringtrio sets only the context variable).
+        context = copy_context()
+        context.run(sniffio.current_async_library_cvar.set, "ringtrio")
         try:
-            trio_token.run_sync_soon(copy_context().run, func, *args)
+            trio_token.run_sync_soon(context.run, func, *args)
         except ringtrio.RunFinishedError:
             raise anyio.RunFinishedError from None
 

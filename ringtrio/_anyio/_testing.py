@@ -43,7 +43,7 @@ class _RunEnded:
 
 def _import_greenlet() -> Any:
     try:
-        import greenlet
+        import greenlet  # type: ignore[import-untyped]
     except ImportError as exc:
         raise RuntimeError(
             "running AnyIO tests on the ringtrio backend needs the 'greenlet' "

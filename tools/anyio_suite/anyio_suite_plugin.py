@@ -9,8 +9,8 @@ added ``"ringtrio"`` to AnyIO's backend list, see there).  It
   the asyncio-only variants: the point of the run is trio against ringtrio;
 * optionally keeps only the tests listed in a subset file (``--subset``),
   by their key (see :func:`test_key`);
-* records every test's outcome (setup, call and teardown folded into one)
-  into a JSON file for ``run.py``'s table.
+* records every test's start and outcome (setup, call and teardown) as
+  JSON lines for ``run.py``, which folds them into one outcome per test.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("anyio-suite")
     group.addoption("--anyio-suite-results", default=None, help="write outcomes here (JSON)")
     group.addoption("--anyio-suite-subset", default=None, help="run only the keys in this file")
+    group.addoption("--anyio-suite-done", default=None, help="leave out the node ids in this file")
 
 
 def _read_keys(path: str) -> set[str]:
@@ -90,10 +91,16 @@ def _read_keys(path: str) -> set[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     subset_file = config.getoption("--anyio-suite-subset")
     subset = _read_keys(subset_file) if subset_file else None
+    done_file = config.getoption("--anyio-suite-done")
+    done = set(Path(done_file).read_text().splitlines()) if done_file else set()
     keep, drop = [], []
     for item in items:
         backend = backend_of(item)
-        if backend is None or (subset is not None and test_key(item.nodeid) not in subset):
+        if (
+            backend is None
+            or item.nodeid in done
+            or (subset is not None and test_key(item.nodeid) not in subset)
+        ):
             drop.append(item)
         else:
             keep.append(item)
@@ -103,32 +110,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class _Recorder:
+    """Appends one JSON line per event to the results file, flushed at once:
+    if a test hangs and pytest-timeout's thread method ends the process,
+    everything up to it is kept, and the test that started without
+    finishing is the one that hung (run.py then resumes after it)."""
+
     def __init__(self, path: str) -> None:
-        self.path = path
-        self.results: dict[str, dict[str, Any]] = {}
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed at session end
         self.backends: dict[str, str] = {}
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             self.backends[item.nodeid] = backend_of(item) or "asyncio"
 
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._write({"nodeid": nodeid, "event": "start", "backend": self.backends.get(nodeid, "common")})
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        entry = self.results.setdefault(
-            report.nodeid,
-            {"outcome": "passed", "backend": self.backends.get(report.nodeid, "common")},
-        )
         if report.when == "call" and report.outcome == "skipped" and hasattr(report, "wasxfail"):
-            entry["outcome"] = "xfailed"
-        elif report.outcome == "failed":
-            entry["outcome"] = "failed"
-            entry.setdefault("message", _first_line(report))
-        elif report.outcome == "skipped" and entry["outcome"] == "passed":
-            entry["outcome"] = "skipped"
-        entry["duration"] = entry.get("duration", 0.0) + report.duration
+            outcome = "xfailed"
+        else:
+            outcome = report.outcome
+        record: dict[str, Any] = {
+            "nodeid": report.nodeid,
+            "event": report.when,
+            "outcome": outcome,
+            "duration": report.duration,
+        }
+        if report.outcome == "failed":
+            record["message"] = _first_line(report)
+        self._write(record)
 
     def pytest_sessionfinish(self) -> None:
-        Path(self.path).write_text(json.dumps(self.results, indent=1, sort_keys=True))
+        self.file.close()
 
 
 def _first_line(report: pytest.TestReport) -> str:

@@ -85,18 +85,68 @@ def _pytest_main(args: list[str]) -> int:
     return int(pytest.main(args, plugins=[anyio_suite_plugin]))
 
 
-def run_suite(tree: Path, results: Path, subset: Path | None, extra: list[str]) -> int:
+# A test that hangs is ended by pytest-timeout's thread method, which ends
+# the whole pytest process (its signal method cannot interrupt every event
+# loop); the run then resumes after that test, a bounded number of times.
+PER_TEST_TIMEOUT = 60
+MAX_RESTARTS = 20
+
+
+def run_suite(tree: Path, results: Path, subset: Path | None, extra: list[str]) -> None:
     args = [
         sys.executable, str(Path(__file__)), "--pytest",
         "-p", "no:cacheprovider", "-p", "no:ringtrio", "-p", "no:randomly",
         "-q", "-rN", "--tb=short", "-o", "console_output_style=classic",
+        f"--timeout={PER_TEST_TIMEOUT}", "--timeout-method=thread",
         f"--anyio-suite-results={results}",
     ]
     if subset is not None:
         args.append(f"--anyio-suite-subset={subset}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(tree)]))
-    proc = subprocess.run([*args, *extra, "tests"], cwd=tree, env=env)
-    return proc.returncode
+    # Extra arguments that name tests replace the default: the whole suite.
+    paths = [] if any(a.startswith("tests") for a in extra) else ["tests"]
+    done_file = results.with_suffix(".done")
+    hung: set[str] = set()
+    for _attempt in range(MAX_RESTARTS + 1):
+        done_file.write_text("\n".join(fold(results)))
+        subprocess.run(
+            [*args, f"--anyio-suite-done={done_file}", *extra, *paths], cwd=tree, env=env
+        )
+        now_hung = {n for n, e in fold(results).items() if e["outcome"] == "hung"}
+        if now_hung <= hung:
+            return  # finished (or ended without a new hung test: report what we have)
+        hung = now_hung
+
+
+def fold(results: Path) -> dict[str, dict[str, Any]]:
+    """One outcome per test from the JSON lines: failed if any phase
+    failed, skipped if skipped, "hung" if it started and never reported."""
+    folded: dict[str, dict[str, Any]] = {}
+    if not results.exists():
+        return folded
+    for line in results.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of a process that was ended mid-write
+        nodeid = record["nodeid"]
+        if record["event"] == "start":
+            folded[nodeid] = {"backend": record["backend"], "outcome": "hung", "duration": 0.0}
+            continue
+        entry = folded.setdefault(nodeid, {"backend": "common", "outcome": "hung", "duration": 0.0})
+        entry["duration"] += record["duration"]
+        outcome = record["outcome"]
+        if entry["outcome"] == "hung":
+            entry["outcome"] = "passed"
+        if outcome == "failed":
+            if entry["outcome"] != "failed":
+                entry["message"] = record.get("message", "")
+            entry["outcome"] = "failed"
+        elif outcome in ("skipped", "xfailed") and entry["outcome"] == "passed":
+            entry["outcome"] = outcome
+        if record["event"] != "teardown" and entry["outcome"] == "passed":
+            entry["outcome"] = "hung"  # not finished until its teardown reported
+    return folded
 
 
 def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -124,12 +174,12 @@ def print_table(results: dict[str, dict[str, Any]], excluded: dict[str, str], se
     print()
     print(f"AnyIO {anyio_version()} test suite, trio and ringtrio in one run ({seconds:.0f} s)")
     print()
-    print("| backend | passed | failed | skipped | xfailed | total |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| backend | passed | failed | hung | skipped | xfailed | total |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for backend in ("trio", "ringtrio", "common"):
         c = counts.get(backend, collections.Counter())
         print(
-            f"| {backend} | {c['passed']} | {c['failed']} | {c['skipped']} | "
+            f"| {backend} | {c['passed']} | {c['failed']} | {c['hung']} | {c['skipped']} | "
             f"{c['xfailed']} | {sum(c.values())} |"
         )
     print("\n(common: backend-independent tests, run once)")
@@ -162,7 +212,7 @@ def main() -> int:
         return _pytest_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ci", action="store_true", help="only the CI subset (ci_subset.txt)")
-    parser.add_argument("--results", default=str(BUILD / "results.json"), help="where the outcomes go")
+    parser.add_argument("--results", default=str(BUILD / "results.jsonl"), help="where the outcomes go")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     options = parser.parse_args()
     tree = fetch_sdist(anyio_version())
@@ -173,10 +223,11 @@ def main() -> int:
     started = time.monotonic()
     run_suite(tree, results_path, CI_SUBSET if options.ci else None, options.pytest_args)
     seconds = time.monotonic() - started
-    if not results_path.exists():
+    results = fold(results_path)
+    if not results:
         print("pytest produced no results (collection failed?)", file=sys.stderr)
         return 2
-    results = json.loads(results_path.read_text())
+    Path(results_path.with_suffix(".summary.json")).write_text(json.dumps(results, indent=1, sort_keys=True))
     return print_table(results, excluded, seconds)
 
 
