@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py ringtrio/_core/_speedups.c _native/ring.c _native/ring.h \
 	_native/ring_impl.h _native/softring.c _native/uring_compat.h _native/build_ffi.py
 
-.PHONY: setup demo test bench typecheck trio-suite clean
+.PHONY: setup demo test bench typecheck trio-suite anyio-suite clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ bench: setup
 # TRIO_SUITE_ARGS passes more options or test ids (e.g. trio/_tests/test_sync.py).
 trio-suite: setup
 	$(BIN)/python tools/trio_suite/run.py $(if $(UPDATE_BASELINE),--update-baseline) $(TRIO_SUITE_ARGS)
+
+# AnyIO's own test suite on trio and on ringtrio, side by side (tools/anyio_suite).
+anyio-suite: setup
+	$(BIN)/python tools/anyio_suite/run.py
 
 typecheck: setup
 	$(BIN)/python -m mypy ringtrio
