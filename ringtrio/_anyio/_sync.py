@@ -58,20 +58,33 @@ class Lock(anyio.Lock):
         self._fast_acquire = fast_acquire
 
     async def acquire(self) -> None:
-        if self._fast_acquire:
-            await lowlevel.checkpoint_if_cancelled()
-            try:
-                self._lock.acquire_nowait()
-                return
-            except ringtrio.WouldBlock:
-                pass
-        await self._lock.acquire()
+        try:
+            if self._fast_acquire:
+                await lowlevel.checkpoint_if_cancelled()
+                try:
+                    self._lock.acquire_nowait()
+                    return
+                except ringtrio.WouldBlock:
+                    pass
+            await self._lock.acquire()
+        except RuntimeError:
+            self._raise_if_held()
+            raise
 
     def acquire_nowait(self) -> None:
         try:
             self._lock.acquire_nowait()
         except ringtrio.WouldBlock:
             raise anyio.WouldBlock from None
+        except RuntimeError:
+            self._raise_if_held()
+            raise
+
+    def _raise_if_held(self) -> None:
+        # ringtrio's RuntimeError for a second acquire by the holder, in
+        # AnyIO's words (checked, not assumed: "outside a run" is one too).
+        if self._lock.statistics().owner is lowlevel.current_task():
+            raise RuntimeError("Attempted to acquire an already held Lock") from None
 
     def release(self) -> None:
         self._lock.release()
@@ -149,15 +162,29 @@ class CapacityLimiter(anyio.CapacityLimiter):
 
     @staticmethod
     def _checked_total(value: float) -> float:
-        # AnyIO's rule (at least one token), with AnyIO's errors.
+        # ringtrio's rule, with AnyIO's words.
         if not isinstance(value, int) and value != float("inf"):
             raise TypeError("total_tokens must be an int or math.inf")
-        if value < 1:
-            raise ValueError("total_tokens must be >= 1")
+        if value < 0:
+            raise ValueError("total_tokens must be >= 0")
         return value
 
+    def _borrow_error(self, borrower: object) -> None:
+        # ringtrio's RuntimeError for a borrower holding a token, in AnyIO's
+        # words (checked, not assumed).
+        if borrower in self._limiter.statistics().borrowers:
+            raise RuntimeError(
+                "this borrower is already holding one of this CapacityLimiter's tokens"
+            ) from None
+
+    def _release_error(self, borrower: object) -> None:
+        if borrower not in self._limiter.statistics().borrowers:
+            raise RuntimeError(
+                "this borrower isn't holding any of this CapacityLimiter's tokens"
+            ) from None
+
     async def __aenter__(self) -> None:
-        await self._limiter.acquire()
+        await self.acquire()
 
     async def __aexit__(
         self,
@@ -165,7 +192,7 @@ class CapacityLimiter(anyio.CapacityLimiter):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        self._limiter.release()
+        self.release()
 
     @property
     def total_tokens(self) -> float:
@@ -184,28 +211,36 @@ class CapacityLimiter(anyio.CapacityLimiter):
         return self._limiter.available_tokens
 
     def acquire_nowait(self) -> None:
-        try:
-            self._limiter.acquire_nowait()
-        except ringtrio.WouldBlock:
-            raise anyio.WouldBlock from None
+        self.acquire_on_behalf_of_nowait(lowlevel.current_task())
 
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
         try:
             self._limiter.acquire_on_behalf_of_nowait(borrower)
         except ringtrio.WouldBlock:
             raise anyio.WouldBlock from None
+        except RuntimeError:
+            self._borrow_error(borrower)
+            raise
 
     async def acquire(self) -> None:
-        await self._limiter.acquire()
+        await self.acquire_on_behalf_of(lowlevel.current_task())
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
-        await self._limiter.acquire_on_behalf_of(borrower)
+        try:
+            await self._limiter.acquire_on_behalf_of(borrower)
+        except RuntimeError:
+            self._borrow_error(borrower)
+            raise
 
     def release(self) -> None:
-        self._limiter.release()
+        self.release_on_behalf_of(lowlevel.current_task())
 
     def release_on_behalf_of(self, borrower: object) -> None:
-        self._limiter.release_on_behalf_of(borrower)
+        try:
+            self._limiter.release_on_behalf_of(borrower)
+        except RuntimeError:
+            self._release_error(borrower)
+            raise
 
     def statistics(self) -> CapacityLimiterStatistics:
         stats = self._limiter.statistics()

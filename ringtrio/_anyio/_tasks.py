@@ -91,8 +91,16 @@ class CancelScope(AnyioCancelScope):
 
 
 def _only_cancelled(group: BaseExceptionGroup[BaseException]) -> bool:
-    matched, rest = group.split(ringtrio.Cancelled)
-    return matched is not None and rest is None
+    # Walked by hand: BaseExceptionGroup.split() would build new groups
+    # that share the leaves (and keep them referenced for as long as the
+    # traceback of this frame lives).
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            if not _only_cancelled(exc):
+                return False
+        elif not isinstance(exc, ringtrio.Cancelled):
+            return False
+    return True
 
 
 @types.coroutine
@@ -231,12 +239,19 @@ class TaskGroup(AnyioTaskGroup):
         final_name = get_callable_name(func, name)
         handles: list[TaskHandle[T]] = []
 
-        # The function is called inside the new task, so that its
-        # task_status is ringtrio's own (started() moves the task into this
-        # group's nursery) and an error from calling it is the task's error,
-        # raised here by start().
+        # The function is called inside the new task, so that an error from
+        # calling it is the task's error, raised here by start().  Until it
+        # has returned its coroutine, started() is only recorded (so that a
+        # synchronous wrapper calling it twice, or returning no coroutine
+        # after calling it, fails here and not in the group); then it is
+        # passed on to ringtrio's task status, which moves the task into
+        # this group's nursery.
         async def starter(*, task_status: ringtrio.TaskStatus[Any]) -> None:
-            coro = call_for_coroutine(func, args, task_status=task_status)
+            # The name as AnyIO computed it, even the empty one.
+            lowlevel.current_task().name = final_name
+            status = _EarlyTaskStatus()
+            coro = call_for_coroutine(func, args, task_status=status)
+            status.hand_over(task_status)
             handle: TaskHandle[T] = TaskHandle(coro, final_name)
             handles.append(handle)
             await handle._run_coro()
@@ -247,3 +262,31 @@ class TaskGroup(AnyioTaskGroup):
             handle._start_value = value
             return handle
         return value
+
+
+_NOT_STARTED = object()
+
+
+class _EarlyTaskStatus:
+    """The ``task_status`` AnyIO's ``start()`` hands the function: records a
+    ``started()`` made while the function is still being called, forwards
+    the ones made later to ringtrio's own task status."""
+
+    __slots__ = ("_early", "_target")
+
+    def __init__(self) -> None:
+        self._early: object = _NOT_STARTED
+        self._target: ringtrio.TaskStatus[Any] | None = None
+
+    def started(self, value: object = None) -> None:
+        if self._target is not None:
+            self._target.started(value)
+        elif self._early is not _NOT_STARTED:
+            raise RuntimeError("called 'started' twice on the same task status")
+        else:
+            self._early = value
+
+    def hand_over(self, target: ringtrio.TaskStatus[Any]) -> None:
+        self._target = target
+        if self._early is not _NOT_STARTED:
+            target.started(self._early)

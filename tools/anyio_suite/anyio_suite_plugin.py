@@ -55,21 +55,36 @@ def backend_of(item: pytest.Item) -> str | None:
     return None if named else "common"
 
 
+_ORIGINAL_BACKENDS: tuple[str, ...] | None = None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests() -> None:
-    # AnyIO lists its backends in a module constant, which its conftest
-    # reads to parametrize ``anyio_backend``: adding "ringtrio" there
-    # before the conftest is imported is all it takes to run every
-    # backend-parametrized test on ringtrio too.  (Imported here, not at the
-    # top: pytest must import anyio first, to rewrite its plugin's asserts.)
+    # AnyIO lists its backends in a module constant, which its conftest and
+    # several test modules read to parametrize tests (``anyio_backend``, the
+    # portal tests' ``target_backend``): "ringtrio" is added there for the
+    # collection, and removed again once it is over, so that tests which
+    # count backends at run time (the pytest plugin's own tests, running
+    # pytest in pytest) see AnyIO's list, as its plugin did when imported.
+    # (Imported here, not at the top: pytest must import anyio first, to
+    # rewrite its plugin's asserts.)
+    global _ORIGINAL_BACKENDS
     import anyio._core._eventloop as eventloop
 
     # Importing ringtrio installs the finder AnyIO's backend lookup needs
     # (ringtrio's own pytest plugin, which would import it, is disabled).
     import ringtrio  # noqa: F401
 
+    _ORIGINAL_BACKENDS = eventloop.BACKENDS
     if "ringtrio" not in eventloop.BACKENDS:
         eventloop.BACKENDS = (*eventloop.BACKENDS, "ringtrio")
+
+
+def pytest_collection_finish() -> None:
+    import anyio._core._eventloop as eventloop
+
+    if _ORIGINAL_BACKENDS is not None:
+        eventloop.BACKENDS = _ORIGINAL_BACKENDS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
