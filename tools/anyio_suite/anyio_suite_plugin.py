@@ -7,14 +7,17 @@ added ``"ringtrio"`` to AnyIO's backend list, see there).  It
   parameter, or any other parameter naming a backend, such as the portal
   tests' ``target_backend``) and the backend-independent ones, and drops
   the asyncio-only variants: the point of the run is trio against ringtrio;
-* optionally keeps only the tests listed in a subset file (``--subset``),
-  by their key (see :func:`test_key`);
+* optionally leaves out the tests whose keys (see :func:`test_key`) a file
+  lists (``--anyio-suite-skip``: the CI guard's timing-sensitive ones) and
+  the node ids another file lists (``--anyio-suite-done``: those a run that
+  was ended by a hung test already ran);
 * records every test's start and outcome (setup, call and teardown) as
   JSON lines for ``run.py``, which folds them into one outcome per test.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ BACKENDS = ("trio", "ringtrio")
 
 
 def test_key(nodeid: str) -> str:
-    """The name a test goes by in the exclusion and subset files: its node
+    """The name a test goes by in the exclusion file: its node
     id with the backend left out, so that one key names the trio and the
     ringtrio variant (``tests/test_x.py::test_y[ringtrio]`` ->
     ``tests/test_x.py::test_y[BACKEND]``)."""
@@ -90,7 +93,7 @@ def pytest_collection_finish() -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("anyio-suite")
     group.addoption("--anyio-suite-results", default=None, help="write outcomes here (JSON)")
-    group.addoption("--anyio-suite-subset", default=None, help="run only the keys in this file")
+    group.addoption("--anyio-suite-skip", default=None, help="leave out the keys in this file")
     group.addoption("--anyio-suite-done", default=None, help="leave out the node ids in this file")
 
 
@@ -104,8 +107,8 @@ def _read_keys(path: str) -> set[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    subset_file = config.getoption("--anyio-suite-subset")
-    subset = _read_keys(subset_file) if subset_file else None
+    skip_file = config.getoption("--anyio-suite-skip")
+    skip = _read_keys(skip_file) if skip_file else set()
     done_file = config.getoption("--anyio-suite-done")
     done = set(Path(done_file).read_text().splitlines()) if done_file else set()
     keep, drop = [], []
@@ -114,7 +117,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if (
             backend is None
             or item.nodeid in done
-            or (subset is not None and test_key(item.nodeid) not in subset)
+            or test_key(item.nodeid) in skip
         ):
             drop.append(item)
         else:
@@ -131,11 +134,15 @@ class _Recorder:
     finishing is the one that hung (run.py then resumes after it)."""
 
     def __init__(self, path: str) -> None:
-        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed at session end
+        self.path = path
         self.backends: dict[str, str] = {}
 
     def _write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        # Opened for each line: a file kept open could have its descriptor
+        # closed under it by a test that closes descriptors (and the number
+        # reused by a socket of another test).
+        with open(self.path, "a") as file:
+            file.write(json.dumps(record) + "\n")
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -160,8 +167,23 @@ class _Recorder:
             record["message"] = _first_line(report)
         self._write(record)
 
-    def pytest_sessionfinish(self) -> None:
-        self.file.close()
+
+_failed_calls: set[str] = set()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.failed:
+        _failed_calls.add(report.nodeid)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # A failed test often leaves objects in reference cycles through its
+    # traceback (unclosed sockets, in tests that fail in this environment on
+    # both backends); collected later, their ResourceWarnings would fail
+    # whichever test runs then.  Collected now, in the failed test's own
+    # teardown, they stay with it.
+    if item.nodeid in _failed_calls:
+        gc.collect()
 
 
 def _first_line(report: pytest.TestReport) -> str:

@@ -1,7 +1,7 @@
 """Run AnyIO's own test suite on trio and on ringtrio, in one run (`make anyio-suite`).
 
     python tools/anyio_suite/run.py                     # the whole suite, the table
-    python tools/anyio_suite/run.py --ci                # the CI guard's subset
+    python tools/anyio_suite/run.py --ci                # the CI guard: all but [ci_skip]
     python tools/anyio_suite/run.py -- -k test_sockets  # extra pytest arguments
 
 AnyIO's tests come from its source distribution on PyPI, for the AnyIO
@@ -16,9 +16,9 @@ The table: passed / failed / skipped per backend, then every test that
 passes on trio but not on ringtrio.  Those listed in exclusions.toml (tests
 that depend on trio's internals, each with its reason) are shown apart; any
 other one is a regression and makes the exit status 1.  ``--ci`` runs only
-the keys in ci_subset.txt (the whole suite but the tests ci_skip in
-exclusions.toml names, which are too timing-sensitive for a loaded 2-core
-machine): that is what tests/test_anyio_suite.py runs in `make test`.
+the whole suite but the tests [ci_skip] in exclusions.toml names (too
+timing-sensitive for a loaded 2-core machine): that is what
+tests/test_anyio_suite.py runs in `make test`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BUILD = ROOT / "build" / "anyio-suite"
 EXCLUSIONS = HERE / "exclusions.toml"
-CI_SUBSET = HERE / "ci_subset.txt"
 
 sys.path.insert(0, str(HERE))
 from anyio_suite_plugin import test_key  # noqa: E402
@@ -68,10 +67,10 @@ def fetch_sdist(version: str) -> Path:
     return tree
 
 
-def load_exclusions() -> tuple[dict[str, str], dict[str, str]]:
-    """(excluded, ci_skip): test key -> reason."""
+def load_exclusions() -> dict[str, dict[str, str]]:
+    """{"excluded": ..., "core": ..., "ci_skip": ...}: test key -> reason."""
     data = tomllib.loads(EXCLUSIONS.read_text())
-    return dict(data.get("excluded", {})), dict(data.get("ci_skip", {}))
+    return {section: dict(data.get(section, {})) for section in ("excluded", "core", "ci_skip")}
 
 
 # Run inside the pytest subprocess (``python run.py --pytest ...``); the
@@ -92,7 +91,7 @@ PER_TEST_TIMEOUT = 60
 MAX_RESTARTS = 20
 
 
-def run_suite(tree: Path, results: Path, subset: Path | None, extra: list[str]) -> None:
+def run_suite(tree: Path, results: Path, skip_keys: list[str], extra: list[str]) -> None:
     args = [
         sys.executable, str(Path(__file__)), "--pytest",
         "-p", "no:cacheprovider", "-p", "no:ringtrio", "-p", "no:randomly",
@@ -100,8 +99,10 @@ def run_suite(tree: Path, results: Path, subset: Path | None, extra: list[str]) 
         f"--timeout={PER_TEST_TIMEOUT}", "--timeout-method=thread",
         f"--anyio-suite-results={results}",
     ]
-    if subset is not None:
-        args.append(f"--anyio-suite-subset={subset}")
+    if skip_keys:
+        skip_file = results.with_suffix(".skip")
+        skip_file.write_text("\n".join(skip_keys))
+        args.append(f"--anyio-suite-skip={skip_file}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(tree)]))
     # Extra arguments that name tests replace the default: the whole suite.
     paths = [] if any(a.startswith("tests") for a in extra) else ["tests"]
@@ -168,7 +169,7 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"counts": counts, "worse": sorted(worse)}
 
 
-def print_table(results: dict[str, dict[str, Any]], excluded: dict[str, str], seconds: float) -> int:
+def print_table(results: dict[str, dict[str, Any]], lists: dict[str, dict[str, str]], seconds: float) -> int:
     summary = summarize(results)
     counts = summary["counts"]
     print()
@@ -183,11 +184,14 @@ def print_table(results: dict[str, dict[str, Any]], excluded: dict[str, str], se
             f"{c['xfailed']} | {sum(c.values())} |"
         )
     print("\n(common: backend-independent tests, run once)")
-    known = [k for k in summary["worse"] if k in excluded]
-    regressions = [k for k in summary["worse"] if k not in excluded]
+    labels = {"excluded": "excluded", "core": "core gap", "ci_skip": "timing"}
+    listed = {key: (section, reason) for section, keys in lists.items() for key, reason in keys.items()}
+    regressions = [k for k in summary["worse"] if k not in listed]
     print(f"\nPass on trio but not on ringtrio: {len(summary['worse'])}")
-    for key in known:
-        print(f"  excluded  {key}\n            ({excluded[key]})")
+    for key in summary["worse"]:
+        if key in listed:
+            section, reason = listed[key]
+            print(f"  {labels[section]:9} {key}\n            ({reason})")
     for key in regressions:
         messages = [
             e.get("message", "") for n, e in results.items()
@@ -199,7 +203,7 @@ def print_table(results: dict[str, dict[str, Any]], excluded: dict[str, str], se
         print(f"\nBackend-independent tests that failed ({len(common_failed)}):")
         for nodeid in common_failed:
             print(f"  {nodeid}: {results[nodeid].get('message', '')}")
-    stale = sorted(k for k in excluded if k not in summary["worse"])
+    stale = sorted(k for k in (*lists["excluded"], *lists["core"]) if k not in summary["worse"])
     if stale:
         print("\nExcluded but not failing on ringtrio in this run (remove them if they stay so):")
         for key in stale:
@@ -211,24 +215,24 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--pytest":
         return _pytest_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ci", action="store_true", help="only the CI subset (ci_subset.txt)")
+    parser.add_argument("--ci", action="store_true", help="leave out the [ci_skip] tests")
     parser.add_argument("--results", default=str(BUILD / "results.jsonl"), help="where the outcomes go")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     options = parser.parse_args()
     tree = fetch_sdist(anyio_version())
-    excluded, _ci_skip = load_exclusions()
+    lists = load_exclusions()
     results_path = Path(options.results).resolve()
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.unlink(missing_ok=True)
     started = time.monotonic()
-    run_suite(tree, results_path, CI_SUBSET if options.ci else None, options.pytest_args)
+    run_suite(tree, results_path, sorted(lists["ci_skip"]) if options.ci else [], options.pytest_args)
     seconds = time.monotonic() - started
     results = fold(results_path)
     if not results:
         print("pytest produced no results (collection failed?)", file=sys.stderr)
         return 2
     Path(results_path.with_suffix(".summary.json")).write_text(json.dumps(results, indent=1, sort_keys=True))
-    return print_table(results, excluded, seconds)
+    return print_table(results, lists, seconds)
 
 
 if __name__ == "__main__":
