@@ -150,6 +150,30 @@ def fold(results: Path) -> dict[str, dict[str, Any]]:
     return folded
 
 
+def recheck(
+    tree: Path, results: dict[str, dict[str, Any]], results_path: Path, lists: dict[str, dict[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """Run the tests that passed on trio and not on ringtrio once more, both
+    variants, on their own; keep the second outcome.  A test that fails
+    because the machine was busy at that moment passes then; a real
+    regression fails again.  (The CI guard must pass every time on a noisy
+    2-core machine, and must still catch what ringtrio broke.)"""
+    listed = {key for keys in lists.values() for key in keys}
+    suspects = [k for k in summarize(results)["worse"] if k not in listed]
+    if not suspects:
+        return results
+    nodeids = [n for n in results if test_key(n) in suspects and results[n]["backend"] in ("trio", "ringtrio")]
+    print(f"\nRe-running {len(suspects)} test(s) that passed on trio only: {', '.join(suspects)}")
+    second = results_path.with_suffix(".recheck.jsonl")
+    second.unlink(missing_ok=True)
+    run_suite(tree, second, [], nodeids)
+    rerun = fold(second)
+    merged = dict(results)
+    for nodeid, entry in rerun.items():
+        merged[nodeid] = {**entry, "rechecked": True}
+    return merged
+
+
 def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     by_key: dict[str, dict[str, list[str]]] = collections.defaultdict(
@@ -231,6 +255,8 @@ def main() -> int:
     if not results:
         print("pytest produced no results (collection failed?)", file=sys.stderr)
         return 2
+    if options.ci:
+        results = recheck(tree, results, results_path, lists)
     Path(results_path.with_suffix(".summary.json")).write_text(json.dumps(results, indent=1, sort_keys=True))
     return print_table(results, lists, seconds)
 
