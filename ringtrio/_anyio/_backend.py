@@ -74,6 +74,18 @@ def _trio_token(token: object) -> lowlevel.TrioToken | None:
     raise TypeError(f"expected a token from the ringtrio backend, got {token!r}")
 
 
+async def _wait_ready(
+    wait: Callable[[Any], Awaitable[None]], obj: FileDescriptorLike, action: str
+) -> None:
+    """``lowlevel.wait_readable``/``wait_writable`` with AnyIO's errors."""
+    try:
+        await wait(obj)
+    except ringtrio.ClosedResourceError as exc:
+        raise anyio.ClosedResourceError().with_traceback(exc.__traceback__) from None
+    except ringtrio.BusyResourceError:
+        raise anyio.BusyResourceError(action) from None
+
+
 class RingtrioBackend(AsyncBackend):
     @classmethod
     def run(
@@ -325,21 +337,11 @@ class RingtrioBackend(AsyncBackend):
 
     @classmethod
     async def wait_readable(cls, obj: FileDescriptorLike) -> None:
-        try:
-            await lowlevel.wait_readable(obj)
-        except ringtrio.ClosedResourceError as exc:
-            raise anyio.ClosedResourceError().with_traceback(exc.__traceback__) from None
-        except ringtrio.BusyResourceError:
-            raise anyio.BusyResourceError("reading from") from None
+        await _wait_ready(lowlevel.wait_readable, obj, "reading from")
 
     @classmethod
     async def wait_writable(cls, obj: FileDescriptorLike) -> None:
-        try:
-            await lowlevel.wait_writable(obj)
-        except ringtrio.ClosedResourceError as exc:
-            raise anyio.ClosedResourceError().with_traceback(exc.__traceback__) from None
-        except ringtrio.BusyResourceError:
-            raise anyio.BusyResourceError("writing to") from None
+        await _wait_ready(lowlevel.wait_writable, obj, "writing to")
 
     @classmethod
     def notify_closing(cls, obj: FileDescriptorLike) -> None:

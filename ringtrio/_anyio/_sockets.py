@@ -27,7 +27,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 import anyio
 from anyio import ResourceGuard, abc
 from anyio._core._sockets import convert_ipv6_sockaddr
-from anyio.abc import IPSockAddrType, UDPPacketType, UNIXDatagramPacketType
+from anyio.abc import IPSockAddrType
 
 import ringtrio
 from ringtrio import lowlevel
@@ -193,25 +193,32 @@ class UNIXSocketListener(_Listener, abc.SocketListener):
         return UNIXSocketStream(await self._accept())
 
 
-class UDPSocket(_SocketWrapper[IPSockAddrType], abc.UDPSocket):
-    async def receive(self) -> tuple[bytes, IPSockAddrType]:
+class _UnconnectedDatagrams(_SocketWrapper[T_Address]):
+    """Receives and sends ``(data, address)`` pairs."""
+
+    def _address(self, address: Any) -> T_Address:
+        return address  # type: ignore[no-any-return]
+
+    async def receive(self) -> tuple[bytes, T_Address]:
         with self._receive_guard:
             try:
                 data, address = await self._rsock.recvfrom(_DATAGRAM_MAX)
             except BaseException as exc:
                 self._raise_translated(exc)
-        return data, convert_ipv6_sockaddr(address)
+        return data, self._address(address)
 
-    async def send(self, item: UDPPacketType) -> None:
+    async def send(self, item: tuple[bytes, T_Address]) -> None:
         data, address = item
         with self._send_guard:
             try:
-                await self._rsock.sendto(data, address)
+                await self._rsock.sendto(_plain_bytes(data), address)
             except BaseException as exc:
                 self._raise_translated(exc)
 
 
-class ConnectedUDPSocket(_SocketWrapper[IPSockAddrType], abc.ConnectedUDPSocket):
+class _ConnectedDatagrams(_SocketWrapper[T_Address]):
+    """Receives and sends datagrams from and to the one connected peer."""
+
     async def receive(self) -> bytes:
         with self._receive_guard:
             try:
@@ -222,43 +229,26 @@ class ConnectedUDPSocket(_SocketWrapper[IPSockAddrType], abc.ConnectedUDPSocket)
     async def send(self, item: bytes) -> None:
         with self._send_guard:
             try:
-                await self._rsock.send(item)
+                await self._rsock.send(_plain_bytes(item))
             except BaseException as exc:
                 self._raise_translated(exc)
 
 
-class UNIXDatagramSocket(_SocketWrapper[str], abc.UNIXDatagramSocket):
-    async def receive(self) -> UNIXDatagramPacketType:
-        with self._receive_guard:
-            try:
-                data, address = await self._rsock.recvfrom(_DATAGRAM_MAX)
-            except BaseException as exc:
-                self._raise_translated(exc)
-        return data, address
-
-    async def send(self, item: UNIXDatagramPacketType) -> None:
-        data, path = item
-        with self._send_guard:
-            try:
-                await self._rsock.sendto(data, path)
-            except BaseException as exc:
-                self._raise_translated(exc)
+class UDPSocket(_UnconnectedDatagrams[IPSockAddrType], abc.UDPSocket):
+    def _address(self, address: Any) -> IPSockAddrType:
+        return convert_ipv6_sockaddr(address)
 
 
-class ConnectedUNIXDatagramSocket(_SocketWrapper[str], abc.ConnectedUNIXDatagramSocket):
-    async def receive(self) -> bytes:
-        with self._receive_guard:
-            try:
-                return await self._rsock.recv(_DATAGRAM_MAX)
-            except BaseException as exc:
-                self._raise_translated(exc)
+class ConnectedUDPSocket(_ConnectedDatagrams[IPSockAddrType], abc.ConnectedUDPSocket):
+    pass
 
-    async def send(self, item: bytes) -> None:
-        with self._send_guard:
-            try:
-                await self._rsock.send(item)
-            except BaseException as exc:
-                self._raise_translated(exc)
+
+class UNIXDatagramSocket(_UnconnectedDatagrams[str], abc.UNIXDatagramSocket):
+    pass
+
+
+class ConnectedUNIXDatagramSocket(_ConnectedDatagrams[str], abc.ConnectedUNIXDatagramSocket):
+    pass
 
 
 async def connect_tcp(

@@ -25,6 +25,19 @@ from ringtrio import lowlevel
 from ._tasks_info import task_info
 
 
+async def _acquire(primitive: ringtrio.Lock | ringtrio.Semaphore, fast: bool) -> None:
+    """``fast_acquire``: an uncontended acquire takes the primitive without
+    letting other tasks run (a pending cancellation is still raised)."""
+    if fast:
+        await lowlevel.checkpoint_if_cancelled()
+        try:
+            primitive.acquire_nowait()
+            return
+        except ringtrio.WouldBlock:
+            pass
+    await primitive.acquire()
+
+
 class Event(anyio.Event):
     __slots__ = ("_event",)
 
@@ -59,14 +72,7 @@ class Lock(anyio.Lock):
 
     async def acquire(self) -> None:
         try:
-            if self._fast_acquire:
-                await lowlevel.checkpoint_if_cancelled()
-                try:
-                    self._lock.acquire_nowait()
-                    return
-                except ringtrio.WouldBlock:
-                    pass
-            await self._lock.acquire()
+            await _acquire(self._lock, self._fast_acquire)
         except RuntimeError:
             self._raise_if_held()
             raise
@@ -114,14 +120,7 @@ class Semaphore(anyio.Semaphore):
         self._semaphore = ringtrio.Semaphore(initial_value, max_value=max_value)
 
     async def acquire(self) -> None:
-        if self._fast_acquire:
-            await lowlevel.checkpoint_if_cancelled()
-            try:
-                self._semaphore.acquire_nowait()
-                return
-            except ringtrio.WouldBlock:
-                pass
-        await self._semaphore.acquire()
+        await _acquire(self._semaphore, self._fast_acquire)
 
     def acquire_nowait(self) -> None:
         try:
