@@ -267,3 +267,42 @@ def test_run_vars_are_per_run() -> None:
 
     # A fresh run starts from the default again: the token is per run.
     assert run_both_ways(main) == [1, 1]
+
+
+def test_send_blocked_when_another_task_closes_leaves_nothing_to_crash_the_collector() -> None:
+    # A send blocked on a full socket buffer, the stream closed by another
+    # task: the send fails with ClosedResourceError, and its frames end up
+    # in a reference cycle.  If the buffer handed to the ring was exported
+    # from a memoryview, collecting that cycle crashed the interpreter; the
+    # backend hands the ring bytes.  In a subprocess, since the failure is a
+    # crash.
+    code = """
+import gc, socket, anyio, ringtrio
+from anyio.abc import SocketStream
+
+async def main():
+    a, b = socket.socketpair()
+    left = await SocketStream.from_socket(a)
+    right = await SocketStream.from_socket(b)
+
+    async def flood():
+        try:
+            while True:
+                await left.send(memoryview(bytes(65536)))
+        except anyio.ClosedResourceError:
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flood)
+        await anyio.wait_all_tasks_blocked()
+        await left.aclose()
+    await right.aclose()
+
+for _ in range(3):
+    anyio.run(main, backend="ringtrio")
+    gc.collect()
+print("collected")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "collected"
