@@ -4,7 +4,7 @@ Both are thin: a ringtrio ``CancelScope`` already has AnyIO's semantics
 (level-triggered, shields, ``cancelled_caught``), and a strict ringtrio
 nursery is an AnyIO task group.  What is added here is what AnyIO promises
 on top: task handles (``create_task``), ``start()`` with AnyIO's task status,
-running a task in a given ``contextvars.Context``, and a task group that
+and a task group that
 leaves with a plain ``Cancelled`` (not a group of them) when cancellation is
 all that happened inside it, so that the enclosing scope that cancelled it
 sees what it expects.
@@ -13,9 +13,9 @@ sees what it expects.
 from __future__ import annotations
 
 import math
-import types
-from collections.abc import Callable, Coroutine, Generator
-from contextvars import Context, copy_context
+from collections.abc import Callable, Coroutine
+from contextvars import Context
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -103,62 +103,6 @@ def _only_cancelled(group: BaseExceptionGroup[BaseException]) -> bool:
     return True
 
 
-@types.coroutine
-def _run_in_context(context: Context, coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
-    """Drive ``coro`` with every step run inside ``context``.
-
-    A ringtrio task runs in a copy of its parent task's context, whatever
-    context ``start_soon`` was called in; AnyIO's ``create_task(context=)``
-    wants the task to run in the given one.  So the task's coroutine is
-    stepped here, each ``send``/``throw`` under ``context.run``, and what it
-    yields (ringtrio's traps) passes through to the scheduler unchanged.
-    """
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            if error is None:
-                trap = context.run(coro.send, value)
-            else:
-                trap = context.run(coro.throw, error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        finally:
-            error = None
-        try:
-            value = yield trap
-        except BaseException as exc:  # noqa: BLE001 - thrown into coro next step
-            error, value = exc, None
-
-
-def _start_soon_outside_task(
-    nursery: ringtrio.Nursery, run: Callable[[], Coroutine[Any, Any, None]], name: str
-) -> None:
-    """Start a task in ``nursery`` from code that is not in a task.
-
-    AnyIO does this from ``run_sync_soon`` callbacks (a ``BlockingPortal``
-    spawning a call from another thread).  trio allows it; ringtrio's
-    ``start_soon`` needs a current task (it copies that task's context), so
-    a system task, which may be spawned from anywhere in the run, makes the
-    ``start_soon`` call one scheduler pass later.  If the group closed in
-    that pass, the work runs in the system task itself rather than being
-    lost (whoever waits for it, a thread blocked on a portal call, would
-    wait forever otherwise).
-    """
-    context = copy_context()
-
-    async def spawn() -> None:
-        try:
-            nursery.start_soon(run, name=name)
-        except RuntimeError:
-            try:
-                await run()
-            except Exception:  # noqa: BLE001 - the task handle holds it
-                pass
-
-    lowlevel.spawn_system_task(spawn, name=f"spawning {name}", context=context)
-
-
 class TaskGroup(AnyioTaskGroup):
     """An AnyIO task group over a strict ringtrio nursery."""
 
@@ -215,17 +159,13 @@ class TaskGroup(AnyioTaskGroup):
             raise TypeError(f"expected a coroutine, got {type(coro).__qualname__}")
         nursery = self._check_active(coro)
         handle: TaskHandle[T] = TaskHandle(coro, get_coro_name(coro, name))
-        run: Callable[[], Coroutine[Any, Any, None]] = handle._run_coro
-        if context is not None:
-
-            async def run_in_context() -> None:
-                await _run_in_context(context, handle._run_coro())
-
-            run = run_in_context
-        if lowlevel.in_ringtrio_task():
-            nursery.start_soon(run, name=handle.name)
+        # start_soon copies the context it is called in (also from a
+        # run_sync_soon callback, where no task is running: AnyIO's
+        # BlockingPortal starts calls from other threads that way).
+        if context is None:
+            nursery.start_soon(handle._run_coro, name=handle.name)
         else:
-            _start_soon_outside_task(nursery, run, handle.name)
+            context.run(partial(nursery.start_soon, handle._run_coro, name=handle.name))
         return handle
 
     async def start(
