@@ -242,7 +242,7 @@ def run_pingpong(server, row, scale, cpu, gen_cpu):
     with Server(server, cpu) as srv:
         cmd = [gen, "pingpong", "--port", str(srv.port), "--conns", str(row.conns),
                "--size", str(row.size), "--warmup", str(warmup),
-               "--duration", str(duration)]
+               "--duration", str(duration), "--server-pid", str(srv.proc.pid)]
         if gen_cpu is not None:
             cmd += ["--cpu", str(gen_cpu)]
         cpu0, t0 = _cpu_ticks(srv.proc.pid), time.monotonic()
@@ -259,6 +259,12 @@ def run_pingpong(server, row, scale, cpu, gen_cpu):
             srv.fail("loadgen: " + str(result["error"]))
         srv.check_alive()
         result["server_cpu"] = (cpu1 - cpu0) / (t1 - t0)
+        # The server's CPU time over the measured window alone, per request:
+        # what ranks servers when the load generator, not the server, sets
+        # the pace (req/s cannot).
+        srv_s = result.get("server_cpu_s", -1)
+        result["cpu_us_per_req"] = (srv_s * 1e6 / result["requests"]
+                                    if srv_s >= 0 and result["requests"] else None)
         result["info"] = srv.info
         return result
 
@@ -362,6 +368,7 @@ def measure(args, rows, servers):
                     else:
                         note = (f"{result['rps']:.0f} req/s p99 {result['p99_us']:.0f}us"
                                 f" cpu srv {result['server_cpu']:.2f}"
+                                f" ({_us_per_req(result)} us/req)"
                                 f" gen {result['cpu']:.2f}")
                 else:
                     cell["error"] = result["error"]
@@ -381,6 +388,11 @@ def measure(args, rows, servers):
 # ---------------------------------------------------------------- reporting
 
 SATURATED = 0.9  # load generator CPU share above which a cell is flagged
+
+
+def _us_per_req(result):
+    v = result.get("cpu_us_per_req")
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _err(cell):
@@ -443,15 +455,16 @@ def print_report(args, rows, servers, cells, gen_cpu, fmt_rate):
             print(f"{row}: {spec.legend}, {duration:g} s after {warmup:g} s warm-up "
                   "(req/s: higher is better; latency in microseconds)")
             targets = _ratio_targets(servers, args.baseline)
-            lines = [["server", "req/s", "p50 us", "p99 us"] + [f"/{t}" for t in targets]
-                     + ["srv cpu", "gen cpu"]]
+            lines = [["server", "req/s", "srv us/req", "p50 us", "p99 us"]
+                     + [f"/{t}" for t in targets] + ["srv cpu", "gen cpu"]]
             for s in servers:
                 cell = cells[row, s]
                 if "result" not in cell:
                     lines.append([s, _err(cell)] + [""] * (len(lines[0]) - 2))
                     continue
                 r = cell["result"]
-                line = [s, fmt_rate(r["rps"]), f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}"]
+                line = [s, fmt_rate(r["rps"]), _us_per_req(r), f"{r['p50_us']:.0f}",
+                        f"{r['p99_us']:.0f}"]
                 for t in targets:
                     other = cells[row, t].get("result")
                     line.append(f"{r['rps'] / other['rps']:.2f}x" if other and other["rps"]

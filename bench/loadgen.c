@@ -4,7 +4,7 @@
  * One process, one thread, epoll, level-triggered, non-blocking sockets.
  *
  *   loadgen pingpong --port P [--host 127.0.0.1] [--conns 100] [--size 1024]
- *                    [--warmup 0.5] [--duration 3] [--cpu K]
+ *                    [--warmup 0.5] [--duration 3] [--cpu K] [--server-pid PID]
  *       Every connection sends a SIZE-byte message, waits until the whole
  *       echo is back (checking every byte), and sends the next one.  After
  *       WARMUP seconds, completions are counted and their round-trip times
@@ -13,7 +13,10 @@
  *          "p99_us":..., "cpu":...}
  *       where "cpu" is this process's own CPU time (user+system) divided by
  *       wall time over the measured window: close to 1.0 means the load
- *       generator itself saturated its core.
+ *       generator itself saturated its core.  With --server-pid PID it also
+ *       reports "server_cpu_s": that process's CPU time (all its threads,
+ *       user+system, read through its CPU-time clock, nanosecond precision)
+ *       over the same window, so CPU per request is server_cpu_s / requests.
  *
  *   loadgen idle --port P [--host 127.0.0.1] [--conns 10000] [--steps 2] [--cpu K]
  *       Opens CONNS connections in STEPS equal steps.  Every connection sends
@@ -68,6 +71,16 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of process `pid` (all threads), or -1 if it cannot be read. */
+static double process_cpu_seconds(pid_t pid)
+{
+    clockid_t cid;
+    struct timespec ts;
+    if (pid <= 0 || clock_getcpuclockid(pid, &cid) != 0 || clock_gettime(cid, &ts) != 0)
+        return -1;
+    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static double cpu_seconds(void)
@@ -218,7 +231,7 @@ static void start_request(struct conn *c, uint32_t idx, uint64_t t)
 }
 
 static int pingpong(const struct sockaddr_in *sa, int nconns, double warmup, double duration,
-                    int spin)
+                    int spin, pid_t server_pid)
 {
     raise_nofile(nconns + 16);
     struct conn *conns = calloc(nconns, sizeof *conns);
@@ -249,7 +262,7 @@ static int pingpong(const struct sockaddr_in *sa, int nconns, double warmup, dou
     enum { MAXEV = 1024 };
     struct epoll_event evs[MAXEV];
     int measuring = 0;
-    double cpu0 = 0, cpu1 = 0;
+    double cpu0 = 0, cpu1 = 0, srv0 = -1, srv1 = -1;
     uint64_t wall0 = 0, wall1 = 0, requests = 0, loops = 0, events = 0;
     for (;;) {
         int n = epoll_wait(epfd, evs, MAXEV, spin ? 0 : 100);
@@ -297,10 +310,12 @@ static int pingpong(const struct sockaddr_in *sa, int nconns, double warmup, dou
         if (!measuring && t >= t_meas) {
             measuring = 1;
             cpu0 = cpu_seconds();
+            srv0 = process_cpu_seconds(server_pid);
             wall0 = t;
         }
         if (t >= t_end) {
             cpu1 = cpu_seconds();
+            srv1 = process_cpu_seconds(server_pid);
             wall1 = t;
             break;
         }
@@ -309,12 +324,14 @@ static int pingpong(const struct sockaddr_in *sa, int nconns, double warmup, dou
     printf("{\"mode\": \"pingpong\", \"conns\": %d, \"size\": %zu, \"warmup\": %g, "
            "\"duration\": %g, \"requests\": %llu, \"rps\": %.1f, \"mean_us\": %.2f, "
            "\"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, \"p999_us\": %.2f, "
-           "\"max_us\": %.2f, \"cpu\": %.3f, \"events_per_wait\": %.2f}\n",
+           "\"max_us\": %.2f, \"cpu\": %.3f, \"events_per_wait\": %.2f, "
+           "\"server_cpu_s\": %.6f}\n",
            nconns, msg_size, warmup, duration, (unsigned long long)requests,
            requests / duration, hist_total ? hist_sum / 1000.0 / hist_total : 0.0,
            percentile_us(0.50), percentile_us(0.90), percentile_us(0.99),
            percentile_us(0.999), hist_max / 1000.0, wall > 0 ? (cpu1 - cpu0) / wall : 0.0,
-           loops ? (double)events / loops : 0.0);
+           loops ? (double)events / loops : 0.0,
+           srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1.0);
     fflush(stdout);
     return 0;
 }
@@ -375,7 +392,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: loadgen pingpong|idle --port P [--host H] [--conns N] [--size B]\n"
-            "               [--warmup S] [--duration S] [--steps K] [--cpu K]\n");
+            "               [--warmup S] [--duration S] [--steps K] [--cpu K]\n"
+            "               [--server-pid PID]\n");
     exit(2);
 }
 
@@ -386,6 +404,7 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     const char *host = "127.0.0.1";
     int port = -1, conns = -1, steps = 2, cpu = -1, spin = 0;
+    long server_pid = 0;
     double warmup = 0.5, duration = 3.0;
     msg_size = 1024;
     for (int i = 2; i < argc; i++) {
@@ -410,6 +429,8 @@ int main(int argc, char **argv)
             cpu = atoi(v);
         else if (!strcmp(k, "--spin"))
             spin = atoi(v);
+        else if (!strcmp(k, "--server-pid"))
+            server_pid = atol(v);
         else
             usage();
     }
@@ -428,7 +449,8 @@ int main(int argc, char **argv)
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         die("bad IPv4 address %s", host);
     if (!strcmp(mode, "pingpong"))
-        return pingpong(&sa, conns > 0 ? conns : 100, warmup, duration, spin);
+        return pingpong(&sa, conns > 0 ? conns : 100, warmup, duration, spin,
+                        (pid_t)server_pid);
     if (!strcmp(mode, "idle"))
         return idle(&sa, conns > 0 ? conns : 10000, steps);
     usage();
