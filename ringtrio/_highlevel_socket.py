@@ -26,7 +26,7 @@ from ._core import (
     reschedule,
     submit_and_wait,
 )
-from ._core._internal_api import _cancel_pending, _current_runner, _local, _outside_run, _Park
+from ._core._internal_api import _accel, _cancel_pending, _current_runner, _local, _outside_run, _Park
 from ._socket import _MSG_NOSIGNAL, SocketType
 
 if TYPE_CHECKING:
@@ -209,6 +209,10 @@ class _StreamReceiver(OwnedRingOp):
         self.queued -= len(data)
         return data
 
+
+# The dispatch completes a chunk that arrives while more are to come in C
+# (_speedups.complete_stream_rx), doing what _on_cqe does.
+_accel.register_receiver(_StreamReceiver, _RX_PAUSE_BYTES)
 
 
 @contextmanager

@@ -31,12 +31,17 @@ _sp_run_batch: Callable[..., tuple[int, Any, int, Any]] | None = None
 _sp_new_bytes: Callable[[int], bytes] | None = None
 _sp_iovecs: Callable[[list[bytes]], bytes] | None = None
 
+# Receivers above the core whose common CQE the dispatch completes in C
+# (register_receiver): class -> the setup call's extra arguments.
+_receivers: dict[type, tuple[Any, ...]] = {}
+_module: Any = None
+
 
 def load(ffi: Any, lib: Any) -> None:
     """Set up _speedups (once) with ``ffi``/``lib``, the native ring module,
     and publish its entry points; nothing when it is missing or disabled."""
     global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
-    global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view, _sp_run_batch
+    global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view, _sp_run_batch, _module
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -65,3 +70,26 @@ def load(ffi: Any, lib: Any) -> None:
     _sp_new_bytes, _sp_iovecs = _speedups.new_bytes, _speedups.iovecs
     _sp_take_tokens, _sp_lease_view = _speedups.take_tokens, _speedups.lease_view
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
+    _module = (_speedups, ffi, lib)
+    for cls in _receivers:
+        _setup_receiver(cls)
+
+
+def register_receiver(cls: type, pause_bytes: int) -> None:
+    """Have the CQE dispatch complete ``cls``'s common CQE in C: ``cls`` is
+    receive_some's multishot receive (_highlevel_socket._StreamReceiver),
+    which copies each chunk out of a BufferRing and queues it; its
+    ``_on_cqe`` stays the definition (and handles everything but a chunk
+    that arrives while more are to come and the queue is below
+    ``pause_bytes``)."""
+    _receivers[cls] = (pause_bytes,)
+    if _module is not None:
+        _setup_receiver(cls)
+
+
+def _setup_receiver(cls: type) -> None:
+    from ._buffers import BufferRing
+
+    speedups, ffi, lib = _module
+    recycle = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_buf_ring_recycle")))
+    speedups.setup_receive(cls, BufferRing, recycle, *_receivers[cls])

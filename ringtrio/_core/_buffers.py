@@ -81,6 +81,7 @@ class BufferRing:
         "size",
         "base",
         "_ptr",
+        "_addr",
         "_ring_ptr",
         "_ffi",
         "_lib",
@@ -120,6 +121,9 @@ class BufferRing:
         self.count = count
         self.size = size
         self._ptr: Any = ptr
+        # The rt_buf_ring's address (0 once closed): the accelerator's copy
+        # out of a receive (_speedups.complete_stream_rx) recycles through it.
+        self._addr = int(ffi.cast("uintptr_t", ptr))
         self._ring_ptr: Any = runner.ring.ptr
         self._ffi = ffi
         self._lib = lib
@@ -178,6 +182,7 @@ class BufferRing:
         if ptr is None:
             return
         self._ptr = None
+        self._addr = 0
         self._region.release()
         self._lib.rt_buf_ring_free(self._ring_ptr, ptr)
         self._release_id()

@@ -36,6 +36,8 @@ typedef int (*prep_fn)(void *r, uint8_t opcode, uint8_t sqe_flags,
 #define RESERVED_SLOTS 8
 #define TOKEN_WAKEUP 1
 #define CQE_F_MORE (1u << 1)
+#define CQE_F_BUFFER (1u << 0)
+#define CQE_BUFFER_SHIFT 16
 
 typedef int (*open_chain_fn)(void *r, int32_t dirfd, const char *path,
                              uint32_t open_flags, uint32_t mode, uint32_t slot,
@@ -830,6 +832,121 @@ static int complete_linked(PyObject *op, int32_t res, PyObject *append)
     return 1;
 }
 
+/* receive_some's multishot receive (_highlevel_socket._StreamReceiver) and
+ * the BufferRing it copies out of (set by setup_receive; streamrx_type stays
+ * NULL until then, and its CQEs take the Python path). */
+typedef void (*recycle_fn)(void *br, uint16_t bid);
+static PyTypeObject *streamrx_type, *bufring_type;
+static recycle_fn rt_buf_ring_recycle_p;
+static Py_ssize_t x_bufring, x_chunks, x_queued, x_waiter;
+static Py_ssize_t b_addr, b_base, b_size, b_count, b_selected, b_recycled;
+static long long rx_pause_bytes;
+
+/* setup_receive(_StreamReceiver, BufferRing, rt_buf_ring_recycle_address,
+ *               pause_bytes) */
+static PyObject *sp_setup_receive(PyObject *mod, PyObject *args)
+{
+    PyObject *rx_t, *ring_t;
+    unsigned long long recycle_addr;
+    long long pause;
+    if (!PyArg_ParseTuple(args, "O!O!KL", &PyType_Type, &rx_t, &PyType_Type, &ring_t,
+                          &recycle_addr, &pause))
+        return NULL;
+    if (!ringop_type || !PyType_IsSubtype((PyTypeObject *)rx_t, ringop_type)) {
+        PyErr_SetString(PyExc_TypeError, "setup_receive(): call setup() first, with the receiver's base");
+        return NULL;
+    }
+    if (member_offset(rx_t, "bufring", &x_bufring) < 0 ||
+        member_offset(rx_t, "chunks", &x_chunks) < 0 ||
+        member_offset(rx_t, "queued", &x_queued) < 0 ||
+        member_offset(rx_t, "waiter", &x_waiter) < 0 ||
+        member_offset(ring_t, "_addr", &b_addr) < 0 ||
+        member_offset(ring_t, "base", &b_base) < 0 ||
+        member_offset(ring_t, "size", &b_size) < 0 ||
+        member_offset(ring_t, "count", &b_count) < 0 ||
+        member_offset(ring_t, "_selected", &b_selected) < 0 ||
+        member_offset(ring_t, "_recycled", &b_recycled) < 0)
+        return NULL;
+    Py_XSETREF(streamrx_type, (PyTypeObject *)Py_NewRef(rx_t));
+    Py_XSETREF(bufring_type, (PyTypeObject *)Py_NewRef(ring_t));
+    rt_buf_ring_recycle_p = (recycle_fn)(uintptr_t)recycle_addr;
+    rx_pause_bytes = pause;
+    Py_RETURN_NONE;
+}
+
+/* A Python int field read as a Py_ssize_t; -1 (no exception) when it is
+ * not an exact int. */
+static Py_ssize_t ssize_field(PyObject *obj, Py_ssize_t off)
+{
+    PyObject *v = FIELD(obj, off);
+    if (!v || !PyLong_CheckExact(v))
+        return -1;
+    Py_ssize_t x = PyLong_AsSsize_t(v);
+    if (x == -1)
+        PyErr_Clear();
+    return x;
+}
+
+static int add_to_field(PyObject *obj, Py_ssize_t off, Py_ssize_t delta)
+{
+    Py_ssize_t x = ssize_field(obj, off);
+    if (x < 0)
+        return 0; /* (a statistics counter someone replaced: leave it) */
+    PyObject *v = PyLong_FromSsize_t(x + delta);
+    if (!v)
+        return -1;
+    set_field(obj, off, v);
+    return 0;
+}
+
+/* _StreamReceiver._on_cqe for the common CQE: more to come (F_MORE), bytes
+ * in a buffer of the run's receive group, the queue below the pause mark.
+ * The bytes are copied into a new bytes object, the buffer goes straight
+ * back to the ring, the chunk is queued and a waiting reader woken -- what
+ * the Python method does.  Returns 1 if done, 0 if the CQE needs the
+ * Python method (anything else: an end, an error, a pause), -1 on error. */
+static int complete_stream_rx(PyObject *op, int32_t res, uint32_t flags, PyObject *append)
+{
+    if (!(flags & CQE_F_MORE) || !(flags & CQE_F_BUFFER) || res <= 0)
+        return 0;
+    PyObject *ring = FIELD(op, x_bufring), *chunks = FIELD(op, x_chunks);
+    if (!ring || Py_TYPE(ring) != bufring_type || !chunks || !PyList_CheckExact(chunks))
+        return 0;
+    PyObject *addr_obj = FIELD(ring, b_addr);
+    if (!addr_obj || !PyLong_CheckExact(addr_obj))
+        return 0;
+    void *br = PyLong_AsVoidPtr(addr_obj);
+    if (!br) {
+        PyErr_Clear();
+        return 0; /* closed: the Python method says so */
+    }
+    Py_ssize_t base = ssize_field(ring, b_base), size = ssize_field(ring, b_size);
+    Py_ssize_t count = ssize_field(ring, b_count), queued = ssize_field(op, x_queued);
+    Py_ssize_t bid = (Py_ssize_t)(flags >> CQE_BUFFER_SHIFT);
+    if (base <= 0 || size <= 0 || queued < 0 || bid >= count || res > size ||
+        (long long)queued + res >= rx_pause_bytes)
+        return 0;
+    PyObject *data = PyBytes_FromStringAndSize((const char *)(uintptr_t)base + bid * size, res);
+    if (!data)
+        return -1;
+    rt_buf_ring_recycle_p(br, (uint16_t)bid);
+    int rc = PyList_Append(chunks, data);
+    Py_DECREF(data);
+    if (rc < 0 || add_to_field(ring, b_selected, 1) < 0 || add_to_field(ring, b_recycled, 1) < 0 ||
+        add_to_field(op, x_queued, res) < 0)
+        return -1;
+    PyObject *waiter = FIELD(op, x_waiter);
+    if (waiter && waiter != Py_None) {
+        Py_INCREF(waiter);
+        set_field(op, x_waiter, Py_NewRef(Py_None));
+        rc = wake(waiter, append);
+        Py_DECREF(waiter);
+        if (rc < 0)
+            return -1;
+    }
+    return 1;
+}
+
 static int call_on_cqe(PyObject *op, int32_t res, uint32_t flags)
 {
     PyObject *a = PyLong_FromLong(res), *b = PyLong_FromUnsignedLong(flags);
@@ -958,8 +1075,14 @@ static PyObject *sp_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t na
             }
             if (rc < 0)
                 failed = 1;
-        } else if (call_python(runner, op, res, flags, &inflight, &synced) < 0) {
-            failed = 1;
+        } else {
+            int rc = 0;
+            if (plain_ok && streamrx_type && Py_TYPE(op) == streamrx_type)
+                rc = complete_stream_rx(op, res, flags, append);
+            if (rc == 0)
+                rc = call_python(runner, op, res, flags, &inflight, &synced);
+            if (rc < 0)
+                failed = 1;
         }
         Py_DECREF(op);
     }
@@ -1126,6 +1249,8 @@ static PyMethodDef methods[] = {
      "setup_steps(Task, CancelScope, _Park, CHECKPOINT, YIELD, RESUME_PLAIN, RESUME_CHECKING_CANCEL)"},
     {"run_batch", (PyCFunction)(void (*)(void))sp_run_batch, METH_FASTCALL,
      "run_batch(runner, runq, batch, local, main_task) -> (n, task, kind, payload)"},
+    {"setup_receive", sp_setup_receive, METH_VARARGS,
+     "setup_receive(_StreamReceiver, BufferRing, rt_buf_ring_recycle_address, pause_bytes)"},
     {"setup_chains", sp_setup_chains, METH_VARARGS,
      "setup_chains(LinkedOp, LinkedChain, rt_prep_open_chain_address, rt_prep_close_direct_address)"},
     {"prep_open_chain", (PyCFunction)(void (*)(void))sp_prep_open_chain, METH_FASTCALL,
