@@ -1,7 +1,7 @@
 # The two commands in the README:
 #   make demo   - a venv in .venv with ringtrio alone (its native core built), then the demo
 #   make test   - the same venv plus the test and bench extras, then the test suite
-#                 (what .ci/run does)
+#                 on io_uring and again on the epoll backend (what .ci/run does)
 # Either may come first on a fresh clone; `make setup` is the developer's full install.
 PYTHON ?= python3
 VENV := .venv
@@ -32,8 +32,11 @@ $(VENV)/.installed: $(SOURCES) | $(BIN)/python
 demo: $(VENV)/.installed-ringtrio
 	$(BIN)/python examples/demo.py
 
+# Twice: on io_uring, then on the epoll backend (what runs where io_uring is
+# refused), without the tests that never start a run (backend_independent).
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	RINGTRIO_BACKEND=epoll $(BIN)/python -m pytest -q -p no:cacheprovider -m "not backend_independent" tests
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -29,8 +29,9 @@
  *   (CLOCK_MONOTONIC), which bounds the epoll wait.
  * - ASYNC_CANCEL searches the ops this ring has issued: an op waiting for
  *   readiness or a timer, or queued for a worker, completes with -ECANCELED
- *   (answer 0); one a worker is running answers -EALREADY and completes
- *   with its result; nothing found answers -ENOENT.  Members of a chain not
+ *   (answer 0); one a worker is running answers -EALREADY, and the worker
+ *   is interrupted (a blocking syscall then fails: the op ends with
+ *   -EINTR) or completes with its result; nothing found answers -ENOENT.  Members of a chain not
  *   yet issued are in no list the cancel searches, as in the kernel.
  * - Links: IOSQE_IO_LINK / IOSQE_IO_HARDLINK chains run one member after
  *   the other; a member that fails (a negative result, or a short READ /
@@ -145,12 +146,15 @@ struct sr_op {
     uint8_t lt_abs;      /* LINK_TIMEOUT: rel_ns is absolute */
     uint8_t connecting;  /* CONNECT: in progress, ask SO_ERROR */
     uint8_t ready_first; /* ACCEPT on a blocking socket */
-    uint8_t running;     /* a worker has taken it (pool mutex) */
+    uint8_t running;     /* 1: a worker runs it, 2: it has run (pool mutex) */
+    uint8_t interrupt;   /* cancelled while running: signal the worker */
+    uint8_t lt_fired;    /* its LINK_TIMEOUT fired while a worker ran it */
     uint8_t slot_kind;   /* READ/WRITE on a direct slot: cache its kind */
     uint8_t tracked;     /* in the hash and the list of pending ops */
     int32_t rfd;         /* the real fd, once resolved */
     int32_t prep_err;    /* the SQE was bad: complete with this */
     int32_t res;         /* a worker job's result */
+    pthread_t worker;    /* the thread running it (pool mutex) */
     uint32_t events;     /* epoll events waited for */
     uint32_t cflags;     /* CQE flags of the final result */
     uint64_t done;       /* bytes transferred so far */
@@ -192,6 +196,8 @@ typedef struct sr_pool {
     sr_op *qhead, *qtail;   /* jobs not started */
     sr_op *dhead, *dtail;   /* jobs done, not yet collected */
     uint32_t queued, idle, nthreads, max_threads;
+    sr_op **kick;           /* running jobs to interrupt (see pool_cancel) */
+    uint32_t nkick, kick_cap;
     int has_done;           /* atomic: dhead != NULL */
     int closed;             /* the ring is gone: workers free what they finish */
     int refs;               /* the ring + one per thread */
@@ -707,6 +713,35 @@ static uint32_t buf_commit(sr_group *g, uint32_t n)
 /* ------------------------------------------------------------------ */
 /* the worker pool (io-wq)                                              */
 
+/* Stopping a job a worker is running: io-wq sends its worker a signal-like
+ * notification, so that a blocking syscall (opening a FIFO, a blocking
+ * connect) fails with EINTR and the request completes with -EINTR.  We do
+ * the same with a real-time signal whose handler does nothing, installed
+ * without SA_RESTART and unblocked only in the workers.  It is taken only
+ * if nobody else uses it; without it a running job just runs to its end. */
+#define SR_SIGNAL_WANTED (SIGRTMAX - 4)
+static int sr_signal;   /* 0: none */
+static pthread_once_t sr_signal_once = PTHREAD_ONCE_INIT;
+
+static void sr_signal_handler(int sig)
+{
+    (void)sig;      /* the point is the EINTR */
+}
+
+static void sr_signal_init(void)
+{
+    struct sigaction old, sa;
+    int sig = SR_SIGNAL_WANTED;
+    if (sigaction(sig, NULL, &old) < 0 || (old.sa_flags & SA_SIGINFO) ||
+        old.sa_handler != SIG_DFL)
+        return;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = sr_signal_handler;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sig, &sa, NULL) == 0)
+        sr_signal = sig;
+}
+
 /* The blocking syscall of an op, on a worker thread.  Touches only `op`. */
 static int32_t rw_call(sr_op *op, int flags);
 
@@ -778,14 +813,31 @@ static void job_abandon(sr_op *op)
 
 static void pool_destroy(sr_pool *p)
 {
+    free(p->kick);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p);
 }
 
+static void kick_remove(sr_pool *p, sr_op *op)
+{
+    for (uint32_t i = 0; i < p->nkick; i++) {
+        if (p->kick[i] == op) {
+            p->kick[i] = p->kick[--p->nkick];
+            return;
+        }
+    }
+}
+
 static void *worker_main(void *arg)
 {
     sr_pool *p = arg;
+    if (sr_signal) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sr_signal);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    }
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->qhead && !p->closed) {
@@ -807,11 +859,15 @@ static void *worker_main(void *arg)
             p->qtail = NULL;
         p->queued--;
         op->running = 1;
+        op->worker = pthread_self();
         pthread_mutex_unlock(&p->mu);
 
         op->res = job_run(op);
 
         pthread_mutex_lock(&p->mu);
+        op->running = 2;
+        if (op->interrupt)
+            kick_remove(p, op);
         if (p->closed) {
             job_abandon(op);
             continue;
@@ -864,11 +920,28 @@ static int pool_spawn(sr_pool *p)
     return 0;
 }
 
-static sr_pool *pool_get(rt_soft *s)
+/* The pool, made on first use with the eventfd its workers wake the loop
+ * through (a ring that never needs a worker costs one fd, as a kernel
+ * ring).  NULL with *err set if it cannot be had. */
+static sr_pool *pool_get(rt_soft *s, int *err)
 {
     if (s->pool)
         return s->pool;
+    if (s->evfd < 0) {
+        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        struct epoll_event ev;
+        ev.events = EPOLLIN;
+        ev.data.u64 = SR_EVFD_KEY;
+        if (fd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            *err = -errno;
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        s->evfd = fd;
+    }
     sr_pool *p = calloc(1, sizeof(*p));
+    *err = -ENOMEM;
     if (!p)
         return NULL;
     if (pthread_mutex_init(&p->mu, NULL) != 0) {
@@ -887,6 +960,7 @@ static sr_pool *pool_get(rt_soft *s)
     p->max_threads = (uint32_t)(ncpu * 4 < 4 ? 4 : ncpu * 4 > 64 ? 64 : ncpu * 4);
     p->refs = 1;
     p->evfd = s->evfd;
+    pthread_once(&sr_signal_once, sr_signal_init);
     s->pool = p;
     return p;
 }
@@ -894,15 +968,17 @@ static sr_pool *pool_get(rt_soft *s)
 /* Hand `op` to a worker.  Returns SR_PENDING, or -ECANCELED if not one
  * worker can be had (what io-wq answers when it cannot create a worker;
  * running the job here instead could block the loop forever, e.g. on a
- * FIFO). */
+ * FIFO), or why the pool could not be made. */
 static int32_t to_worker(rt_soft *s, sr_op *op)
 {
-    sr_pool *p = pool_get(s);
+    int err;
+    sr_pool *p = pool_get(s, &err);
     if (!p)
-        return -ECANCELED;
+        return err;
     pthread_mutex_lock(&p->mu);
     op->state = SR_WORKER;
     op->running = 0;
+    op->interrupt = 0;
     op->wnext = NULL;
     if (p->qtail)
         p->qtail->wnext = op;
@@ -923,13 +999,32 @@ static int32_t to_worker(rt_soft *s, sr_op *op)
     return SR_PENDING;
 }
 
-/* Take back a queued job a worker has not started.  Returns 0, or
- * -EALREADY if a worker is running it. */
-static int pool_unqueue(rt_soft *s, sr_op *op)
+/* Cancel a job: take it back if no worker has started it (0), else
+ * interrupt the worker running it (-EALREADY: it completes, with -EINTR if
+ * the signal stopped a blocking syscall). */
+static int pool_cancel(rt_soft *s, sr_op *op)
 {
     sr_pool *p = s->pool;
     pthread_mutex_lock(&p->mu);
     if (op->running) {
+        if (op->running == 1 && sr_signal && !op->interrupt) {
+            sr_op **k = p->kick;
+            if (p->nkick == p->kick_cap) {
+                uint32_t cap = p->kick_cap ? p->kick_cap * 2 : 8;
+                k = realloc(p->kick, cap * sizeof(*k));
+                if (k) {
+                    p->kick = k;
+                    p->kick_cap = cap;
+                }
+            }
+            if (k) {
+                op->interrupt = 1;
+                p->kick[p->nkick++] = op;
+                /* (The worker is alive: it cannot finish the job without
+                 * this mutex.) */
+                pthread_kill(op->worker, sr_signal);
+            }
+        }
         pthread_mutex_unlock(&p->mu);
         return -EALREADY;
     }
@@ -948,7 +1043,7 @@ static int pool_unqueue(rt_soft *s, sr_op *op)
     return 0;
 }
 
-static void install_direct(rt_soft *s, sr_op *op, int fd, int32_t *res);
+static void install_direct(rt_soft *s, sr_op *op, int fd, uint8_t kind, int32_t *res);
 
 static void collect_done(rt_soft *s)
 {
@@ -966,10 +1061,30 @@ static void collect_done(rt_soft *s)
         op->state = SR_ISSUED;
         int32_t res = op->res;
         if (op->opcode == IORING_OP_OPENAT && res >= 0)
-            install_direct(s, op, res, &res);
+            install_direct(s, op, res, RW_UNKNOWN, &res);
+        if (op->lt_fired && res == -EINTR)
+            res = -ECANCELED;   /* what an op its linked timeout stopped gets */
         complete(s, op, res, 0);
         op = next;
     }
+}
+
+/* The signal may reach a worker just before it enters the blocking
+ * syscall, where it changes nothing: send it again, every few ms, until
+ * the job is over. */
+#define SR_KICK_NS 5000000
+static void pool_kick(rt_soft *s)
+{
+    sr_pool *p = s->pool;
+    pthread_mutex_lock(&p->mu);
+    for (uint32_t i = 0; i < p->nkick; i++)
+        pthread_kill(p->kick[i]->worker, sr_signal);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static int pool_kicking(rt_soft *s)
+{
+    return s->pool && __atomic_load_n(&s->pool->nkick, __ATOMIC_RELAXED) > 0;
 }
 
 static void pool_close(rt_soft *s)
@@ -1015,8 +1130,9 @@ static int resolve_fd(rt_soft *s, sr_op *op)
     return 0;
 }
 
-/* An OPENAT's fd: returned as it is, or put in the op's direct slot. */
-static void install_direct(rt_soft *s, sr_op *op, int fd, int32_t *res)
+/* An OPENAT's fd: returned as it is, or put in the op's direct slot (with
+ * how READ/WRITE reach it, if known already). */
+static void install_direct(rt_soft *s, sr_op *op, int fd, uint8_t kind, int32_t *res)
 {
     *res = fd;
     if (!op->file_index)
@@ -1052,7 +1168,7 @@ static void install_direct(rt_soft *s, sr_op *op, int fd, int32_t *res)
     if (s->files[slot] >= 0)
         close(s->files[slot]);      /* the kernel replaces what was there */
     s->files[slot] = fd;
-    s->file_kinds[slot] = RW_UNKNOWN;
+    s->file_kinds[slot] = kind;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1338,14 +1454,21 @@ static int32_t run_openat(rt_soft *s, sr_op *op)
         how.resolve = SR_RESOLVE_CACHED;
         long fd = syscall(__NR_openat2, op->fd, op->path, &how, sizeof(how));
         if (fd >= 0) {
-            if (!(flags & O_NONBLOCK) && !op->file_index) {
-                /* The fd is the caller's: give it the flags it asked for
-                 * (a direct slot's fd is only ever used through the ring,
-                 * which does not care). */
-                fcntl((int)fd, F_SETFL, (int)(flags & (O_APPEND | O_ASYNC | O_DIRECT | O_NOATIME)));
+            /* Take O_NONBLOCK off again, as the kernel does: a FIFO or a
+             * tty is then read the blocking way (readiness first).  A
+             * regular file does not care, so a direct slot's (which only
+             * the ring uses) is only looked at: its kind is kept for its
+             * READs. */
+            uint8_t kind = RW_UNKNOWN;
+            if (op->file_index) {
+                struct stat st;
+                if (fstat((int)fd, &st) == 0)
+                    kind = (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ? RW_FILE : RW_NOWAIT;
             }
+            if (!(flags & O_NONBLOCK) && kind != RW_FILE)
+                fcntl((int)fd, F_SETFL, (int)(flags & (O_APPEND | O_ASYNC | O_DIRECT | O_NOATIME)));
             int32_t res;
-            install_direct(s, op, (int)fd, &res);
+            install_direct(s, op, (int)fd, kind, &res);
             return res;
         }
         int err = errno;
@@ -1394,7 +1517,7 @@ static int cancel_one(rt_soft *s, sr_op *op)
         timer_disarm(s, op);
         break;
     case SR_WORKER:
-        if (pool_unqueue(s, op) < 0)
+        if (pool_cancel(s, op) < 0)
             return -EALREADY;
         break;
     default:
@@ -1708,6 +1831,7 @@ static void run_timers(rt_soft *s)
             sr_op *target = op->target;
             op->lt_armed = 0;
             target->ltimeout = NULL;
+            target->lt_fired = 1;
             int rc = cancel_one(s, target);
             post(s, op->user_data, rc == 0 ? -ETIME : rc, 0, 0);
             op_free(s, op);
@@ -1916,6 +2040,9 @@ static int soft_run(rt_soft *s, uint32_t wait_nr, int64_t timeout_ns)
         collect_done(s);
         run_timers(s);
         flush_fds(s);
+        int kicking = pool_kicking(s);
+        if (kicking)
+            pool_kick(s);
         int64_t wait;
         if (s->cq_tail - s->cq_head >= wait_nr) {
             /* Enough already: one look at readiness (if anything waits
@@ -1944,6 +2071,8 @@ static int soft_run(rt_soft *s, uint32_t wait_nr, int64_t timeout_ns)
                 if (wait < 0 || t < wait)
                     wait = t;
             }
+            if (kicking && (wait < 0 || wait > SR_KICK_NS))
+                wait = SR_KICK_NS;
         }
         int n = epoll_wait_ns(s, wait);
         s->r->stats.enters++;
@@ -2002,22 +2131,11 @@ rt_ring *rt_soft_ring_open(uint32_t sq_entries, uint32_t cq_entries, int *err)
         s->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (s->epfd < 0)
             rc = errno;
-        else if ((s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
-            rc = errno;
-        else {
-            struct epoll_event ev;
-            ev.events = EPOLLIN;
-            ev.data.u64 = SR_EVFD_KEY;
-            if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev) < 0)
-                rc = errno;
-        }
     }
     if (rc) {
         if (s) {
             if (s->epfd >= 0)
                 close(s->epfd);
-            if (s->evfd >= 0)
-                close(s->evfd);
             free(s->cq);
             free(s->hash);
         }
@@ -2184,6 +2302,15 @@ static void free_chain(rt_soft *s, sr_op *op)
 void rt_soft_close(rt_ring *r)
 {
     rt_soft *s = r->soft;
+    if (s->pool && sr_signal) {
+        /* Jobs still running are interrupted, as closing a kernel ring
+         * cancels its io-wq work. */
+        pthread_mutex_lock(&s->pool->mu);
+        for (sr_op *op = s->all; op; op = op->anext)
+            if (op->state == SR_WORKER && op->running == 1)
+                pthread_kill(op->worker, sr_signal);
+        pthread_mutex_unlock(&s->pool->mu);
+    }
     /* Ops a worker is running stay the pool's: it frees them when done.
      * Everything else in flight is simply dropped (the caller drained the
      * ring first, or abandoned what it could not drain). */
@@ -2203,7 +2330,8 @@ void rt_soft_close(rt_ring *r)
     if (s->files)
         rt_soft_files_unregister(r);
     close(s->epfd);
-    close(s->evfd);
+    if (s->evfd >= 0)
+        close(s->evfd);
     while (s->free_ops) {
         op = s->free_ops;
         s->free_ops = op->wnext;

@@ -46,7 +46,7 @@ from ._core import (
     submit_and_wait,
     submit_chain_and_wait,
 )
-from ._core._internal_api import _accel
+from ._core._internal_api import _NOT_HAPPENED, _accel
 from ._core._ring import (
     IORING_FSYNC_DATASYNC,
     IORING_OP_CLOSE,
@@ -271,7 +271,6 @@ _CHAIN_READ1 = 65536
 _CHAIN_READ2 = 4096
 # Chains (with their buffers) kept for reuse per run.
 _CHAIN_POOL_MAX = 64
-_NOT_HAPPENED = (-errno.ECANCELED, -errno.EINTR)
 _O_RDONLY = os.O_RDONLY
 
 

@@ -10,6 +10,7 @@ import typing as _typing
 
 from ._core import (
     Abort,
+    Backend,
     Clock,
     Instrument,
     ParkingLot,
@@ -30,6 +31,7 @@ from ._core import (
     cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
+    current_backend,
     current_clock,
     current_ring_features,
     current_root_task,
@@ -100,6 +102,7 @@ from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 
 __all__ = [
     "Abort",
+    "Backend",
     "Clock",
     "FdStream",
     "Instrument",
@@ -137,6 +140,7 @@ __all__ = [
     "checkpoint",
     "checkpoint_if_cancelled",
     "current_clock",
+    "current_backend",
     "current_ring_features",
     "current_root_task",
     "current_statistics",

@@ -243,6 +243,8 @@ def test_awaiting_asyncio_future_raises_clear_type_error() -> None:
     ],
 )
 def test_setup_failure_names_cause_and_remedy(monkeypatch: Any, err: int, words: str) -> None:
+    # (With backend="ring": the default falls back to the epoll backend
+    # instead, see test_backend.py.)
     monkeypatch.setattr(_ring, "_force_setup_errno", err)
     before = open_fds()
 
@@ -250,7 +252,7 @@ def test_setup_failure_names_cause_and_remedy(monkeypatch: Any, err: int, words:
         raise AssertionError("main ran without a ring")
 
     with pytest.raises(ringtrio.RingUnavailableError) as info:
-        ringtrio.run(main)
+        ringtrio.run(main, backend="ring")
     assert info.value.errno == err
     assert words in str(info.value)
     assert isinstance(info.value, OSError)
@@ -490,7 +492,10 @@ def test_cq_overflow_loses_no_completion(monkeypatch: Any) -> None:
 
     stats = ringtrio.run(main)
     assert sorted(done) == list(range(2000))
-    assert stats.cq_overflows >= 1
+    if stats.backend == "io_uring":
+        assert stats.cq_overflows >= 1
+    else:
+        assert stats.cq_overflows == 0  # the soft ring's CQ grows instead
     assert stats.ops_in_flight == 0
 
 

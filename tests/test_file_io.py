@@ -841,6 +841,24 @@ def test_cancel_blocked_fifo_read_is_cancelled():
         run(main)
 
 
+def test_cancel_blocked_fifo_open_is_cancelled(tmp_path):
+    # Opening a FIFO for writing with O_CREAT blocks in a worker (io-wq's or
+    # the soft ring's) until a reader comes: a cancel interrupts it.  (The
+    # kernel lets the interrupted open's ERESTARTSYS out as the result: it
+    # used to reach the caller as OSError 512.)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = count_fds()
+
+    async def main():
+        with ringtrio.move_on_after(0.05) as scope:
+            await open_file(fifo, "w")
+        assert scope.cancelled_caught
+
+    run(main)
+    assert count_fds() == before
+
+
 def test_cancelled_op_buffers_are_released_for_gc(tmp_path):
     """Regression: a read cancelled by aclose() left its memoryview exported
     to cffi inside a reference cycle; gc.collect() then raised BufferError

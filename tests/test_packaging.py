@@ -19,6 +19,12 @@ import venv
 import zipfile
 from pathlib import Path
 
+import pytest
+
+# The sdist and wheel build (a minute): what it checks does not depend on the
+# backend (make test's epoll pass leaves it out).
+pytestmark = pytest.mark.backend_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 600  # per step; a cold pip cache on a busy 2-core machine is slow
 

@@ -23,6 +23,10 @@ import pytest
 from ringtrio._core import _ring as R
 from ringtrio._native import ffi, lib
 
+# Both rings directly, through cffi: no ringtrio.run, so nothing here depends
+# on the backend a run picks (make test's epoll pass leaves it out).
+pytestmark = pytest.mark.backend_independent
+
 NO_DEADLINE = -1
 CUR = 2**64 - 1  # "the current file position"
 AT_FDCWD = -100
@@ -37,6 +41,7 @@ F_BUFFER = lib.IORING_CQE_F_BUFFER
 IORING_RECV_MULTISHOT = 1 << 1
 IORING_ACCEPT_MULTISHOT = 1 << 0
 IORING_OP_FTRUNCATE = 55
+ERESTARTSYS = 512  # the kernel's own, never meant for userspace
 
 
 def open_ring(kind: str, sq: int = 64, cq: int = 256):
@@ -895,31 +900,30 @@ def wait_blocked_in_fifo_open(n, timeout=10.0):
         time.sleep(0.005)
 
 
-def open_writer_and_collect(r, fifo_path, user_data):
-    """Open the FIFO for writing (from a thread: it blocks until the
-    worker's open meets it); the worker's open completes with an fd."""
-    fds = []
-    t = threading.Thread(target=lambda: fds.append(os.open(fifo_path, os.O_WRONLY)))
-    t.start()
-    got = finals(collect(r, 1))
-    t.join()
-    assert got[user_data] >= 0
-    os.close(got[user_data])
-    os.close(fds[0])
-
-
-def test_soft_cancel_of_an_op_a_worker_runs_is_ealready(soft, tmp_path):
-    # A worker is blocked in the open: the cancel can only say -EALREADY,
-    # and the open then completes with its own result (the kernel would
-    # interrupt it with -EINTR: a documented difference).
-    fifo_path = _mkfifo(tmp_path)
-    fifo = cpath(fifo_path)
-    fifo_open(soft, fifo, 1)
-    assert pass_(soft) == []
+def test_cancel_of_an_op_a_worker_runs(ring, tmp_path):
+    # A worker (io-wq's on the kernel) is blocked in the open: the cancel
+    # answers -EALREADY and interrupts it, and the open ends with -EINTR.
+    fifo = cpath(_mkfifo(tmp_path))
+    fifo_open(ring, fifo, 1)
+    assert pass_(ring) == []
     wait_blocked_in_fifo_open(1)
-    prep(soft, lib.IORING_OP_ASYNC_CANCEL, addr=1, user_data=2)
-    assert finals(collect(soft, 1)) == {2: -errno.EALREADY}
-    open_writer_and_collect(soft, fifo_path, 1)
+    prep(ring, lib.IORING_OP_ASYNC_CANCEL, addr=1, user_data=2)
+    got = finals(collect(ring, 2))
+    # (The kernel lets the interrupted open's ERESTARTSYS, 512, out; the soft
+    # ring says -EINTR.  ringtrio takes either as "it did not happen".)
+    assert got[2] == -errno.EALREADY and got[1] in (-errno.EINTR, -ERESTARTSYS)
+
+
+def test_soft_link_timeout_of_an_op_a_worker_runs(soft, tmp_path):
+    # The deadline fires while a worker runs the op: the timeout answers
+    # -EALREADY and the op, interrupted, ends with -ECANCELED, as an op its
+    # linked timeout stopped does.  (The kernel does not fire a linked
+    # timeout while io-wq runs the op: the open goes on until a writer
+    # comes, and the timeout then answers -ENOENT.  A documented
+    # difference: the soft ring keeps the deadline.)
+    fifo = cpath(_mkfifo(tmp_path))
+    fifo_open(soft, fifo, 1, deadline=time.monotonic_ns() + 50_000_000, link_user_data=2)
+    assert finals(collect(soft, 2)) == {1: -errno.ECANCELED, 2: -errno.EALREADY}
 
 
 def test_soft_cancel_of_a_queued_job_is_ecanceled(soft, tmp_path):
@@ -948,16 +952,6 @@ def test_soft_cancel_of_a_queued_job_is_ecanceled(soft, tmp_path):
         os.close(w)
 
 
-def test_soft_link_timeout_of_a_running_job(soft, tmp_path):
-    # The deadline fires while a worker runs the op: the timeout says
-    # -EALREADY and the op completes with its result.
-    fifo_path = _mkfifo(tmp_path)
-    fifo = cpath(fifo_path)
-    fifo_open(soft, fifo, 1, deadline=time.monotonic_ns() + 50_000_000, link_user_data=2)
-    assert finals(collect(soft, 1)) == {2: -errno.EALREADY}
-    open_writer_and_collect(soft, fifo_path, 1)
-
-
 def test_soft_close_with_a_blocked_worker_does_not_wait(tmp_path):
     fifo_path = _mkfifo(tmp_path)
     fifo = cpath(fifo_path)
@@ -968,10 +962,12 @@ def test_soft_close_with_a_blocked_worker_does_not_wait(tmp_path):
     t0 = time.monotonic()
     lib.rt_ring_close(r)
     assert time.monotonic() - t0 < 1.0
-    # The worker finishes later and cleans up after itself (the fd it
-    # opened is closed: nobody will ever get its CQE).
-    w = os.open(fifo_path, os.O_WRONLY)
-    os.close(w)
+    # The worker was interrupted, or finishes when a writer comes and then
+    # cleans up after itself (closes the fd nobody will get a CQE for).
+    try:
+        os.close(os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError as exc:
+        assert exc.errno == errno.ENXIO    # no reader left: it was interrupted
 
 
 def test_soft_fd_number_reused_after_close(soft):

@@ -14,6 +14,7 @@ op's own CQE, so that nothing the kernel did is lost).  docs/design.md opens
 with the map of these files.
 """
 
+from ._backend import Backend
 from ._cancel_scope import CancelScope
 from ._chains import DirectFiles, LinkedChain, direct_files, submit_chain_and_wait
 from ._clock import Clock
@@ -28,6 +29,7 @@ from ._exceptions import (
     Cancelled,
     ClosedResourceError,
     EndOfChannel,
+    RingFallbackWarning,
     RingtrioInternalError,
     RingUnavailableError,
     RunFinishedError,
@@ -47,6 +49,7 @@ from ._ring import RingFeatures
 from ._ring_ops import OwnedRingOp, RingOp, cancel_ring_op, submit_and_wait
 from ._run import (
     add_instrument,
+    current_backend,
     current_clock,
     current_effective_deadline,
     current_ring_features,

@@ -55,3 +55,8 @@ class RunStatistics:
     cq_overflows: int
     ops_in_flight: int
     stale_cqes: int
+    # "io_uring" or "epoll" (the soft ring), and why (see current_backend()).
+    # (With the epoll backend, sqes_submitted, cqes_reaped and enters count
+    # the soft ring's SQEs, CQEs and epoll waits.)
+    backend: str
+    backend_reason: str

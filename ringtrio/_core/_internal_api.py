@@ -18,7 +18,8 @@ the rest of ringtrio is one short file:
   ``ringtrio.testing.assert_checkpoints``);
 - ring ops: ``_abort_failed`` (the abort function of a wait only its CQE may
   end), ``_abandoned_ops`` (memory kept alive forever when a run could not
-  drain its ring);
+  drain its ring), ``_NOT_HAPPENED`` (the results that mean a cancelled op
+  did not happen);
 - ``_coroutine_or_error`` and ``_require_function`` (the checks that turn
   ``start_soon(f())`` and the like into a helpful TypeError);
 - ``set_buffer_group_opener``: how ringtrio/_buffer_group.py provides
@@ -37,7 +38,7 @@ the rest of ringtrio is one short file:
 from . import _accel
 from ._local import _current_runner, _local, _outside_run
 from ._nursery import set_buffer_group_opener
-from ._ring_ops import _abandoned_ops, _abort_failed
+from ._ring_ops import _NOT_HAPPENED, _abandoned_ops, _abort_failed
 from ._runner import _coroutine_or_error
 from ._sniffio_name import set_sniffio_name, sniffio_name
 from ._task import _require_function
@@ -54,6 +55,7 @@ def _signal_wakeup_fd() -> int:
 
 __all__ = [
     "_CHECKPOINT",
+    "_NOT_HAPPENED",
     "_RESUME_PLAIN",
     "_Park",
     "_abandoned_ops",

@@ -6,6 +6,7 @@ else in ringtrio talks to ``ringtrio._native`` directly.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,10 @@ CQE_BATCH = 1024
 # returned that error.  Used by the tests for the "io_uring unavailable" path.
 _force_setup_errno: int = 0
 
+# What a kernel (or seccomp filter) answers when it will not let us use an
+# io_uring call at all, as opposed to an error of the call itself.
+REFUSALS = frozenset({errno.EPERM, errno.EACCES, errno.ENOSYS})
+
 
 def _load_native() -> tuple[Any, Any]:
     try:
@@ -169,7 +174,9 @@ class RingFeatures:
 
 
 class Ring:
-    """One io_uring instance plus the CQE batch buffer the scheduler reads.
+    """One ring plus the CQE batch buffer the scheduler reads: the kernel's
+    io_uring, or with ``soft=True`` the soft ring (_native/softring.c: the
+    same SQEs and CQEs, emulated on epoll and worker threads).
 
     ``ptr`` and ``lib`` are used directly by the run loop (one native call per
     pass: ``lib.rt_pass``); everything else goes through methods.
@@ -181,18 +188,29 @@ class Ring:
         cq_entries: int = CQ_ENTRIES,
         *,
         force_errno: int | None = None,
+        soft: bool = False,
     ) -> None:
         ffi, lib = _load_native()
         self.ffi = ffi
         self.lib = lib
+        self.soft = soft
         err = ffi.new("int *")
-        if force_errno is None:
-            force_errno = _force_setup_errno
-        ptr = lib.rt_ring_open(
-            sq_entries, cq_entries, PREFERRED_SETUP_FLAGS, force_errno, err
-        )
-        if ptr == ffi.NULL:
-            raise RingUnavailableError.from_errno(err[0])
+        if soft:
+            ptr = lib.rt_soft_ring_open(sq_entries, cq_entries, err)
+            if ptr == ffi.NULL:
+                code = err[0]
+                cause = OSError(code, os.strerror(code))
+                raise RingUnavailableError.cannot_start(
+                    "its epoll backend could not be set up", cause
+                ) from cause
+        else:
+            if force_errno is None:
+                force_errno = _force_setup_errno
+            ptr = lib.rt_ring_open(
+                sq_entries, cq_entries, PREFERRED_SETUP_FLAGS, force_errno, err
+            )
+            if ptr == ffi.NULL:
+                raise RingUnavailableError.from_errno(err[0])
         self.ptr: Any = ptr
         try:
             self._describe()
@@ -214,6 +232,8 @@ class Ring:
         lib.rt_ring_get_info(ptr, info)
         ops = ffi.new("uint8_t[256]")
         last = lib.rt_probe(ptr, ops)
+        if not self.soft:
+            self._check_usable(last)
         opcodes = (
             frozenset(i for i in range(min(last, 256)) if ops[i]) if last > 0 else frozenset()
         )
@@ -225,6 +245,27 @@ class Ring:
             sq_entries=info.sq_entries,
             cq_entries=info.cq_entries,
         )
+
+    def _check_usable(self, probe_result: int) -> None:
+        """A kernel ring can be set up and still be unusable: a seccomp
+        filter may allow io_uring_setup and refuse io_uring_enter or
+        io_uring_register.  Find out now -- the probe was a register, and a
+        NOP goes through an enter -- rather than at the run's first pass."""
+        lib = self.lib
+        call, rc = "io_uring_register", probe_result
+        if rc >= 0 or -rc not in REFUSALS:
+            call = "io_uring_enter"
+            rc = lib.rt_prep(self.ptr, IORING_OP_NOP, 0, 0, -1, 0, 0, 0, 0, 0, 0, -1, 0)
+            if rc >= 0:
+                rc = lib.rt_pass(self.ptr, 1, 1_000_000_000, self.cqes, CQE_BATCH)
+        if rc < 0:
+            self.close()
+            raise RingUnavailableError.from_errno(-rc, call)
+
+    @property
+    def backend(self) -> str:
+        """``"io_uring"`` or ``"epoll"`` (the soft ring)."""
+        return "epoll" if self.soft else "io_uring"
 
     def stats(self) -> tuple[int, int, int, int]:
         """(sqes_submitted, cqes_reaped, enters, overflows)."""

@@ -142,8 +142,12 @@ class RingOp:
 # (the op did not happen): submit_and_wait then raises Cancelled or submits
 # again.
 _LINK_EXPIRED = object()
-# Results that mean "the op did not happen", for an op we asked to cancel.
-_NOT_HAPPENED = frozenset({-errno.ECANCELED, -errno.EINTR})
+# Results that mean "the op did not happen", for an op we asked to cancel:
+# -ECANCELED, -EINTR (a blocking syscall in an io-wq worker interrupted by
+# the cancel), and ERESTARTSYS, which the kernel lets out for some of those
+# (an open of a FIFO, for one) although it is never meant for userspace.
+ERESTARTSYS = 512
+_NOT_HAPPENED = frozenset({-errno.ECANCELED, -errno.EINTR, -ERESTARTSYS})
 # Ops still in flight when a run could not drain its ring: their memory is
 # kept alive forever rather than freed under the kernel's feet.
 _abandoned_ops: list[RingOp] = []

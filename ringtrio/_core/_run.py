@@ -8,14 +8,16 @@ import heapq
 import math
 import signal
 import threading
+import warnings
 from collections.abc import Awaitable, Callable
 from contextvars import Context
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, Unpack
 
 import outcome
 
 from ._cancel_scope import CancelScope
-from ._exceptions import RingtrioInternalError
+from ._backend import Backend
+from ._exceptions import RingtrioInternalError, RingUnavailableError
 from ._instrumentation import RunStatistics
 from ._local import _current_runner, _local, _outside_run, current_task
 from ._nursery import PosArgT, open_nursery
@@ -74,6 +76,7 @@ def run(
     instruments: tuple[Instrument, ...] | list[Instrument] = (),
     restrict_keyboard_interrupt_to_checkpoints: bool = False,
     strict_exception_groups: bool = True,
+    backend: Literal["auto", "ring", "epoll"] | None = None,
 ) -> RetT:
     """Run ``async_fn(*args)`` under ringtrio and return its result (or raise
     its exception).  The trio-shaped entry point of the library.
@@ -83,7 +86,12 @@ def run(
     checkpoint only, which is what ringtrio does today whatever the value;
     False, trio's default (KeyboardInterrupt raised anywhere outside the
     runtime's protected code), is being built and not there yet.
-    """
+
+    ``backend`` (default: ``$RINGTRIO_BACKEND``, else ``"auto"``) chooses the
+    ring: ``"auto"`` uses io_uring where the kernel allows it and the epoll
+    backend elsewhere (with a :exc:`RingFallbackWarning`, once per process);
+    ``"ring"`` insists on io_uring (:exc:`RingUnavailableError` otherwise);
+    ``"epoll"`` uses the epoll backend.  See docs/where-it-runs.md."""
     if getattr(_local, "runner", None) is not None:
         raise RuntimeError("Attempted to call ringtrio.run() from inside a run()")
     _require_function(async_fn, "ringtrio.run")
@@ -91,7 +99,9 @@ def run(
         hasattr(clock, "current_time") and hasattr(clock, "deadline_to_sleep_time")
     ):
         raise TypeError(f"clock must provide current_time() and deadline_to_sleep_time(), got {clock!r}")
-    runner = Runner(clock, tuple(instruments), strict_exception_groups)
+    runner = Runner(clock, tuple(instruments), strict_exception_groups, backend)
+    if runner.fallback_warning is not None:
+        warnings.warn(runner.fallback_warning, stacklevel=2)
     _local.runner = runner
     restore_signals: Callable[[], None] = lambda: None
     try:
@@ -116,7 +126,7 @@ def run(
         runner._run_loop()
         if runner._instruments:
             runner._instrument("after_run")
-    except RingtrioInternalError:
+    except (RingtrioInternalError, RingUnavailableError):
         raise
     except BaseException as exc:
         raise RingtrioInternalError("internal error in ringtrio - please report it") from exc
@@ -203,6 +213,7 @@ def current_trio_token() -> TrioToken:
 def current_statistics() -> RunStatistics:
     runner = _current_runner()
     submitted, reaped, enters, overflows = runner.ring.stats()
+    backend = runner.backend
     deadline = runner._next_deadline()
     return RunStatistics(
         tasks_living=runner._ntasks,
@@ -215,7 +226,15 @@ def current_statistics() -> RunStatistics:
         cq_overflows=overflows,
         ops_in_flight=runner._ops_in_flight,
         stale_cqes=runner._stale_cqes,
+        backend=backend.name,
+        backend_reason=backend.reason,
     )
+
+
+def current_backend() -> Backend:
+    """Which ring this run uses -- ``name`` is ``"io_uring"`` or ``"epoll"``
+    (the soft ring, where io_uring is refused) -- and ``reason``, why."""
+    return _current_runner().backend
 
 
 def current_ring_features() -> RingFeatures:

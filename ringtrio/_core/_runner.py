@@ -13,7 +13,6 @@ spawning and reaping tasks, KeyboardInterrupt delivery, idle detection
 
 from __future__ import annotations
 
-import errno
 import heapq
 import itertools
 import math
@@ -32,6 +31,7 @@ import sniffio
 
 from . import _accel, _ring
 from ._asyncgens import AsyncGenerators
+from ._backend import note_refusal, open_ring
 from ._instrumentation import _hooks_of
 from ._sniffio_name import sniffio_name
 from ._exceptions import (
@@ -48,7 +48,7 @@ from ._ring import (
     IORING_OP_ASYNC_CANCEL,
     IORING_OP_READ,
     IOSQE_CQE_SKIP_SUCCESS,
-    Ring,
+    REFUSALS,
     RingFeatures,
 )
 from ._ring_ops import (
@@ -131,6 +131,7 @@ class Runner:
         clock: Clock | None,
         instruments: tuple[Instrument, ...],
         strict_exception_groups: bool,
+        backend: str | None = None,
     ) -> None:
         self.clock = clock
         # With the default clock, deadlines are CLOCK_MONOTONIC seconds and can
@@ -213,30 +214,25 @@ class Runner:
         # the run: closed once the ring has been drained.
         self._close_after_drain: list[Callable[[], None]] = []
         self._done = False
-        self._open_kernel_side()
+        self._open_kernel_side(backend)
 
-    def _open_kernel_side(self) -> None:
+    def _open_kernel_side(self, backend: str | None) -> None:
         """Open what the run needs from the kernel: the ring and the wake-up
         pipe.  The one place a run can fail to start (after the argument
         checks): all or nothing, so that a failed run() leaves no fd behind
         -- one run after another failing on EMFILE must not eat the
         process's descriptors -- and every failure is a
-        RingUnavailableError naming its cause."""
-        ring = Ring(_ring.SQ_ENTRIES, _ring.CQ_ENTRIES)
+        RingUnavailableError naming its cause.
+
+        The ring is the kernel's or the soft ring (see _backend.py); nothing
+        below cares which.  The fallback warning, if any, is given by run()."""
+        ring, self.backend, self.fallback_warning = open_ring(backend)
         try:
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             ring.close()
-            raise RingUnavailableError(
-                exc.errno,
-                f"ringtrio cannot start a run: its wake-up pipe could not be created "
-                f"({exc.strerror}). "
-                + (
-                    "The process is out of file descriptors: close some files or raise "
-                    "`ulimit -n`."
-                    if exc.errno in (errno.EMFILE, errno.ENFILE)
-                    else "See the cause below."
-                ),
+            raise RingUnavailableError.cannot_start(
+                "its wake-up pipe could not be created", exc
             ) from exc
         try:
             self._wake_buf = ring.ffi.new("char[]", 256)
@@ -948,6 +944,12 @@ class Runner:
             if self._instruments:
                 self._instrument("after_io_wait", timeout)
         if n < 0:
+            if -n in REFUSALS and not self.ring.soft:
+                # Refused after it worked at setup (a seccomp filter installed
+                # since): this run cannot go on, later ones use the soft ring.
+                exc = RingUnavailableError.from_errno(-n, "io_uring_enter")
+                note_refusal(exc)
+                raise exc
             raise RingtrioInternalError(f"io_uring_enter failed: {os.strerror(-n)}")
         self._more_cqes = n == _ring.CQE_BATCH
         return n  # type: ignore[no-any-return]
