@@ -57,8 +57,10 @@ async def _serve(lib, handler):
     async with lib.open_nursery() as nursery:
         listeners = await nursery.start(
             functools.partial(lib.serve_tcp, handler, 0, host=HOST, backlog=BACKLOG))
-        _ready(listeners[0].socket.getsockname()[1],
-               version=getattr(lib, "__version__", None))
+        version = getattr(lib, "__version__", None)
+        if hasattr(lib, "lowlevel") and hasattr(lib.lowlevel, "current_backend"):
+            version = f"{version} ({lib.lowlevel.current_backend().name} backend)"
+        _ready(listeners[0].socket.getsockname()[1], version=version)
 
 
 async def serve_streams(lib):
@@ -96,9 +98,9 @@ async def serve_buffers(lib):
 
 
 def run_trio_like(name, kind):
-    import importlib
+    import _registry
 
-    lib = importlib.import_module(name)
+    lib = _registry.import_lib(name)
     lib.run(serve_buffers if kind == "buffers" else serve_streams, lib)
 
 
@@ -184,6 +186,8 @@ def run_asyncio_like(name, kind):
 SERVERS = {
     "ringtrio": ("ringtrio", "streams"),
     "ringtrio-bufs": ("ringtrio", "buffers"),
+    # the same server on the epoll backend (where io_uring is refused)
+    "ringtrio-epoll": ("ringtrio-epoll", "streams"),
     "trio": ("trio", "streams"),
     "asyncio": ("asyncio", "streams"),
     "asyncio-proto": ("asyncio", "protocol"),
@@ -209,7 +213,7 @@ def main(argv=None):
         if ROOT not in sys.path:
             sys.path.insert(1, ROOT)
         lib, kind = SERVERS[args.server]
-        if lib in ("trio", "ringtrio"):
+        if lib in ("trio", "ringtrio", "ringtrio-epoll"):
             run_trio_like(lib, kind)
         else:
             run_asyncio_like(lib, kind)

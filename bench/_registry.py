@@ -14,6 +14,7 @@ the worker subprocess imports the libraries under test (inside
 """
 
 import importlib
+import os
 import platform
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -54,13 +55,28 @@ ROWS = {
 # library name -> family (the attribute of Row holding its body)
 LIBS = {
     "ringtrio": "trio_like",
+    # ringtrio on its epoll backend (RINGTRIO_BACKEND=epoll): what runs where
+    # io_uring is refused (issue 15).
+    "ringtrio-epoll": "trio_like",
     "trio": "trio_like",
     "asyncio": "asyncio_like",
     "uvloop": "asyncio_like",
     "sync": "sync_like",
 }
 
-DEFAULT_LIBS = ["ringtrio", "trio", "asyncio", "uvloop", "sync"]
+DEFAULT_LIBS = ["ringtrio", "ringtrio-epoll", "trio", "asyncio", "uvloop", "sync"]
+
+# Library variants: the module they import and the environment they set
+# before importing it.
+VARIANTS = {"ringtrio-epoll": ("ringtrio", {"RINGTRIO_BACKEND": "epoll"})}
+
+
+def import_lib(lib):
+    """Import the module ``lib`` runs on, after setting what its variant
+    needs in the environment."""
+    name, env = VARIANTS.get(lib, (lib, {}))
+    os.environ.update(env)
+    return importlib.import_module(name)
 
 
 def body_for(row, lib):
@@ -76,11 +92,14 @@ def run_body(lib, body, n):
     """
     family = LIBS[lib]
     if family == "trio_like":
-        mod = importlib.import_module(lib)
+        mod = import_lib(lib)
         elapsed = _trio_like.run(mod, body, n)
+        version = getattr(mod, "__version__", None)
+        if lib in VARIANTS:
+            version = f"{version} ({_trio_like.backend_of(mod)} backend)"
         return {
             "elapsed": elapsed,
-            "version": getattr(mod, "__version__", None),
+            "version": version,
             "module_file": getattr(mod, "__file__", None)
             or str(list(getattr(mod, "__path__", []))),
         }

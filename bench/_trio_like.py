@@ -31,6 +31,15 @@ def run(lib, body, n):
     return lib.run(main)
 
 
+def backend_of(lib):
+    """ringtrio: the backend its runs use ("io_uring" or "epoll")."""
+
+    async def name():
+        return lib.lowlevel.current_backend().name
+
+    return lib.run(name)
+
+
 async def _noop():
     pass
 

@@ -272,8 +272,9 @@ def ratio_columns(libs, baseline):
     pairs = []
     if baseline in libs:
         pairs += [(lib, baseline) for lib in libs if lib != baseline]
-    if "ringtrio" in libs and "trio" in libs and baseline != "trio":
-        pairs.append(("ringtrio", "trio"))
+    for a, b in (("ringtrio", "trio"), ("ringtrio-epoll", "trio"), ("ringtrio-epoll", "ringtrio")):
+        if a in libs and b in libs and b != baseline:
+            pairs.append((a, b))
     return pairs
 
 
