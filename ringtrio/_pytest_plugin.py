@@ -36,6 +36,10 @@ import ringtrio
 from ringtrio.lowlevel import Clock, Instrument
 from ringtrio.testing import MockClock
 
+# Ctrl-C raises KeyboardInterrupt in these helpers at once, as in the user's
+# own code that they run (they are not the runtime: see _core/_ki.py).
+_KI_PROTECTION = False
+
 if TYPE_CHECKING:
     from _pytest.fixtures import SubRequest
 

@@ -44,10 +44,8 @@ Differences from trio:
   is cleared).
 * ``from_thread.check_cancelled`` raises a fresh ``Cancelled`` even when what
   interrupted the ``to_thread.run_sync`` call was a ``KeyboardInterrupt``
-  (ringtrio delivers Ctrl-C to the main task only at checkpoints; raising it
-  in the worker thread would consume it there).
-* There is no ``enable_ki_protection`` machinery (ringtrio never raises
-  ``KeyboardInterrupt`` asynchronously).
+  (that KeyboardInterrupt is the main task's Ctrl-C, delivered by aborting
+  its wait; raising it in the worker thread would consume it there).
 * ``from_thread.run*`` with the ``trio_token`` of another run (one that runs
   in another thread) may be called from inside a run: it blocks this run
   until the other one has run the job.  trio refuses any call from inside a
@@ -86,6 +84,7 @@ from ._core import (
     checkpoint_if_cancelled,
     current_task,
     current_trio_token,
+    disable_ki_protection,
     reschedule,
     spawn_system_task,
     wait_task_rescheduled,
@@ -307,6 +306,9 @@ class _AsyncLoopJob(_LoopJob):
         self.afn = afn
         self.args = args
 
+    # The thread's callback is user code: Ctrl-C interrupts it at once, as
+    # in trio, although it runs below ringtrio's frames (_core/_ki.py).
+    @disable_ki_protection
     async def _call(self) -> Any:
         # Checks that afn really is an async function; the TypeError, if
         # any, travels back to the thread like any other exception.
@@ -370,6 +372,7 @@ class _SyncLoopJob(_LoopJob):
         self.fn = fn
         self.args = args
 
+    @disable_ki_protection  # (user code, as _AsyncLoopJob._call)
     def _call(self) -> Any:
         ret = self.context.run(self.fn, *self.args)
         _reject_coroutine(

@@ -38,6 +38,9 @@ from ._core import (
     current_statistics,
     current_task,
     current_trio_token,
+    currently_ki_protected,
+    disable_ki_protection,
+    enable_ki_protection,
     permanently_detach_coroutine_object,
     reattach_detached_coroutine_object,
     remove_instrument,
@@ -57,27 +60,8 @@ from ._socket import encode_hostname  # noqa: E402
 from ._unix_pipes import FdStream  # noqa: E402
 from ._subprocess import open_process  # noqa: E402
 
-_F = _typing.TypeVar("_F", bound=_abc.Callable[..., _typing.Any])
-
 # The type of the raise_cancel callback an abort function receives (trio's name).
 RaiseCancelT: _typing.TypeAlias = _abc.Callable[[], _typing.NoReturn]
-
-
-def enable_ki_protection(fn: _F) -> _F:
-    """trio compatibility: ringtrio never raises KeyboardInterrupt in the
-    middle of code (only at checkpoints), so every function is already
-    protected.  Returns ``fn`` unchanged."""
-    return fn
-
-
-def disable_ki_protection(fn: _F) -> _F:
-    """trio compatibility; see :func:`enable_ki_protection`.  Returns ``fn``."""
-    return fn
-
-
-def currently_ki_protected() -> bool:
-    """Always True: KeyboardInterrupt is only delivered at checkpoints."""
-    return True
 
 
 def in_ringtrio_run() -> bool:

@@ -37,6 +37,7 @@ from ._exceptions import (
     WouldBlock,
 )
 from ._instrumentation import Instrument, RunStatistics
+from ._ki import currently_ki_protected, disable_ki_protection, enable_ki_protection
 from ._local import current_task
 from ._nursery import TASK_STATUS_IGNORED, Nursery, TaskStatus, open_nursery
 from ._parking_lot import (

@@ -19,6 +19,7 @@ from ._cancel_scope import CancelScope
 from ._backend import Backend
 from ._exceptions import RingtrioInternalError, RingUnavailableError
 from ._instrumentation import RunStatistics
+from ._ki import sigint_handler
 from ._local import _current_runner, _local, _outside_run, current_task
 from ._nursery import PosArgT, open_nursery
 from ._runner import Runner
@@ -81,11 +82,11 @@ def run(
     """Run ``async_fn(*args)`` under ringtrio and return its result (or raise
     its exception).  The trio-shaped entry point of the library.
 
-    ``restrict_keyboard_interrupt_to_checkpoints``: trio's argument.  True
-    means Ctrl-C raises KeyboardInterrupt in the main task at its next
-    checkpoint only, which is what ringtrio does today whatever the value;
-    False, trio's default (KeyboardInterrupt raised anywhere outside the
-    runtime's protected code), is being built and not there yet.
+    Ctrl-C raises ``KeyboardInterrupt`` at once in the task that is running
+    (unless its code is KI-protected: see ``_ki.py``), or is delivered to the
+    main task if the loop or protected code was running;
+    ``restrict_keyboard_interrupt_to_checkpoints=True`` always does the
+    latter (the main task gets it at its next checkpoint or wait).
 
     ``backend`` (default: ``$RINGTRIO_BACKEND``, else ``"auto"``) chooses the
     ring: ``"auto"`` uses io_uring where the kernel allows it and the epoll
@@ -105,7 +106,7 @@ def run(
     _local.runner = runner
     restore_signals: Callable[[], None] = lambda: None
     try:
-        restore_signals = _install_sigint(runner)
+        restore_signals = _install_sigint(runner, restrict_keyboard_interrupt_to_checkpoints)
         runner.asyncgens.install()
         if clock is not None:
             clock.start_clock()
@@ -148,40 +149,52 @@ def run(
     return result.unwrap()  # type: ignore[no-any-return]
 
 
-def _install_sigint(runner: Runner) -> Callable[[], None]:
-    """Turn SIGINT into "KeyboardInterrupt at the main task's next checkpoint".
+def _install_sigint(
+    runner: Runner, restrict_to_checkpoints: bool, set_wakeup_fd: bool = True
+) -> Callable[[], None]:
+    """Install run()'s SIGINT handler (``_ki.sigint_handler``): Ctrl-C raises
+    KeyboardInterrupt in unprotected code, else marks it pending for the
+    main task.  Returns the function that puts back what was there.
 
     Only when run() is in the main thread and nobody installed their own
-    handler.  The signal module's wake-up fd points at our wake-up pipe, so a
-    signal arriving while we sleep in io_uring_enter wakes the loop.
+    handler (trio's rule).  Unless ``set_wakeup_fd`` is False (a guest run
+    whose host owns the signal module's wake-up fd), the wake-up fd points
+    at our wake-up pipe, so a signal arriving while we sleep in
+    io_uring_enter wakes the loop.
     """
-    if threading.current_thread() is not threading.main_thread():
+    # (By ident: current_thread() is a dummy for a thread missing from
+    # threading's table, which trio's tests simulate.)
+    if threading.get_ident() != threading.main_thread().ident:
         return lambda: None
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return lambda: None
 
-    def handler(signum: int, frame: Any) -> None:
+    def deliver() -> None:
         runner.ki_pending = True
         runner._ki_fresh = True
+        runner._state_changed()
 
+    handler = sigint_handler(deliver, restrict_to_checkpoints)
     old_handler = signal.signal(signal.SIGINT, handler)
-    try:
-        old_wakeup = signal.set_wakeup_fd(runner._wake_w, warn_on_full_buffer=False)
-    except ValueError:  # pragma: no cover
-        old_wakeup = -1
+    old_wakeup: int | None = None
+    if set_wakeup_fd:
+        try:
+            old_wakeup = signal.set_wakeup_fd(runner._wake_w, warn_on_full_buffer=False)
+        except ValueError:  # pragma: no cover
+            pass
 
     def restore() -> None:
         # Only if the handler is still ours (trio's rule): one the program
         # installed during the run stays.
         if signal.getsignal(signal.SIGINT) is handler:
             signal.signal(signal.SIGINT, old_handler)
-        try:
-            signal.set_wakeup_fd(old_wakeup)
-        except ValueError:  # pragma: no cover
-            pass
+        if old_wakeup is not None:
+            try:
+                signal.set_wakeup_fd(old_wakeup)
+            except ValueError:  # pragma: no cover
+                pass
 
     return restore
-
 
 
 def current_root_task() -> Task | None:

@@ -210,6 +210,11 @@ class Runner:
         self._closed_for_entries = False
         self._wakeup_armed = False
         self._thread = threading.get_ident()
+        # Guest mode (_guest.py): True while the host loop runs and a helper
+        # thread waits for the ring on our behalf.  Code run by the host
+        # meanwhile that changes what that wait depends on calls
+        # _state_changed().
+        self._guest_waiting = False
         # Resources whose memory in-flight ops may still use at the end of
         # the run: closed once the ring has been drained.
         self._close_after_drain: list[Callable[[], None]] = []
@@ -646,6 +651,15 @@ class Runner:
             raise RingtrioInternalError(f"could not arm the wake-up read: {os.strerror(-rc)}")
         self._wakeup_armed = True
 
+    def _state_changed(self) -> None:
+        """Something the loop's next wait depends on changed outside the
+        loop (a task rescheduled, an SQE queued, a deadline moved, a
+        callback queued, Ctrl-C noted).  Only a guest run needs telling: its
+        wait happens in a helper thread while the host runs (_guest.py)."""
+        if self._guest_waiting:
+            self._guest_waiting = False
+            self._wake()
+
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
@@ -863,11 +877,13 @@ class Runner:
                     if next_send is None or next_send is RESUME_PLAIN:
                         msg = task.context.run(task._send, None)
                     elif next_send is RESUME_CHECK:
-                        if task._cancel_scope._eff:
-                            msg = task.context.run(task.coro.throw, _cancelled_for(task))
-                        elif self.ki_pending and task is self.main_task:
+                        # (KeyboardInterrupt is outside every cancel scope:
+                        # it goes first, as in trio.)
+                        if self.ki_pending and task is self.main_task:
                             self.ki_pending = False
                             msg = task.context.run(task.coro.throw, KeyboardInterrupt())
+                        elif task._cancel_scope._eff:
+                            msg = task.context.run(task.coro.throw, _cancelled_for(task))
                         else:
                             msg = task.context.run(task._send, None)
                     else:
@@ -980,11 +996,12 @@ class Runner:
             if next_send is None or next_send is _RESUME_PLAIN:
                 msg = task.context.run(task._send, None)
             elif next_send is _RESUME_CHECKING_CANCEL:
-                if task._cancel_scope._eff:
-                    msg = task.context.run(task.coro.throw, _cancelled_for(task))
-                elif self.ki_pending and task is self.main_task:
+                # (KeyboardInterrupt first: it is outside every cancel scope.)
+                if self.ki_pending and task is self.main_task:
                     self.ki_pending = False
                     msg = task.context.run(task.coro.throw, KeyboardInterrupt())
+                elif task._cancel_scope._eff:
+                    msg = task.context.run(task.coro.throw, _cancelled_for(task))
                 else:
                     msg = task.context.run(task.coro.send, None)
             else:

@@ -208,8 +208,12 @@ class Task:
     def _attempt_delivery_of_any_pending_cancel(self) -> None:
         if self._abort_func is None:
             return
+        # KeyboardInterrupt is outside every cancel scope: offered first, as
+        # in trio.
+        if self._runner.ki_pending and self is self._runner.main_task:
+            self._attempt_abort(self._runner._raise_ki)
+            if self._abort_func is None:
+                return
         if self._cancel_scope._eff:
             self._attempt_abort(functools.partial(_raise_cancelled_for, self))
-        elif self._runner.ki_pending and self is self._runner.main_task:
-            self._attempt_abort(self._runner._raise_ki)
 

@@ -33,6 +33,10 @@ from .._core import (
 from .._highlevel_generic import aclose_forcefully
 from ._checkpoints import assert_checkpoints
 
+# Ctrl-C raises KeyboardInterrupt in these helpers at once, as in the user's
+# own code that they run (they are not the runtime: see _core/_ki.py).
+_KI_PROTECTION = False
+
 if TYPE_CHECKING:
     from types import TracebackType
 

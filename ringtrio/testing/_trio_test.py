@@ -9,6 +9,10 @@ from typing import ParamSpec, TypeVar
 
 from .._core import Clock, Instrument, run
 
+# Ctrl-C raises KeyboardInterrupt in these helpers at once, as in the user's
+# own code that they run (they are not the runtime: see _core/_ki.py).
+_KI_PROTECTION = False
+
 ArgsT = ParamSpec("ArgsT")
 RetT = TypeVar("RetT")
 
