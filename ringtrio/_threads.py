@@ -89,7 +89,7 @@ from ._core import (
     spawn_system_task,
     wait_task_rescheduled,
 )
-from ._core._internal_api import _coroutine_or_error, _require_function, sniffio_name
+from ._core._internal_api import _coroutine_or_error, _ki_pending_for, _require_function, sniffio_name
 from ._deprecate import TrioDeprecationWarning
 from ._sync import CapacityLimiter, Event
 from ._thread_cache import start_thread_soon
@@ -512,12 +512,18 @@ async def to_thread_run_sync(
             raise
 
         def abort(raise_cancel: Callable[[], NoReturn]) -> Abort:
-            # raise_cancel builds the task's Cancelled from the scope's
-            # state; build it now, in the loop thread, not in the worker.
-            # (Anything else it raises, a KeyboardInterrupt, stays with the
-            # task: the worker gets a plain Cancelled, see the module doc.)
-            error = outcome.capture(raise_cancel).error  # type: ignore[union-attr]
-            call.cancelled = error if isinstance(error, Cancelled) else Cancelled._create()
+            if _ki_pending_for(task):
+                # The main task's Ctrl-C.  Calling raise_cancel would take
+                # it; it stays pending instead, so the task gets it when
+                # this wait ends (now if abandoned, else at its next
+                # checkpoint), as in trio.  The worker gets a plain
+                # Cancelled (see the module doc).
+                call.cancelled = Cancelled._create()
+            else:
+                # raise_cancel builds the task's Cancelled from the scope's
+                # state; build it now, in the loop thread, not in the worker.
+                error = outcome.capture(raise_cancel).error  # type: ignore[union-attr]
+                call.cancelled = error if isinstance(error, Cancelled) else Cancelled._create()
             if abandon:
                 # Stop waiting; report_in_loop will find nobody to wake.
                 call.task = None

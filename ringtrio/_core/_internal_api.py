@@ -30,6 +30,9 @@ the rest of ringtrio is one short file:
 - ``sniffio_name()``: the name runs report to sniffio (``"ringtrio"``, or
   ``"trio"`` in trio mode), for contexts the layers above set up themselves
   (``from_thread`` callbacks), and ``set_sniffio_name``, trio mode's switch;
+- ``_ki_pending_for(task)``: whether an abort function of ``task`` is being
+  offered the main task's Ctrl-C (its ``raise_cancel`` would take it:
+  to_thread's abort leaves it pending instead);
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
@@ -41,7 +44,7 @@ from ._nursery import set_buffer_group_opener
 from ._ring_ops import _NOT_HAPPENED, _abandoned_ops, _abort_failed
 from ._runner import _coroutine_or_error
 from ._sniffio_name import set_sniffio_name, sniffio_name
-from ._task import _require_function
+from ._task import Task, _require_function
 from ._traps import _CHECKPOINT, _RESUME_PLAIN, _cancel_pending, _Park, _yield_trap
 
 
@@ -51,6 +54,14 @@ def _signal_wakeup_fd() -> int:
     loop from io_uring_enter.  (run() points signal.set_wakeup_fd at it when
     it installs its SIGINT handler.)"""
     return _current_runner()._wake_w
+
+
+def _ki_pending_for(task: Task) -> bool:
+    """Whether a Ctrl-C is pending for ``task`` (the main task): its abort
+    function is then called with the raise_cancel that raises it, which goes
+    before any Cancelled (see Task._attempt_delivery_of_any_pending_cancel)."""
+    runner = task._runner
+    return runner.ki_pending and task is runner.main_task
 
 
 __all__ = [
@@ -64,6 +75,7 @@ __all__ = [
     "_cancel_pending",
     "_coroutine_or_error",
     "_current_runner",
+    "_ki_pending_for",
     "_local",
     "_outside_run",
     "_require_function",
