@@ -10,8 +10,9 @@ Prints ns per op, best and median over the rounds, per tree.
 Rows: ``checkpoint`` (one task, ``lowlevel.checkpoint()``), ``nop`` (10
 tasks each awaiting a NOP ring op through ``submit_and_wait``),
 ``spawn`` (spawn and join trivial tasks), ``event`` (two tasks ping-ponging
-through ``Event``s: two reschedules per trip).  Each tree's ringtrio must be
-importable from the tree (the native modules built in place).
+through ``Event``s: two reschedules per trip); the bodies other than ``nop``
+are ``bench/_trio_like.py``'s.  Each tree's ringtrio must be importable from
+the tree (the native modules built in place), and its ``bench`` package.
 """
 
 from __future__ import annotations
@@ -28,56 +29,42 @@ import json, sys, time
 import ringtrio
 from ringtrio import lowlevel
 from ringtrio._core._ring import IORING_OP_NOP
+from bench import _trio_like
 
 N = int(sys.argv[2])
 
-async def checkpoint():
-    t = time.process_time()
-    for _ in range(N):
-        await lowlevel.checkpoint()
-    return (time.process_time() - t) / N
 
-async def nop():
-    per = N // 10
+async def nop(lib, n):
+    per = n // 10
+
     async def worker():
         op = lowlevel.RingOp(IORING_OP_NOP)
         for _ in range(per):
             await lowlevel.submit_and_wait(op)
-    t = time.process_time()
-    async with ringtrio.open_nursery() as n:
-        for _ in range(10):
-            n.start_soon(worker)
-    return (time.process_time() - t) / (per * 10)
 
-async def spawn():
-    async def child():
-        pass
-    count = N // 4
+    async with lib.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(worker)
+
+
+# row: (body, operations per unit of N)
+ROWS = {
+    "checkpoint": (_trio_like.checkpoints, 1),
+    "nop": (nop, 1),
+    "spawn": (_trio_like.spawn_join, 4),
+    "event": (_trio_like.event_pingpong, 8),
+}
+body, per = ROWS[sys.argv[1]]
+count = N // per
+
+
+async def main():
     t = time.process_time()
-    async with ringtrio.open_nursery() as n:
-        for _ in range(count):
-            n.start_soon(child)
+    await body(ringtrio, count)
     return (time.process_time() - t) / count
 
-async def event():
-    trips = N // 8
-    box = [ringtrio.Event(), ringtrio.Event()]
-    async def pong():
-        for _ in range(trips):
-            await box[0].wait()
-            box[0] = ringtrio.Event()
-            box[1].set()
-    t = time.process_time()
-    async with ringtrio.open_nursery() as n:
-        n.start_soon(pong)
-        for _ in range(trips):
-            box[0].set()
-            await box[1].wait()
-            box[1] = ringtrio.Event()
-    return (time.process_time() - t) / trips
 
-row = sys.argv[1]
-print(json.dumps(ringtrio.run(globals()[row]) * 1e9))
+print(json.dumps(ringtrio.run(main) * 1e9))
 """
 
 ROWS = ["checkpoint", "nop", "spawn", "event"]
