@@ -54,7 +54,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class MemoryChannelStatistics:
     """Snapshot returned by ``statistics()`` on either endpoint.
 

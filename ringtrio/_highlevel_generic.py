@@ -37,7 +37,7 @@ class StapledStream(HalfCloseableStream, Generic[SendStreamT, ReceiveStreamT]):
 
     ``send_all`` and ``wait_send_all_might_not_block`` go to ``send_stream``,
     ``receive_some`` to ``receive_stream``.  ``send_eof`` calls the send
-    stream's ``send_eof`` if it has one, and otherwise closes it.  ``aclose``
+    stream's ``send_eof`` if it has one when called, and otherwise closes it.  ``aclose``
     closes both.
     """
 
@@ -62,7 +62,7 @@ class StapledStream(HalfCloseableStream, Generic[SendStreamT, ReceiveStreamT]):
         if send_eof is not None:
             await send_eof()
         else:
-            await stream.aclose()
+            await self.send_stream.aclose()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         return await self.receive_stream.receive_some(max_bytes)

@@ -34,6 +34,7 @@ import pytest
 
 import ringtrio
 from ringtrio.lowlevel import Clock, Instrument
+from ringtrio._core._internal_api import _chain_tracebacks
 from ringtrio.testing import MockClock
 
 # Ctrl-C raises KeyboardInterrupt in these helpers at once, as in the user's
@@ -589,16 +590,3 @@ def _unwrap(exc: BaseException) -> BaseException:
         inner = exc.exceptions[0]
         exc = inner.with_traceback(_chain_tracebacks(exc.__traceback__, inner.__traceback__))
     return exc
-
-
-def _chain_tracebacks(
-    outer: types.TracebackType | None, inner: types.TracebackType | None
-) -> types.TracebackType | None:
-    entries = []
-    while outer is not None:
-        entries.append(outer)
-        outer = outer.tb_next
-    result = inner
-    for tb in reversed(entries):
-        result = types.TracebackType(result, tb.tb_frame, tb.tb_lasti, tb.tb_lineno)
-    return result

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._final import final
 from ._core import (
+    BrokenResourceError,
     CancelScope,
     add_parking_lot_breaker,
     remove_parking_lot_breaker,
@@ -109,7 +110,7 @@ class _AcquireOnEnter:
 # --------------------------------------------------------------------- Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class EventStatistics:
     """Snapshot returned by :meth:`Event.statistics`.
 
@@ -198,15 +199,15 @@ class Event:
 
     def __bool__(self) -> NoReturn:
         raise NotImplementedError(
-            "an Event has no truth value, because `if event:` is too easy to "
-            "mistake for a wait; call event.is_set() to test the flag"
-        )
+                "ringtrio events cannot be treated as bools; consider using `event.is_set()` "
+                "instead: `if event:` is too easy to mistake for a wait"
+            )
 
 
 # ------------------------------------------------------------ Lock variants
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class LockStatistics:
     """Snapshot returned by :meth:`Lock.statistics`.
 
@@ -254,8 +255,8 @@ class _LockBase(_AcquireOnEnter):
         me = current_task()
         if self._owner is me:
             raise RuntimeError(
-                f"{self!r} is already held by the calling task and is not "
-                "re-entrant; release it before acquiring it again"
+                f"attempt to re-acquire an already held Lock: {self!r} is held by the "
+                "calling task, and locks are not re-entrant; release it first"
             )
         # Checking the lot as well as the owner is what stops barging: queued
         # tasks are always served first.
@@ -276,7 +277,14 @@ class _LockBase(_AcquireOnEnter):
         # Condition.wait depends on this: a task parked in self._lot owns the
         # lock as soon as release() unparks it.  Keep the contended path a
         # bare park() so Condition can move tasks into this lot directly.
-        await _acquire_or_park(self.acquire_nowait, self._lot)
+        try:
+            await _acquire_or_park(self.acquire_nowait, self._lot)
+        except BrokenResourceError:
+            # The lot broke: the task holding the lock exited without
+            # releasing it (add_parking_lot_breaker), so nobody ever will.
+            raise BrokenResourceError(
+                f"Owner of this lock exited without releasing: {self._owner}"
+            ) from None
 
     def release(self) -> None:
         """Give up the lock, handing it to the longest-waiting task (if any).
@@ -287,12 +295,12 @@ class _LockBase(_AcquireOnEnter):
         me = current_task()
         if self._owner is not me:
             if self._owner is None:
-                problem = "it is not locked"
+                problem = "is not locked"
             else:
-                problem = "it is held by another task"
+                problem = "is held by another task"
             raise RuntimeError(
-                f"cannot release {self!r}: {problem}; only the task that "
-                "acquired a lock may release it"
+                f"can't release a Lock you don't own: {self!r} {problem}; only the "
+                "task that acquired a lock may release it"
             )
         remove_parking_lot_breaker(me, self._lot)
         woken = self._lot.unpark(count=1)
@@ -338,7 +346,7 @@ class StrictFIFOLock(_LockBase):
 # ----------------------------------------------------------------- Semaphore
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class SemaphoreStatistics:
     """Snapshot returned by :meth:`Semaphore.statistics`.
 
@@ -372,7 +380,7 @@ class Semaphore(_AcquireOnEnter):
     def __init__(self, initial_value: int, *, max_value: int | None = None) -> None:
         if not isinstance(initial_value, int):
             raise TypeError(
-                f"Semaphore initial_value must be an int, got "
+                f"initial_value must be an int: Semaphore got "
                 f"{type(initial_value).__name__} {initial_value!r}"
             )
         # The ValueErrors say trio's words, word for word: code matches on them.
@@ -381,7 +389,7 @@ class Semaphore(_AcquireOnEnter):
         if max_value is not None:
             if not isinstance(max_value, int):
                 raise TypeError(
-                    f"Semaphore max_value must be None or an int, got "
+                    f"max_value must be None or an int: Semaphore got "
                     f"{type(max_value).__name__} {max_value!r}"
                 )
             if max_value < initial_value:
@@ -443,7 +451,7 @@ class Semaphore(_AcquireOnEnter):
 # ----------------------------------------------------------------- Condition
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ConditionStatistics:
     """Snapshot returned by :meth:`Condition.statistics`.
 
@@ -478,8 +486,8 @@ class Condition(_AcquireOnEnter):
             lock = Lock()
         elif type(lock) is not Lock:
             raise TypeError(
-                f"Condition needs a ringtrio.Lock, got {type(lock).__name__}; "
-                "pass a Lock() or omit the argument"
+                f"lock must be a ringtrio.Lock: Condition got {type(lock).__name__}; "
+                "pass a Lock() (not a StrictFIFOLock) or omit the argument"
             )
         self._lock = lock
         self._lot = ParkingLot()
@@ -509,8 +517,9 @@ class Condition(_AcquireOnEnter):
     def _require_lock(self, action: str) -> None:
         if self._lock._owner is not current_task():
             raise RuntimeError(
-                f"Condition.{action}() needs the calling task to hold the "
-                "condition's lock; call it inside `async with condition:`"
+                f"must hold the lock to {'wait' if action == 'wait' else 'notify'}: "
+                f"Condition.{action}() needs the calling task to hold the condition's "
+                "lock; call it inside `async with condition:`"
             )
 
     async def wait(self) -> None:
@@ -570,7 +579,7 @@ class Condition(_AcquireOnEnter):
 # ---------------------------------------------------------- CapacityLimiter
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class CapacityLimiterStatistics:
     """Snapshot returned by :meth:`CapacityLimiter.statistics`.
 
@@ -643,7 +652,7 @@ class CapacityLimiter(_AcquireOnEnter):
     def total_tokens(self, new_total_tokens: int | float) -> None:
         if not isinstance(new_total_tokens, int) and new_total_tokens != math.inf:
             raise TypeError(
-                f"CapacityLimiter total_tokens must be an int or math.inf, got "
+                f"total_tokens must be an int or math.inf: CapacityLimiter got "
                 f"{type(new_total_tokens).__name__} {new_total_tokens!r}"
             )
         if new_total_tokens < 0:
@@ -689,9 +698,9 @@ class CapacityLimiter(_AcquireOnEnter):
         """
         if borrower in self._borrowers:
             raise RuntimeError(
-                f"{borrower!r} already holds a token from {self!r}, and a "
-                "borrower may hold only one; release it first, or use a "
-                "distinct borrower object per token"
+                "this borrower is already holding one of this CapacityLimiter's tokens: "
+                f"{borrower!r} holds one from {self!r}, and a borrower may hold only "
+                "one; release it first, or use a distinct borrower object per token"
             )
         # Refusing while tasks are queued keeps the queue fair even if a
         # token is momentarily free.
@@ -749,8 +758,9 @@ class CapacityLimiter(_AcquireOnEnter):
         """
         if borrower not in self._borrowers:
             raise RuntimeError(
-                f"{borrower!r} holds no token from {self!r}, so it cannot "
-                "release one; release with the same borrower that acquired"
+                "this borrower isn't holding any of this CapacityLimiter's tokens: "
+                f"{borrower!r} holds none from {self!r}; release with the same "
+                "borrower that acquired"
             )
         del self._borrowers[borrower]
         self._hand_out_free_tokens()

@@ -9,9 +9,12 @@ scenario gives the tasks (``Names``), so messages can be compared whole.
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 import signal
+import types
+import weakref
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
@@ -588,3 +591,359 @@ def test_children_of_an_abandoned_nursery_clean_up_and_report() -> None:
     assert lost.__context__.reason == (
         "Parent Task exited prematurely, abandoning this nursery without exiting it properly."
     )
+
+
+# ---------------------------------------------------------------- public objects
+
+
+async def _weak_references(lib: ModuleType, log: list[Any], names: Names) -> None:
+    send, receive = lib.open_memory_channel(0)
+    objects: dict[str, Any] = {
+        "Event": lib.Event(),
+        "Lock": lib.Lock(),
+        "StrictFIFOLock": lib.StrictFIFOLock(),
+        "Semaphore": lib.Semaphore(1),
+        "Condition": lib.Condition(),
+        "CapacityLimiter": lib.CapacityLimiter(1),
+        "ParkingLot": lib.lowlevel.ParkingLot(),
+        "TrioToken": lib.lowlevel.current_trio_token(),
+        "CancelScope": lib.CancelScope(),
+        "Task": lib.lowlevel.current_task(),
+        "RunVar": lib.lowlevel.RunVar("x"),
+        "RunVarToken": lib.lowlevel.RunVar("y").set(1),
+        "MemorySendChannel": send,
+    }
+    async with lib.open_nursery() as nursery:
+        objects["Nursery"] = nursery
+    for name, obj in list(objects.items()):
+        if hasattr(obj, "statistics"):
+            objects[f"{name}.statistics()"] = obj.statistics()
+    for name, obj in sorted(objects.items()):
+        try:
+            alive = weakref.ref(obj)() is obj
+        except TypeError as exc:
+            alive = names(str(exc))
+        log.append((name, alive))
+
+
+def test_weak_references_match_trio() -> None:
+    log = run_both(_weak_references)
+    assert all(alive is True for _, alive in log), log
+
+
+def _classes(lib: ModuleType) -> dict[str, type]:
+    return {
+        "Cancelled": lib.Cancelled,
+        "CancelScope": lib.CancelScope,
+        "Nursery": lib.Nursery,
+        "Event": lib.Event,
+        "Lock": lib.Lock,
+        "StrictFIFOLock": lib.StrictFIFOLock,
+        "Semaphore": lib.Semaphore,
+        "Condition": lib.Condition,
+        "CapacityLimiter": lib.CapacityLimiter,
+        "StapledStream": lib.StapledStream,
+        "ParkingLot": lib.lowlevel.ParkingLot,
+        "TrioToken": lib.lowlevel.TrioToken,
+        "RunVar": lib.lowlevel.RunVar,
+        "RunVarToken": lib.lowlevel.RunVarToken,
+        "Task": lib.lowlevel.Task,
+    }
+
+
+async def _final_classes(lib: ModuleType, log: list[Any], names: Names) -> None:
+    for name, cls in _classes(lib).items():
+        try:
+            types.new_class("Mine", (cls,))
+        except TypeError:
+            log.append((name, "cannot be subclassed"))
+        else:
+            log.append((name, "subclassed"))
+    # No public constructor: the runtime makes these.
+    for make in (lambda: lib.Cancelled(), lambda: lib.Cancelled(source="explicit")):
+        try:
+            raise make()
+        except TypeError:
+            log.append(("Cancelled()", "TypeError"))
+    async with lib.open_nursery() as nursery:
+        try:
+            type(nursery)(lib.lowlevel.current_task(), nursery.cancel_scope, True)
+        except TypeError:
+            log.append(("Nursery(...)", "TypeError"))
+
+
+def test_final_classes_and_private_constructors_match_trio() -> None:
+    log = run_both(_final_classes)
+    assert ("CancelScope", "cannot be subclassed") in log
+    assert ("Nursery(...)", "TypeError") in log
+
+
+def test_final_class_error_names_the_class() -> None:
+    with pytest.raises(TypeError, match=r"^ringtrio\.Lock is final: it cannot be subclassed \(class Mine tried\)"):
+        types.new_class("Mine", (ringtrio.Lock,))
+    with pytest.raises(TypeError, match="has no public constructor.*open_nursery"):
+        ringtrio.Nursery()
+
+
+async def _no_reference_cycles_when_a_scope_filters_cancelled(
+    lib: ModuleType, log: list[Any], names: Names
+) -> None:
+    # trio's test_cancel_scope_exit_doesnt_create_cyclic_garbage: a child
+    # cancelled by an outer scope, another that crashes; the outer scope
+    # takes the Cancelled out of the nursery's group.  Nothing of it may be
+    # left in reference cycles (they keep tracebacks, frames and tasks alive
+    # until the cyclic collector runs).
+    async def crasher() -> None:
+        raise ValueError("this is a crash")
+
+    gc.collect()
+    try:
+        try:
+            with lib.CancelScope() as outer:
+                async with lib.open_nursery() as nursery:
+                    gc.collect()
+                    gc.set_debug(gc.DEBUG_SAVEALL)
+                    nursery.start_soon(lib.sleep_forever)
+                    outer.cancel()
+                    nursery.start_soon(crasher)
+        except ExceptionGroup as group:
+            log.append(describe(group, names))
+        gc.collect()
+        log.append(("objects in cycles", len(gc.garbage)))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+def test_no_reference_cycles_when_a_scope_filters_cancelled_like_trio() -> None:
+    log = run_both(_no_reference_cycles_when_a_scope_filters_cancelled)
+    assert log[-1] == ("objects in cycles", 0)
+
+
+async def _stapled_stream_send_eof(lib: ModuleType, log: list[Any], names: Names) -> None:
+    # send_eof is looked up when called: given to the send stream after the
+    # StapledStream was made, it is used.
+    class Sender(lib.abc.SendStream):  # type: ignore[name-defined,misc]
+        async def send_all(self, data: object) -> None:
+            log.append("send_all")
+
+        async def wait_send_all_might_not_block(self) -> None:
+            pass
+
+        async def aclose(self) -> None:
+            log.append("aclose")
+
+    class Receiver(lib.abc.ReceiveStream):  # type: ignore[name-defined,misc]
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            return b""
+
+        async def aclose(self) -> None:
+            pass
+
+    sender = Sender()
+    stapled = lib.StapledStream(sender, Receiver())
+    await stapled.send_eof()
+
+    async def send_eof() -> None:
+        log.append("send_eof")
+
+    sender.send_eof = send_eof
+    await stapled.send_eof()
+
+
+def test_stapled_stream_looks_up_send_eof_when_called_like_trio() -> None:
+    assert run_both(_stapled_stream_send_eof) == ["aclose", "send_eof"]
+
+
+async def _loose_group_collapses_after_cancelled_is_taken_out(
+    lib: ModuleType, log: list[Any], names: Names
+) -> None:
+    # trio's test_nursery_collapse: a loose nursery's group that is left with
+    # one error once its Cancelled is split out becomes that error.
+    async def raise_error() -> None:
+        raise RuntimeError("test error")
+
+    for strict in (True, False):
+        try:
+            async with lib.open_nursery() as nursery:
+                nursery.start_soon(lib.sleep_forever)
+                nursery.start_soon(raise_error)
+                async with lib.open_nursery(strict_exception_groups=strict) as inner:
+                    inner.start_soon(lib.sleep_forever)
+                    inner.start_soon(raise_error)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            log.append((strict, describe(group, names)))
+        try:
+            with lib.CancelScope() as scope:
+                async with lib.open_nursery(strict_exception_groups=strict) as nursery:
+                    nursery.start_soon(lib.sleep_forever)
+                    nursery.start_soon(raise_error)
+                    scope.cancel()
+        except BaseException as exc:  # noqa: BLE001 - an observation
+            log.append((strict, "in a scope", describe(exc, names)))
+
+
+@pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+def test_loose_group_collapses_after_cancelled_is_taken_out_like_trio() -> None:
+    log = run_both(_loose_group_collapses_after_cancelled_is_taken_out)
+    assert log[-1] == (False, "in a scope", ("RuntimeError", "test error", None, None))
+
+
+# ---------------------------------------------------------------- parking lots and sync errors
+
+
+async def _child_task(lib: ModuleType, task_status: Any) -> None:
+    task_status.started(lib.lowlevel.current_task())
+    await lib.sleep_forever()
+
+
+async def _parking_lot_breakers(lib: ModuleType, log: list[Any], names: Names) -> None:
+    # trio's test_parking_lot.py: breaking, registering and removing breakers.
+    ParkingLot = lib.lowlevel.ParkingLot
+    add, remove = lib.lowlevel.add_parking_lot_breaker, lib.lowlevel.remove_parking_lot_breaker
+    me = lib.lowlevel.current_task()
+    lot = ParkingLot()
+    lot.break_lot()
+    lot.break_lot()
+    log.append(("broken by", names(repr(lot.broken_by))))
+    try:
+        await lot.park()
+    except lib.BrokenResourceError as exc:
+        log.append(describe(exc, names))
+    try:
+        remove(me, ParkingLot())
+    except RuntimeError as exc:
+        log.append(("remove unregistered", type(exc).__name__, names(str(exc).split(": ")[0])))
+    lot = ParkingLot()
+    add(me, lot)
+    add(me, lot)
+    remove(me, lot)
+    remove(me, lot)
+    try:
+        lot.unpark(count=1.5)
+    except ValueError as exc:
+        log.append(describe(exc, names))
+    # A breaker that exits breaks the lot for the task parked in it.
+    async def parker() -> None:
+        try:
+            await lot.park()
+        except lib.BrokenResourceError as exc:
+            log.append(("parked", describe(exc, names)))
+
+    async with lib.open_nursery() as nursery:
+        nursery.start_soon(parker)
+        with lib.CancelScope() as child_scope:
+            async with lib.open_nursery() as inner:
+                child = await inner.start(_child_task, lib)
+                names.add("CHILD", child)
+                add(child, lot)
+                await lib.testing.wait_all_tasks_blocked()
+                child_scope.cancel()
+    log.append(("broken by", names(repr(lot.broken_by))))
+    try:
+        add(child, ParkingLot())
+    except lib.BrokenResourceError as exc:
+        log.append(describe(exc, names))
+
+
+def test_parking_lot_breakers_match_trio() -> None:
+    log = run_both(_parking_lot_breakers)
+    assert ("parked", ("BrokenResourceError", "Parking lot broken by CHILD", None, None)) in log
+
+
+async def _lock_owner_exits(lib: ModuleType, log: list[Any], names: Names) -> None:
+    lock = lib.Lock()
+
+    async def takes_the_lock_and_exits() -> None:
+        names.add("OWNER", lib.lowlevel.current_task())
+        await lock.acquire()
+
+    async def waits_for_the_lock() -> None:
+        try:
+            await lock.acquire()
+        except lib.BrokenResourceError as exc:
+            log.append(("waiting", describe(exc, names)))
+
+    async with lib.open_nursery() as nursery:
+        nursery.start_soon(takes_the_lock_and_exits)
+        await lib.testing.wait_all_tasks_blocked()
+    async with lib.open_nursery() as nursery:
+        nursery.start_soon(waits_for_the_lock)
+    log.append(lock.statistics().locked)
+
+
+def test_lock_whose_owner_exited_matches_trio() -> None:
+    log = run_both(_lock_owner_exits)
+    assert log[0][1][:3] == ("BrokenResourceError", "Owner of this lock exited without releasing: OWNER", None)
+
+
+async def _bad_arguments(lib: ModuleType, log: list[Any], names: Names) -> None:
+    # (exception type, message) for each mistake; compared below.
+    nan = math.nan
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("CancelScope(deadline=nan)", lambda: lib.CancelScope(deadline=nan)),
+        ("CancelScope(relative_deadline=nan)", lambda: lib.CancelScope(relative_deadline=nan)),
+        ("CancelScope(relative_deadline=-3)", lambda: lib.CancelScope(relative_deadline=-3)),
+        ("CancelScope(both)", lambda: lib.CancelScope(deadline=7, relative_deadline=3)),
+        ("relative_deadline = nan", lambda: setattr(lib.CancelScope(), "relative_deadline", nan)),
+        ("relative_deadline = -3", lambda: setattr(lib.CancelScope(), "relative_deadline", -3)),
+        ("deadline = nan", lambda: setattr(lib.CancelScope(), "deadline", nan)),
+        ("unentered relative: deadline", lambda: lib.move_on_after(5).deadline),
+        ("unentered absolute: relative_deadline", lambda: lib.move_on_at(5).relative_deadline),
+        ("shield = 1", lambda: setattr(lib.CancelScope(), "shield", 1)),
+        ("move_on_after(-1)", lambda: lib.move_on_after(-1)),
+        ("move_on_after(nan)", lambda: lib.move_on_after(nan)),
+        ("move_on_at(nan)", lambda: lib.move_on_at(nan)),
+        ("Semaphore(-1)", lambda: lib.Semaphore(-1)),
+        ("Semaphore(1.5)", lambda: lib.Semaphore(1.5)),
+        ("Semaphore(2, max_value=1)", lambda: lib.Semaphore(2, max_value=1)),
+        ("Semaphore(1, max_value='x')", lambda: lib.Semaphore(1, max_value="x")),
+        ("CapacityLimiter(-1)", lambda: lib.CapacityLimiter(-1)),
+        ("CapacityLimiter(1.5)", lambda: lib.CapacityLimiter(1.5)),
+        ("Condition(StrictFIFOLock())", lambda: lib.Condition(lib.StrictFIFOLock())),
+        ("bool(Event())", lambda: bool(lib.Event())),
+        ("ParkingLot().repark(1)", lambda: lib.lowlevel.ParkingLot().repark(1)),
+    ]
+    semaphore = lib.Semaphore(1, max_value=1)
+    calls.append(("bounded Semaphore released too often", semaphore.release))
+    lock = lib.Lock()
+    calls.append(("release an unlocked Lock", lock.release))
+    limiter = lib.CapacityLimiter(1)
+    calls.append(("release a token never borrowed", limiter.release))
+    condition = lib.Condition()
+    calls.append(("notify without the lock", condition.notify))
+    calls.append(("notify_all without the lock", condition.notify_all))
+    for what, call in calls:
+        try:
+            call()
+        except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+            log.append((what, type(exc).__name__, names(str(exc))))
+        else:
+            log.append((what, "no error"))
+    await lock.acquire()
+    for what, call in [("acquire a held Lock", lock.acquire_nowait), ("borrow twice", limiter.acquire_nowait)]:
+        limiter.acquire_nowait() if what == "borrow twice" else None
+        try:
+            call()
+        except RuntimeError as exc:
+            log.append((what, type(exc).__name__, names(str(exc))))
+    try:
+        await condition.wait()
+    except RuntimeError as exc:
+        log.append(("wait without the lock", type(exc).__name__, names(str(exc))))
+    try:
+        await lib.sleep(-1)
+    except ValueError as exc:
+        log.append(("sleep(-1)", type(exc).__name__, names(str(exc))))
+
+
+def test_bad_arguments_say_what_trio_says() -> None:
+    # The same exception, and ringtrio's message starts with trio's words
+    # (it may go on to explain).  sleep(nan) is left out: trio says
+    # "deadline must not be NaN", ringtrio "`seconds` must not be NaN".
+    trio_log, ringtrio_log = (observe(lib, _bad_arguments) for lib in LIBS)
+    assert [entry[:2] for entry in ringtrio_log] == [entry[:2] for entry in trio_log]
+    for (what, _, trio_says), (_, _, ringtrio_says) in zip(trio_log, ringtrio_log, strict=True):
+        assert ringtrio_says.startswith(trio_says.rstrip(".")), (what, trio_says, ringtrio_says)
+    assert ("Semaphore(2, max_value=1)", "ValueError", "max_values must be >= initial_value") in ringtrio_log

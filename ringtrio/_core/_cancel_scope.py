@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import math
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import Cancelled
+from ._final import final
 from ._local import _local, _outside_run
 from ._traps import _raise_cancelled_for
 
@@ -30,6 +32,48 @@ _BY_DEADLINE: CancelReason = ("deadline", None, None)
 # scope around it was exited first (misnesting; see CancelScope._abandon).
 _NEW, _ACTIVE, _DONE, _ABANDONED = 0, 1, 2, 3
 
+# The note on the group a loose nursery (strict_exception_groups=False)
+# raises with several errors: a scope that takes the Cancelled out of such a
+# group and leaves one error unwraps it (_collapse_loose), as in trio.
+LOOSE_GROUP_NOTE = (
+    "ringtrio: a loose exception group (open_nursery(strict_exception_groups=False)): "
+    "if a cancel scope takes the Cancelled out of it and one exception is left, that "
+    "exception is raised alone. strict_exception_groups=True (the default) never unwraps."
+)
+
+
+def _collapse_loose(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """``group`` with every loose group inside it (and itself) that holds a
+    single exception replaced by that exception."""
+    excs = list(group.exceptions)
+    changed = False
+    for i, exc in enumerate(excs):
+        if isinstance(exc, BaseExceptionGroup):
+            new = _collapse_loose(exc)
+            if new is not exc:
+                excs[i] = new
+                changed = True
+    if len(excs) == 1 and LOOSE_GROUP_NOTE in getattr(group, "__notes__", ()):
+        only = excs[0]
+        # Its traceback goes on from where the group was raised.
+        only.__traceback__ = _chain_tracebacks(group.__traceback__, only.__traceback__)
+        return only
+    return group.derive(excs) if changed else group
+
+
+def _chain_tracebacks(first: TracebackType | None, then: TracebackType | None) -> TracebackType | None:
+    """A traceback that runs through ``first``'s frames, then ``then``'s
+    (for an exception taken out of the group that carried it: the frames
+    the group went through come first)."""
+    entries = []
+    while first is not None:
+        entries.append(first)
+        first = first.tb_next
+    for tb in reversed(entries):
+        then = TracebackType(then, tb.tb_frame, tb.tb_lasti, tb.tb_lineno)
+    return then
+
+
 # What the misnesting errors add: how such a mess usually comes about.
 _MISNESTING_HELP = """
 
@@ -46,6 +90,7 @@ stays cancelled). The usual causes:
     different tasks."""
 
 
+@final
 class CancelScope:
     """A region of code that can be cancelled, by ``cancel()`` or a deadline.
 
@@ -68,6 +113,7 @@ class CancelScope:
         "_owner",
         "_deadline_seq",
         "_cancel_reason",
+        "__weakref__",
     )
 
     # _state values (the module's _NEW ... _ABANDONED)
@@ -83,9 +129,9 @@ class CancelScope:
         if math.isnan(deadline):
             raise ValueError("deadline must not be NaN")
         if math.isnan(relative_deadline):
-            raise ValueError("relative_deadline must not be NaN")
+            raise ValueError("relative deadline must not be NaN")
         if relative_deadline < 0:
-            raise ValueError(f"relative_deadline must be >= 0, not {relative_deadline!r}")
+            raise ValueError("timeout must be non-negative")
         if deadline != inf and relative_deadline != inf:
             raise ValueError("Cannot specify both a deadline and a relative deadline")
         self._deadline = deadline
@@ -241,7 +287,7 @@ class CancelScope:
                 matched, rest = exc.split(Cancelled)
                 if matched is not None:
                     self.cancelled_caught = True
-                exc = rest
+                exc = None if rest is None else _collapse_loose(rest)
         self._leave(task)
         return exc
 
@@ -395,24 +441,20 @@ class CancelScope:
         if self._state != _NEW:
             return self._deadline - self._owner._runner.current_time()  # type: ignore[union-attr]
         if self._deadline != inf:
-            raise RuntimeError(
-                "Unentered non-relative cancel scope does not have a relative deadline"
-            )
+            raise RuntimeError("Unentered non-relative cancel scope does not have a relative deadline")
         return self._relative_deadline
 
     @relative_deadline.setter
     def relative_deadline(self, new_relative_deadline: float) -> None:
         if math.isnan(new_relative_deadline):
-            raise ValueError("relative_deadline must not be NaN")
+            raise ValueError("relative deadline must not be NaN")
         if new_relative_deadline < 0:
-            raise ValueError(f"relative_deadline must be >= 0, not {new_relative_deadline!r}")
+            raise ValueError("relative deadline must be non-negative")
         if self._state != _NEW:
             runner: Runner = self._owner._runner  # type: ignore[union-attr]
             self.deadline = runner.current_time() + float(new_relative_deadline)
         elif self._deadline != inf:
-            raise RuntimeError(
-                "Unentered non-relative cancel scope does not have a relative deadline"
-            )
+            raise RuntimeError("Unentered non-relative cancel scope does not have a relative deadline")
         else:
             self._relative_deadline = float(new_relative_deadline)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 from typing import Any, NoReturn
 
+from ._final import final
 
+
+@final
 class Cancelled(BaseException):
     """Raised by a blocking call when the cancel scope around it was cancelled.
 
@@ -29,8 +32,8 @@ class Cancelled(BaseException):
     ) -> None:
         if _runtime is not _PRIVATE:
             raise TypeError(
-                "ringtrio.Cancelled cannot be raised directly; call "
-                "cancel_scope.cancel() and let the runtime raise it"
+                "ringtrio.Cancelled has no public constructor: it cannot be raised "
+                "directly; call cancel_scope.cancel() and let the runtime raise it"
             )
         super().__init__(*args)
         self.source = source

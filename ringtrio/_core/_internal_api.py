@@ -33,12 +33,18 @@ the rest of ringtrio is one short file:
 - ``_ki_pending_for(task)``: whether an abort function of ``task`` is being
   offered the main task's Ctrl-C (its ``raise_cancel`` would take it:
   to_thread's abort leaves it pending instead);
+- ``final``: ``typing.final`` that also refuses subclasses at run time, for
+  the public classes trio makes final;
+- ``_chain_tracebacks(outer, inner)``: one traceback through both (for an
+  exception unwrapped from a group);
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
 """
 
 from . import _accel
+from ._cancel_scope import _chain_tracebacks
+from ._final import final
 from ._local import _current_runner, _local, _outside_run
 from ._nursery import set_buffer_group_opener
 from ._ring_ops import _NOT_HAPPENED, _abandoned_ops, _abort_failed
@@ -74,8 +80,10 @@ __all__ = [
     "_accel",
     "_cancel_pending",
     "_coroutine_or_error",
+    "_chain_tracebacks",
     "_current_runner",
     "_ki_pending_for",
+    "final",
     "_local",
     "_outside_run",
     "_require_function",

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, TypeVarTuple
 
 import outcome
 
-from ._cancel_scope import _ACTIVE, _DONE, _MISNESTING_HELP, CancelScope
+from ._cancel_scope import _ACTIVE, _DONE, _MISNESTING_HELP, LOOSE_GROUP_NOTE, CancelScope
 from ._exceptions import Cancelled, RingtrioInternalError
+from ._final import final
 from ._local import _local, _outside_run
 from ._task import _require_function
 from ._traps import Abort, cancel_shielded_checkpoint, reschedule, wait_task_rescheduled
@@ -115,6 +116,7 @@ class _TaskStatus:
         old._check_nursery_closed()
 
 
+@final
 class Nursery:
     """A place where child tasks run; the ``async with`` block that opened it
     does not finish until all of them have.  Get one from :func:`open_nursery`."""
@@ -133,24 +135,27 @@ class Nursery:
         "__weakref__",
     )
 
-    def __init__(self, parent_task: Task, scope: CancelScope, strict: bool) -> None:
-        self._parent_task = parent_task
-        self._scope = scope
-        self._children: set[Task] = set()
-        self._pending_excs: list[BaseException] = []
-        self._nested_child_running = True
-        # The task parked at the end of the nursery block, waiting for the
-        # children: the parent task, unless misnesting had another task exit
-        # the nursery.
-        self._parent_waiting_in_aexit: Task | None = None
-        self._pending_starts = 0
-        self._closed = False
-        self._strict = strict
-        # Cleanups run when the nursery closes, after its children
-        # (resources owned by the nursery: multishot requests, buffer groups).
-        self._exit_callbacks: list[Callable[[], Any]] | None = None
-        if scope._nursery_tasks is None:
-            scope._nursery_tasks = set()
+    _parent_task: Task
+    _scope: CancelScope
+    _children: set[Task]
+    _pending_excs: list[BaseException]
+    _nested_child_running: bool
+    # The task parked at the end of the nursery block, waiting for the
+    # children: the parent task, unless misnesting had another task exit
+    # the nursery.
+    _parent_waiting_in_aexit: Task | None
+    _pending_starts: int
+    _closed: bool
+    _strict: bool
+    # Cleanups run when the nursery closes, after its children (resources
+    # owned by the nursery: multishot requests, buffer groups).
+    _exit_callbacks: list[Callable[[], Any]] | None
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            "ringtrio.Nursery has no public constructor: open a nursery with "
+            "'async with ringtrio.open_nursery() as nursery:'"
+        )
 
     def __repr__(self) -> str:
         return f"<ringtrio.Nursery at {id(self):#x}>"
@@ -300,9 +305,13 @@ class Nursery:
         if self._pending_excs:
             excs = self._pending_excs
             self._pending_excs = []
-            if not self._strict and len(excs) == 1:
+            if self._strict:
+                return BaseExceptionGroup("Exceptions from ringtrio nursery", excs)
+            if len(excs) == 1:
                 return excs[0]
-            return BaseExceptionGroup("Exceptions from ringtrio nursery", excs)
+            group = BaseExceptionGroup("Exceptions from ringtrio nursery", excs)
+            group.add_note(LOOSE_GROUP_NOTE)
+            return group
         return None
 
     def _add_exit_callback(self, callback: Callable[[], Any]) -> None:
@@ -389,6 +398,29 @@ def _misnesting_at_exit(task: Task, result: outcome.Outcome[Any]) -> outcome.Out
         return outcome.Error(err)
 
 
+_object_new = object.__new__
+
+
+def _new_nursery(parent_task: Task, scope: CancelScope, strict: bool) -> Nursery:
+    # Nursery() refuses (no public constructor, as trio's); the runtime
+    # makes them here.  (A plain function and object.__new__: the fastest
+    # way to a new object, and nurseries are made often.)
+    self = _object_new(Nursery)
+    self._parent_task = parent_task
+    self._scope = scope
+    self._children = set()
+    self._pending_excs = []
+    self._nested_child_running = True
+    self._parent_waiting_in_aexit = None
+    self._pending_starts = 0
+    self._closed = False
+    self._strict = strict
+    self._exit_callbacks = None
+    if scope._nursery_tasks is None:
+        scope._nursery_tasks = set()
+    return self
+
+
 class _NurseryManager:
     __slots__ = ("_strict", "_scope", "_nursery")
 
@@ -403,7 +435,7 @@ class _NurseryManager:
         scope = CancelScope()
         scope._enter_in(task)
         self._scope = scope
-        nursery = Nursery(task, scope, strict)
+        nursery = _new_nursery(task, scope, strict)
         self._nursery = nursery
         task._child_nurseries.append(nursery)
         return nursery

@@ -13,22 +13,24 @@ import outcome
 
 from . import _traps
 from ._exceptions import BrokenResourceError
+from ._final import final
 from ._local import _local, _outside_run, current_task
 from ._task import Task
 from ._traps import _Park
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ParkingLotStatistics:
     tasks_waiting: int
 
 
+@final
 class ParkingLot:
     """A FIFO of parked tasks.  ``await lot.park()`` parks the current task
     until another task calls ``unpark()``/``unpark_all()``/``repark()``.
     Parking is cancellable; unparking is synchronous."""
 
-    __slots__ = ("_parked", "_broken_by")
+    __slots__ = ("_parked", "_broken_by", "__weakref__")
 
     def __init__(self) -> None:
         # A dict keeps insertion order: FIFO, with O(1) removal when a
@@ -55,10 +57,7 @@ class ParkingLot:
         if task is None:
             _outside_run()
         if self._broken_by:
-            raise BrokenResourceError(
-                f"Attempted to park in a parking lot broken by {self._broken_by[0]!r} "
-                "(e.g. a task exited while holding the lock this lot belongs to)"
-            )
+            raise BrokenResourceError(f"Attempted to park in parking lot broken by {self._broken_by}")
         self._parked[task] = None
         task.custom_sleep_data = self
         yield _Park(task._abort_parking)
@@ -67,7 +66,7 @@ class ParkingLot:
         if type(count) is not int:
             if isinstance(count, float):
                 if not math.isinf(count):
-                    raise ValueError("count must be an int or math.inf")
+                    raise ValueError("Cannot pop a non-integer number of tasks.")
             elif not isinstance(count, int):
                 raise TypeError("count must be an int or math.inf")
         if count < 0:
@@ -146,7 +145,11 @@ class ParkingLot:
 
 def add_parking_lot_breaker(task: Task, lot: ParkingLot) -> None:
     """Break ``lot`` if ``task`` exits while registered (a lock holder that
-    exits without releasing).  As in trio."""
+    exits without releasing).  As in trio: a task may be registered for a
+    lot several times; an exited task raises BrokenResourceError."""
+    if task._send is None:
+        # (A task's bound send method goes when it exits: Runner._task_exited.)
+        raise BrokenResourceError("Attempted to add already exited task as lot breaker.")
     if task._lot_breakers is None:
         task._lot_breakers = []
     task._lot_breakers.append(lot)
@@ -158,4 +161,8 @@ def remove_parking_lot_breaker(task: Task, lot: ParkingLot) -> None:
     try:
         breakers.remove(lot)  # type: ignore[union-attr]
     except (ValueError, AttributeError):
-        raise ValueError("attempted to remove a parking lot breaker that was not registered") from None
+        raise RuntimeError(
+            "Attempted to remove task as breaker for a lot it is not registered for: "
+            f"{task!r} is not a breaker of {lot!r} (add_parking_lot_breaker), or was "
+            "removed as often as it was added"
+        ) from None

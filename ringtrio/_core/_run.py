@@ -322,9 +322,9 @@ def _abort_sleep(raise_cancel: Callable[[], NoReturn]) -> Abort:
 async def sleep(seconds: float) -> None:
     """Sleep for ``seconds`` (0 is a pure checkpoint)."""
     if seconds < 0:
-        raise ValueError(f"sleep length must be non-negative, not {seconds!r}")
+        raise ValueError("`seconds` must be non-negative")
     if math.isnan(seconds):
-        raise ValueError("sleep length must not be NaN")
+        raise ValueError("`seconds` must not be NaN")
     task = _local.task
     if task is None:
         _outside_run()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
+from ._final import final
 from ._local import _current_runner
 
 T = TypeVar("T")
 
 
+@final
 class RunVar(Generic[T]):
     """A variable whose value is local to one call of :func:`ringtrio.run`."""
 
-    __slots__ = ("_name", "_default")
+    __slots__ = ("_name", "_default", "__weakref__")
     _NO_DEFAULT = object()
 
     def __init__(self, name: str, default: Any = _NO_DEFAULT) -> None:
@@ -62,6 +64,7 @@ class RunVar(Generic[T]):
         return f"<RunVar name={self._name!r}>"
 
 
+@final
 class RunVarToken(Generic[T]):
     """What :meth:`RunVar.set` returns, for :meth:`RunVar.reset`.
 
@@ -72,7 +75,7 @@ class RunVarToken(Generic[T]):
     """
 
     MISSING: Any = object()
-    __slots__ = ("_var", "previous_value", "redeemed")
+    __slots__ = ("_var", "previous_value", "redeemed", "__weakref__")
 
     def __init__(self, var: RunVar[T], previous_value: Any) -> None:
         self._var = var

@@ -886,8 +886,13 @@ class Runner:
                             msg = task.context.run(task.coro.throw, _cancelled_for(task))
                         else:
                             msg = task.context.run(task._send, None)
+                    elif type(next_send) is Error:
+                        # Thrown in here, not through Error.send: that frame
+                        # would sit in the error's own traceback, holding the
+                        # Error (a reference cycle per error delivered).
+                        msg = task.context.run(task.coro.throw, next_send.error)
                     else:
-                        msg = task.context.run(next_send.send, task.coro)
+                        msg = task.context.run(task._send, next_send.value)
                 except StopIteration as stop:
                     self._task_exited(
                         task, Value(stop.value) if task is self.main_task else _EXITED_OK
@@ -1004,8 +1009,11 @@ class Runner:
                     msg = task.context.run(task.coro.throw, _cancelled_for(task))
                 else:
                     msg = task.context.run(task.coro.send, None)
+            elif type(next_send) is outcome.Error:
+                # (Not through Error.send: see _run_loop.)
+                msg = task.context.run(task.coro.throw, next_send.error)
             else:
-                msg = task.context.run(next_send.send, task.coro)
+                msg = task.context.run(task._send, next_send.value)
         except StopIteration as stop:
             self._task_exited(
                 task, outcome.Value(stop.value) if task is self.main_task else _EXITED_OK

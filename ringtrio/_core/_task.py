@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import outcome
 
 from ._exceptions import RingtrioInternalError
+from ._final import final
 from ._traps import Abort, _raise_cancelled_for, reschedule
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def _require_function(async_fn: object, api: str) -> None:
     raise TypeError(f"{api}() expected an async function, but got {async_fn!r}, which cannot be called")
 
 
+@final
 class Task:
     """A running coroutine.  Created by ``nursery.start_soon`` / ``start``."""
 

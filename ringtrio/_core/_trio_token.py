@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._final import final
+
 if TYPE_CHECKING:
     from ._runner import Runner
 
 
+@final
 class TrioToken:
     """A handle to a running ringtrio loop, usable from any thread.
 
     (Named like trio's for portability; ``RingtrioToken`` is the same class.)
     """
 
-    __slots__ = ("_runner",)
+    __slots__ = ("_runner", "__weakref__")
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
