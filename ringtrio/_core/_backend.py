@@ -36,9 +36,10 @@ __all__ = ["BACKENDS", "ENV_VAR", "Backend", "note_refusal", "open_ring"]
 BACKENDS = ("auto", "ring", "epoll")
 ENV_VAR = "RINGTRIO_BACKEND"
 # The oldest kernel whose io_uring has what ringtrio's ring backend uses
-# (provided-buffer rings and multishot accept are 5.19, multishot receive
-# 6.0): an older one is run on the soft ring, as one that refuses io_uring.
-MIN_KERNEL = (5, 19)
+# (provided-buffer rings and multishot accept are 5.19; receive_some's
+# multishot receive is 6.0 and has no other path): an older one is run on
+# the soft ring, as one that refuses io_uring.
+MIN_KERNEL = (6, 0)
 
 
 @dataclass(frozen=True, slots=True)

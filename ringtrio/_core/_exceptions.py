@@ -112,7 +112,7 @@ def ring_remedy(err: int, call: str = "io_uring_setup") -> str:
         return (
             f"the kernel has no io_uring support ({call}: ENOSYS; gVisor and kernels "
             "built without CONFIG_IO_URING say so). ringtrio's io_uring backend needs "
-            "Linux 5.19 or newer."
+            "Linux 6.0 or newer."
         )
     if err == errno.EPERM and call == "io_uring_setup":
         return (
