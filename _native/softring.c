@@ -728,6 +728,17 @@ static void sr_signal_handler(int sig)
     (void)sig;      /* the point is the EINTR */
 }
 
+/* Send our signal to a worker -- if it is still ours: a program may take
+ * the signal over later (with Python's signal module, say), and must not
+ * see its handler run for our interrupts. */
+static void sr_interrupt(pthread_t worker)
+{
+    struct sigaction cur;
+    if (sigaction(sr_signal, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_handler == sr_signal_handler)
+        pthread_kill(worker, sr_signal);
+}
+
 static void sr_signal_init(void)
 {
     struct sigaction old, sa;
@@ -1022,7 +1033,7 @@ static int pool_cancel(rt_soft *s, sr_op *op)
                 p->kick[p->nkick++] = op;
                 /* (The worker is alive: it cannot finish the job without
                  * this mutex.) */
-                pthread_kill(op->worker, sr_signal);
+                sr_interrupt(op->worker);
             }
         }
         pthread_mutex_unlock(&p->mu);
@@ -1078,7 +1089,7 @@ static void pool_kick(rt_soft *s)
     sr_pool *p = s->pool;
     pthread_mutex_lock(&p->mu);
     for (uint32_t i = 0; i < p->nkick; i++)
-        pthread_kill(p->kick[i]->worker, sr_signal);
+        sr_interrupt(p->kick[i]->worker);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -2308,7 +2319,7 @@ void rt_soft_close(rt_ring *r)
         pthread_mutex_lock(&s->pool->mu);
         for (sr_op *op = s->all; op; op = op->anext)
             if (op->state == SR_WORKER && op->running == 1)
-                pthread_kill(op->worker, sr_signal);
+                sr_interrupt(op->worker);
         pthread_mutex_unlock(&s->pool->mu);
     }
     /* Ops a worker is running stay the pool's: it frees them when done.

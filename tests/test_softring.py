@@ -1127,3 +1127,54 @@ def test_waitid_cancelled(ring):
 def test_waitid_of_no_child(ring):
     prep(ring, R.IORING_OP_WAITID, fd=os.getpid(), length=os.P_PID, op_flags=os.WEXITED, user_data=1)
     assert finals(collect(ring, 1)) == {1: -errno.ECHILD}
+
+
+_TAKEN_OVER = """
+import errno, os, signal, sys, tempfile, time
+from ringtrio._native import ffi, lib
+
+d = tempfile.mkdtemp()
+fifo_path = os.path.join(d, "fifo")
+os.mkfifo(fifo_path)
+err = ffi.new("int *")
+r = lib.rt_soft_ring_open(64, 256, err)
+out = ffi.new("rt_cqe[8]")
+path = ffi.new("char[]", fifo_path.encode())
+
+def prep(opcode, addr, op_flags, ud):
+    assert lib.rt_prep(r, opcode, 0, 0, -100, addr, 0o600, 0, op_flags, ud, 0, -1, 0) == 0
+
+def cqes():
+    n = lib.rt_pass(r, 1, 5 * 10**9, out, 8)
+    return {c.user_data: c.res for c in out[0:n]}
+
+# O_CREAT: a worker runs the open, blocked until a writer comes.
+prep(lib.IORING_OP_OPENAT, int(ffi.cast("uintptr_t", path)), os.O_RDONLY | os.O_CREAT, 1)
+assert lib.rt_pass(r, 0, 0, out, 8) == 0
+while not any(open(f"/proc/self/task/{t}/wchan").read() == "wait_for_partner"
+              for t in os.listdir("/proc/self/task")):
+    time.sleep(0.005)
+# The program takes the soft ring's signal over.
+seen = []
+signal.signal(signal.SIGRTMAX - 4, lambda *args: seen.append(args))
+prep(lib.IORING_OP_ASYNC_CANCEL, 1, 0, 2)
+assert cqes() == {2: -errno.EALREADY}
+time.sleep(0.05)  # (a kick would come within 5 ms)
+w = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK)  # the worker's open is still there
+res = cqes()[1]
+assert res >= 0, res
+assert seen == [], seen
+print("ok")
+"""
+
+
+def test_soft_leaves_its_signal_to_a_program_that_took_it_over() -> None:
+    # The worker is not interrupted (the cancel answers -EALREADY and the
+    # open completes), and the program's handler never runs for it.  (In a
+    # child: the handler cannot be given back from Python.)
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _TAKEN_OVER], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.stdout.strip() == "ok", proc.stderr
