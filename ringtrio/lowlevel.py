@@ -59,6 +59,19 @@ from ._socket import notify_closing, wait_readable, wait_writable  # noqa: E402
 from ._socket import encode_hostname  # noqa: E402
 from ._unix_pipes import FdStream  # noqa: E402
 from ._subprocess import open_process  # noqa: E402
+from ._task_tree import (  # noqa: E402
+    BufferGroupInfo,
+    FdInfo,
+    Location,
+    NurseryInfo,
+    RingOpInfo,
+    ScopeInfo,
+    TaskInfo,
+    TaskTree,
+    enable_op_timestamps,
+    print_task_tree,
+    task_tree,
+)
 
 # The type of the raise_cancel callback an abort function receives (trio's name).
 RaiseCancelT: _typing.TypeAlias = _abc.Callable[[], _typing.NoReturn]
@@ -87,6 +100,17 @@ from ._core._ring import *  # noqa: F401,F403 - opcode and flag constants
 __all__ = [
     "Abort",
     "Backend",
+    "BufferGroupInfo",
+    "FdInfo",
+    "Location",
+    "NurseryInfo",
+    "RingOpInfo",
+    "ScopeInfo",
+    "TaskInfo",
+    "TaskTree",
+    "enable_op_timestamps",
+    "print_task_tree",
+    "task_tree",
     "Clock",
     "FdStream",
     "Instrument",

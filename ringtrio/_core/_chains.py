@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _accel, _ring
 from ._exceptions import RingtrioInternalError
+from ._introspect import stamp_ops
 from ._local import _local, _outside_run
 from ._ring import IORING_OP_READ, IOSQE_CQE_SKIP_SUCCESS
 from ._ring_ops import _NOT_HAPPENED, _SLOT_MASK, _TOKEN_IGNORE, RingOp
@@ -135,6 +136,8 @@ def submit_chain(runner: Runner, chain: LinkedChain, task: Task | None) -> None:
         chain.task = None
         chain.pending = 0
         raise OSError(-rc, f"could not queue {type(chain).__name__}: {os.strerror(-rc)}")
+    if runner._op_stamps is not None:
+        stamp_ops(runner, members)
 
 
 @types.coroutine

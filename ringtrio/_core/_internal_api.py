@@ -37,12 +37,16 @@ the rest of ringtrio is one short file:
   the public classes trio makes final;
 - ``_chain_tracebacks(outer, inner)``: one traceback through both (for an
   exception unwrapped from a group);
+- ``_introspect``: the read-only views of tasks, scopes, nurseries and
+  ops in flight that ``lowlevel.task_tree()`` (ringtrio/_task_tree.py) is
+  built from, the ops' submission timestamps, and
+  ``set_task_tree_printer`` (what ``run(dump_tasks_on=...)`` calls);
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
 """
 
-from . import _accel
+from . import _accel, _introspect
 from ._cancel_scope import _chain_tracebacks
 from ._final import final
 from ._local import _current_runner, _local, _outside_run
@@ -78,6 +82,7 @@ __all__ = [
     "_abandoned_ops",
     "_abort_failed",
     "_accel",
+    "_introspect",
     "_cancel_pending",
     "_coroutine_or_error",
     "_chain_tracebacks",

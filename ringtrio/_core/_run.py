@@ -20,6 +20,7 @@ from ._backend import Backend
 from ._exceptions import RingtrioInternalError, RingUnavailableError
 from ._instrumentation import RunStatistics
 from ._ki import sigint_handler
+from ._introspect import check_dump_signal, install_dump_signal
 from ._local import _current_runner, _local, _outside_run, current_task
 from ._nursery import PosArgT, open_nursery
 from ._runner import Runner
@@ -78,6 +79,7 @@ def run(
     restrict_keyboard_interrupt_to_checkpoints: bool = False,
     strict_exception_groups: bool = True,
     backend: Literal["auto", "ring", "epoll"] | None = None,
+    dump_tasks_on: int | None = None,
 ) -> RetT:
     """Run ``async_fn(*args)`` under ringtrio and return its result (or raise
     its exception).  The trio-shaped entry point of the library.
@@ -92,10 +94,16 @@ def run(
     ring: ``"auto"`` uses io_uring where the kernel allows it and the epoll
     backend elsewhere (with a :exc:`RingFallbackWarning`, once per process);
     ``"ring"`` insists on io_uring (:exc:`RingUnavailableError` otherwise);
-    ``"epoll"`` uses the epoll backend.  See docs/where-it-runs.md."""
+    ``"epoll"`` uses the epoll backend.  See docs/where-it-runs.md.
+
+    ``dump_tasks_on`` (a signal number such as ``signal.SIGUSR1``; off by
+    default): print ``lowlevel.print_task_tree()`` to stderr whenever the
+    process gets that signal, and stamp ring ops with their submission time
+    for the run (docs/debugging.md)."""
     if getattr(_local, "runner", None) is not None:
         raise RuntimeError("Attempted to call ringtrio.run() from inside a run()")
     _require_function(async_fn, "ringtrio.run")
+    dump_signal = None if dump_tasks_on is None else check_dump_signal(dump_tasks_on)
     if clock is not None and not (
         hasattr(clock, "current_time") and hasattr(clock, "deadline_to_sleep_time")
     ):
@@ -107,6 +115,8 @@ def run(
     restore_signals: Callable[[], None] = lambda: None
     try:
         restore_signals = _install_sigint(runner, restrict_keyboard_interrupt_to_checkpoints)
+        if dump_signal is not None:
+            restore_signals = install_dump_signal(runner, dump_signal, restore_signals)
         runner.asyncgens.install()
         if clock is not None:
             clock.start_clock()

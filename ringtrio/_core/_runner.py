@@ -191,6 +191,10 @@ class Runner:
         self._op_gens: list[int] = [0] * _RESERVED_SLOTS
         self._free_slots: list[int] = []
         self._ops_in_flight = 0
+        # Submission times by slot, (token, time.monotonic()), while
+        # lowlevel.enable_op_timestamps() is on; None (the default) while
+        # nothing stamps (see _introspect.py).
+        self._op_stamps: dict[int, tuple[int, float]] | None = None
         self._stale_cqes = 0
         self._more_cqes = False
         # SQEs queued since the last enter: if none and no op is in flight,

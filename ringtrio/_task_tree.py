@@ -1,0 +1,922 @@
+"""``ringtrio.lowlevel.task_tree()``: what every task of the run is doing and
+waiting for, as a frozen snapshot; ``print_task_tree()`` renders it.
+
+The snapshot is built from the run's own bookkeeping, read through the
+core's ``_introspect`` views (ringtrio/_core/_introspect.py): the task tree
+(nurseries and their children, from the root task), each task's state, the
+abort function a parked task waits with (for a ring op: a method of the op
+itself, so the op is known exactly), the cancel scopes around it, the ops in
+flight and the sleeping tasks' deadlines.  What a wait *means* is read from
+the task's await chain: the outermost frame of ringtrio below the user's
+innermost frame is the API the user called (``Event.wait``,
+``SocketStream.receive_some``, ``to_thread_run_sync`` ...), and its locals
+say the rest (the function given to a thread, ``max_bytes``).
+
+Taking a snapshot reads and never writes: no scope is expired, no op is
+touched, no task is woken, so it is safe anywhere in the run's thread (in a
+task, an instrument hook, a ``run_sync_soon`` callback, the callback
+``run(dump_tasks_on=...)`` queues).  Costs are paid only by the snapshot:
+about a microsecond per task, plus a few system calls per distinct file
+descriptor a ring op waits on (to say what it is).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import stat
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ._core import OwnedRingOp, RingOp, _ring
+from ._core._internal_api import _current_runner, _introspect
+
+if TYPE_CHECKING:
+    from ._core import CancelScope, Nursery, Task
+    from ._core._runner import Runner
+
+__all__ = [
+    "BufferGroupInfo",
+    "FdInfo",
+    "Location",
+    "NurseryInfo",
+    "RingOpInfo",
+    "ScopeInfo",
+    "TaskInfo",
+    "TaskTree",
+    "enable_op_timestamps",
+    "print_task_tree",
+    "task_tree",
+]
+
+# Frames in files under this directory are ringtrio's own.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+inf = math.inf
+
+
+# ---------------------------------------------------------------------------
+# The snapshot's types
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """One frame of a task's await chain."""
+
+    filename: str
+    lineno: int
+    function: str  # the code's qualified name
+    internal: bool  # a frame of ringtrio itself
+
+    def __str__(self) -> str:
+        return f"{self.function} at {_short_path(self.filename)}:{self.lineno}"
+
+
+@dataclass(frozen=True, slots=True)
+class FdInfo:
+    """What a file descriptor is, as far as the kernel says."""
+
+    fd: int
+    # "socket", "file", "directory", "fifo", "pipe", "char device",
+    # "block device", "pidfd", "eventfd", "direct" (a slot of the ring's
+    # registered file table), "closed", or "other".
+    kind: str
+    # The address, path or process: "TCP 127.0.0.1:5000 <- 127.0.0.1:41234",
+    # "/tmp/data.bin", "pid 4242" ... ("" when nothing more is known).
+    description: str
+
+    def __str__(self) -> str:
+        return f"fd {self.fd} ({self.kind}{': ' + self.description if self.description else ''})"
+
+
+@dataclass(frozen=True, slots=True)
+class RingOpInfo:
+    """A ring operation in flight."""
+
+    opcode: str  # "RECV", "READ", "ACCEPT" ... (IORING_OP_ without the prefix)
+    fd: FdInfo | None
+    nbytes: int | None  # bytes asked for, where the op has a length
+    # Seconds since it was submitted; None when op timestamps were off as it
+    # was (lowlevel.enable_op_timestamps()).
+    age: float | None
+    multishot: bool  # a request that stays armed (owned by a stream or nursery)
+    cancel_requested: bool
+    # For a multishot request: what it belongs to ("SocketStream.receive_some",
+    # "receive_buffers", "serve_listeners").
+    owner: str | None
+    # What it holds or has done: "2 chunks, 1200 bytes queued" ...
+    detail: str | None
+    # For a multishot request: the task parked waiting for its next result.
+    waiter: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeInfo:
+    """A cancel scope around a task that bounds its deadline or cancels it."""
+
+    deadline: float  # on the run's clock; inf if none
+    shield: bool
+    cancel_called: bool
+    nursery_scope: bool  # the cancel scope of a nursery
+    owner: str | None  # the task that entered it
+
+
+@dataclass(frozen=True, slots=True)
+class BufferGroupInfo:
+    """A provided-buffer group owned by a nursery (``nursery.buffer_group``)."""
+
+    bgid: int
+    count: int
+    size: int
+    free: int  # buffers in the ring
+    leased: int  # Buffer leases out (queued or in user code)
+    held: int  # buffers out of the ring
+    enobufs: int  # multishot receives ended because the ring was empty
+    waiting: int  # receivers parked until a buffer comes back
+    incremental: bool
+    multishots: tuple[RingOpInfo, ...]  # multishot receives armed on it
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    name: str
+    id: int
+    state: str  # "running", "runnable" or "parked"
+    system: bool  # a system task (spawn_system_task, the run's own)
+    # Where the task is: the innermost frame of its await chain outside
+    # ringtrio (ringtrio's innermost frame if it has none).
+    location: Location | None
+    stack: tuple[Location, ...]  # the await chain, outermost first
+    # What a parked task waits for, in words: "Event.wait",
+    # "memory channel receive", "sleep until 1234.500", "to_thread.run_sync(fn)" ...
+    waiting_for: str | None
+    ring_op: RingOpInfo | None  # the ring op it is parked on
+    # The effective deadline (inf: none; -inf: cancelled) and the scopes
+    # around the task that have a deadline or are cancelled, up to the first
+    # shield, innermost first.
+    deadline: float
+    deadline_scopes: tuple[ScopeInfo, ...]
+    cancelled: bool  # effectively cancelled: its next checkpoint raises
+    # The nurseries it has open, outermost first: each one is inside the one
+    # before (one task's nurseries nest, as its `async with` blocks do).
+    nurseries: tuple[NurseryInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NurseryInfo:
+    id: int
+    # The frame of the parent task that holds the nursery (the function the
+    # `async with` is in), where found.
+    opened_in: Location | None
+    cancel_called: bool
+    deadline: float
+    tasks: tuple[TaskInfo, ...]
+    buffer_groups: tuple[BufferGroupInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTree:
+    """A snapshot of a run: :func:`task_tree`'s result.  ``str(tree)`` is
+    what :func:`print_task_tree` prints."""
+
+    time: float  # current_time() when it was taken
+    root: TaskInfo
+    # Ring ops in flight that no task is parked on and no nursery owns: a
+    # stream's multishot receive between two reads, a request being stopped.
+    other_ops: tuple[RingOpInfo, ...]
+    ops_in_flight: int
+    op_timestamps: bool  # whether ops carry their submission time
+
+    def tasks(self) -> Iterator[TaskInfo]:
+        """Every task, depth first from the root."""
+        stack = [self.root]
+        while stack:
+            task = stack.pop()
+            yield task
+            for nursery in reversed(task.nurseries):
+                stack.extend(reversed(nursery.tasks))
+
+    def nurseries(self) -> Iterator[NurseryInfo]:
+        for task in self.tasks():
+            yield from task.nurseries
+
+    def find(self, name: str) -> list[TaskInfo]:
+        """The tasks called ``name`` (or whose name ends with ``.name``)."""
+        return [t for t in self.tasks() if t.name == name or t.name.endswith("." + name)]
+
+    def __str__(self) -> str:
+        return _render(self)
+
+
+# ---------------------------------------------------------------------------
+# Taking it
+# ---------------------------------------------------------------------------
+
+
+def task_tree() -> TaskTree:
+    """A snapshot of the current run: its nurseries and tasks as a tree from
+    the root task, what each task waits for (the ring op, with its file
+    descriptor, length and age), deadlines, buffer groups and multishot
+    requests.  Safe anywhere in the run's thread; changes nothing."""
+    return _Snapshot(_current_runner()).take()
+
+
+def print_task_tree(file: TextIO | None = None) -> None:
+    """Print :func:`task_tree` as a readable tree to ``file`` (default:
+    ``sys.stderr``)."""
+    print(str(task_tree()), file=sys.stderr if file is None else file, flush=True)
+
+
+def enable_op_timestamps(enabled: bool = True) -> None:
+    """Stamp every ring op of this run with its submission time (off by
+    default: it costs a clock read per op), so that :func:`task_tree` can
+    say how long each has been waiting.  ``run(dump_tasks_on=...)``,
+    ``testing.HangDetector`` and the pytest option turn it on."""
+    _introspect.set_op_timestamps(_current_runner(), enabled)
+
+
+def _print_or_report(file: TextIO) -> None:
+    # What run(dump_tasks_on=...) calls, in the loop.  A broken snapshot
+    # must not take the run down: report it instead.
+    try:
+        print_task_tree(file)
+    except Exception:  # noqa: BLE001 - reported, the run goes on
+        import traceback
+
+        print("ringtrio: could not take the task tree:", file=file)
+        traceback.print_exc(file=file)
+
+
+_introspect.set_task_tree_printer(_print_or_report)
+
+
+class _Snapshot:
+    """One snapshot in the making: the run's facts read once, then the tree
+    walked from the root."""
+
+    def __init__(self, runner: Runner) -> None:
+        # Upper layers' op classes, imported here (not at module level):
+        # this module is imported by ringtrio.lowlevel, before them.
+        from ._buffer_group import BufferGroup, _MultishotRecv
+        from ._highlevel_serve_listeners import _MultishotAccept
+        from ._highlevel_socket import _StreamReceiver
+
+        self._BufferGroup = BufferGroup
+        self._MultishotRecv = _MultishotRecv
+        self._MultishotAccept = _MultishotAccept
+        self._StreamReceiver = _StreamReceiver
+        self.runner = runner
+        self.now = runner.current_time()
+        self.mono = time.monotonic()
+        self.running = _introspect.running_task()
+        self.runnable = set(_introspect.runnable_tasks(runner))
+        self.sleeps = _introspect.sleep_deadlines(runner)
+        self.system_nursery = runner.system_nursery
+        ops = _introspect.ops_in_flight(runner)
+        self.n_ops = len(ops)
+        self.stamps: dict[int, float | None] = {id(op): stamp for op, stamp in ops}
+        self.ops = [op for op, _ in ops]
+        # Ops whose cancel is itself in flight (the op stays in flight
+        # until its own CQE says whether it happened).
+        self.cancelling = {
+            id(op.target) for op in self.ops if type(op).__name__ == "_CancelOp"  # type: ignore[attr-defined]
+        }
+        self.claimed: set[int] = set()
+        self.fds: dict[tuple[int, bool], FdInfo] = {}
+
+    def take(self) -> TaskTree:
+        root_task = self.runner.init_task
+        assert root_task is not None
+        root = self.task(root_task)
+        other = tuple(
+            self.op(op)
+            for op in self.ops
+            if id(op) not in self.claimed and type(op).__name__ not in ("_CancelOp", "LinkedOp")
+        )
+        return TaskTree(
+            time=self.now,
+            root=root,
+            other_ops=other,
+            ops_in_flight=self.n_ops,
+            op_timestamps=_introspect.op_timestamps_enabled(self.runner),
+        )
+
+    # -- tasks -------------------------------------------------------------
+
+    def task(self, task: Task) -> TaskInfo:
+        abort = _introspect.parked_with(task)
+        if task is self.running:
+            state = "running"
+        elif abort is not None:
+            state = "parked"
+        elif task in self.runnable:
+            state = "runnable"
+        else:  # (between two steps of the loop's own bookkeeping)
+            state = "runnable"
+        frames = self.frames_of(task)
+        stack = tuple(_location(frame) for frame in frames)
+        user = [i for i, loc in enumerate(stack) if not loc.internal]
+        if user:
+            # The API the user's innermost frame called.
+            location: Location | None = stack[user[-1]]
+            api_index = user[-1] + 1
+        else:
+            # A task running a function of ringtrio (a system task, a
+            # handler-less server task, start_soon(sock.recv)): the
+            # function itself is what the task is for, unless a frame
+            # below it is a wait with a description of its own.
+            location = stack[0] if stack else None
+            api_index = 0
+            for i in range(len(stack) - 1, 0, -1):
+                if stack[i].function in _SPECIAL:
+                    api_index = i
+                    break
+        api_frame = frames[api_index] if 0 <= api_index < len(frames) else None
+        waiting_for = None
+        ring_op = None
+        if state == "parked":
+            ring_op, waiting_for = self.wait_of(task, abort, api_frame)
+        deadline, scopes, cancelled = self.deadline_of(task)
+        return TaskInfo(
+            name=task.name,
+            id=id(task),
+            state=state,
+            system=bool(task.context is not None and _is_system(task)),
+            location=location,
+            stack=stack,
+            waiting_for=waiting_for,
+            ring_op=ring_op,
+            deadline=deadline,
+            deadline_scopes=scopes,
+            cancelled=cancelled,
+            nurseries=tuple(self.nursery(n, frames) for n in task.child_nurseries),
+        )
+
+    def frames_of(self, task: Task) -> list[types.FrameType]:
+        coro: Any = task.coro
+        if getattr(coro, "cr_running", False) or getattr(coro, "gi_running", False):
+            # The running task (the snapshot is taken from inside it): its
+            # await chain is the live stack, from the coroutine's own frame
+            # down to here.
+            top = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            frames: list[types.FrameType] = []
+            frame: types.FrameType | None = sys._getframe(1)
+            while frame is not None:
+                frames.append(frame)
+                if frame is top:
+                    return frames[::-1]
+                frame = frame.f_back
+        return [frame for frame, _ in task.iter_await_frames()]
+
+    def wait_of(
+        self, task: Task, abort: Callable[..., Any] | None, api_frame: types.FrameType | None
+    ) -> tuple[RingOpInfo | None, str]:
+        owner = getattr(abort, "__self__", None)
+        api = None
+        if api_frame is not None:
+            api = _describe_api(_api_name(api_frame), api_frame, _introspect.sleep_data(task))
+        if isinstance(owner, RingOp):
+            nbytes = None
+            if isinstance(owner, self._StreamReceiver) and api_frame is not None:
+                # The multishot receive is the stream's; what this read
+                # asked for is receive_some's argument.
+                nbytes = _local(api_frame, "max_bytes")
+            return self.op(owner, nbytes), api or _opcode(owner)
+        chain = _introspect.chain_of(owner)
+        if chain is not None:
+            return self.chain(chain), api or "a linked chain of ring ops"
+        if owner is task and getattr(abort, "__name__", "") == "_abort_timed_sleep":
+            deadline = self.sleeps.get(task)
+            if deadline is not None:
+                return None, f"sleep until {deadline:.3f} (in {_seconds(deadline - self.now)})"
+        if api is not None:
+            return None, api
+        name = getattr(abort, "__qualname__", repr(abort))
+        return None, f"wait_task_rescheduled (abort function {name})"
+
+    def deadline_of(self, task: Task) -> tuple[float, tuple[ScopeInfo, ...], bool]:
+        best = inf
+        scopes: list[ScopeInfo] = []
+        cancelled = False
+        first = True
+        for scope in _introspect.scopes_of(task):
+            st = _introspect.scope_state(scope)
+            if first:
+                cancelled = st.effectively_cancelled
+                first = False
+            if st.deadline != inf or st.cancel_called:
+                scopes.append(self.scope(st))
+                if st.cancel_called:
+                    best = -inf
+                elif st.deadline < best:
+                    best = st.deadline
+            if st.shield:
+                break
+        return best, tuple(scopes), cancelled
+
+    def scope(self, st: _introspect.ScopeState) -> ScopeInfo:
+        return ScopeInfo(
+            deadline=st.deadline,
+            shield=st.shield,
+            cancel_called=st.cancel_called,
+            nursery_scope=st.is_nursery_scope,
+            owner=st.owner.name if st.owner is not None else None,
+        )
+
+    # -- nurseries -----------------------------------------------------------
+
+    def nursery(self, nursery: Nursery, parent_frames: list[types.FrameType]) -> NurseryInfo:
+        opened_in = None
+        # The innermost frame of the parent holding the nursery in a local
+        # (`async with open_nursery() as nursery:` binds it).
+        for frame in reversed(parent_frames):
+            try:
+                items = frame.f_locals.items()
+            except Exception:  # noqa: BLE001 - a frame being torn down
+                continue
+            # (`self`: a method of the nursery itself, not its opener.)
+            if any(v is nursery and k != "self" for k, v in items):
+                opened_in = _location(frame)
+                break
+        st = _introspect.scope_state(nursery.cancel_scope)
+        children = sorted(nursery.child_tasks, key=lambda t: (t.name, id(t)))
+        groups = tuple(
+            self.buffer_group(owner)
+            for owner in _introspect.owned_by(nursery)
+            if isinstance(owner, self._BufferGroup)
+        )
+        return NurseryInfo(
+            id=id(nursery),
+            opened_in=opened_in,
+            cancel_called=st.cancel_called,
+            deadline=st.deadline,
+            tasks=tuple(self.task(child) for child in children),
+            buffer_groups=groups,
+        )
+
+    def buffer_group(self, group: Any) -> BufferGroupInfo:
+        stats = group.statistics()
+        armed = sorted(group._armed, key=lambda op: op.fd)
+        return BufferGroupInfo(
+            bgid=group._ring.bgid,
+            count=stats.count,
+            size=stats.size,
+            free=stats.free,
+            leased=stats.leased,
+            held=stats.held,
+            enobufs=stats.enobufs,
+            waiting=stats.waiting,
+            incremental=stats.incremental,
+            multishots=tuple(self.op(op) for op in armed),
+        )
+
+    # -- ring ops ----------------------------------------------------------------
+
+    def op(self, op: RingOp, nbytes: int | None = None) -> RingOpInfo:
+        self.claimed.add(id(op))
+        multishot = isinstance(op, OwnedRingOp)
+        if nbytes is None and not multishot and op.opcode in _LENGTH_IS_BYTES:
+            nbytes = op.length
+        stamp = self.stamps.get(id(op))
+        owner = detail = waiter = None
+        cancel_requested = id(op) in self.cancelling or op.cancel_raise is not None
+        if multishot:
+            cancel_requested = cancel_requested or bool(getattr(op, "cancel_requested", False))
+            w = getattr(op, "waiter", None)
+            waiter = w.name if w is not None else None
+            if isinstance(op, self._StreamReceiver):
+                owner = "SocketStream.receive_some"
+                if op.queued:
+                    detail = f"{len(op.chunks)} chunk(s), {op.queued} bytes received, not yet read"
+            elif isinstance(op, self._MultishotRecv):
+                owner = f"receive_buffers (buffer group {op.group._ring.bgid})"
+                if op.queue:
+                    detail = f"{len(op.queue)} lease(s) received, not yet taken"
+            elif isinstance(op, self._MultishotAccept):
+                owner = "serve_listeners"
+                detail = f"armed {op.arms} time(s)"
+                if op.accepted:
+                    detail += f", {len(op.accepted)} connection(s) not yet handed off"
+            else:
+                owner = type(op).__name__
+        return RingOpInfo(
+            opcode=_opcode(op),
+            fd=self.fd(op.fd, bool(op.sqe_flags & _ring.IOSQE_FIXED_FILE)) if op.fd >= 0 else None,
+            nbytes=nbytes,
+            age=(self.mono - stamp) if stamp is not None else None,
+            multishot=multishot,
+            cancel_requested=cancel_requested,
+            owner=owner,
+            detail=detail,
+            waiter=waiter,
+        )
+
+    def chain(self, chain: Any) -> RingOpInfo | None:
+        # The member the kernel is working on stands for the chain.
+        members = chain.members
+        for op in members:
+            self.claimed.add(id(op))
+        current = next((op for op in members if id(op) in self.stamps), None)
+        if current is None:
+            return None
+        info = self.op(current)
+        names = " -> ".join(_opcode(op) for op in members)
+        return RingOpInfo(
+            opcode=info.opcode,
+            fd=info.fd,
+            nbytes=info.nbytes,
+            age=info.age,
+            multishot=False,
+            cancel_requested=info.cancel_requested or chain.cancel_raise is not None,
+            owner=None,
+            detail=f"linked chain {names}, at member {current.index + 1} of {len(members)}",
+            waiter=None,
+        )
+
+    def fd(self, fd: int, fixed: bool) -> FdInfo:
+        key = (fd, fixed)
+        info = self.fds.get(key)
+        if info is None:
+            info = self.fds[key] = _describe_fd(fd, fixed)
+        return info
+
+
+# Opcodes whose SQE length is a byte count (READV/WRITEV count iovecs).
+_LENGTH_IS_BYTES = frozenset(
+    getattr(_ring, f"IORING_OP_{name}")
+    for name in ("READ", "WRITE", "RECV", "SEND", "READ_FIXED", "WRITE_FIXED", "SEND_ZC")
+    if hasattr(_ring, f"IORING_OP_{name}")
+)
+
+
+def _opcode(op: RingOp) -> str:
+    return _ring.OPCODE_NAMES.get(op.opcode, str(op.opcode))
+
+
+def _is_system(task: Task) -> bool:
+    return bool(getattr(task, "_system", False))
+
+
+def _location(frame: types.FrameType) -> Location:
+    code = frame.f_code
+    filename = code.co_filename
+    return Location(
+        filename=filename,
+        lineno=frame.f_lineno,
+        function=code.co_qualname,
+        internal=filename.startswith(_PACKAGE_DIR),
+    )
+
+
+def _local(frame: types.FrameType, name: str) -> Any:
+    try:
+        return frame.f_locals.get(name)
+    except Exception:  # noqa: BLE001 - a frame being torn down
+        return None
+
+
+# ---------------------------------------------------------------------------
+# What a wait means
+# ---------------------------------------------------------------------------
+
+
+def _api_name(frame: types.FrameType) -> str:
+    """The API a frame of ringtrio is: ``Type.method`` named after the
+    object's own class (``Lock.acquire``, not the base class that defines
+    it), else the function's qualified name."""
+    code = frame.f_code
+    if code.co_argcount and code.co_varnames[0] == "self":
+        obj = _local(frame, "self")
+        if obj is not None:
+            return f"{type(obj).__name__}.{code.co_name}"
+    return code.co_qualname
+
+
+def _fn_name(fn: Any) -> str:
+    inner = getattr(fn, "func", fn)  # functools.partial
+    return str(getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(inner))
+
+
+def _describe_api(api: str, frame: types.FrameType, sleep_data: Any) -> str:
+    kind, _, method = api.rpartition(".")
+    obj = _local(frame, "self") if kind else None
+    if method == "__aenter__" and hasattr(obj, "acquire"):
+        # `async with lock:` waits in the primitive's acquire().
+        api, method = f"{kind}.acquire", "acquire"
+    special = _SPECIAL.get(api) or _SPECIAL.get(frame.f_code.co_qualname)
+    try:
+        if special is not None:
+            return special(api, frame, sleep_data)
+        if obj is not None and method == "acquire":
+            return f"{api} ({_holder(obj)})"
+    except Exception:  # noqa: BLE001 - a description is never worth an error
+        pass
+    return api
+
+
+def _holder(primitive: Any) -> str:
+    """Who holds a lock-like primitive of ringtrio's, from its statistics."""
+    stats = primitive.statistics()
+    owner = getattr(stats, "owner", None)
+    if owner is not None:
+        return f"held by {owner.name}"
+    borrowers = getattr(stats, "borrowers", None)
+    if borrowers is not None:
+        names = [getattr(b, "name", None) or type(b).__name__ for b in borrowers[:3]]
+        more = ", ..." if len(borrowers) > 3 else ""
+        return f"{stats.borrowed_tokens} of {stats.total_tokens} tokens out, to {', '.join(names)}{more}"
+    value = getattr(primitive, "value", None)
+    if value is not None:
+        return f"value {value}"
+    return f"{stats.tasks_waiting} task(s) waiting"
+
+
+def _to_thread(api: str, frame: types.FrameType, lot: Any) -> str:
+    fn = _fn_name(_local(frame, "sync_fn"))
+    if lot is not None:
+        # Parked in the limiter's lot: no thread yet.
+        return f"to_thread.run_sync({fn}): waiting for a thread (the limiter is full)"
+    return f"to_thread.run_sync({fn})"
+
+
+def _memory_receive(api: str, frame: types.FrameType, lot: Any) -> str:
+    stats = _local(frame, "self").statistics()
+    return f"memory channel receive ({stats.open_send_channels} send end(s) open)"
+
+
+def _memory_send(api: str, frame: types.FrameType, lot: Any) -> str:
+    stats = _local(frame, "self").statistics()
+    return (
+        f"memory channel send (buffer {stats.current_buffer_used} of {stats.max_buffer_size}, "
+        f"{stats.open_receive_channels} receive end(s) open)"
+    )
+
+
+def _wait_all(api: str, frame: types.FrameType, lot: Any) -> str:
+    return f"wait_all_tasks_blocked(cushion={_local(frame, 'cushion')})"
+
+
+def _nursery_exit(api: str, frame: types.FrameType, lot: Any) -> str:
+    return "its nursery's children to finish (the end of `async with open_nursery()`)"
+
+
+def _nursery_start(api: str, frame: types.FrameType, lot: Any) -> str:
+    return f"nursery.start({_fn_name(_local(frame, 'async_fn'))}) to call task_status.started()"
+
+
+def _sleep_forever(api: str, frame: types.FrameType, lot: Any) -> str:
+    return "sleep_forever()"
+
+
+def _process_wait(api: str, frame: types.FrameType, lot: Any) -> str:
+    proc = _local(frame, "self")
+    return f"Process.wait (pid {getattr(proc, 'pid', '?')})"
+
+
+def _next_buffer(api: str, frame: types.FrameType, lot: Any) -> str:
+    return "receive_buffers: the next buffer"
+
+
+def _accepting(api: str, frame: types.FrameType, lot: Any) -> str:
+    return "serve_listeners: connections to accept"
+
+
+def _receive_some(api: str, frame: types.FrameType, lot: Any) -> str:
+    return f"SocketStream.receive_some({_local(frame, 'max_bytes')})"
+
+
+_Describe = Callable[[str, types.FrameType, Any], str]
+_SPECIAL: dict[str, _Describe] = {
+    "to_thread_run_sync": _to_thread,
+    "MemoryReceiveChannel.receive": _memory_receive,
+    "MemorySendChannel.send": _memory_send,
+    "wait_all_tasks_blocked": _wait_all,
+    "_NurseryManager.__aexit__": _nursery_exit,
+    "Nursery._nested_child_finished": _nursery_exit,
+    "Nursery.start": _nursery_start,
+    "sleep_forever": _sleep_forever,
+    "sleep": _sleep_forever,  # sleep(inf): no deadline entry
+    "sleep_until": _sleep_forever,
+    "Process.wait": _process_wait,
+    "BufferReceiver.__anext__": _next_buffer,
+    "_serve_one_listener": _accepting,
+    "_serve_multishot": _accepting,
+    "SocketStream.receive_some": _receive_some,
+}
+
+
+# ---------------------------------------------------------------------------
+# What a file descriptor is
+# ---------------------------------------------------------------------------
+
+
+def _describe_fd(fd: int, fixed: bool) -> FdInfo:
+    if fixed:
+        return FdInfo(fd, "direct", f"slot {fd} of the ring's registered file table")
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return FdInfo(fd, "closed", "")
+    if stat.S_ISSOCK(mode):
+        return FdInfo(fd, "socket", _describe_socket(fd))
+    target = _proc_link(fd)
+    if stat.S_ISREG(mode):
+        return FdInfo(fd, "file", target)
+    if stat.S_ISDIR(mode):
+        return FdInfo(fd, "directory", target)
+    if stat.S_ISFIFO(mode):
+        if target.startswith("pipe:"):
+            return FdInfo(fd, "pipe", target)
+        return FdInfo(fd, "fifo", target)
+    if stat.S_ISCHR(mode):
+        return FdInfo(fd, "char device", target)
+    if stat.S_ISBLK(mode):
+        return FdInfo(fd, "block device", target)
+    if target == "anon_inode:[pidfd]":
+        pid = _fdinfo_field(fd, "Pid")
+        return FdInfo(fd, "pidfd", f"pid {pid}" if pid else "")
+    if target.startswith("anon_inode:[eventfd"):
+        return FdInfo(fd, "eventfd", "")
+    return FdInfo(fd, "other", target)
+
+
+def _proc_link(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def _fdinfo_field(fd: int, field: str) -> str:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == field:
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _describe_socket(fd: int) -> str:
+    try:
+        # A socket object over the number (no dup), detached again before
+        # it can close anything.
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return ""
+    try:
+        family, kind = sock.family, sock.type
+        if family in (socket.AF_INET, socket.AF_INET6):
+            proto = {socket.SOCK_STREAM: "TCP", socket.SOCK_DGRAM: "UDP"}.get(kind, str(kind))
+        elif family == socket.AF_UNIX:
+            proto = {socket.SOCK_STREAM: "unix stream", socket.SOCK_DGRAM: "unix datagram"}.get(
+                kind, "unix"
+            )
+        else:
+            proto = str(family)
+        local = _address(sock, "getsockname")
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return f"{proto} listening on {local}"
+        peer = _address(sock, "getpeername")
+        if peer is None:
+            return f"{proto} {local}"
+        if local == peer == "(unnamed)":
+            return f"{proto}, unnamed (a socketpair?)"
+        return f"{proto} {local} <- {peer}"
+    except OSError:
+        return ""
+    finally:
+        sock.detach()
+
+
+def _address(sock: socket.socket, how: str) -> str | None:
+    try:
+        addr = getattr(sock, how)()
+    except OSError:
+        return None
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(addr, bytes):  # abstract unix name
+        return repr(addr)
+    return addr or "(unnamed)"
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
+
+
+def _short_path(filename: str) -> str:
+    if filename.startswith(_PACKAGE_DIR):
+        return "ringtrio/" + filename[len(_PACKAGE_DIR) :]
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel
+
+
+def _seconds(delta: float) -> str:
+    if math.isinf(delta):
+        return "never"
+    if abs(delta) >= 100:
+        return f"{delta:.0f} s"
+    return f"{delta:.3f} s"
+
+
+def _render(tree: TaskTree) -> str:
+    ages = "" if tree.op_timestamps else "; op ages off (lowlevel.enable_op_timestamps())"
+    n_tasks = sum(1 for _ in tree.tasks())
+    lines = [
+        f"ringtrio task tree at t={tree.time:.3f}: {n_tasks} task(s), "
+        f"{tree.ops_in_flight} ring op(s) in flight{ages}"
+    ]
+    _render_task(tree, tree.root, "", "", lines)
+    if tree.other_ops:
+        lines.append("ring ops in flight that no task waits on:")
+        for op in tree.other_ops:
+            lines.append("  " + _op_text(op))
+    return "\n".join(lines)
+
+
+def _render_task(tree: TaskTree, task: TaskInfo, first: str, rest: str, lines: list[str]) -> None:
+    flags = ", system" if task.system else ""
+    lines.append(f"{first}{task.name} [{task.state}{flags}]")
+    detail = rest + ("|  " if task.nurseries else "   ")
+    if task.location is not None:
+        lines.append(f"{detail}at {task.location}")
+    if task.waiting_for:
+        lines.append(f"{detail}waiting for: {task.waiting_for}")
+    if task.ring_op is not None:
+        lines.append(f"{detail}ring op: {_op_text(task.ring_op)}")
+    if task.cancelled:
+        lines.append(f"{detail}cancelled (its next checkpoint raises Cancelled)")
+    elif task.deadline != inf:
+        set_by = [s for s in task.deadline_scopes if s.deadline == task.deadline]
+        who = f", set by {_scope_text(set_by[0])}" if set_by else ""
+        lines.append(
+            f"{detail}deadline: t={task.deadline:.3f} (in {_seconds(task.deadline - tree.time)}){who}"
+        )
+    # One task's nurseries nest; drawn side by side all the same (the run's
+    # root task has three), each after the first marked as inside it.
+    for i, nursery in enumerate(task.nurseries):
+        last = i == len(task.nurseries) - 1
+        _render_nursery(
+            tree, nursery, i > 0, rest + ("`- " if last else "+- "), rest + ("   " if last else "|  "), lines
+        )
+
+
+def _render_nursery(
+    tree: TaskTree, nursery: NurseryInfo, nested: bool, first: str, rest: str, lines: list[str]
+) -> None:
+    where = f" in {nursery.opened_in}" if nursery.opened_in is not None else ""
+    state = ", cancelled" if nursery.cancel_called else ""
+    inside = " (inside the one above)" if nested else ""
+    lines.append(f"{first}nursery{where}{state}{inside}")
+    children = len(nursery.tasks)
+    for group in nursery.buffer_groups:
+        bar = "|  " if children else "   "
+        lines.append(
+            f"{rest}{bar}buffer group {group.bgid}: {group.count} x {group.size} bytes, "
+            f"{group.free} free, {group.leased} lease(s) out, {group.held} held, "
+            f"ENOBUFS {group.enobufs}, {group.waiting} waiting"
+            + (", incremental" if group.incremental else "")
+        )
+        for op in group.multishots:
+            lines.append(f"{rest}{bar}  {_op_text(op)}")
+    for i, child in enumerate(nursery.tasks):
+        last = i == children - 1
+        _render_task(tree, child, rest + ("`- " if last else "+- "), rest + ("   " if last else "|  "), lines)
+
+
+def _op_text(op: RingOpInfo) -> str:
+    parts = [op.opcode + (" multishot" if op.multishot else "")]
+    if op.owner:
+        parts.append(f"of {op.owner}")
+    if op.fd is not None:
+        parts.append(f"on {op.fd}")
+    if op.nbytes is not None:
+        parts.append(f"{op.nbytes} bytes")
+    if op.age is not None:
+        parts.append(f"submitted {_seconds(op.age)} ago")
+    if op.cancel_requested:
+        parts.append("cancel requested")
+    if op.detail:
+        parts.append(op.detail)
+    if op.multishot:
+        parts.append(f"task waiting: {op.waiter}" if op.waiter else "no task waiting")
+    return ", ".join(parts)
+
+
+def _scope_text(scope: ScopeInfo) -> str:
+    what = "the nursery's cancel scope" if scope.nursery_scope else "a cancel scope"
+    shield = " (shielded)" if scope.shield else ""
+    return f"{what}{shield} of {scope.owner}" if scope.owner else what + shield
