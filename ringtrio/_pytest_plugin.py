@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
@@ -33,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import ringtrio
-from ringtrio.lowlevel import Clock, Instrument
+from ringtrio.lowlevel import Clock, Instrument, TaskTree
 from ringtrio._core._internal_api import _chain_tracebacks
-from ringtrio.testing import MockClock
+from ringtrio.testing import HangDetector, MockClock
 
 # Ctrl-C raises KeyboardInterrupt in these helpers at once, as in the user's
 # own code that they run (they are not the runtime: see _core/_ki.py).
@@ -67,6 +68,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "run every async def test (and its async fixtures) under ringtrio",
         type="bool",
         default=False,
+    )
+    parser.addoption(
+        "--ringtrio-hang-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="fail a ringtrio test in which no task has run for SECONDS (a deadlock): "
+        "the test is cancelled and the failure shows what every task waited on "
+        "(ringtrio.lowlevel.task_tree)",
     )
 
 
@@ -474,6 +484,9 @@ def _run_item(item: pytest.Function, testfunc: Any, testargs: dict[str, Any]) ->
     __tracebackhide__ = True
     fixtures = item.stash.get(_ASYNC_FIXTURES, [])
     clock, instruments = _clock_and_instruments(item)
+    hang = _HangFailure.for_item(item)
+    if hang is not None:
+        instruments.append(hang.detector)
     item.stash[_RUNNING] = True
     try:
         ringtrio.run(
@@ -481,18 +494,65 @@ def _run_item(item: pytest.Function, testfunc: Any, testargs: dict[str, Any]) ->
             testfunc,
             testargs,
             fixtures,
+            hang.scope if hang is not None else None,
             clock=clock,
             instruments=instruments,
         )
     except BaseException as exc:
-        error = exc
+        error: BaseException | None = exc
     else:
-        return
+        error = None
     finally:
         item.stash[_RUNNING] = False
+    if hang is not None and hang.tree is not None:
+        # Whatever the cancellation made the test raise is not the story.
+        pytest.fail(hang.message(item), pytrace=False)
+    if error is None:
+        return
     # Raised outside the except block so that the report does not show the
     # original (possibly a group) as the "context" of what we raise.
     raise _unwrap(error)
+
+
+class _HangFailure:
+    """--ringtrio-hang-timeout for one test: a HangDetector whose report
+    takes the task tree and cancels the test (a scope around the test and
+    its fixtures), which then fails with the tree as its message."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.scope = ringtrio.CancelScope()
+        self.tree: str | None = None
+        self.detector = HangDetector(timeout, on_hang=self._hung)
+
+    @classmethod
+    def for_item(cls, item: pytest.Function) -> _HangFailure | None:
+        timeout = item.config.getoption("ringtrio_hang_timeout", None)
+        if timeout is None:
+            return None
+        if not timeout > 0:
+            raise pytest.UsageError(f"--ringtrio-hang-timeout must be a number of seconds > 0, not {timeout}")
+        return cls(timeout)
+
+    def _hung(self, tree: TaskTree) -> None:
+        if self.tree is None:
+            self.tree = str(tree)
+            self.scope.cancel(f"no task ran for {self.timeout:g} s (--ringtrio-hang-timeout)")
+        else:
+            # Hung again after the cancellation (a shielded or uncancellable
+            # wait): the run cannot be ended from here; say what it waits on.
+            print(
+                f"ringtrio: the test is still hung {self.timeout:g} s after it was cancelled:\n{tree}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def message(self, item: pytest.Item) -> str:
+        return (
+            f"{item.nodeid} hung: no task ran for {self.timeout:g} s "
+            f"(--ringtrio-hang-timeout={self.timeout:g}), so it was cancelled.  "
+            f"What every task was waiting on:\n{self.tree}"
+        )
 
 
 def _clock_and_instruments(item: pytest.Function) -> tuple[Clock | None, list[Instrument]]:
@@ -510,7 +570,23 @@ def _clock_and_instruments(item: pytest.Function) -> tuple[Clock | None, list[In
     return (clocks[0] if clocks else None), instruments
 
 
-async def _run_test_and_fixtures(testfunc: Any, testargs: dict[str, Any], fixtures: list[_AsyncFixture]) -> None:
+async def _run_test_and_fixtures(
+    testfunc: Any,
+    testargs: dict[str, Any],
+    fixtures: list[_AsyncFixture],
+    hang_scope: ringtrio.CancelScope | None = None,
+) -> None:
+    """Set up the async fixtures, run the test, tear the fixtures down (all
+    inside ``hang_scope``, which --ringtrio-hang-timeout cancels)."""
+    __tracebackhide__ = True
+    if hang_scope is None:
+        await _test_and_fixtures(testfunc, testargs, fixtures)
+        return
+    with hang_scope:
+        await _test_and_fixtures(testfunc, testargs, fixtures)
+
+
+async def _test_and_fixtures(testfunc: Any, testargs: dict[str, Any], fixtures: list[_AsyncFixture]) -> None:
     """Set up the async fixtures, run the test, tear the fixtures down.
 
     Everything happens in this one task, like a stack of ``async with``

@@ -142,7 +142,7 @@ class BufferGroupInfo:
     multishots: tuple[RingOpInfo, ...]  # multishot receives armed on it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TaskInfo:
     name: str
     id: int
@@ -288,6 +288,11 @@ class _Snapshot:
         }
         self.claimed: set[int] = set()
         self.fds: dict[tuple[int, bool], FdInfo] = {}
+        # id(scope) -> (effective deadline, the scopes that bound it, whether
+        # code in the scope is effectively cancelled)
+        self.scope_memo: dict[int, tuple[float, tuple[ScopeInfo, ...], bool]] = {}
+        # (id(code), f_lasti) -> Location: tasks parked at one place share one.
+        self.locations: dict[tuple[int, int], Location] = {}
 
     def take(self) -> TaskTree:
         root_task = self.runner.init_task
@@ -319,12 +324,14 @@ class _Snapshot:
         else:  # (between two steps of the loop's own bookkeeping)
             state = "runnable"
         frames = self.frames_of(task)
-        stack = tuple(_location(frame) for frame in frames)
-        user = [i for i, loc in enumerate(stack) if not loc.internal]
-        if user:
+        stack = tuple([self.location(frame) for frame in frames])
+        user = len(stack) - 1
+        while user >= 0 and stack[user].internal:
+            user -= 1
+        if user >= 0:
             # The API the user's innermost frame called.
-            location: Location | None = stack[user[-1]]
-            api_index = user[-1] + 1
+            location: Location | None = stack[user]
+            api_index = user + 1
         else:
             # A task running a function of ringtrio (a system task, a
             # handler-less server task, start_soon(sock.recv)): the
@@ -342,20 +349,35 @@ class _Snapshot:
         if state == "parked":
             ring_op, waiting_for = self.wait_of(task, abort, api_frame)
         deadline, scopes, cancelled = self.deadline_of(task)
-        return TaskInfo(
-            name=task.name,
-            id=id(task),
-            state=state,
-            system=bool(task.context is not None and _is_system(task)),
-            location=location,
-            stack=stack,
-            waiting_for=waiting_for,
-            ring_op=ring_op,
-            deadline=deadline,
-            deadline_scopes=scopes,
-            cancelled=cancelled,
-            nurseries=tuple(self.nursery(n, frames) for n in task.child_nurseries),
+        # (TaskInfo(...) spelled out: see _frozen.)
+        return _frozen(  # type: ignore[no-any-return]
+            TaskInfo,
+            {
+                "name": task.name,
+                "id": id(task),
+                "state": state,
+                "system": _introspect.is_system(task),
+                "location": location,
+                "stack": stack,
+                "waiting_for": waiting_for,
+                "ring_op": ring_op,
+                "deadline": deadline,
+                "deadline_scopes": scopes,
+                "cancelled": cancelled,
+                "nurseries": tuple([self.nursery(n, frames) for n in task.child_nurseries]),
+            },
         )
+
+    def location(self, frame: types.FrameType) -> Location:
+        # By the code's id and the frame's instruction offset: hashing a
+        # code object hashes its contents, and f_lineno decodes the line
+        # table.  (The frames keep every code object alive while the
+        # snapshot is taken.)
+        key = (id(frame.f_code), frame.f_lasti)
+        loc = self.locations.get(key)
+        if loc is None:
+            loc = self.locations[key] = _location(frame)
+        return loc
 
     def frames_of(self, task: Task) -> list[types.FrameType]:
         coro: Any = task.coro
@@ -379,7 +401,7 @@ class _Snapshot:
         owner = getattr(abort, "__self__", None)
         api = None
         if api_frame is not None:
-            api = _describe_api(_api_name(api_frame), api_frame, _introspect.sleep_data(task))
+            api = _describe_api(api_frame, _introspect.sleep_data(task))
         if isinstance(owner, RingOp):
             nbytes = None
             if isinstance(owner, self._StreamReceiver) and api_frame is not None:
@@ -387,37 +409,48 @@ class _Snapshot:
                 # asked for is receive_some's argument.
                 nbytes = _local(api_frame, "max_bytes")
             return self.op(owner, nbytes), api or _opcode(owner)
-        chain = _introspect.chain_of(owner)
-        if chain is not None:
-            return self.chain(chain), api or "a linked chain of ring ops"
-        if owner is task and getattr(abort, "__name__", "") == "_abort_timed_sleep":
-            deadline = self.sleeps.get(task)
-            if deadline is not None:
-                return None, f"sleep until {deadline:.3f} (in {_seconds(deadline - self.now)})"
+        if owner is task:
+            if getattr(abort, "__name__", "") == "_abort_timed_sleep":
+                deadline = self.sleeps.get(task)
+                if deadline is not None:
+                    return None, f"sleep until {deadline:.3f} (in {_seconds(deadline - self.now)})"
+        elif owner is not None:
+            chain = _introspect.chain_of(owner)
+            if chain is not None:
+                return self.chain(chain), api or "a linked chain of ring ops"
         if api is not None:
             return None, api
         name = getattr(abort, "__qualname__", repr(abort))
         return None, f"wait_task_rescheduled (abort function {name})"
 
     def deadline_of(self, task: Task) -> tuple[float, tuple[ScopeInfo, ...], bool]:
-        best = inf
-        scopes: list[ScopeInfo] = []
-        cancelled = False
-        first = True
-        for scope in _introspect.scopes_of(task):
-            st = _introspect.scope_state(scope)
-            if first:
-                cancelled = st.effectively_cancelled
-                first = False
-            if st.deadline != inf or st.cancel_called:
-                scopes.append(self.scope(st))
-                if st.cancel_called:
-                    best = -inf
-                elif st.deadline < best:
-                    best = st.deadline
-            if st.shield:
+        # Walked from the task's innermost scope outwards, up to the first
+        # shield.  Many tasks share their outer scopes (every child of a
+        # nursery starts in its scope), so each scope's answer -- its own
+        # combined with its parent's -- is worked out once per snapshot.
+        memo = self.scope_memo
+        scope: CancelScope | None = _introspect.innermost_scope(task)
+        known = memo.get(id(scope))
+        if known is not None:
+            return known
+        pending = []
+        above: tuple[float, tuple[ScopeInfo, ...], bool] = (inf, (), False)
+        while scope is not None:
+            known = memo.get(id(scope))
+            if known is not None:
+                above = known
                 break
-        return best, tuple(scopes), cancelled
+            pending.append(scope)
+            scope = _introspect.parent_scope(scope)
+        for scope in reversed(pending):
+            st = _introspect.scope_state(scope)
+            best, scopes = (inf, ()) if st.shield else above[:2]
+            if st.cancel_called:
+                best, scopes = -inf, (self.scope(st), *scopes)
+            elif st.deadline != inf:
+                best, scopes = min(best, st.deadline), (self.scope(st), *scopes)
+            above = memo[id(scope)] = (best, scopes, st.effectively_cancelled)
+        return above
 
     def scope(self, st: _introspect.ScopeState) -> ScopeInfo:
         return ScopeInfo(
@@ -441,10 +474,10 @@ class _Snapshot:
                 continue
             # (`self`: a method of the nursery itself, not its opener.)
             if any(v is nursery and k != "self" for k, v in items):
-                opened_in = _location(frame)
+                opened_in = self.location(frame)
                 break
         st = _introspect.scope_state(nursery.cancel_scope)
-        children = sorted(nursery.child_tasks, key=lambda t: (t.name, id(t)))
+        children = sorted(nursery.child_tasks, key=_task_name)
         groups = tuple(
             self.buffer_group(owner)
             for owner in _introspect.owned_by(nursery)
@@ -554,12 +587,26 @@ _LENGTH_IS_BYTES = frozenset(
 )
 
 
+def _task_name(task: Task) -> str:
+    return task.name
+
+
 def _opcode(op: RingOp) -> str:
     return _ring.OPCODE_NAMES.get(op.opcode, str(op.opcode))
 
 
-def _is_system(task: Task) -> bool:
-    return bool(getattr(task, "_system", False))
+def _frozen(cls: type, fields: dict[str, Any]) -> Any:
+    """``cls(**fields)`` for a frozen dataclass, without its ``__init__``.
+
+    A frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__`` (its own ``__setattr__`` refuses): for TaskInfo's
+    twelve fields that was the largest single cost of a snapshot, over a
+    microsecond per task.  Setting the instance's ``__dict__`` once does the
+    same; the instance is as frozen as any other.  ``fields`` must name
+    every field (the one caller spells them out)."""
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    return obj
 
 
 def _location(frame: types.FrameType) -> Location:
@@ -585,16 +632,16 @@ def _local(frame: types.FrameType, name: str) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def _api_name(frame: types.FrameType) -> str:
-    """The API a frame of ringtrio is: ``Type.method`` named after the
-    object's own class (``Lock.acquire``, not the base class that defines
-    it), else the function's qualified name."""
+def _api_name(frame: types.FrameType) -> tuple[str, Any]:
+    """The API a frame of ringtrio is, and its ``self``: ``Type.method``
+    named after the object's own class (``Lock.acquire``, not the base class
+    that defines it), else the function's qualified name (and None)."""
     code = frame.f_code
     if code.co_argcount and code.co_varnames[0] == "self":
         obj = _local(frame, "self")
         if obj is not None:
-            return f"{type(obj).__name__}.{code.co_name}"
-    return code.co_qualname
+            return f"{type(obj).__name__}.{code.co_name}", obj
+    return code.co_qualname, None
 
 
 def _fn_name(fn: Any) -> str:
@@ -602,9 +649,11 @@ def _fn_name(fn: Any) -> str:
     return str(getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(inner))
 
 
-def _describe_api(api: str, frame: types.FrameType, sleep_data: Any) -> str:
+def _describe_api(frame: types.FrameType, sleep_data: Any) -> str:
+    """What a task waits for, in words, from the frame of the ringtrio API
+    the user called."""
+    api, obj = _api_name(frame)
     kind, _, method = api.rpartition(".")
-    obj = _local(frame, "self") if kind else None
     if method == "__aenter__" and hasattr(obj, "acquire"):
         # `async with lock:` waits in the primitive's acquire().
         api, method = f"{kind}.acquire", "acquire"

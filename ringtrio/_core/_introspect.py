@@ -7,8 +7,8 @@ scheduler's own state is listed here, in one place, so that the scheduler
 can change without the debugging code reaching into it:
 
 - per task: the abort function it is parked with (``parked_with``), what
-  its wait keeps in ``custom_sleep_data`` (a parking lot), its cancel scopes
-  innermost first (``scopes_of``);
+  its wait keeps in ``custom_sleep_data`` (a parking lot), its innermost
+  cancel scope (``innermost_scope``; ``parent_scope`` goes outwards);
 - per scope: deadline, shield, cancel called, effectively cancelled
   (``scope_state``; read without the side effect of
   ``CancelScope.cancel_called``, which expires a passed deadline);
@@ -66,21 +66,27 @@ def parked_with(task: Task) -> Callable[..., Any] | None:
     return task._abort_func
 
 
+def is_system(task: Task) -> bool:
+    """Whether ``task`` is a system task (the run's own, or started with
+    ``spawn_system_task``)."""
+    return task._system
+
+
 def sleep_data(task: Task) -> Any:
     """What the task's wait keeps in ``custom_sleep_data`` (the ParkingLot
     it is parked in, for waits built on one)."""
     return task.custom_sleep_data
 
 
-def scopes_of(task: Task) -> list[CancelScope]:
-    """The cancel scopes ``task`` is in, innermost first, up to the root
-    scope (its nursery's scope and those around it included)."""
-    scopes = []
-    scope: CancelScope | None = task._cancel_scope
-    while scope is not None:
-        scopes.append(scope)
-        scope = scope._parent
-    return scopes
+def innermost_scope(task: Task) -> CancelScope:
+    """The innermost cancel scope ``task`` is in (its nursery's, if it
+    entered none of its own)."""
+    return task._cancel_scope
+
+
+def parent_scope(scope: CancelScope) -> CancelScope | None:
+    """The scope around ``scope`` (None for the run's root scope)."""
+    return scope._parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +171,9 @@ def ops_in_flight(runner: Runner) -> list[tuple[RingOp, float | None]]:
 def chain_of(abort_owner: object) -> LinkedChain | None:
     """``abort_owner`` if it is a linked chain (a task in
     ``submit_chain_and_wait`` is parked with the chain's abort)."""
-    from ._chains import LinkedChain
-
-    return abort_owner if isinstance(abort_owner, LinkedChain) else None
+    # (_chains imports this module: its class is looked up at call time.)
+    chains = sys.modules[__package__ + "._chains"]
+    return abort_owner if isinstance(abort_owner, chains.LinkedChain) else None
 
 
 # -- submission timestamps --------------------------------------------------
@@ -283,7 +289,10 @@ def install_dump_signal(runner: Runner, signum: int, then: Callable[[], None]) -
             # during the run stays.
             if signal.getsignal(signum) is handler:
                 signal.signal(signum, old_handler)
-            signal.set_wakeup_fd(old_wakeup)
+            if old_wakeup != runner._wake_w:
+                # (Otherwise run()'s SIGINT handling set it, and puts back
+                # what was there before in `then`: the pipe is closed by now.)
+                signal.set_wakeup_fd(old_wakeup)
         finally:
             then()
 

@@ -8,6 +8,7 @@ from ._check_streams import (
     open_stream_to_socket_listener,
 )
 from ._checkpoints import assert_checkpoints, assert_no_checkpoints
+from ._hang_detector import HangDetector
 from ._memory_streams import (
     MemoryReceiveStream,
     MemorySendStream,
@@ -23,6 +24,7 @@ from ._trio_test import trio_test
 from .._threads import active_thread_count, wait_all_threads_completed
 
 __all__ = [
+    "HangDetector",
     "MemoryReceiveStream",
     "MemorySendStream",
     "check_half_closeable_stream",
