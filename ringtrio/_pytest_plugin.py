@@ -81,6 +81,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    hang_timeout = config.getoption("ringtrio_hang_timeout", None)
+    if hang_timeout is not None and not 0 < hang_timeout < float("inf"):
+        raise pytest.UsageError(
+            f"--ringtrio-hang-timeout must be a finite number of seconds > 0, not {hang_timeout}"
+        )
     config.addinivalue_line(
         "markers",
         f"{MARKER}: run this async test and its async fixtures under ringtrio.run",
@@ -528,11 +533,7 @@ class _HangFailure:
     @classmethod
     def for_item(cls, item: pytest.Function) -> _HangFailure | None:
         timeout = item.config.getoption("ringtrio_hang_timeout", None)
-        if timeout is None:
-            return None
-        if not timeout > 0:
-            raise pytest.UsageError(f"--ringtrio-hang-timeout must be a number of seconds > 0, not {timeout}")
-        return cls(timeout)
+        return None if timeout is None else cls(timeout)
 
     def _hung(self, tree: TaskTree) -> None:
         if self.tree is None:

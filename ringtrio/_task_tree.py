@@ -31,7 +31,7 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from ._core import OwnedRingOp, RingOp, _ring
 from ._core._internal_api import _current_runner, _introspect
@@ -57,6 +57,7 @@ __all__ = [
 # Frames in files under this directory are ringtrio's own.
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 inf = math.inf
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------------
@@ -156,6 +157,7 @@ class TaskInfo:
     # "memory channel receive", "sleep until 1234.500", "to_thread.run_sync(fn)" ...
     waiting_for: str | None
     ring_op: RingOpInfo | None  # the ring op it is parked on
+    sleeps_until: float | None  # for a task in sleep()/sleep_until(): when it wakes
     # The effective deadline (inf: none; -inf: cancelled) and the scopes
     # around the task that have a deadline or are cancelled, up to the first
     # shield, innermost first.
@@ -350,7 +352,7 @@ class _Snapshot:
             ring_op, waiting_for = self.wait_of(task, abort, api_frame)
         deadline, scopes, cancelled = self.deadline_of(task)
         # (TaskInfo(...) spelled out: see _frozen.)
-        return _frozen(  # type: ignore[no-any-return]
+        return _frozen(
             TaskInfo,
             {
                 "name": task.name,
@@ -361,6 +363,7 @@ class _Snapshot:
                 "stack": stack,
                 "waiting_for": waiting_for,
                 "ring_op": ring_op,
+                "sleeps_until": self.sleeps.get(task),
                 "deadline": deadline,
                 "deadline_scopes": scopes,
                 "cancelled": cancelled,
@@ -595,7 +598,7 @@ def _opcode(op: RingOp) -> str:
     return _ring.OPCODE_NAMES.get(op.opcode, str(op.opcode))
 
 
-def _frozen(cls: type, fields: dict[str, Any]) -> Any:
+def _frozen(cls: type[_T], fields: dict[str, Any]) -> _T:
     """``cls(**fields)`` for a frozen dataclass, without its ``__init__``.
 
     A frozen dataclass's ``__init__`` sets each field through
@@ -604,7 +607,7 @@ def _frozen(cls: type, fields: dict[str, Any]) -> Any:
     microsecond per task.  Setting the instance's ``__dict__`` once does the
     same; the instance is as frozen as any other.  ``fields`` must name
     every field (the one caller spells them out)."""
-    obj = object.__new__(cls)
+    obj = cls.__new__(cls)
     object.__setattr__(obj, "__dict__", fields)
     return obj
 

@@ -609,3 +609,58 @@ def test_marked_sync_test_is_an_error(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(["*test_not_async is marked ringtrio but is not an async function*"])
     result.stdout.fnmatch_lines(["*test_claimed_twice is marked both 'ringtrio' and 'trio'*"])
+
+
+def test_hang_timeout_fails_a_deadlocked_test_with_the_task_tree(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, ringtrio
+
+        @pytest.mark.ringtrio
+        async def test_deadlock():
+            lock = ringtrio.Lock()
+            never = ringtrio.Event()
+
+            async def holder():
+                async with lock:
+                    await never.wait()
+
+            async with ringtrio.open_nursery() as nursery:
+                nursery.start_soon(holder)
+                await ringtrio.testing.wait_all_tasks_blocked()
+                async with lock:
+                    pass
+
+        @pytest.mark.ringtrio
+        async def test_fine(nursery):
+            nursery.start_soon(ringtrio.sleep_forever)
+            await ringtrio.sleep(0.01)
+        """
+    )
+    result = pytester.runpytest("--ringtrio-hang-timeout=0.3")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_deadlock hung: no task ran for 0.3 s (--ringtrio-hang-timeout=0.3), so it was cancelled.*",
+            "ringtrio task tree at t=*",
+            "*at test_deadlock at test_hang_timeout_fails_a_deadlocked_test_with_the_task_tree.py:15",
+            "*waiting for: Lock.acquire (held by *holder)",
+            "*test_deadlock.<locals>.holder [[]parked]",
+            "*waiting for: Event.wait",
+        ]
+    )
+
+
+def test_hang_timeout_must_be_positive(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, ringtrio
+
+        @pytest.mark.ringtrio
+        async def test_it():
+            await ringtrio.sleep(0)
+        """
+    )
+    result = pytester.runpytest("--ringtrio-hang-timeout=0")
+    result.stderr.fnmatch_lines(["*--ringtrio-hang-timeout must be a finite number of seconds > 0, not 0.0*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
