@@ -38,7 +38,6 @@ from ._core._internal_api import _current_runner, _introspect
 
 if TYPE_CHECKING:
     from ._core import CancelScope, Nursery, Task
-    from ._core._runner import Runner
 
 __all__ = [
     "BufferGroupInfo",
@@ -261,7 +260,9 @@ class _Snapshot:
     """One snapshot in the making: the run's facts read once, then the tree
     walked from the root."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Any) -> None:
+        # (The core's Runner: read only through _introspect and its public
+        # attributes, init_task, system_nursery, current_time.)
         # Upper layers' op classes, imported here (not at module level):
         # this module is imported by ringtrio.lowlevel, before them.
         from ._buffer_group import BufferGroup, _MultishotRecv
@@ -902,7 +903,7 @@ def _render(tree: TaskTree) -> str:
 def _render_task(tree: TaskTree, task: TaskInfo, first: str, rest: str, lines: list[str]) -> None:
     flags = ", system" if task.system else ""
     lines.append(f"{first}{task.name} [{task.state}{flags}]")
-    detail = rest + ("|  " if task.nurseries else "   ")
+    detail = rest + ("|  " if any(n.tasks or n.buffer_groups for n in task.nurseries) else "   ")
     if task.location is not None:
         lines.append(f"{detail}at {task.location}")
     if task.waiting_for:
@@ -919,8 +920,10 @@ def _render_task(tree: TaskTree, task: TaskInfo, first: str, rest: str, lines: l
         )
     # One task's nurseries nest; drawn side by side all the same (the run's
     # root task has three), each after the first marked as inside it.
-    for i, nursery in enumerate(task.nurseries):
-        last = i == len(task.nurseries) - 1
+    # Empty ones (no child, no buffer group) are left out of the drawing.
+    shown = [n for n in task.nurseries if n.tasks or n.buffer_groups]
+    for i, nursery in enumerate(shown):
+        last = i == len(shown) - 1
         _render_nursery(
             tree, nursery, i > 0, rest + ("`- " if last else "+- "), rest + ("   " if last else "|  "), lines
         )
