@@ -106,3 +106,16 @@ async def to_thread(n):
     # asyncio.to_thread uses the loop's default ThreadPoolExecutor.
     for _ in range(n):
         await asyncio.to_thread(_noop_sync)
+
+
+async def task_tree_10k(n):
+    """asyncio's nearest: ``all_tasks()`` and each task's ``get_stack()``."""
+    event = asyncio.Event()
+    tasks = [asyncio.ensure_future(event.wait()) for _ in range(n)]
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    [(t.get_name(), t.get_stack()) for t in asyncio.all_tasks()]
+    elapsed = time.perf_counter() - t0
+    event.set()
+    await asyncio.gather(*tasks)
+    return elapsed

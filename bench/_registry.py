@@ -45,6 +45,8 @@ ROWS = {
     "channel_unbuffered": _row(100_000, "messages", "channel_unbuffered"),
     "event_pingpong": _row(50_000, "round trips", "event_pingpong"),
     "to_thread": _row(10_000, "round trips", "to_thread"),
+    # Debugging (issue 17): one snapshot of 10k parked tasks, timed alone.
+    "task_tree_10k": _row(10_000, "tasks", "task_tree_10k"),
     # File I/O (issue 6): ringtrio and trio against plain blocking Python.
     "files_read_4k": Row(10_000, "files", _files.files_read_4k, None, _files.sync_files_read_4k),
     "file_read_64k": Row(4096, "64 KiB chunks", _files.file_read_64k, None, _files.sync_file_read_64k),

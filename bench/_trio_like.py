@@ -12,6 +12,7 @@ generator subprocess, ...) may instead return its own elapsed seconds as a
 float, which :func:`run` then uses.
 """
 
+import importlib
 import time
 
 
@@ -118,3 +119,34 @@ async def to_thread(lib, n):
     run_sync = lib.to_thread.run_sync
     for _ in range(n):
         await run_sync(_noop_sync)
+
+
+async def task_tree_10k(lib, n):
+    """One snapshot of ``n`` parked tasks (Event waiters), timed alone:
+    ringtrio's ``lowlevel.task_tree()``; for trio, the walk it offers
+    (``current_root_task()``, ``child_nurseries``, ``child_tasks``, each
+    task's ``iter_await_frames()``), which gives names and frames only."""
+    event = lib.Event()
+    snapshot = getattr(lib.lowlevel, "task_tree", None)
+    if snapshot is None:
+
+        def snapshot():
+            found = []
+            stack = [lib.lowlevel.current_root_task()]
+            while stack:
+                task = stack.pop()
+                found.append((task.name, [f.f_lineno for f, _ in task.iter_await_frames()]))
+                for nursery in task.child_nurseries:
+                    stack.extend(nursery.child_tasks)
+            return found
+
+    testing = importlib.import_module(f"{lib.__name__}.testing")
+    async with lib.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(event.wait)
+        await testing.wait_all_tasks_blocked()
+        t0 = time.perf_counter()
+        snapshot()
+        elapsed = time.perf_counter() - t0
+        event.set()
+    return elapsed

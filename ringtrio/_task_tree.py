@@ -835,10 +835,10 @@ def _describe_socket(fd: int) -> str:
         else:
             proto = str(family)
         local = _address(sock, "getsockname")
-        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            return f"{proto} listening on {local}"
         peer = _address(sock, "getpeername")
         if peer is None:
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                return f"{proto} listening on {local}"
             return f"{proto} {local}"
         if local == peer == "(unnamed)":
             return f"{proto}, unnamed (a socketpair?)"
