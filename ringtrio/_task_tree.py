@@ -23,6 +23,7 @@ descriptor a ring op waits on (to say what it is).
 from __future__ import annotations
 
 import math
+import operator
 import os
 import socket
 import stat
@@ -326,8 +327,14 @@ class _Snapshot:
             state = "runnable"
         else:  # (between two steps of the loop's own bookkeeping)
             state = "runnable"
-        frames = self.frames_of(task)
-        stack = tuple([self.location(frame) for frame in frames])
+        if task is self.running:
+            frames = self.frames_of_running(task)
+        else:
+            frames = [frame for frame, _ in task.iter_await_frames()]
+        known = self.locations
+        stack = tuple(
+            [known.get((id(f.f_code), f.f_lasti)) or self.location(f) for f in frames]  # (inlined: hot)
+        )
         user = len(stack) - 1
         while user >= 0 and stack[user].internal:
             user -= 1
@@ -383,12 +390,14 @@ class _Snapshot:
             loc = self.locations[key] = _location(frame)
         return loc
 
-    def frames_of(self, task: Task) -> list[types.FrameType]:
+    def frames_of_running(self, task: Task) -> list[types.FrameType]:
+        """The await chain of the task whose step is in progress."""
         coro: Any = task.coro
         if getattr(coro, "cr_running", False) or getattr(coro, "gi_running", False):
-            # The running task (the snapshot is taken from inside it): its
-            # await chain is the live stack, from the coroutine's own frame
-            # down to here.
+            # The snapshot is taken from inside the task: its await chain
+            # is the live stack, from the coroutine's own frame down to here.
+            # (From an instrument hook, before or after the task's step, its
+            # coroutine is suspended as any other.)
             top = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
             frames: list[types.FrameType] = []
             frame: types.FrameType | None = sys._getframe(1)
@@ -481,7 +490,8 @@ class _Snapshot:
                 opened_in = self.location(frame)
                 break
         st = _introspect.scope_state(nursery.cancel_scope)
-        children = sorted(nursery.child_tasks, key=_task_name)
+        children = [self.task(child) for child in nursery.child_tasks]
+        children.sort(key=_by_name)
         groups = tuple(
             self.buffer_group(owner)
             for owner in _introspect.owned_by(nursery)
@@ -492,7 +502,7 @@ class _Snapshot:
             opened_in=opened_in,
             cancel_called=st.cancel_called,
             deadline=st.deadline,
-            tasks=tuple(self.task(child) for child in children),
+            tasks=tuple(children),
             buffer_groups=groups,
         )
 
@@ -591,8 +601,7 @@ _LENGTH_IS_BYTES = frozenset(
 )
 
 
-def _task_name(task: Task) -> str:
-    return task.name
+_by_name = operator.attrgetter("name")
 
 
 def _opcode(op: RingOp) -> str:
