@@ -40,20 +40,6 @@ from ._core._internal_api import _current_runner, _introspect
 if TYPE_CHECKING:
     from ._core import CancelScope, Nursery, Task
 
-__all__ = [
-    "BufferGroupInfo",
-    "FdInfo",
-    "Location",
-    "NurseryInfo",
-    "RingOpInfo",
-    "ScopeInfo",
-    "TaskInfo",
-    "TaskTree",
-    "enable_op_timestamps",
-    "print_task_tree",
-    "task_tree",
-]
-
 # Frames in files under this directory are ringtrio's own.
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 inf = math.inf
