@@ -10,7 +10,8 @@ Prints ns per op, best and median over the rounds, per tree.
 Rows: ``checkpoint`` (one task, ``lowlevel.checkpoint()``), ``nop`` (10
 tasks each awaiting a NOP ring op through ``submit_and_wait``),
 ``spawn`` (spawn and join trivial tasks), ``event`` (two tasks ping-ponging
-through ``Event``s: two reschedules per trip); the bodies other than ``nop``
+through ``Event``s: two reschedules per trip), ``scope`` (``move_on_after``
+entered and left around a checkpoint); the bodies other than ``nop``
 are ``bench/_trio_like.py``'s.  Each tree's ringtrio must be importable from
 the tree (the native modules built in place), and its ``bench`` package.
 """
@@ -53,6 +54,7 @@ ROWS = {
     "nop": (nop, 1),
     "spawn": (_trio_like.spawn_join, 4),
     "event": (_trio_like.event_pingpong, 8),
+    "scope": (_trio_like.timeout_scopes, 2),
 }
 body, per = ROWS[sys.argv[1]]
 count = N // per
@@ -67,7 +69,7 @@ async def main():
 print(json.dumps(ringtrio.run(main) * 1e9))
 """
 
-ROWS = ["checkpoint", "nop", "spawn", "event"]
+ROWS = ["checkpoint", "nop", "spawn", "event", "scope"]
 
 
 def main() -> None:

@@ -3,6 +3,11 @@ ringtrio (``lib`` is the module under test)."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
@@ -58,3 +63,35 @@ def same_under_both(scenario: Callable[..., Awaitable[Any]], *args: Any, hang: f
         results.append(lib.run(guarded))
     assert results[1] == results[0], f"trio: {results[0]!r}\nringtrio: {results[1]!r}"
     return results[0]
+
+
+def ctrl_c_child(code: str, *args: str, send: bool = True) -> tuple[dict[str, Any], float]:
+    """Run ``python -c code *args`` (a scenario under one library), wait for
+    it to print ``ready``, then (``send``) give it a SIGINT as Ctrl-C would.
+    Returns the JSON report it prints last and the seconds from the signal
+    to its exit."""
+    with subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = proc.stdout.readline()
+            assert line == "ready\n", (line, proc.stderr.read())
+            if send:
+                time.sleep(0.05)  # into the busy loop / the wait
+            sent = time.monotonic()
+            if send:
+                proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+            elapsed = time.monotonic() - sent
+            # (The rest of stdout: readline() may have buffered part of it.)
+            out, err = proc.stdout.read(), proc.stderr.read()
+        finally:
+            if proc.poll() is None:  # pragma: no cover - a hang
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    return json.loads(out.splitlines()[-1]), elapsed

@@ -29,7 +29,7 @@ import ringtrio
 from ringtrio import lowlevel
 from ringtrio._core._ring import IORING_OP_NOP
 
-from _differential import LIBS, lib  # noqa: F401  (lib: a fixture)
+from _differential import LIBS, ctrl_c_child, lib  # noqa: F401  (lib: a fixture)
 
 # -- the Ctrl-C scenarios, in a child process, under both libraries ---------
 
@@ -142,36 +142,10 @@ SCENARIOS = [
 ]
 
 
-def _ctrl_c(lib: str, scenario: str) -> tuple[dict[str, Any], float]:
-    """Run ``scenario`` under ``lib`` in a child, Ctrl-C it once it is in
-    position; return what it reported and the seconds from SIGINT to exit."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, lib, scenario],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line == "ready\n", (line, proc.stderr.read() if proc.stderr else "")
-        time.sleep(0.05)  # into the busy loop / the wait
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:  # pragma: no cover - a hang
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
-    return json.loads(out.splitlines()[-1]), elapsed
-
-
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_ctrl_c_ends_the_run_as_trio_does(scenario: str) -> None:
-    trio_report, _ = _ctrl_c("trio", scenario)
-    ours, elapsed = _ctrl_c("ringtrio", scenario)
+    trio_report, _ = ctrl_c_child(_CHILD, "trio", scenario)
+    ours, elapsed = ctrl_c_child(_CHILD, "ringtrio", scenario)
     assert ours == trio_report
     flat = json.dumps(ours["outcome"])
     assert "KeyboardInterrupt" in flat and "Cancelled" not in flat

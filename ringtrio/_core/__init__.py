@@ -36,6 +36,7 @@ from ._exceptions import (
     TooSlowError,
     WouldBlock,
 )
+from ._guest import start_guest_run
 from ._instrumentation import Instrument, RunStatistics
 from ._ki import currently_ki_protected, disable_ki_protection, enable_ki_protection
 from ._local import current_task

@@ -91,25 +91,29 @@ def note_refusal(exc: RingUnavailableError) -> None:
         _refused = exc
 
 
-def _new_ring(soft: bool) -> Ring:
+def _new_ring(soft: bool, guest: bool) -> Ring:
     # (The sizes are read now, not when Ring was defined: tests shrink them.)
-    return Ring(_ring.SQ_ENTRIES, _ring.CQ_ENTRIES, soft=soft)
+    flags = _ring.GUEST_SETUP_FLAGS if guest else _ring.PREFERRED_SETUP_FLAGS
+    return Ring(_ring.SQ_ENTRIES, _ring.CQ_ENTRIES, soft=soft, setup_flags=flags)
 
 
-def open_ring(backend: str | None) -> tuple[Ring, Backend, RingFallbackWarning | None]:
-    """The ring for a new run, what it is and why, and the warning to give
-    (if this is the process's first fallback)."""
+def open_ring(
+    backend: str | None, guest: bool = False
+) -> tuple[Ring, Backend, RingFallbackWarning | None]:
+    """The ring for a new run (``guest``: a guest run's, see
+    ``_ring.GUEST_SETUP_FLAGS``), what it is and why, and the warning to
+    give (if this is the process's first fallback)."""
     global _refused, _warned
     choice, source = _wanted(backend)
     if choice == "epoll":
-        return _new_ring(True), Backend("epoll", f"chosen with {source}"), None
+        return _new_ring(True, guest), Backend("epoll", f"chosen with {source}"), None
     if choice == "ring":
-        return _new_ring(False), Backend("io_uring", f"chosen with {source}"), None
+        return _new_ring(False, guest), Backend("io_uring", f"chosen with {source}"), None
     if _refused is None:
         _refused = _kernel_too_old()
     if _refused is None:
         try:
-            ring = _new_ring(False)
+            ring = _new_ring(False, guest)
         except RingUnavailableError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 # Out of file descriptors: the soft ring needs some too, and
@@ -118,7 +122,7 @@ def open_ring(backend: str | None) -> tuple[Ring, Backend, RingFallbackWarning |
             _refused = exc
         else:
             return ring, Backend("io_uring", "io_uring is available"), None
-    ring = _new_ring(True)
+    ring = _new_ring(True, guest)
     reason = _refused.strerror or str(_refused)
     warning = None
     if not _warned:

@@ -41,6 +41,9 @@ the rest of ringtrio is one short file:
   ops in flight that ``lowlevel.task_tree()`` (ringtrio/_task_tree.py) is
   built from, the ops' submission timestamps, and
   ``set_task_tree_printer`` (what ``run(dump_tasks_on=...)`` calls);
+- ``_run_state_changed()``: tell the current run that something its next
+  wait depends on changed outside its loop (MockClock's autojump threshold
+  set from a guest run's host);
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
@@ -64,6 +67,13 @@ def _signal_wakeup_fd() -> int:
     loop from io_uring_enter.  (run() points signal.set_wakeup_fd at it when
     it installs its SIGINT handler.)"""
     return _current_runner()._wake_w
+
+
+def _run_state_changed() -> None:
+    """See Runner._state_changed (a no-op outside a run)."""
+    runner = getattr(_local, "runner", None)
+    if runner is not None:
+        runner._state_changed()
 
 
 def _ki_pending_for(task: Task) -> bool:
@@ -92,6 +102,7 @@ __all__ = [
     "_local",
     "_outside_run",
     "_require_function",
+    "_run_state_changed",
     "_signal_wakeup_fd",
     "_yield_trap",
     "set_buffer_group_opener",

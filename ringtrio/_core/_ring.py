@@ -112,6 +112,15 @@ PREFERRED_SETUP_FLAGS = (
     | IORING_SETUP_SUBMIT_ALL
     | IORING_SETUP_TASKRUN_FLAG
 )
+# A guest run's ring (lowlevel.start_guest_run): a helper thread waits for
+# completions by polling the ring's fd while the host loop runs.  With
+# DEFER_TASKRUN a completion is deferred work that nothing posts until the
+# owning thread enters with GETEVENTS, and adding it wakes no poller
+# (measured on 6.18: the poll sleeps to its timeout), so it is left out;
+# COOP_TASKRUN still spares us the IPI.  SINGLE_ISSUER is left out too: the
+# ring is only ever entered from the host loop's thread, but nothing makes
+# the host call us back from the thread that started the run.
+GUEST_SETUP_FLAGS = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL
 
 SQ_ENTRIES = 1024
 CQ_ENTRIES = 8192
@@ -189,6 +198,7 @@ class Ring:
         *,
         force_errno: int | None = None,
         soft: bool = False,
+        setup_flags: int = PREFERRED_SETUP_FLAGS,
     ) -> None:
         ffi, lib = _load_native()
         self.ffi = ffi
@@ -206,9 +216,7 @@ class Ring:
         else:
             if force_errno is None:
                 force_errno = _force_setup_errno
-            ptr = lib.rt_ring_open(
-                sq_entries, cq_entries, PREFERRED_SETUP_FLAGS, force_errno, err
-            )
+            ptr = lib.rt_ring_open(sq_entries, cq_entries, setup_flags, force_errno, err)
             if ptr == ffi.NULL:
                 raise RingUnavailableError.from_errno(err[0])
         self.ptr: Any = ptr

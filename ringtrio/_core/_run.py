@@ -100,40 +100,16 @@ def run(
     default): print ``lowlevel.print_task_tree()`` to stderr whenever the
     process gets that signal, and stamp ring ops with their submission time
     for the run (docs/debugging.md)."""
-    if getattr(_local, "runner", None) is not None:
-        raise RuntimeError("Attempted to call ringtrio.run() from inside a run()")
-    _require_function(async_fn, "ringtrio.run")
+    # (Checked before the runner opens its ring, which an error here would leak.)
     dump_signal = None if dump_tasks_on is None else check_dump_signal(dump_tasks_on)
-    if clock is not None and not (
-        hasattr(clock, "current_time") and hasattr(clock, "deadline_to_sleep_time")
-    ):
-        raise TypeError(f"clock must provide current_time() and deadline_to_sleep_time(), got {clock!r}")
-    runner = Runner(clock, tuple(instruments), strict_exception_groups, backend)
-    if runner.fallback_warning is not None:
-        warnings.warn(runner.fallback_warning, stacklevel=2)
+    runner = _new_runner("ringtrio.run", async_fn, clock, instruments, strict_exception_groups, backend)
     _local.runner = runner
-    restore_signals: Callable[[], None] = lambda: None
+    restore_signals: Callable[[], None] = _nothing
     try:
         restore_signals = _install_sigint(runner, restrict_keyboard_interrupt_to_checkpoints)
         if dump_signal is not None:
             restore_signals = install_dump_signal(runner, dump_signal, restore_signals)
-        runner.asyncgens.install()
-        if clock is not None:
-            clock.start_clock()
-        if runner._instruments:
-            runner._instrument("before_run")
-        # The root scope: never cancelled, the parent of everything.
-        root_scope = CancelScope()
-        init_task = Task(runner, _init(runner, async_fn, args), "<init>", runner.system_context.copy(), None, True)
-        init_task._cancel_scope = root_scope
-        root_scope._state = CancelScope._ACTIVE
-        root_scope._owner = init_task
-        runner.init_task = init_task
-        runner._ntasks += 1
-        runner._runq.append(init_task)
-        if runner._instruments:
-            runner._instrument("task_spawned", init_task)
-            runner._instrument("task_scheduled", init_task)
+        _start(runner, async_fn, args)
         runner._run_loop()
         if runner._instruments:
             runner._instrument("after_run")
@@ -142,13 +118,79 @@ def run(
     except BaseException as exc:
         raise RingtrioInternalError("internal error in ringtrio - please report it") from exc
     finally:
-        try:
-            runner.close()
-        finally:
-            runner.asyncgens.uninstall()
-            restore_signals()
+        _close(runner, restore_signals)
+    return _final_outcome(runner).unwrap()  # type: ignore[no-any-return]
+
+
+def _nothing() -> None:
+    pass
+
+
+def _new_runner(
+    api: str,
+    async_fn: Callable[..., Awaitable[Any]],
+    clock: Clock | None,
+    instruments: tuple[Instrument, ...] | list[Instrument],
+    strict_exception_groups: bool,
+    backend: str | None,
+    guest: bool = False,
+) -> Runner:
+    """Check run()'s (or start_guest_run()'s) arguments and set up the
+    Runner: the only step of starting a run that may fail with
+    RingUnavailableError."""
+    if getattr(_local, "runner", None) is not None:
+        raise RuntimeError(f"Attempted to call {api}() from inside a run()")
+    _require_function(async_fn, api)
+    if clock is not None and not (
+        hasattr(clock, "current_time") and hasattr(clock, "deadline_to_sleep_time")
+    ):
+        raise TypeError(f"clock must provide current_time() and deadline_to_sleep_time(), got {clock!r}")
+    runner = Runner(clock, tuple(instruments), strict_exception_groups, backend, guest)
+    if runner.fallback_warning is not None:
+        warnings.warn(runner.fallback_warning, stacklevel=3)
+    return runner
+
+
+def _start(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    """What a run does before its loop, once its SIGINT handler is in:
+    async generator hooks, the clock, the before_run hook, and the init task
+    on the run queue."""
+    runner.asyncgens.install()
+    if runner.clock is not None:
+        runner.clock.start_clock()
+    if runner._instruments:
+        runner._instrument("before_run")
+    # The root scope: never cancelled, the parent of everything.
+    root_scope = CancelScope()
+    init_task = Task(runner, _init(runner, async_fn, args), "<init>", runner.system_context.copy(), None, True)
+    init_task._cancel_scope = root_scope
+    root_scope._state = CancelScope._ACTIVE
+    root_scope._owner = init_task
+    runner.init_task = init_task
+    runner._ntasks += 1
+    runner._runq.append(init_task)
+    if runner._instruments:
+        runner._instrument("task_spawned", init_task)
+        runner._instrument("task_scheduled", init_task)
+
+
+def _close(runner: Runner, restore_signals: Callable[[], None]) -> None:
+    """The end of a run, whatever happened: the ring drained and closed, the
+    hooks and signal handling put back, the thread no longer in a run."""
+    try:
+        runner.close()
+    finally:
+        runner.asyncgens.uninstall()
+        restore_signals()
+        if getattr(_local, "runner", None) is runner:
             _local.runner = None
             _local.task = None
+
+
+def _final_outcome(runner: Runner) -> outcome.Outcome[Any]:
+    """What the run returns or raises: the main task's outcome, or
+    KeyboardInterrupt if a Ctrl-C is still pending (chained to the main
+    task's error, if any)."""
     result = runner.main_outcome
     if runner.ki_pending:
         ki = KeyboardInterrupt()
@@ -156,7 +198,7 @@ def run(
             ki.__context__ = result.error
         result = outcome.Error(ki)
     assert result is not None
-    return result.unwrap()  # type: ignore[no-any-return]
+    return result
 
 
 def _install_sigint(
@@ -167,17 +209,17 @@ def _install_sigint(
     main task.  Returns the function that puts back what was there.
 
     Only when run() is in the main thread and nobody installed their own
-    handler (trio's rule).  Unless ``set_wakeup_fd`` is False (a guest run
-    whose host owns the signal module's wake-up fd), the wake-up fd points
-    at our wake-up pipe, so a signal arriving while we sleep in
-    io_uring_enter wakes the loop.
+    handler (trio's rule).  Unless ``set_wakeup_fd`` is False (a guest run:
+    it decides about the wake-up fd itself), the wake-up fd points at our
+    wake-up pipe, so a signal arriving while we sleep in io_uring_enter
+    wakes the loop.
     """
     # (By ident: current_thread() is a dummy for a thread missing from
     # threading's table, which trio's tests simulate.)
     if threading.get_ident() != threading.main_thread().ident:
-        return lambda: None
+        return _nothing
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return lambda: None
+        return _nothing
 
     def deliver() -> None:
         runner.ki_pending = True

@@ -132,6 +132,7 @@ class Runner:
         instruments: tuple[Instrument, ...],
         strict_exception_groups: bool,
         backend: str | None = None,
+        guest: bool = False,
     ) -> None:
         self.clock = clock
         # With the default clock, deadlines are CLOCK_MONOTONIC seconds and can
@@ -179,7 +180,15 @@ class Runner:
         # The init task's outermost nursery (see _run._init).
         self.late_nursery: Nursery | None = None
         self.system_context: Context = copy_context()
-        self.system_context.run(sniffio.current_async_library_cvar.set, sniffio_name())
+        # What sniffio says in the run's tasks: through its context variable,
+        # which every task's context inherits.  Not in a guest run, whose
+        # tasks share a thread with the host loop: an asyncio task started
+        # from one of them copies its context and would say "ringtrio" too.
+        # A guest run sets sniffio's thread-local for the length of each
+        # pass instead (_guest.py), as trio does for every run.
+        self.sniffio_name = sniffio_name()
+        if not guest:
+            self.system_context.run(sniffio.current_async_library_cvar.set, self.sniffio_name)
         self.trio_token = TrioToken(self)
         self.asyncgens = AsyncGenerators(self)
         self._idle_waiters: list[tuple[float, int, Task]] = []
@@ -214,16 +223,27 @@ class Runner:
         self._closed_for_entries = False
         self._wakeup_armed = False
         self._thread = threading.get_ident()
-        # Guest mode (_guest.py): True while the host loop runs and a helper
-        # thread waits for the ring on our behalf.  Code run by the host
-        # meanwhile that changes what that wait depends on calls
-        # _state_changed().
+        # Guest mode (_guest.py): the loop runs one pass per callback from
+        # the host loop, and a helper thread waits for the ring in between.
+        # _guest_waiting is True while it waits: code the host runs
+        # meanwhile that changes what the wait depends on calls
+        # _state_changed().  _guest_wait is that wait's (timeout, idle
+        # primed) and, once over, whether it timed out: the next pass takes
+        # it instead of waiting itself.
+        self.is_guest = guest
         self._guest_waiting = False
+        self._guest_wait: tuple[float, int, bool] | None = None
         # Resources whose memory in-flight ops may still use at the end of
         # the run: closed once the ring has been drained.
         self._close_after_drain: list[Callable[[], None]] = []
         self._done = False
         self._open_kernel_side(backend)
+        if guest and self.ring.soft:
+            # The soft ring times linked timeouts in its own heap, which only
+            # a pass looks at, and a guest run's helper thread waits on the
+            # ring's fd, which no timer wakes: leave deadlines to our heap,
+            # whose next deadline is the wait's timeout.
+            self._kernel_deadlines = False
 
     def _open_kernel_side(self, backend: str | None) -> None:
         """Open what the run needs from the kernel: the ring and the wake-up
@@ -235,7 +255,7 @@ class Runner:
 
         The ring is the kernel's or the soft ring (see _backend.py); nothing
         below cares which.  The fallback warning, if any, is given by run()."""
-        ring, self.backend, self.fallback_warning = open_ring(backend)
+        ring, self.backend, self.fallback_warning = open_ring(backend, guest=self.is_guest)
         try:
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
@@ -319,6 +339,8 @@ class Runner:
     def _register_scope_deadline(self, scope: CancelScope, deadline: float) -> None:
         self._scope_deadlines += 1
         self._register_deadline(scope, deadline)
+        if self._guest_waiting:
+            self._state_changed()  # (a guest's host moved a deadline)
 
     def _unregister_scope_deadline(self, scope: CancelScope) -> None:
         self._scope_deadlines -= 1
@@ -406,6 +428,8 @@ class Runner:
             task._cancel_scope = scope
             scope._nursery_tasks.add(task)  # type: ignore[union-attr]
         self._runq.append(task)
+        if self._guest_waiting:
+            self._state_changed()  # (spawn_system_task from a guest's host)
         if self._instruments:
             self._instrument("task_spawned", task)
             self._instrument("task_scheduled", task)
@@ -633,6 +657,9 @@ class Runner:
         if self._ops_closed:
             return
         self._submit_op(_CancelOp(self, op, retries), None, inf)
+        if self._guest_waiting:
+            # A guest's host cancelled a wait: only a pass may submit.
+            self._state_changed()
 
     def _arm_wakeup(self) -> None:
         self._sq_dirty = True
@@ -725,6 +752,8 @@ class Runner:
             self._entry_queue.append((fn, args))
         if threading.get_ident() != self._thread:
             self._wake()
+        elif self._guest_waiting:
+            self._state_changed()  # (from a guest's host loop)
 
     def _run_entry_queue(self) -> None:
         # Only the callbacks queued before this pass, as trio: one that
@@ -798,7 +827,8 @@ class Runner:
             timeout = self.clock.deadline_to_sleep_time(deadline)
         return min(max(timeout, 0.0), _MAX_WAIT)
 
-    def _run_loop(self) -> None:
+    def _run_loop(self, one_pass: bool = False) -> None:
+        """Run passes until the run is over (a guest run: one pass)."""
         runq = self._runq
         local = _local
         current_time = self.current_time
@@ -851,8 +881,7 @@ class Runner:
             batch = len(runq)
             if self._instruments:
                 self._run_batch_instrumented(batch)
-                continue
-            if _sp_run_batch is not None:
+            elif _sp_run_batch is not None:
                 # The loop below, in C, for tasks resumed with None; the
                 # others (and a task's end) come back here one at a time.
                 while batch > 0:
@@ -869,59 +898,61 @@ class Runner:
                     else:
                         self._task_exited(task, Error(payload))
                 local.task = None
-                continue
-            popleft = runq.popleft
-            append = runq.append
-            for _ in range(batch):
-                task = popleft()
-                local.task = task
-                next_send = task._next_send
-                task._next_send = None
-                try:
-                    if next_send is None or next_send is RESUME_PLAIN:
-                        msg = task.context.run(task._send, None)
-                    elif next_send is RESUME_CHECK:
-                        # (KeyboardInterrupt is outside every cancel scope:
-                        # it goes first, as in trio.)
-                        if self.ki_pending and task is self.main_task:
-                            self.ki_pending = False
-                            msg = task.context.run(task.coro.throw, KeyboardInterrupt())
-                        elif task._cancel_scope._eff:
-                            msg = task.context.run(task.coro.throw, _cancelled_for(task))
-                        else:
+            else:
+                popleft = runq.popleft
+                append = runq.append
+                for _ in range(batch):
+                    task = popleft()
+                    local.task = task
+                    next_send = task._next_send
+                    task._next_send = None
+                    try:
+                        if next_send is None or next_send is RESUME_PLAIN:
                             msg = task.context.run(task._send, None)
-                    elif type(next_send) is Error:
-                        # Thrown in here, not through Error.send: that frame
-                        # would sit in the error's own traceback, holding the
-                        # Error (a reference cycle per error delivered).
-                        msg = task.context.run(task.coro.throw, next_send.error)
+                        elif next_send is RESUME_CHECK:
+                            # (KeyboardInterrupt is outside every cancel scope:
+                            # it goes first, as in trio.)
+                            if self.ki_pending and task is self.main_task:
+                                self.ki_pending = False
+                                msg = task.context.run(task.coro.throw, KeyboardInterrupt())
+                            elif task._cancel_scope._eff:
+                                msg = task.context.run(task.coro.throw, _cancelled_for(task))
+                            else:
+                                msg = task.context.run(task._send, None)
+                        elif type(next_send) is Error:
+                            # Thrown in here, not through Error.send: that frame
+                            # would sit in the error's own traceback, holding the
+                            # Error (a reference cycle per error delivered).
+                            msg = task.context.run(task.coro.throw, next_send.error)
+                        else:
+                            msg = task.context.run(task._send, next_send.value)
+                    except StopIteration as stop:
+                        self._task_exited(
+                            task, Value(stop.value) if task is self.main_task else _EXITED_OK
+                        )
+                        continue
+                    except BaseException as exc:
+                        self._task_exited(task, Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
+                        continue
+                    if msg is CKPT:
+                        task._next_send = RESUME_CHECK
+                        task.custom_sleep_data = None
+                        append(task)
+                    elif msg is YIELD:
+                        task._next_send = RESUME_PLAIN
+                        task.custom_sleep_data = None
+                        append(task)
+                    elif type(msg) is Park:
+                        task._abort_func = msg.abort_func
+                        if task._cancel_scope._eff or (
+                            self.ki_pending and task is self.main_task
+                        ):
+                            task._attempt_delivery_of_any_pending_cancel()
                     else:
-                        msg = task.context.run(task._send, next_send.value)
-                except StopIteration as stop:
-                    self._task_exited(
-                        task, Value(stop.value) if task is self.main_task else _EXITED_OK
-                    )
-                    continue
-                except BaseException as exc:
-                    self._task_exited(task, Error(exc.with_traceback(exc.__traceback__.tb_next)))  # type: ignore[union-attr]
-                    continue
-                if msg is CKPT:
-                    task._next_send = RESUME_CHECK
-                    task.custom_sleep_data = None
-                    append(task)
-                elif msg is YIELD:
-                    task._next_send = RESUME_PLAIN
-                    task.custom_sleep_data = None
-                    append(task)
-                elif type(msg) is Park:
-                    task._abort_func = msg.abort_func
-                    if task._cancel_scope._eff or (
-                        self.ki_pending and task is self.main_task
-                    ):
-                        task._attempt_delivery_of_any_pending_cancel()
-                else:
-                    self._bad_yield(task, msg)
-            local.task = None
+                        self._bad_yield(task, msg)
+                local.task = None
+            if one_pass:
+                return
 
     def _io_pass(self) -> int:
         """Submit this pass's SQEs with one enter, waiting if nothing is
@@ -930,9 +961,21 @@ class Runner:
         self._idle_primed = 0
         if not self._wakeup_armed:
             self._arm_wakeup()
-        if runq or self._entry_queue or self._more_cqes or self._ki_fresh:
+        if self._guest_wait is not None:
+            # A guest run's helper thread has done this pass's wait
+            # (_guest.py): collect what it waited for.
+            timeout, idle_primed, timed_out = self._guest_wait
+            self._guest_wait = None
+            if timed_out:
+                self._idle_primed = idle_primed
+            self._sq_dirty = False
+            n = self._lib.rt_pass(self._ring_ptr, 0, 0, self.ring.cqes, _ring.CQE_BATCH)
+            if self._instruments:
+                self._instrument("after_io_wait", timeout)
+        elif runq or self._entry_queue or self._more_cqes or self._ki_fresh or self.is_guest:
             # A pass that must not wait (as trio, instruments see it as an
-            # I/O wait with timeout 0).
+            # I/O wait with timeout 0).  (A guest run never waits here: its
+            # waits are the helper thread's.)
             if self._instruments:
                 self._instrument("before_io_wait", 0.0)
             if self._sq_dirty or self._ops_in_flight or self._more_cqes:
@@ -943,24 +986,7 @@ class Runner:
             if self._instruments:
                 self._instrument("after_io_wait", 0.0)
         else:
-            timeout = self._compute_timeout()
-            # Idle detection (wait_all_tasks_blocked, MockClock autojump):
-            # if the wait below times out with nothing runnable, every task
-            # has been blocked for that long.
-            # Tasks in wait_all_tasks_blocked take priority over MockClock's
-            # autojump, as in trio: while one waits, the clock does not jump
-            # (with autojump_threshold=0 and a cushion > 0 it would otherwise
-            # jump and jump, never letting the cushion pass).
-            idle_primed = 0
-            if self._idle_waiters:
-                if self._idle_waiters[0][0] < timeout:
-                    timeout = self._idle_waiters[0][0]
-                    idle_primed = 1
-            elif self.clock is not None:
-                threshold = getattr(self.clock, "_autojump_threshold", inf)
-                if threshold < timeout:
-                    timeout = threshold
-                    idle_primed = 2
+            timeout, idle_primed = self._wait_plan()
             self._idle_primed = idle_primed
             if self._instruments:
                 self._instrument("before_io_wait", timeout)
@@ -968,6 +994,64 @@ class Runner:
             n = self._lib.rt_pass(self._ring_ptr, 1, int(timeout * 1e9), self.ring.cqes, _ring.CQE_BATCH)
             if self._instruments:
                 self._instrument("after_io_wait", timeout)
+        self._check_native(n)
+        self._more_cqes = n == _ring.CQE_BATCH
+        return n
+
+    def _wait_plan(self) -> tuple[float, int]:
+        """How long the next wait for the ring may last, and what it means
+        if it times out with nothing runnable (idle_primed: 1 wakes
+        wait_all_tasks_blocked, 2 jumps the MockClock, 0 nothing)."""
+        timeout = self._compute_timeout()
+        # Idle detection (wait_all_tasks_blocked, MockClock autojump):
+        # if the wait times out with nothing runnable, every task has been
+        # blocked for that long.
+        # Tasks in wait_all_tasks_blocked take priority over MockClock's
+        # autojump, as in trio: while one waits, the clock does not jump
+        # (with autojump_threshold=0 and a cushion > 0 it would otherwise
+        # jump and jump, never letting the cushion pass).
+        idle_primed = 0
+        if self._idle_waiters:
+            if self._idle_waiters[0][0] < timeout:
+                timeout = self._idle_waiters[0][0]
+                idle_primed = 1
+        elif self.clock is not None:
+            threshold = getattr(self.clock, "_autojump_threshold", inf)
+            if threshold < timeout:
+                timeout = threshold
+                idle_primed = 2
+        return timeout, idle_primed
+
+    def _guest_prepare_wait(self) -> float | None:
+        """After a guest run's pass: None if the next pass must not wait;
+        else submit what this pass queued (only this thread may enter the
+        ring) and return how long the helper thread may wait for the ring.
+
+        What the submission completes at once is collected here: the helper
+        waits for the ring's fd to become readable, which on the soft ring
+        only new readiness does, not completions it posted while we entered
+        (a cancel, an op that finished at once)."""
+        while True:
+            if self._runq or self._entry_queue or self._more_cqes or self._ki_fresh:
+                return None
+            if not self._wakeup_armed:
+                self._arm_wakeup()
+            self._sq_dirty = False
+            n = self._lib.rt_pass(self._ring_ptr, 0, 0, self.ring.cqes, _ring.CQE_BATCH)
+            self._check_native(n)
+            self._more_cqes = n == _ring.CQE_BATCH
+            if not n:
+                break
+            self._dispatch_cqes(n)
+        timeout, idle_primed = self._wait_plan()
+        if self._instruments:
+            self._instrument("before_io_wait", timeout)
+        self._guest_wait = (timeout, idle_primed, False)
+        self._guest_waiting = True
+        return timeout
+
+    def _check_native(self, n: int) -> None:
+        """Raise for a native pass or enter that failed (a negative errno)."""
         if n < 0:
             if -n in REFUSALS and not self.ring.soft:
                 # Refused after it worked at setup (a seccomp filter installed
@@ -976,8 +1060,6 @@ class Runner:
                 note_refusal(exc)
                 raise exc
             raise RingtrioInternalError(f"io_uring_enter failed: {os.strerror(-n)}")
-        self._more_cqes = n == _ring.CQE_BATCH
-        return n  # type: ignore[no-any-return]
 
     def _run_batch_instrumented(self, batch: int) -> None:
         # The same as the fast loop above, with instrument hooks; kept

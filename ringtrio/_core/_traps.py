@@ -168,6 +168,8 @@ def reschedule(task: Task, next_send: outcome.Outcome[Any] | None = None) -> Non
     task.custom_sleep_data = None
     runner = task._runner
     runner._runq.append(task)
+    if runner._guest_waiting:
+        runner._state_changed()  # (a guest run's host woke a task)
     if runner._instruments:
         runner._instrument("task_scheduled", task)
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from .._core import Clock, current_statistics, wait_all_tasks_blocked
+from .._core._internal_api import _run_state_changed
 from .._final import final
 
 
@@ -63,6 +64,10 @@ class MockClock(Clock):
         if new_threshold < 0 or math.isnan(new_threshold):
             raise ValueError(f"autojump_threshold must be >= 0, not {new_threshold!r}")
         self._autojump_threshold = float(new_threshold)
+        # The run's wait is bounded by the threshold: a guest run's host may
+        # change it while the run waits (set inside the run, it takes
+        # effect at the next wait anyway).
+        _run_state_changed()
 
     def _real_to_virtual(self, real: float) -> float:
         return self._virtual_base + self._rate * (real - self._real_base)
