@@ -150,31 +150,8 @@ class Task:
         ``Task.coro`` to the innermost await: coroutines, generator-based
         coroutines, and async generators being iterated (``async for``).
         Empty once the task has exited."""
-        awaitable: Any = self.coro
-        while awaitable is not None:
-            if hasattr(awaitable, "cr_frame"):
-                frame = awaitable.cr_frame  # None once finished
-                if frame is not None:
-                    yield frame, frame.f_lineno
-                awaitable = awaitable.cr_await
-            elif hasattr(awaitable, "gi_frame"):
-                frame = awaitable.gi_frame
-                if frame is not None:
-                    yield frame, frame.f_lineno
-                awaitable = awaitable.gi_yieldfrom
-            elif type(awaitable).__name__ in ("async_generator_asend", "async_generator_athrow"):
-                # What `async for` awaits: a wrapper around the generator
-                # that does not expose it (CPython issue 76991), but the
-                # garbage collector can see what it refers to.
-                agen = next(
-                    (ref for ref in gc.get_referents(awaitable) if hasattr(ref, "ag_frame")), None
-                )
-                if agen is None or agen.ag_frame is None:
-                    return
-                yield agen.ag_frame, agen.ag_frame.f_lineno
-                awaitable = agen.ag_await
-            else:
-                return
+        for frame in await_chain_frames(self.coro):
+            yield frame, frame.f_lineno
 
     # Called with the runner's deadline heap entry when a sleep expires.
     def _deadline_expired(self) -> None:
@@ -219,3 +196,32 @@ class Task:
         if self._cancel_scope._eff:
             self._attempt_abort(functools.partial(_raise_cancelled_for, self))
 
+
+def await_chain_frames(awaitable: Any) -> Iterator[types.FrameType]:
+    """The frames down an await chain from ``awaitable`` (a task's coroutine)
+    to the innermost await: coroutines, generator-based coroutines, and
+    async generators being iterated (``async for``).  Task.iter_await_frames
+    and the task tree (which needs no line numbers: decoding them is most of
+    the cost of a walk) both walk it here."""
+    while awaitable is not None:
+        if hasattr(awaitable, "cr_frame"):
+            frame = awaitable.cr_frame  # None once finished
+            if frame is not None:
+                yield frame
+            awaitable = awaitable.cr_await
+        elif hasattr(awaitable, "gi_frame"):
+            frame = awaitable.gi_frame
+            if frame is not None:
+                yield frame
+            awaitable = awaitable.gi_yieldfrom
+        elif type(awaitable).__name__ in ("async_generator_asend", "async_generator_athrow"):
+            # What `async for` awaits: a wrapper around the generator
+            # that does not expose it (CPython issue 76991), but the
+            # garbage collector can see what it refers to.
+            agen = next((ref for ref in gc.get_referents(awaitable) if hasattr(ref, "ag_frame")), None)
+            if agen is None or agen.ag_frame is None:
+                return
+            yield agen.ag_frame
+            awaitable = agen.ag_await
+        else:
+            return
