@@ -16,7 +16,7 @@ Taking a snapshot reads and never writes: no scope is expired, no op is
 touched, no task is woken, so it is safe anywhere in the run's thread (in a
 task, an instrument hook, a ``run_sync_soon`` callback, the callback
 ``run(dump_tasks_on=...)`` queues).  Costs are paid only by the snapshot:
-about a microsecond per task, plus a few system calls per distinct file
+a few microseconds per task, plus a few system calls per distinct file
 descriptor a ring op waits on (to say what it is).
 """
 
