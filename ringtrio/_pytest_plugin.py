@@ -74,7 +74,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="fail a ringtrio test in which no task has run for SECONDS (a deadlock): "
+        help="fail a ringtrio test in which no task has run and no timer was armed for "
+        "SECONDS (a deadlock): "
         "the test is cancelled and the failure shows what every task waited on "
         "(ringtrio.lowlevel.task_tree)",
     )
@@ -538,7 +539,7 @@ class _HangFailure:
     def _hung(self, tree: TaskTree) -> None:
         if self.tree is None:
             self.tree = str(tree)
-            self.scope.cancel(f"no task ran for {self.timeout:g} s (--ringtrio-hang-timeout)")
+            self.scope.cancel(f"no task ran and no timer was armed for {self.timeout:g} s (--ringtrio-hang-timeout)")
         else:
             # Hung again after the cancellation (a shielded or uncancellable
             # wait): the run cannot be ended from here; say what it waits on.
@@ -550,7 +551,7 @@ class _HangFailure:
 
     def message(self, item: pytest.Item) -> str:
         return (
-            f"{item.nodeid} hung: no task ran for {self.timeout:g} s "
+            f"{item.nodeid} hung: no task ran and no timer was armed for {self.timeout:g} s "
             f"(--ringtrio-hang-timeout={self.timeout:g}), so it was cancelled.  "
             f"What every task was waiting on:\n{self.tree}"
         )

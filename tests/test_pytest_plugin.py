@@ -635,13 +635,21 @@ def test_hang_timeout_fails_a_deadlocked_test_with_the_task_tree(pytester: pytes
         async def test_fine(nursery):
             nursery.start_soon(ringtrio.sleep_forever)
             await ringtrio.sleep(0.01)
+
+        @pytest.mark.ringtrio
+        async def test_sleeps_past_the_timeout():
+            # Not hung: a timer will wake it.
+            await ringtrio.sleep(0.9)
+            with ringtrio.move_on_after(0.9):
+                await ringtrio.Event().wait()
         """
     )
     result = pytester.runpytest("--ringtrio-hang-timeout=0.3")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*test_deadlock hung: no task ran for 0.3 s (--ringtrio-hang-timeout=0.3), so it was cancelled.*",
+            "*test_deadlock hung: no task ran and no timer was armed for 0.3 s "
+            "(--ringtrio-hang-timeout=0.3), so it was cancelled.*",
             "ringtrio task tree at t=*",
             "*at test_deadlock at test_hang_timeout_fails_a_deadlocked_test_with_the_task_tree.py:15",
             "*waiting for: Lock.acquire (held by *holder)",

@@ -22,7 +22,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -696,6 +697,22 @@ def test_dump_tasks_on_puts_the_handler_and_wakeup_fd_back() -> None:
 # ---------------------------------------------------------------------------
 
 
+@contextmanager
+def safety_net(seconds: float = 120) -> Iterator[None]:
+    """Fail a hang-detector test that waits too long, without arming a timer
+    of the run (which would keep the detector quiet by design): a thread
+    cancels the block after ``seconds``."""
+    token = lowlevel.current_trio_token()
+    with ringtrio.CancelScope() as scope:
+        timer = threading.Timer(seconds, token.run_sync_soon, (scope.cancel,))
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+    assert not scope.cancelled_caught, f"the detector said nothing in {seconds} s"
+
+
 def test_hang_detector_reports_once_per_idle_episode() -> None:
     trees: list[TaskTree] = []
     woken: list[ringtrio.Event] = []
@@ -708,7 +725,7 @@ def test_hang_detector_reports_once_per_idle_episode() -> None:
         await event.wait()
 
     async def main() -> None:
-        with ringtrio.fail_after(120):  # (a safety net; never reached)
+        with safety_net():
             for name in ("first", "second"):
                 event = ringtrio.Event()
                 woken.append(event)
@@ -730,15 +747,20 @@ def test_hang_detector_prints_to_its_file() -> None:
     detector = HangDetector(timeout=0.1, file=out)
 
     async def main() -> None:
-        with ringtrio.fail_after(120):
-            while not detector.reports:
-                await ringtrio.to_thread.run_sync(time.sleep, 0.05)
-                await ringtrio.sleep(0.3)  # idle: no task runs meanwhile
+        with safety_net():
+            for _ in range(100):
+                if detector.reports:
+                    break
+                # Nothing can wake the run but the thread: as hung as a
+                # deadlock, to the detector.
+                await ringtrio.to_thread.run_sync(time.sleep, 0.3)
 
     run(main, instruments=[detector])
     text = out.getvalue()
-    assert text.startswith("ringtrio.testing.HangDetector: no task has run for 0.1 s")
-    assert "waiting for: sleep until" in text
+    assert text.startswith(
+        "ringtrio.testing.HangDetector: no task has run for 0.1 s and nothing can wake one"
+    )
+    assert "waiting for: to_thread.run_sync(sleep)" in text
 
 
 def test_hang_detector_is_quiet_while_tasks_run() -> None:
@@ -752,16 +774,58 @@ def test_hang_detector_is_quiet_while_tasks_run() -> None:
     assert detector.reports == 0
 
 
+def test_hang_detector_is_quiet_while_a_timer_is_armed() -> None:
+    # A run that sleeps, or waits inside a deadline, is not hung: the timer
+    # will wake it, however long after the detector's timeout that is.
+    detector = HangDetector(timeout=0.1)
+
+    async def main() -> None:
+        await ringtrio.sleep(0.5)
+        with ringtrio.move_on_after(0.5):
+            await ringtrio.Event().wait()
+
+    run(main, instruments=[detector])
+    assert detector.reports == 0
+
+
+def test_hang_detector_clock_starts_when_the_last_timer_goes() -> None:
+    # The deadline passes without waking the task (its wait is shielded):
+    # from then on nothing can wake the run, and only then is it hung.
+    trees: list[TaskTree] = []
+    event = ringtrio.Event()
+
+    def on_hang(tree: TaskTree) -> None:
+        trees.append(tree)
+        event.set()
+
+    async def main() -> float:
+        with safety_net():
+            deadline = ringtrio.current_time() + 0.5
+            with ringtrio.CancelScope(deadline=deadline):
+                with ringtrio.CancelScope(shield=True):
+                    await event.wait()
+        return deadline
+
+    detector = HangDetector(timeout=0.2, on_hang=on_hang)
+    deadline = run(main, instruments=[detector])
+    (tree,) = trees
+    assert tree.time >= deadline + 0.2
+    assert only(tree, "main").waiting_for == "Event.wait"
+
+
 def test_hang_detector_added_and_removed_during_the_run() -> None:
     detector = HangDetector(timeout=0.2)
 
     async def main() -> None:
         lowlevel.add_instrument(detector)
-        with ringtrio.fail_after(120):
-            while not detector.reports:
-                await ringtrio.sleep(0.5)
+        with safety_net():
+            for _ in range(100):
+                if detector.reports:
+                    break
+                await ringtrio.to_thread.run_sync(time.sleep, 0.5)
         lowlevel.remove_instrument(detector)
-        await ringtrio.sleep(0.5)  # idle, but nobody watches any more
+        # Hung, but nobody watches any more.
+        await ringtrio.to_thread.run_sync(time.sleep, 0.5)
 
     out = io.StringIO()
     detector.file = out

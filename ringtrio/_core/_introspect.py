@@ -16,7 +16,9 @@ can change without the debugging code reaching into it:
 - per nursery: the objects whose exit callbacks it holds (``owned_by``:
   buffer groups);
 - per run: the task running, the sleeping tasks' deadlines, the ring ops
-  in flight with their submission times.
+  in flight with their submission times;
+- per loop pass: whether the loop's wait has a timer (``wait_is_unbounded``,
+  for ``testing.HangDetector``).
 
 Two things here change the run, and both only on request:
 
@@ -50,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ._exceptions import RunFinishedError
 from ._local import _local
 from ._ring_ops import _SLOT_MASK, RingOp
+from ._runner import _MAX_WAIT
 from ._task import await_chain_frames
 
 if TYPE_CHECKING:
@@ -179,6 +182,15 @@ def chain_of(abort_owner: object) -> LinkedChain | None:
     # (_chains imports this module: its class is looked up at call time.)
     chains = sys.modules[__package__ + "._chains"]
     return abort_owner if isinstance(abort_owner, chains.LinkedChain) else None
+
+
+def wait_is_unbounded(timeout: float) -> bool:
+    """Whether the loop's I/O wait with this timeout (what an instrument's
+    ``before_io_wait`` is given) ends only when something happens: no
+    deadline, sleep, ``wait_all_tasks_blocked`` cushion or clock autojump is
+    due (the loop then waits a day at a time, as it does for a deadline a
+    clock that never moves will not reach)."""
+    return timeout >= _MAX_WAIT
 
 
 # -- submission timestamps --------------------------------------------------

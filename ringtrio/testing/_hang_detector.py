@@ -1,17 +1,21 @@
 """HangDetector: an instrument that prints the task tree when a run has
-been idle for too long, so a deadlock says what every task waits on.
+been idle for too long with nothing to wake it, so a deadlock says what
+every task waits on.
 
-Idle means that no task was scheduled: nothing ran, no completion or timer
-woke anybody, for ``timeout`` seconds of real time.  The loop may be asleep
-in ``io_uring_enter`` for all that time (with nothing due, it waits for a
-day at a time), so the detector cannot count on a hook being called.  A
-watchdog thread sleeps until ``timeout`` after the last activity the hooks
-reported; if nothing happened since, it asks the loop, through the run's
-TrioToken (whose wake-up pipe interrupts the wait), to print the tree.  The
-tree is taken in the loop, between steps, as every snapshot must be; the
-callback checks once more that the run is still idle before it reports.
-One report per idle episode: the next comes only after some task has run
-and the run has gone idle again.
+Hung means: no task was scheduled, and the loop waited with no timer armed
+(no deadline, sleep or other wake-up due: ``before_io_wait`` was given the
+loop's unbounded wait), for ``timeout`` seconds of real time.  A run that
+sleeps, or waits inside a deadline, is not hung: the timer will wake it.
+The hang clock starts at the first such pass after the last activity or
+the last armed timer.  The loop may be asleep in ``io_uring_enter`` for all
+that time, so the detector cannot count on a hook being called.  A
+watchdog thread sleeps until ``timeout`` after the hang clock started; if
+nothing changed since, it asks the loop, through the run's TrioToken
+(whose wake-up pipe interrupts the wait), to print the tree.  The tree is
+taken in the loop, between steps, as every snapshot must be; the callback
+checks once more that the run is still hung before it reports.  One report
+per episode: the next comes only after some task has run (or a timer was
+armed) and the run has hung again.
 
 The hooks cost a Python call per scheduled task (an instrument's usual
 price, and the run takes its instrumented path while any instrument is
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from .._core import Instrument, RunFinishedError, current_statistics, current_trio_token
+from .._core._internal_api import _introspect
 from .._task_tree import TaskTree, enable_op_timestamps, task_tree
 
 if TYPE_CHECKING:
@@ -37,10 +42,12 @@ __all__ = ["HangDetector"]
 
 
 class HangDetector(Instrument):
-    """Print the task tree once per idle episode of ``timeout`` seconds.
+    """Print the task tree once per hang of ``timeout`` seconds.
 
     ``ringtrio.run(main, instruments=[HangDetector(timeout=5)])``: when no
-    task has been scheduled for 5 s of real time, the tree
+    task has been scheduled and no timer has been armed (no deadline or
+    sleep due: nothing can wake the run but I/O, a thread or a signal) for
+    5 s of real time, the tree
     (:func:`ringtrio.lowlevel.task_tree`) is printed to ``file`` (default
     ``sys.stderr``), or handed to ``on_hang(tree)`` if given instead.  Ring
     ops are stamped with their submission time while it is installed, so
@@ -71,9 +78,11 @@ class HangDetector(Instrument):
         # assignments of immutable values: the GIL makes them atomic).
         self._activity = 0  # bumped whenever a task is scheduled
         self._passes = 0  # bumped by every pass of the loop (after its wait)
-        self._idle_since = 0.0  # time.monotonic() of the first idle pass
+        self._idle_since = 0.0  # time.monotonic() the hang clock started
         self._idle_activity = -1  # the activity count _idle_since is for
-        self._reported = -1  # the activity count last reported
+        self._unbounded = False  # the loop's last wait had no timer armed
+        self._episode = 0  # bumped whenever the hang clock starts again
+        self._reported = -1  # the episode last reported
         self._token: TrioToken | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,10 +99,15 @@ class HangDetector(Instrument):
         self._activity += 1
 
     def before_io_wait(self, timeout: float) -> None:
-        # The first pass after the last activity starts the idle clock.
-        if self._idle_activity != self._activity:
+        # The hang clock starts at the first unbounded wait after the last
+        # activity or the last wait with a timer (a zero timeout, a pass
+        # with work to do, counts as one).
+        unbounded = _introspect.wait_is_unbounded(timeout)
+        if self._idle_activity != self._activity or not (unbounded and self._unbounded):
             self._idle_activity = self._activity
             self._idle_since = time.monotonic()
+            self._episode += 1
+        self._unbounded = unbounded
         if self._thread is None:
             self._start()  # added during the run: no before_run
 
@@ -117,6 +131,7 @@ class HangDetector(Instrument):
         self._stop.clear()
         self._idle_activity = self._activity
         self._idle_since = time.monotonic()
+        self._episode += 1
         self._thread = threading.Thread(
             target=self._watch, name=f"ringtrio HangDetector({self.timeout})", daemon=True
         )
@@ -124,9 +139,9 @@ class HangDetector(Instrument):
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            activity, since = self._idle_activity, self._idle_since
+            episode, since = self._episode, self._idle_since
             remaining = since + self.timeout - time.monotonic()
-            if activity == self._reported or remaining > 0:
+            if episode == self._reported or remaining > 0:
                 # Already reported (wait for a new episode) or not yet due.
                 self._stop.wait(remaining if remaining > 0 else self.timeout)
                 continue
@@ -134,23 +149,29 @@ class HangDetector(Instrument):
             if token is None:
                 return
             try:
-                token.run_sync_soon(self._report, activity, self._passes, idempotent=True)
+                token.run_sync_soon(self._report, episode, self._passes, idempotent=True)
             except RunFinishedError:
                 return
             # The loop answers at once unless a task never yields: do not
             # ask again for the same episode.
-            self._reported = activity
+            self._reported = episode
 
-    def _report(self, activity: int, passes: int) -> None:
+    def _report(self, episode: int, passes: int) -> None:
         # In the loop, between steps.
         if self._passes == passes:
             # The loop woke for this callback without calling our
             # after_io_wait: the detector was removed from the run.
             self._stop.set()
             return
-        if self._activity != activity or current_statistics().tasks_runnable:
-            # Not the same idle episode any more, or not idle.
-            self._reported = -1
+        if (
+            self._episode != episode
+            or self._activity != self._idle_activity
+            or not self._unbounded
+            or current_statistics().tasks_runnable
+        ):
+            # Not the same episode any more, a timer is armed, or not
+            # idle: each of these starts a new episode, which the watchdog
+            # times afresh.
             return
         self.reports += 1
         tree = task_tree()
@@ -160,7 +181,7 @@ class HangDetector(Instrument):
         file = sys.stderr if self.file is None else self.file
         print(
             f"ringtrio.testing.HangDetector: no task has run for {self.timeout:g} s "
-            "(nothing runnable, no completion, no timer due); the tasks:",
+            "and nothing can wake one (no completion, no timer armed); the tasks:",
             file=file,
         )
         print(str(tree), file=file, flush=True)
