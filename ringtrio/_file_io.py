@@ -781,34 +781,20 @@ class AsyncBinaryFile(AsyncFile):
     def _offset(self) -> int:
         return self._pos if self._seekable else _OFF_CUR
 
-    async def _buffer_op(self, opcode: int, mv: memoryview, offset: int, writable: bool) -> int:
-        """One READ/WRITE between ``mv`` and the file.
-
-        The cffi view of ``mv`` is released as soon as the op's CQE is in
-        (or it was never submitted): a memoryview still exported to cffi
-        cannot be cleared by the garbage collector (BufferError, and worse).
-        Only if the coroutine is closed while the op may still be in flight
-        (a run abandoned at shutdown) is the export left to the op's
-        keepalive.
-        """
+    async def _buffer_op(self, opcode: int, mv: memoryview, offset: int) -> int:
+        """One READ/WRITE between ``mv`` (a view of the caller's buffer,
+        as bytes) and the file.  The op pins the memory with a view of its
+        own until its CQE (the core's ``pin_view``), not a buffer export,
+        which the garbage collector cannot always clear safely."""
         if self._closed:
             raise self._closed_error()
         if len(mv) > _MAX_RW:
             mv = mv[:_MAX_RW]  # (the caller continues a short transfer)
-        cbuf = _ffi.from_buffer(mv, require_writable=writable)
-        try:
-            n = await self._op(RingOp(opcode, self._fd, _addr(cbuf), len(mv), offset, keepalive=cbuf))
-        except GeneratorExit:
-            raise
-        except BaseException:
-            _ffi.release(cbuf)
-            raise
-        _ffi.release(cbuf)
-        return n
+        return await self._op(RingOp(opcode, self._fd, mv, len(mv), offset))
 
     async def _pread_into(self, mv: memoryview, offset: int) -> int:
         """One kernel read into ``mv``.  Returns the byte count (0 at EOF)."""
-        return await self._buffer_op(IORING_OP_READ, mv, offset, True)
+        return await self._buffer_op(IORING_OP_READ, mv, offset)
 
     async def _pread(self, size: int, offset: int) -> bytes:
         # The kernel reads into memory we own and that nobody else sees; it
@@ -1329,7 +1315,7 @@ class AsyncBinaryFile(AsyncFile):
         return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
 
     async def _pwrite(self, mv: memoryview, offset: int) -> int:
-        n = await self._buffer_op(IORING_OP_WRITE, mv, offset, False)
+        n = await self._buffer_op(IORING_OP_WRITE, mv, offset)
         if n == 0:
             raise OSError(errno.EIO, "write returned 0 bytes")
         self._writes += 1

@@ -297,8 +297,9 @@ class SocketStream(HalfCloseableStream):
                 payload = data
                 total = len(data)
             else:
-                # Not released explicitly (no `with`): the kernel op holds an
-                # export of it until its CQE, and an error traceback may too.
+                # Not released explicitly (no `with`): an error traceback
+                # may hold it.  (The op pins the memory with a view of its
+                # own, not with an export of this one.)
                 payload = memoryview(data)
                 if payload.ndim != 1 or payload.format not in ("B", "b", "c"):
                     payload = payload.cast("B")
@@ -321,8 +322,9 @@ class SocketStream(HalfCloseableStream):
                     raise ClosedResourceError("can't send data: this stream was already closed")
                 op.fd = fd
                 # The payload goes to the SQE as it is: a bytes object, or
-                # this method's own memoryview (whose export pins the
-                # caller's buffer), held by the op until its final CQE.
+                # a memoryview of the caller's buffer, which the op
+                # replaces with a view of its own and holds until its final
+                # CQE (the core's pin_view).
                 op.addr = op.keepalive = memoryview(payload)[sent:] if sent else payload
                 op.length = total - sent
                 res, _ = await submit_and_wait(op)

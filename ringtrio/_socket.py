@@ -12,7 +12,10 @@ kernel does the waiting.  Sockets are still put in non-blocking mode at the
 OS level (as trio does), so a stray synchronous call can never hang the run.
 
 Memory handed to the kernel (buffers, ``sockaddr``, ``msghdr``/``iovec``) is
-allocated with cffi and held by the op's ``keepalive`` until its CQE.
+allocated with cffi and held by the op's ``keepalive`` until its CQE.  A
+caller's buffer is pinned by a private memoryview of it (the core's
+``pin_view``), never by a buffer export held while the op waits: see
+``ringtrio/_core/_op_memory.py`` for the interpreter crash that avoids.
 
 ``recv`` (and so ``SocketStream.receive_some``) does not pin a buffer while
 it waits: it selects from the run's provided-buffer ring
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from ._core import BusyResourceError, ClosedResourceError, RunVar
 from ._core import _ring
 from ._core._buffers import runtime_recv_ring
-from ._core._internal_api import _local
+from ._core._internal_api import _local, address_of, pin_view
 from ._core._ring import _load_native
 from ._core import (
     RingOp,
@@ -111,6 +114,15 @@ def _addr_of(cdata: Any) -> int:
     return int(_ffi.cast("uintptr_t", cdata))
 
 
+def _buffer_address(buf: Any) -> int:
+    """The address of a cffi array or of a pinned view."""
+    return address_of(buf) if type(buf) is memoryview else _addr_of(buf)
+
+
+def _nbytes(payload: bytes | memoryview) -> int:
+    return payload.nbytes if type(payload) is memoryview else len(payload)
+
+
 def _align8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -124,9 +136,10 @@ def _errno_error(res: int, what: str = "") -> OSError:
     return OSError(code, msg)
 
 
-def _writable_buffer(buffer: Any, what: str) -> Any:
+def _writable_buffer(buffer: Any, what: str) -> memoryview:
+    # (A released memoryview raises the stdlib's ValueError.)
     try:
-        return _ffi.from_buffer(buffer, require_writable=True)
+        return pin_view(buffer, writable=True)
     except (TypeError, BufferError):
         raise TypeError(
             f"{what}() needs a writable, contiguous bytes-like object (e.g. a bytearray "
@@ -134,14 +147,16 @@ def _writable_buffer(buffer: Any, what: str) -> Any:
         ) from None
 
 
-def _readable_buffer(data: Any, what: str) -> Any:
+def _readable_buffer(data: Any, what: str) -> bytes | memoryview:
     if isinstance(data, str):
         raise TypeError(
             f"{what}() needs a bytes-like object, not 'str' (encode it first, "
             "e.g. text.encode())"
         )
+    if type(data) is bytes:
+        return data
     try:
-        return _ffi.from_buffer(data)
+        return pin_view(data)
     except (TypeError, BufferError):
         raise TypeError(
             f"{what}() needs a contiguous bytes-like object, not {type(data).__name__}"
@@ -1024,8 +1039,8 @@ class SocketType:
         """Like :meth:`socket.socket.recv_into`, async; the kernel writes
         straight into ``buffer`` (which therefore stays pinned while waiting)."""
         try:
-            cbuf = _writable_buffer(buffer, "recv_into")
-            nbytes = _check_nbytes(nbytes, len(cbuf), "recv_into")
+            view = _writable_buffer(buffer, "recv_into")
+            nbytes = _check_nbytes(nbytes, view.nbytes, "recv_into")
             flags = _check_flags(flags, "recv_into")
             fd = self._fd()
         except Exception as exc:
@@ -1033,23 +1048,23 @@ class SocketType:
         if nbytes == 0:
             await _completed_at_once()
             return 0
-        op = RingOp(_ring.IORING_OP_RECV, fd, _addr_of(cbuf), nbytes, 0, flags, keepalive=cbuf)
+        op = RingOp(_ring.IORING_OP_RECV, fd, view, nbytes, 0, flags)
         res, _ = await self._run_op(op)
         if res < 0:
             raise self._error(res, "recv_into")
         return res
 
     async def _recvmsg_raw(
-        self, data_cbuf: Any, nbytes: int, ancbufsize: int, flags: int, what: str
+        self, data_buf: Any, nbytes: int, ancbufsize: int, flags: int, what: str
     ) -> tuple[int, Any, int, int, Any]:
         """One RECVMSG into one buffer (see :meth:`_recvmsg_iov`)."""
-        return await self._recvmsg_iov(((data_cbuf, nbytes),), ancbufsize, flags, what)
+        return await self._recvmsg_iov(((data_buf, nbytes),), ancbufsize, flags, what)
 
     async def _recvmsg_iov(
         self, buffers: tuple[tuple[Any, int], ...], ancbufsize: int, flags: int, what: str
     ) -> tuple[int, Any, int, int, Any]:
-        """One RECVMSG scattering into ``buffers`` ((cffi buffer, length)
-        pairs, one iovec each).  Returns (nbytes, name buffer, namelen,
+        """One RECVMSG scattering into ``buffers`` ((buffer, length) pairs,
+        one iovec each; a buffer is a cffi array or a pinned view).  Returns (nbytes, name buffer, namelen,
         msg_flags, ancillary bytes)."""
         try:
             flags = _check_flags(flags, what)
@@ -1059,8 +1074,8 @@ class SocketType:
         name = _ffi.new("char[]", _SOCKADDR_MAX)
         iov = _ffi.new("char[]", _IOVEC.size * max(1, len(buffers)))
         iov_mem = _ffi.buffer(iov)
-        for i, (cbuf, length) in enumerate(buffers):
-            _IOVEC.pack_into(iov_mem, i * _IOVEC.size, _addr_of(cbuf), length)
+        for i, (buf, length) in enumerate(buffers):
+            _IOVEC.pack_into(iov_mem, i * _IOVEC.size, _buffer_address(buf), length)
         control = _ffi.new("char[]", ancbufsize) if ancbufsize else _ffi.NULL
         msg = _ffi.new("char[]", _MSGHDR.size)
         _MSGHDR.pack_into(
@@ -1106,11 +1121,11 @@ class SocketType:
     async def recvfrom_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         """Like :meth:`socket.socket.recvfrom_into`, async."""
         try:
-            cbuf = _writable_buffer(buffer, "recvfrom_into")
-            nbytes = _check_nbytes(nbytes, len(cbuf), "recvfrom_into")
+            view = _writable_buffer(buffer, "recvfrom_into")
+            nbytes = _check_nbytes(nbytes, view.nbytes, "recvfrom_into")
         except Exception as exc:
             await _fail_at_once(exc)
-        n, name, namelen, _, _ = await self._recvmsg_raw(cbuf, nbytes, 0, flags, "recvfrom_into")
+        n, name, namelen, _, _ = await self._recvmsg_raw(view, nbytes, 0, flags, "recvfrom_into")
         return n, _decode_sockaddr(name, namelen)
 
     async def recvmsg(
@@ -1141,12 +1156,12 @@ class SocketType:
                     "recvmsg_into() takes an iterable of writable buffers (e.g. [bytearray(n)]), "
                     f"not a single {type(buffers).__name__}"
                 )
-            cbufs = tuple(_writable_buffer(b, "recvmsg_into") for b in buffers)
+            views = tuple(_writable_buffer(b, "recvmsg_into") for b in buffers)
             ancbufsize = _check_size(ancbufsize, "ancillary buffer size", "recvmsg_into")
         except Exception as exc:
             await _fail_at_once(exc)
         n, name, namelen, msg_flags, anc = await self._recvmsg_iov(
-            tuple((cbuf, len(cbuf)) for cbuf in cbufs), ancbufsize, flags, "recvmsg_into"
+            tuple((view, view.nbytes) for view in views), ancbufsize, flags, "recvmsg_into"
         )
         return n, _parse_cmsgs(anc), msg_flags, _decode_sockaddr(name, namelen)
 
@@ -1158,14 +1173,12 @@ class SocketType:
         bytes returns that count (the cancellation lands at the next
         checkpoint)."""
         try:
-            cbuf = _readable_buffer(data, "send")
+            payload = _readable_buffer(data, "send")
             flags = _check_flags(flags, "send")
             fd = self._fd()
         except Exception as exc:
             await _fail_at_once(exc)
-        op = RingOp(
-            _ring.IORING_OP_SEND, fd, _addr_of(cbuf), len(cbuf), 0, flags | _MSG_NOSIGNAL, keepalive=cbuf
-        )
+        op = RingOp(_ring.IORING_OP_SEND, fd, payload, _nbytes(payload), 0, flags | _MSG_NOSIGNAL)
         res, _ = await self._run_op(op)
         if res < 0:
             raise self._error(res, "send")
@@ -1175,7 +1188,7 @@ class SocketType:
         self, buffers: Iterable[Any], ancdata: Iterable[Any], flags: int, address: Any, what: str
     ) -> int:
         try:
-            cbufs = [_readable_buffer(b, what) for b in buffers]
+            payloads = [_readable_buffer(b, what) for b in buffers]
             control = b"".join(_build_cmsg(item) for item in ancdata)
             flags = _check_flags(flags, what)
         except Exception as exc:
@@ -1190,10 +1203,10 @@ class SocketType:
         fd = self._sock.fileno()
         if fd < 0:
             await _fail_at_once(_closed_socket_error())
-        iov = _ffi.new("char[]", max(1, _IOVEC.size * len(cbufs)))
+        iov = _ffi.new("char[]", max(1, _IOVEC.size * len(payloads)))
         iov_mem = _ffi.buffer(iov)
-        for i, cb in enumerate(cbufs):
-            _IOVEC.pack_into(iov_mem, i * _IOVEC.size, _addr_of(cb), len(cb))
+        for i, payload in enumerate(payloads):
+            _IOVEC.pack_into(iov_mem, i * _IOVEC.size, address_of(payload), _nbytes(payload))
         name = _ffi.new("char[]", sa) if sa else _ffi.NULL
         ctl = _ffi.new("char[]", control) if control else _ffi.NULL
         msg = _ffi.new("char[]", _MSGHDR.size)
@@ -1203,7 +1216,7 @@ class SocketType:
             _addr_of(name) if sa else 0,
             len(sa),
             _addr_of(iov),
-            len(cbufs),
+            len(payloads),
             _addr_of(ctl) if control else 0,
             len(control),
             0,
@@ -1215,7 +1228,7 @@ class SocketType:
             1,
             0,
             flags | _MSG_NOSIGNAL,
-            keepalive=(msg, iov, name, ctl, cbufs),
+            keepalive=(msg, iov, name, ctl, payloads),
         )
         res, _ = await self._run_op(op)
         if res < 0:

@@ -208,8 +208,8 @@ class FdStream(Stream):
                 fd = holder.fd
                 if fd < 0:
                     raise _closed()
-                # Not released explicitly: a WRITE in flight holds an
-                # export of it until its completion.
+                # Not released explicitly: an error traceback may hold it.
+                # (A WRITE in flight pins the memory with a view of its own.)
                 rest = payload[sent:] if sent else payload
                 try:
                     sent += os.write(fd, rest)

@@ -272,10 +272,10 @@ def test_run_vars_are_per_run() -> None:
 def test_send_blocked_when_another_task_closes_leaves_nothing_to_crash_the_collector() -> None:
     # A send blocked on a full socket buffer, the stream closed by another
     # task: the send fails with ClosedResourceError, and its frames end up
-    # in a reference cycle.  If the buffer handed to the ring was exported
-    # from a memoryview, collecting that cycle crashed the interpreter; the
-    # backend hands the ring bytes.  In a subprocess, since the failure is a
-    # crash.
+    # in a reference cycle with the memoryview the backend sends.  While the
+    # socket layer held a buffer export of that view, collecting the cycle
+    # crashed the interpreter (see ringtrio/_core/_op_memory.py).  In a
+    # subprocess, since the failure is a crash.
     code = """
 import gc, socket, anyio, ringtrio
 from anyio.abc import SocketStream

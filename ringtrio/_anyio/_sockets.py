@@ -47,20 +47,6 @@ def stdlib_socket(rsock: SocketType) -> socket.socket:
     return rsock._sock
 
 
-def _plain_bytes(item: bytes | bytearray | memoryview) -> bytes | bytearray:
-    """What a send hands the ring: the caller's bytes or bytearray, any
-    other buffer copied into bytes once.  Not a memoryview: a send that
-    fails when another task closes the socket leaves its frames in a
-    reference cycle (through the ClosedResourceError's traceback) with the
-    cffi buffer exported from the memoryview, and collecting that cycle
-    crashes the interpreter (ringtrio's socket layer; see
-    docs/ecosystem.md, "Known gaps").  A partial send slices the rest off,
-    which copies; sends are rarely partial."""
-    if isinstance(item, (bytes, bytearray)):
-        return item
-    return bytes(item)
-
-
 class _SocketWrapper(Generic[T_Address]):
     """What all AnyIO socket classes here share: the ringtrio socket, the
     "closed by us" flag, and the translation of errors."""
@@ -108,13 +94,13 @@ class SocketStream(_SocketWrapper[IPSockAddrType], abc.SocketStream):
 
     async def send(self, item: bytes) -> None:
         with self._send_guard:
-            data = _plain_bytes(item)
-            while data:
+            view = memoryview(item)
+            while view:
                 try:
-                    sent = await self._rsock.send(data)
+                    sent = await self._rsock.send(view)
                 except BaseException as exc:
                     self._raise_translated(exc)
-                data = data[sent:]
+                view = view[sent:]
 
     async def send_eof(self) -> None:
         self._rsock.shutdown(socket.SHUT_WR)
@@ -128,15 +114,15 @@ class UNIXSocketStream(SocketStream, abc.UNIXSocketStream):
             raise ValueError("fds must not be empty")
         numbers = [fd if isinstance(fd, int) else fd.fileno() for fd in fds]
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", numbers))]
-        data = _plain_bytes(message)
+        view = memoryview(message)
         await lowlevel.checkpoint()
         with self._send_guard:
-            while data:
+            while view:
                 try:
-                    sent = await self._rsock.sendmsg([data], ancillary)
+                    sent = await self._rsock.sendmsg([view], ancillary)
                 except BaseException as exc:
                     self._raise_translated(exc)
-                data = data[sent:]
+                view = view[sent:]
                 # The descriptors went with the first bytes; a partial send's
                 # rest must not send them again.
                 ancillary = []
@@ -211,7 +197,7 @@ class _UnconnectedDatagrams(_SocketWrapper[T_Address]):
         data, address = item
         with self._send_guard:
             try:
-                await self._rsock.sendto(_plain_bytes(data), address)
+                await self._rsock.sendto(data, address)
             except BaseException as exc:
                 self._raise_translated(exc)
 
@@ -229,7 +215,7 @@ class _ConnectedDatagrams(_SocketWrapper[T_Address]):
     async def send(self, item: bytes) -> None:
         with self._send_guard:
             try:
-                await self._rsock.send(_plain_bytes(item))
+                await self._rsock.send(item)
             except BaseException as exc:
                 self._raise_translated(exc)
 

@@ -44,6 +44,8 @@ the rest of ringtrio is one short file:
 - ``_run_state_changed()``: tell the current run that something its next
   wait depends on changed outside its loop (MockClock's autojump threshold
   set from a guest run's host);
+- ``pin_view`` and ``address_of``: how an op points at a caller's buffer
+  without holding a buffer export while it waits (``_op_memory.py``);
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
@@ -54,6 +56,7 @@ from ._cancel_scope import _chain_tracebacks
 from ._final import final
 from ._local import _current_runner, _local, _outside_run
 from ._nursery import set_buffer_group_opener
+from ._op_memory import address_of, pin_view
 from ._ring_ops import _NOT_HAPPENED, _abandoned_ops, _abort_failed
 from ._runner import _coroutine_or_error
 from ._sniffio_name import set_sniffio_name, sniffio_name
@@ -105,6 +108,8 @@ __all__ = [
     "_run_state_changed",
     "_signal_wakeup_fd",
     "_yield_trap",
+    "address_of",
+    "pin_view",
     "set_buffer_group_opener",
     "set_sniffio_name",
     "sniffio_name",

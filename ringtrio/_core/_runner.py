@@ -43,6 +43,7 @@ from ._exceptions import (
 )
 from ._detach import _PermanentDetach
 from ._local import _local
+from ._op_memory import address_of, pin_view
 from ._ring import (
     IORING_CQE_F_MORE,
     IORING_OP_ASYNC_CANCEL,
@@ -586,15 +587,17 @@ class Runner:
         self._sq_dirty = True
         addr = op.addr
         if type(addr) is memoryview:
-            # (The accelerator takes the view's pointer itself.)  A cffi
-            # buffer over it, held by the op until its final CQE.
+            # The op's own view of the memory in place of the caller's, and
+            # its address through an export that ends at once: no export
+            # is held while the op waits (see _op_memory; the accelerator
+            # does the same in C).
             try:
-                addr = self.ring.ffi.from_buffer(addr)
-            except (TypeError, ValueError) as exc:  # e.g. a released view
+                op.addr = view = pin_view(addr)
+                addr = address_of(view)
+            except (TypeError, ValueError, BufferError) as exc:  # e.g. a released view
                 self._release_token(token & _SLOT_MASK)
                 op.task = None
                 raise ValueError(f"{op!r}: its addr cannot be used: {exc}") from None
-            op.keepalive = (op.keepalive, addr)
         try:
             # `addr` is an address (int) or, on hot paths, the buffer object
             # itself (bytes or a cffi buffer): passed as a pointer, no cast.

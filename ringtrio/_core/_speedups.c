@@ -514,18 +514,29 @@ static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t narg
     } else if (addr_obj && PyLong_CheckExact(addr_obj)) {
         addr = 0; /* read below, with the range checks */
     } else if (addr_obj && PyMemoryView_Check(addr_obj)) {
-        /* A memoryview (contiguous): its memory stays put while the view
-         * object lives -- the view holds an export on its base, so the base
-         * cannot be resized -- and the op holds the view until its final
-         * CQE.  (Callers pass a view of their own, not one the user could
-         * release.) */
-        Py_buffer view;
-        if (PyObject_GetBuffer(addr_obj, &view, PyBUF_SIMPLE) < 0) {
+        /* A memoryview (contiguous): the op's own view of the same memory
+         * replaces it in op.addr (memoryview(view): it shares the managed
+         * buffer, which keeps its export of the base, and takes no export
+         * of the caller's view, which the caller may then release).  Its
+         * address is read through an export released at once: no export
+         * is held while the op waits (see _op_memory.py for the collector
+         * crash that would follow).  A view that cannot be used (released,
+         * not contiguous) goes to the Python path, which says why. */
+        PyObject *own = PyMemoryView_FromObject(addr_obj);
+        if (!own) {
             PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        Py_buffer view;
+        if (PyObject_GetBuffer(own, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            Py_DECREF(own);
             Py_RETURN_NONE;
         }
         addr = (uint64_t)(uintptr_t)view.buf;
         PyBuffer_Release(&view);
+        set_field(op, o_addr, own);
+        addr_obj = own;
     } else {
         Py_RETURN_NONE;
     }
