@@ -1078,3 +1078,35 @@ def test_iter_await_frames_walks_coroutines_and_async_generators() -> None:
         ["_outer_iterating", "_middle_generator", "_innermost"],
         ("after exit", "coroutine", True, []),
     ]
+
+
+# --------------------------------------------------------------------------
+# What a task ended with is not kept by the run loop
+
+
+def test_a_finished_tasks_exception_is_not_held_by_the_run_loop() -> None:
+    # A child ends with a group (its own nursery's); the parent catches it
+    # and looks at who refers to the innermost exception.  In trio nobody
+    # does.  The C step loop kept the group it handed back until its next
+    # call returned, i.e. while it ran the parent (AnyIO's
+    # TestRefcycles::test_exception_refcycles_parent_task).
+    def scenario(lib: ModuleType) -> Any:
+        class Done(Exception):
+            pass
+
+        async def child() -> None:
+            async with lib.open_nursery():
+                raise Done
+
+        async def main() -> list[str]:
+            try:
+                async with lib.open_nursery() as nursery:
+                    nursery.start_soon(child)
+            except BaseExceptionGroup as group:
+                exc = group.exceptions[0].exceptions[0]
+                del group
+            return [type(r).__name__ for r in gc.get_referrers(exc)]
+
+        return lib.run(main)
+
+    assert same_under_both(scenario) == []

@@ -900,6 +900,10 @@ class Runner:
                         self._task_exited(task, Value(payload) if task is self.main_task else _EXITED_OK)
                     else:
                         self._task_exited(task, Error(payload))
+                    # Not kept until the next call returns: the tasks it
+                    # runs (a parent catching this exception) must not find
+                    # the exception referenced from here.
+                    task = payload = None
                 local.task = None
             else:
                 popleft = runq.popleft
