@@ -1189,6 +1189,26 @@ async def task_names_and_nursery_tree(lib, log):
 
 
 @scenario
+async def task_names_given_as_empty_or_not_a_string(lib, log):
+    # An empty name is a name (not "no name": only None is); anything else
+    # is made a string.
+    seen = []
+
+    async def soon():
+        seen.append(("start_soon", lib.lowlevel.current_task().name))
+
+    async def started(task_status=lib.TASK_STATUS_IGNORED):
+        seen.append(("start", lib.lowlevel.current_task().name))
+        task_status.started()
+
+    async with lib.open_nursery() as nursery:
+        for name in ["", 0, "given"]:
+            nursery.start_soon(soon, name=name)
+            await nursery.start(started, name=name)
+    log.append(sorted(seen, key=repr))
+
+
+@scenario
 async def main_task_and_root_task(lib, log):
     L = lib.lowlevel
     me = L.current_task()

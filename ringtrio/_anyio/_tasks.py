@@ -25,7 +25,6 @@ from anyio.abc import TaskGroup as AnyioTaskGroup
 from anyio.abc._tasks import call_for_coroutine, get_callable_name, get_coro_name
 
 import ringtrio
-from ringtrio import lowlevel
 
 T = TypeVar("T")
 
@@ -187,8 +186,6 @@ class TaskGroup(AnyioTaskGroup):
         # passed on to ringtrio's task status, which moves the task into
         # this group's nursery.
         async def starter(*, task_status: ringtrio.TaskStatus[Any]) -> None:
-            # The name as AnyIO computed it, even the empty one.
-            lowlevel.current_task().name = final_name
             status = _EarlyTaskStatus()
             coro = call_for_coroutine(func, args, task_status=status)
             status.hand_over(task_status)

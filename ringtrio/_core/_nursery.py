@@ -205,7 +205,7 @@ class Nursery:
                     def thunk(*a: Any) -> Any:
                         return async_fn(*a, task_status=task_status)
 
-                    task = runner._spawn(thunk, args, old_nursery, name or async_fn)
+                    task = runner._spawn(thunk, args, old_nursery, async_fn if name is None else name)
                     task._eventual_parent_nursery = self
             except BaseExceptionGroup as group:
                 # The private nursery has one child, so one error: start()
