@@ -1678,6 +1678,38 @@ async def sniffio_reports_running_library(lib, log):
 
 
 @scenario
+async def sniffio_in_tasks_spawned_where_another_library_is_named(lib, log):
+    # Code that told sniffio it is another library (its variable, and its
+    # thread-local override) spawns tasks: each task, and a function that
+    # makes the coroutine while being called at the spawn, sees the run's
+    # library; the spawner sees its own setting again afterwards.
+    seen = []
+
+    def report(where):
+        seen.append((where, sniffio.current_async_library() == lib.__name__))
+
+    async def task(where):
+        report(where)
+
+    def makes_coroutine(where):
+        report(where + " (call)")
+        return task(where)
+
+    async with lib.open_nursery() as nursery:
+        token = sniffio.current_async_library_cvar.set("nullio")
+        prev, sniffio.thread_local.name = sniffio.thread_local.name, "nullio"
+        try:
+            nursery.start_soon(task, "start_soon")
+            nursery.start_soon(makes_coroutine, "sync function")
+            lib.lowlevel.spawn_system_task(task, "system task")
+            log.append(("spawner still says", sniffio.current_async_library()))
+        finally:
+            sniffio.thread_local.name = prev
+            sniffio.current_async_library_cvar.reset(token)
+    log.append(sorted(seen))
+
+
+@scenario
 async def exception_hierarchy(lib, log):
     log.append(("Cancelled is BaseException not Exception",
                 issubclass(lib.Cancelled, BaseException) and not issubclass(lib.Cancelled, Exception)))

@@ -27,7 +27,8 @@ from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import outcome
-import sniffio
+from sniffio import current_async_library_cvar as _sniffio_cvar
+from sniffio import thread_local as _sniffio_thread
 
 from . import _accel, _ring
 from ._asyncgens import AsyncGenerators
@@ -186,10 +187,11 @@ class Runner:
         # tasks share a thread with the host loop: an asyncio task started
         # from one of them copies its context and would say "ringtrio" too.
         # A guest run sets sniffio's thread-local for the length of each
-        # pass instead (_guest.py), as trio does for every run.
+        # pass instead (_guest.py), as trio does for every run.  (_spawn
+        # keeps the variable right in tasks spawned where it says otherwise.)
         self.sniffio_name = sniffio_name()
         if not guest:
-            self.system_context.run(sniffio.current_async_library_cvar.set, self.sniffio_name)
+            self.system_context.run(_sniffio_cvar.set, self.sniffio_name)
         self.trio_token = TrioToken(self)
         self.asyncgens = AsyncGenerators(self)
         self._idle_waiters: list[tuple[float, int, Task]] = []
@@ -407,6 +409,12 @@ class Runner:
     ) -> Task:
         if nursery is not None and nursery._closed:
             raise RuntimeError("Nursery is closed to new arrivals")
+        if _sniffio_cvar.get() is not self.sniffio_name and not self.is_guest:
+            # (Outside any task -- run()'s first task, callbacks from other
+            # threads -- or in code that told sniffio it is another library.
+            # A guest run's tasks do not carry the variable: they say the
+            # run's name through the thread-local each pass sets.)
+            return self._spawn_for_another_library(async_fn, args, nursery, name, system, context)
         if type(async_fn) is types.FunctionType:
             coro = async_fn(*args)
             if type(coro) is not types.CoroutineType:
@@ -418,8 +426,12 @@ class Runner:
                 context = self.system_context.copy()
             else:
                 # The context the call is made in (trio's rule): inside
-                # Context.run, that context, not the task's own.
+                # Context.run, that context, not the task's own.  (sniffio's
+                # variable in it is this run's name: checked above.)
                 context = copy_context()
+        elif context.get(_sniffio_cvar) != self.sniffio_name and not self.is_guest:
+            # A context given by the caller, made outside any task.
+            context.run(_sniffio_cvar.set, self.sniffio_name)
         # The name is worked out lazily (Task.name): most tasks never need it.
         task = Task(self, coro, async_fn if name is None else name, context, nursery, system)
         self._ntasks += 1
@@ -435,6 +447,34 @@ class Runner:
             self._instrument("task_spawned", task)
             self._instrument("task_scheduled", task)
         return task
+
+    def _spawn_for_another_library(
+        self,
+        async_fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        nursery: Nursery | None,
+        name: object,
+        system: bool,
+        context: Context | None,
+    ) -> Task:
+        """_spawn, called where sniffio's variable is not this run's name:
+        outside any task, or in code that set it to another library's
+        around the call.  The new task belongs to this run all the same: as
+        in trio, it sees this run's name, and so does its function while
+        that makes the coroutine.  So both of sniffio's settings say this
+        run's name for the call (the thread-local override wins over the
+        variable, and the caller may have set both); the task's context is
+        copied with the variable so set.  (Only the variable is checked on
+        every spawn: reading the thread-local costs more than the rest of
+        the check.)"""
+        name_ = self.sniffio_name
+        token = _sniffio_cvar.set(name_)
+        prev, _sniffio_thread.name = _sniffio_thread.name, name_
+        try:
+            return self._spawn(async_fn, args, nursery, name, system=system, context=context)
+        finally:
+            _sniffio_thread.name = prev
+            _sniffio_cvar.reset(token)
 
     def _task_exited(self, task: Task, result: outcome.Outcome[Any]) -> None:
         if task._finalizer is not None:
