@@ -50,6 +50,11 @@ def _two_clocks(lib: ModuleType) -> Callable[[], Any]:
     return lambda: lib.testing.trio_test(body)(a=clock(), b=clock())
 
 
+def _reset_with_other_token(lib: ModuleType) -> None:
+    one, other = lib.lowlevel.RunVar("one"), lib.lowlevel.RunVar("other")
+    one.reset(other.set(1))
+
+
 # name -> a function of the library giving the bad call
 CASES: dict[str, Callable[[ModuleType], Callable[[], Any]]] = {
     "open_memory_channel(-1)": lambda lib: lambda: lib.open_memory_channel(-1),
@@ -67,6 +72,10 @@ CASES: dict[str, Callable[[ModuleType], Callable[[], Any]]] = {
     "fail_after(-1)": lambda lib: lambda: _scope(lib.fail_after(-1)),
     "fail_after(nan)": lambda lib: lambda: _scope(lib.fail_after(NAN)),
     "fail_at(nan)": lambda lib: lambda: _scope(lib.fail_at(NAN)),
+    "RunVar.reset(another RunVar's token)": lambda lib: lambda: _reset_with_other_token(lib),
+    "sleep(-1)": lambda lib: lambda: lib.sleep(-1),
+    "sleep(nan)": lambda lib: lambda: lib.sleep(NAN),
+    "sleep_until(nan)": lambda lib: lambda: lib.sleep_until(NAN),
 }
 
 
@@ -103,3 +112,50 @@ def test_socket_errors_as_trio() -> None:
     """Sockets and socket streams given the wrong kind of socket or address."""
     errors = same_under_both(_socket_errors)
     assert errors[0] == ("ValueError", "SocketStream requires a SOCK_STREAM socket")
+
+
+def _sync_fn() -> None:  # pragma: no cover - never called as a task
+    pass
+
+
+async def _async_gen() -> Any:  # pragma: no cover - never iterated
+    yield
+
+
+# Phrases trio's tests search for in messages that go on to name objects
+# (pytest.raises(match=...) unanchored): the bad call -> the phrase.
+PHRASES: dict[str, tuple[Callable[[ModuleType], Callable[[], Any]], str]] = {
+    "from_thread.run(sync function)": (
+        lambda lib: lambda: lib.to_thread.run_sync(lib.from_thread.run, _sync_fn),
+        "'_sync_fn' appears to be synchronous",
+    ),
+    "start_soon(sync function)": (
+        lambda lib: lambda: _start_soon(lib, _sync_fn),
+        "'_sync_fn' appears to be synchronous",
+    ),
+    "start_soon(async generator function)": (
+        lambda lib: lambda: _start_soon(lib, _async_gen),
+        "got an async generator",
+    ),
+}
+
+
+async def _start_soon(lib: ModuleType, fn: Any) -> None:
+    # (Raised outside the nursery, so not wrapped in its group.)
+    async with lib.open_nursery() as nursery:
+        try:
+            nursery.start_soon(fn)
+        except TypeError as exc:
+            error = exc
+    raise error
+
+
+@pytest.mark.parametrize("case", list(PHRASES))
+def test_same_phrase_as_trio(case: str) -> None:
+    bad_call, phrase = PHRASES[case]
+
+    async def scenario(lib: ModuleType) -> tuple[str, bool]:
+        name, message = await _raised(bad_call(lib))
+        return name, phrase in message
+
+    assert same_under_both(scenario) == ("TypeError", True)

@@ -940,8 +940,7 @@ async def _bad_arguments(lib: ModuleType, log: list[Any], names: Names) -> None:
 
 def test_bad_arguments_say_what_trio_says() -> None:
     # The same exception, and ringtrio's message starts with trio's words
-    # (it may go on to explain).  sleep(nan) is left out: trio says
-    # "deadline must not be NaN", ringtrio "`seconds` must not be NaN".
+    # (it may go on to explain).  (sleep()'s own: test_messages_vs_trio.py.)
     trio_log, ringtrio_log = (observe(lib, _bad_arguments) for lib in LIBS)
     assert [entry[:2] for entry in ringtrio_log] == [entry[:2] for entry in trio_log]
     for (what, _, trio_says), (_, _, ringtrio_says) in zip(trio_log, ringtrio_log, strict=True):

@@ -376,7 +376,9 @@ async def sleep(seconds: float) -> None:
     if seconds < 0:
         raise ValueError("`seconds` must be non-negative")
     if math.isnan(seconds):
-        raise ValueError("`seconds` must not be NaN")
+        # trio's words: its sleep() computes a deadline and sleep_until()
+        # refuses that.
+        raise ValueError("deadline must not be NaN")
     task = _local.task
     if task is None:
         _outside_run()

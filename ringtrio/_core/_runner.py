@@ -14,6 +14,7 @@ spawning and reaping tasks, KeyboardInterrupt delivery, idle detection
 from __future__ import annotations
 
 import heapq
+import inspect
 import itertools
 import math
 import os
@@ -1306,7 +1307,15 @@ def _coroutine_or_error(
             return await awaitable
 
         return _wrap()
+    if inspect.isasyncgen(coro):
+        raise TypeError(
+            f"{api}() expected an async function, but got an async generator: "
+            f"{async_fn!r} returned {coro!r}. Iterate over it inside an async "
+            "function (async for) and pass that function."
+        )
+    # (trio's words first: "appears to be synchronous".)
     raise TypeError(
-        f"{api}() expected an async function, but {async_fn!r} returned {coro!r}. "
-        "Use 'async def' (and pass the function itself, not its result)."
+        f"{api}() expected an async function, but "
+        f"{getattr(async_fn, '__qualname__', async_fn)!r} appears to be synchronous: "
+        f"it returned {coro!r}. Use 'async def' (and pass the function itself, not its result)."
     )
