@@ -1379,26 +1379,29 @@ async def _poll_writable_via_epoll(fd: int, run: Callable[[RingOp], Awaitable[tu
         ep.close()
 
 
-async def wait_readable(obj: Any) -> None:
-    """Block until ``obj`` (an fd or anything with ``fileno()``) is readable
-    (one IORING_OP_POLL_ADD).  ``lowlevel.wait_readable`` in trio's terms."""
-    if isinstance(obj, SocketType):
-        return await obj.wait_readable()
-    await _wait_fd(obj, _POLLIN)
+async def wait_readable(fd: Any) -> None:
+    """Block until ``fd`` (a file descriptor, or anything with ``fileno()``)
+    is readable (one IORING_OP_POLL_ADD).  ``lowlevel.wait_readable`` in
+    trio's terms."""
+    if isinstance(fd, SocketType):
+        return await fd.wait_readable()
+    await _wait_fd(fd, _POLLIN)
 
 
-async def wait_writable(obj: Any) -> None:
-    """Block until ``obj`` (an fd or anything with ``fileno()``) is writable."""
-    if isinstance(obj, SocketType):
-        return await obj.wait_writable()
-    await _wait_fd(obj, _POLLOUT)
+async def wait_writable(fd: Any) -> None:
+    """Block until ``fd`` (a file descriptor, or anything with ``fileno()``)
+    is writable."""
+    if isinstance(fd, SocketType):
+        return await fd.wait_writable()
+    await _wait_fd(fd, _POLLOUT)
 
 
-def notify_closing(obj: Any) -> None:
-    """Call before closing an fd that tasks may be waiting on with
+def notify_closing(fd: Any) -> None:
+    """Call before closing ``fd`` (a file descriptor, or anything with
+    ``fileno()``) while tasks may be waiting on it with
     :func:`wait_readable`/:func:`wait_writable`: they wake with
     :exc:`ClosedResourceError` (or their result, if readiness raced it)."""
-    fd = _as_fd(obj)
+    fd = _as_fd(fd)
     table = _waiters()
     for events in (_POLLIN, _POLLOUT):
         op = table.pop((fd, events), None)

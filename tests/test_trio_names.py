@@ -122,3 +122,38 @@ def test_ringtrio_modules_export_what_they_show(suffix: str) -> None:
     exported = set(getattr(ringtrio_module, "__all__", dir(ringtrio_module)))
     shared = public_names(trio_module) & set(dir(ringtrio_module))
     assert not sorted(shared - exported)
+
+
+def _functions_both_have(suffix: str) -> list[tuple[str, Any, Any]]:
+    trio_mod = importlib.import_module("trio" + suffix)
+    ringtrio_mod = importlib.import_module("ringtrio" + suffix)
+    both = []
+    for name in sorted(dir(trio_mod)):
+        ours = getattr(ringtrio_mod, name, None)
+        theirs = getattr(trio_mod, name)
+        if name.startswith("_") or ours is None or inspect.isclass(theirs) or not callable(theirs):
+            continue
+        both.append((f"trio{suffix}.{name}", theirs, ours))
+    return both
+
+
+@pytest.mark.parametrize("suffix", MODULES)
+def test_public_functions_take_trio_parameters(suffix: str) -> None:
+    # Same names, order and kinds (a keyword argument that works on trio
+    # works on ringtrio); ringtrio may add parameters after trio's, with
+    # defaults (run's backend=).
+    different = []
+    for qualname, theirs, ours in _functions_both_have(suffix):
+        try:
+            trio_params = list(inspect.signature(theirs).parameters.values())
+            our_params = list(inspect.signature(ours).parameters.values())
+        except (TypeError, ValueError):  # no signature to read (a builtin)
+            continue
+        shape = [(p.name, p.kind) for p in trio_params]
+        extra = our_params[len(trio_params) :]
+        if [(p.name, p.kind) for p in our_params[: len(trio_params)]] != shape or any(
+            p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
+            for p in extra
+        ):
+            different.append(f"{qualname}: trio {inspect.signature(theirs)}, ringtrio {inspect.signature(ours)}")
+    assert not different, "\n".join(different)

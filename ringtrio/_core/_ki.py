@@ -95,18 +95,18 @@ def _mark(fn: _FnT, protected: bool, what: str) -> _FnT:
     return fn
 
 
-def enable_ki_protection(fn: _FnT, /) -> _FnT:
+def enable_ki_protection(f: _FnT, /) -> _FnT:
     """Decorator: Ctrl-C never raises ``KeyboardInterrupt`` in the middle of
-    ``fn`` or anything it calls; it is delivered to the main task at a
+    ``f`` or anything it calls; it is delivered to the main task at a
     checkpoint instead.  Works on functions, generator functions, async
-    functions and async generator functions; returns ``fn`` itself."""
-    return _mark(fn, True, "enable_ki_protection")
+    functions and async generator functions; returns ``f`` itself."""
+    return _mark(f, True, "enable_ki_protection")
 
 
-def disable_ki_protection(fn: _FnT, /) -> _FnT:
-    """Decorator: Ctrl-C raises ``KeyboardInterrupt`` at once in ``fn`` and
-    what it calls, even when called from protected code.  Returns ``fn``."""
-    return _mark(fn, False, "disable_ki_protection")
+def disable_ki_protection(f: _FnT, /) -> _FnT:
+    """Decorator: Ctrl-C raises ``KeyboardInterrupt`` at once in ``f`` and
+    what it calls, even when called from protected code.  Returns ``f``."""
+    return _mark(f, False, "disable_ki_protection")
 
 
 def ki_protection_enabled(frame: types.FrameType | None) -> bool:
