@@ -298,3 +298,41 @@ def test_receive_some_chunks_are_completed_in_c_as_in_python() -> None:
     else:
         # Only the final CQE (the cancel at close) reaches Python.
         assert [r for r in calls if r > 0] == []
+
+
+def test_submit_park_queues_the_op_and_yields_its_one_park() -> None:
+    """Runner._submit_park (in C: submit_park) gives every submission of an
+    op the same park, counts the op in flight, and leaves ops with a linked
+    deadline to the Python path, which attaches it."""
+    from ringtrio._core._runner import Runner
+
+    python_calls: list[bool] = []
+    original = Runner._submit_park
+
+    def counting(self: Any, op: Any, task: Any) -> Any:
+        python_calls.append(self._scope_deadlines > 0)
+        return original(self, op, task)
+
+    async def main() -> None:
+        op = lowlevel.RingOp(lowlevel.IORING_OP_NOP)
+        parks = set()
+        for _ in range(5):
+            assert await lowlevel.submit_and_wait(op) == (0, 0)
+            parks.add(id(op._op_park))
+        assert len(parks) == 1 and op._op_park is not None
+        with ringtrio.move_on_after(100):
+            assert await lowlevel.submit_and_wait(op) == (0, 0)
+            assert op.linked  # the deadline rode along as a linked timeout
+        assert await lowlevel.submit_and_wait(op) == (0, 0)
+        assert not op.linked
+
+    Runner._submit_park = counting  # type: ignore[method-assign]
+    try:
+        ringtrio.run(main)
+    finally:
+        Runner._submit_park = original  # type: ignore[method-assign]
+    if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
+        assert python_calls == [False] * 5 + [True, False]
+    else:
+        # Only the op with a deadline to compute took the Python path.
+        assert python_calls == [True]

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 _sp_submit: Callable[..., Any] | None = None
+# submit_park(runner, op, task): Runner._submit_park without a Python frame
+# (None: take the Python path).
+_sp_submit_park: Callable[..., Any] | None = None
 _sp_dispatch: Callable[..., Any] | None = None
 _sp_take_tokens: Callable[..., Any] | None = None
 _sp_prep_open_chain: Callable[..., int] | None = None
@@ -42,6 +45,7 @@ def load(ffi: Any, lib: Any) -> None:
     and publish its entry points; nothing when it is missing or disabled."""
     global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
     global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view, _sp_run_batch, _module
+    global _sp_submit_park
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -70,6 +74,7 @@ def load(ffi: Any, lib: Any) -> None:
     _sp_new_bytes, _sp_iovecs = _speedups.new_bytes, _speedups.iovecs
     _sp_take_tokens, _sp_lease_view = _speedups.take_tokens, _speedups.lease_view
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
+    _sp_submit_park = _speedups.submit_park
     _module = (_speedups, ffi, lib)
     for cls in _receivers:
         _setup_receiver(cls)

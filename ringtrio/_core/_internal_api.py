@@ -46,6 +46,9 @@ the rest of ringtrio is one short file:
   set from a guest run's host);
 - ``pin_view`` and ``address_of``: how an op points at a caller's buffer
   without holding a buffer export while it waits (``_op_memory.py``);
+- ``_LINK_EXPIRED`` and ``_link_expired``: a hot path that does
+  ``submit_and_wait``'s steps itself (``SocketStream.send_all``) reads the
+  op's result as it does;
 - ``_accel``, the C accelerator's entry points.  Read them as attributes of
   the module at call time (``_accel._sp_new_bytes``): they are set when the
   first run starts.
@@ -57,7 +60,13 @@ from ._final import final
 from ._local import _current_runner, _local, _outside_run
 from ._nursery import set_buffer_group_opener
 from ._op_memory import address_of, pin_view
-from ._ring_ops import _NOT_HAPPENED, _abandoned_ops, _abort_failed
+from ._ring_ops import (
+    _LINK_EXPIRED,
+    _NOT_HAPPENED,
+    _abandoned_ops,
+    _abort_failed,
+    _link_expired,
+)
 from ._runner import _coroutine_or_error
 from ._sniffio_name import set_sniffio_name, sniffio_name
 from ._task import Task, _require_function
@@ -89,6 +98,7 @@ def _ki_pending_for(task: Task) -> bool:
 
 __all__ = [
     "_CHECKPOINT",
+    "_LINK_EXPIRED",
     "_NOT_HAPPENED",
     "_RESUME_PLAIN",
     "_Park",
@@ -102,6 +112,7 @@ __all__ = [
     "_current_runner",
     "_ki_pending_for",
     "final",
+    "_link_expired",
     "_local",
     "_outside_run",
     "_require_function",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import outcome
 
-from . import _ring
+from . import _accel, _ring
 from ._cancel_scope import CancelScope
 from ._local import _local, _outside_run
 from ._ring import IORING_OP_ASYNC_CANCEL
@@ -63,6 +63,7 @@ class RingOp:
         "linked",
         "done",
         "result",
+        "_op_park",
     )
 
     def __init__(
@@ -101,6 +102,10 @@ class RingOp:
         self.done = False
         # Set by the default _on_cqe for submit_and_wait to pick up.
         self.result: Any = None
+        # What a task waiting for this op yields (_Park(self._abort)), made
+        # on first use by Runner._submit_park and kept: one per op, not per
+        # submission.
+        self._op_park: _Park | None = None
 
     def __repr__(self) -> str:
         name = _ring.OPCODE_NAMES.get(self.opcode, str(self.opcode))
@@ -182,21 +187,30 @@ def submit_and_wait(op: RingOp) -> Generator[Any, Any, tuple[int, int]]:
     if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
         yield _CHECKPOINT
     while True:
-        runner._submit_op(op, task)
+        # (Runner._submit_park, in C when the accelerator can.)
+        sp = _accel._sp_submit_park
+        park = sp(runner, op, task) if sp is not None else None
         # The plain completion path resumes us with None and leaves the
         # result on the op (no outcome object per op); cancellation and
         # errors arrive as outcomes and raise here.
-        yield _Park(op._abort)  # type: ignore[attr-defined]
+        yield park or runner._submit_park(op, task)
         result = op.result
         op.result = None
         if result is not _LINK_EXPIRED:
             return result  # type: ignore[no-any-return]
-        # The kernel deadline fired.  The runner has already expired Python
-        # deadlines up to now, so if that deadline still stands we are
-        # cancelled; if it was moved later meanwhile, just submit again.
-        if task._cancel_scope._eff:
-            _release_memory(op)
-            raise _cancelled_for(task)
+        _link_expired(op, task)
+
+
+def _link_expired(op: RingOp, task: Task) -> None:
+    """After a wait for ``op`` ended because its linked deadline fired in
+    the kernel (the op did not happen): raise Cancelled if that deadline
+    still stands, or return, and the caller submits the op again.  (The
+    runner has already expired Python deadlines up to now, so a deadline
+    that still stands has cancelled the task's scope; one moved later
+    meanwhile has not.)"""
+    if task._cancel_scope._eff:
+        _release_memory(op)
+        raise _cancelled_for(task)
 
 
 def _release_memory(op: RingOp) -> None:

@@ -273,6 +273,9 @@ class Runner:
             self._lib = ring.lib
             self._ring_ptr = ring.ptr
             self._ring_addr = int(ring.ffi.cast("uintptr_t", self._ring_ptr))
+            # What the accelerator's submit_park needs of the token table,
+            # in one attribute (the lists are never rebound).
+            self._sp_table = (self._ring_addr, self._op_slots, self._op_gens, self._free_slots)
             _load_speedups(ring.ffi, self._lib)
         except BaseException:
             ring.close()
@@ -668,6 +671,17 @@ class Runner:
             self._release_token(token & _SLOT_MASK)
             op.task = None
             raise OSError(-rc, f"could not queue {op!r}: {os.strerror(-rc)}")
+
+    def _submit_park(self, op: RingOp, task: Task) -> _Park:
+        """Submit ``op`` for ``task`` (:meth:`_submit_op`) and return what
+        the task yields to wait for it: the op's own park, made once.
+        (_speedups.submit_park does this without a Python frame when no
+        linked deadline is to be computed; this method is its definition.)"""
+        self._submit_op(op, task)
+        park = op._op_park
+        if park is None:
+            park = op._op_park = _Park(op._abort)  # type: ignore[attr-defined]
+        return park
 
     def _submit_cancel(self, token: int, flags: int = 0, fd: int = -1) -> None:
         # Success needs no handling: skip its CQE.  Failures (-ENOENT: the op

@@ -57,7 +57,7 @@ static PyObject *on_cqe_name;       /* "_on_cqe" */
 /* Member offsets. */
 static Py_ssize_t o_opcode, o_fd, o_addr, o_length, o_off, o_op_flags,
     o_ioprio, o_sqe_flags, o_buf_index, o_keepalive, o_token, o_task,
-    o_cancel_raise, o_linked, o_done, o_result;
+    o_cancel_raise, o_linked, o_done, o_result, o_op_park;
 static Py_ssize_t t_next_send, t_abort_func, t_custom_sleep_data;
 /* LinkedOp / LinkedChain (set by setup_chains; linkedop_type stays NULL
  * until then, and chain members then take the Python path). */
@@ -70,8 +70,13 @@ static PyTypeObject *park_type;
 static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
 static PyObject *attempt_name, *task_attr, *ki_attr, *popleft_name, *append_name;
 static PyObject *inflight_attr, *stale_attr, *wakeup_attr; /* runner attributes */
+static PyObject *closed_attr, *scope_deadlines_attr, *kernel_deadlines_attr, *sp_table_attr,
+    *sq_dirty_attr, *abort_name;
 
 #define FIELD(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static int set_runner_int(PyObject *runner, PyObject *name, long value);
+static long get_runner_int(PyObject *runner, PyObject *name);
 
 /* Replace a slot's value (new reference stolen). */
 static inline void set_field(PyObject *obj, Py_ssize_t off, PyObject *value)
@@ -117,7 +122,7 @@ static PyObject *sp_setup(PyObject *mod, PyObject *args)
         {"buf_index", &o_buf_index}, {"keepalive", &o_keepalive},
         {"token", &o_token}, {"task", &o_task},
         {"cancel_raise", &o_cancel_raise}, {"linked", &o_linked},
-        {"done", &o_done}, {"result", &o_result},
+        {"done", &o_done}, {"result", &o_result}, {"_op_park", &o_op_park},
     };
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         if (member_offset(op_t, ops[i].name, ops[i].off) < 0)
@@ -481,6 +486,10 @@ static PyObject *take_token(PyObject *slots, PyObject *gens, PyObject *free_,
  * the op is still in flight (the caller then takes the Python path, which
  * raises the error for the second case).  On a bad field or a full SQ the token is given back
  * and the error raised (ValueError / OSError, as the Python path). */
+static PyObject *do_submit(void *ring, PyObject *slots, PyObject *gens, PyObject *free_,
+                           PyObject *op, PyObject *task, long long link_ns,
+                           unsigned long long link_ud);
+
 static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 8) {
@@ -488,12 +497,18 @@ static PyObject *sp_submit(PyObject *mod, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     void *ring = PyLong_AsVoidPtr(args[0]);
-    PyObject *slots = args[1], *gens = args[2], *free_ = args[3];
-    PyObject *op = args[4], *task = args[5];
     long long link_ns = PyLong_AsLongLong(args[6]);
     unsigned long long link_ud = PyLong_AsUnsignedLongLong(args[7]);
     if (PyErr_Occurred())
         return NULL;
+    return do_submit(ring, args[1], args[2], args[3], args[4], args[5], link_ns, link_ud);
+}
+
+/* submit()'s work; the arguments are checked here. */
+static PyObject *do_submit(void *ring, PyObject *slots, PyObject *gens, PyObject *free_,
+                           PyObject *op, PyObject *task, long long link_ns,
+                           unsigned long long link_ud)
+{
     if (!PyList_CheckExact(slots) || !PyList_CheckExact(gens) ||
         !PyList_CheckExact(free_) || !PyObject_TypeCheck(op, ringop_type)) {
         PyErr_SetString(PyExc_TypeError, "submit(): bad arguments");
@@ -609,6 +624,83 @@ bad_field: {
         Py_XDECREF(tb);
         return NULL;
     }
+}
+
+/* submit_park(runner, op, task) -> the _Park to yield, or None
+ *
+ * Runner._submit_park for the common case, without a Python frame: no
+ * linked deadline to compute (runner._scope_deadlines is 0, or deadlines
+ * are not the kernel's), the run still taking ops, and an op submit()
+ * takes.  Takes the token, queues the SQE, counts the op in flight, marks
+ * the SQ dirty, and returns the op's own park (op._op_park, made once:
+ * _Park(op._abort)).  None (nothing touched) sends the caller to
+ * Runner._submit_park, the definition, which also raises the errors. */
+static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "submit_park() takes 3 arguments");
+        return NULL;
+    }
+    PyObject *runner = args[0], *op = args[1], *task = args[2];
+    if (!park_type || !PyObject_TypeCheck(op, ringop_type))
+        Py_RETURN_NONE;
+    PyObject *v = PyObject_GetAttr(runner, closed_attr);
+    if (!v)
+        return NULL;
+    int closed = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (closed)
+        return closed < 0 ? NULL : Py_NewRef(Py_None);
+    v = PyObject_GetAttr(runner, scope_deadlines_attr);
+    if (!v)
+        return NULL;
+    int deadlines = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (deadlines) {
+        if (deadlines < 0)
+            return NULL;
+        v = PyObject_GetAttr(runner, kernel_deadlines_attr);
+        if (!v)
+            return NULL;
+        deadlines = PyObject_IsTrue(v);
+        Py_DECREF(v);
+        if (deadlines)
+            return deadlines < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *table = PyObject_GetAttr(runner, sp_table_attr);
+    if (!table)
+        return NULL;
+    if (!PyTuple_CheckExact(table) || PyTuple_GET_SIZE(table) != 4) {
+        Py_DECREF(table);
+        PyErr_SetString(PyExc_TypeError, "submit_park(): runner._sp_table is not (ring_addr, slots, gens, free)");
+        return NULL;
+    }
+    void *ring = PyLong_AsVoidPtr(PyTuple_GET_ITEM(table, 0));
+    PyObject *token = ring || !PyErr_Occurred()
+        ? do_submit(ring, PyTuple_GET_ITEM(table, 1), PyTuple_GET_ITEM(table, 2),
+                    PyTuple_GET_ITEM(table, 3), op, task, -1, 0)
+        : NULL;
+    Py_DECREF(table);
+    if (!token || token == Py_None)
+        return token;
+    Py_DECREF(token);
+    long inflight = get_runner_int(runner, inflight_attr);
+    if ((inflight == -1 && PyErr_Occurred()) ||
+        set_runner_int(runner, inflight_attr, inflight + 1) < 0 ||
+        PyObject_SetAttr(runner, sq_dirty_attr, Py_True) < 0)
+        return NULL;
+    PyObject *park = FIELD(op, o_op_park);
+    if (park && Py_TYPE(park) == park_type)
+        return Py_NewRef(park);
+    PyObject *abort = PyObject_GetAttr(op, abort_name);
+    if (!abort)
+        return NULL;
+    park = PyObject_CallOneArg((PyObject *)park_type, abort);
+    Py_DECREF(abort);
+    if (!park)
+        return NULL;
+    set_field(op, o_op_park, Py_NewRef(park));
+    return park;
 }
 
 /* take_tokens(slots, gens, free, ops, task) -> list of tokens
@@ -1271,6 +1363,8 @@ static PyMethodDef methods[] = {
      "prep_close_direct(ring_addr, slot, user_data, sqe_flags) -> 0 | -errno"},
     {"take_tokens", (PyCFunction)(void (*)(void))sp_take_tokens, METH_FASTCALL,
      "take_tokens(slots, gens, free, ops, task) -> list of tokens"},
+    {"submit_park", (PyCFunction)(void (*)(void))sp_submit_park, METH_FASTCALL,
+     "submit_park(runner, op, task) -> the op's _Park to yield | None (take the Python path)"},
     {"submit", (PyCFunction)(void (*)(void))sp_submit, METH_FASTCALL,
      "submit(ring_addr, slots, gens, free, op, task, link_ns, link_user_data) -> token | None"},
     {"dispatch", (PyCFunction)(void (*)(void))sp_dispatch, METH_FASTCALL,
@@ -1294,8 +1388,16 @@ PyMODINIT_FUNC PyInit__speedups(void)
     inflight_attr = PyUnicode_InternFromString("_ops_in_flight");
     stale_attr = PyUnicode_InternFromString("_stale_cqes");
     wakeup_attr = PyUnicode_InternFromString("_wakeup_armed");
+    closed_attr = PyUnicode_InternFromString("_ops_closed");
+    scope_deadlines_attr = PyUnicode_InternFromString("_scope_deadlines");
+    kernel_deadlines_attr = PyUnicode_InternFromString("_kernel_deadlines");
+    sp_table_attr = PyUnicode_InternFromString("_sp_table");
+    sq_dirty_attr = PyUnicode_InternFromString("_sq_dirty");
+    abort_name = PyUnicode_InternFromString("_abort");
     if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !popleft_name ||
-        !append_name || !inflight_attr || !stale_attr || !wakeup_attr)
+        !append_name || !inflight_attr || !stale_attr || !wakeup_attr || !closed_attr ||
+        !scope_deadlines_attr || !kernel_deadlines_attr || !sp_table_attr || !sq_dirty_attr ||
+        !abort_name)
         return NULL;
     if (PyType_Ready(&LeaseMemory_Type) < 0)
         return NULL;
