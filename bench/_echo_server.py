@@ -90,7 +90,7 @@ async def serve_buffers(lib):
             try:
                 async for buf in stream.receive_buffers(group):
                     with buf:
-                        await stream.send_all(buf.view)
+                        await stream.send_all(buf)
             except gone as exc:
                 _log(exc)
 

@@ -8,7 +8,7 @@ the kernel once.  Each connection runs one multishot receive
 (`stream.receive_buffers(group)`): the kernel picks a buffer from the shared
 group only when bytes arrive, so 10,000 idle connections hold no receive
 buffer at all.  Each received chunk is a `ringtrio.Buffer` *lease*: echo it
-straight from the group's memory with `send_all(buf.view)`, and leave the
+straight from the group's memory with `send_all(buf)`, and leave the
 `with` block to give the buffer back (no copy, no syscall).
 
 When every buffer is leased the kernel stops the receives with ENOBUFS;
@@ -37,7 +37,7 @@ def make_handler(group: ringtrio.BufferGroup, quiet: bool):
         try:
             async for buf in stream.receive_buffers(group):
                 with buf:  # the lease: released (and its view invalidated) at the end
-                    await stream.send_all(buf.view)
+                    await stream.send_all(buf)
                     echoed += len(buf)
         except ringtrio.BrokenResourceError as exc:
             if not quiet:

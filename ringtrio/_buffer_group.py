@@ -145,6 +145,8 @@ class Buffer:
     __slots__ = ("_group", "_bid", "_start", "_len", "_view", "_released")
 
     def __init__(self, group: BufferGroup, bid: int, start: int, length: int) -> None:
+        # (_speedups.complete_lease_rx makes leases without calling this:
+        # it sets the same six fields.)
         self._group = group
         self._bid = bid
         self._start = start  # offset in the group's region
@@ -773,6 +775,12 @@ class BufferReceiver:
                     op.runner._run_sync_soon(op.request_cancel, (), False)
             except Exception:  # pragma: no cover - run already over
                 pass
+
+
+# The dispatch completes a chunk that arrives while more are to come in C
+# (_speedups.complete_lease_rx), doing what _on_cqe and BufferGroup._take do
+# and setting a Buffer's fields as Buffer.__init__ does.
+_accel.register_receiver("setup_lease_receive", _MultishotRecv, BufferGroup, Buffer)
 
 
 def receive_buffers(stream: SocketStream, group: BufferGroup, max_pending: int) -> BufferReceiver:

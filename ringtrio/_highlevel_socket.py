@@ -37,6 +37,7 @@ from ._core._internal_api import (
     _local,
     _outside_run,
 )
+from ._buffer_group import Buffer as _Lease
 from ._socket import _MSG_NOSIGNAL, SocketType
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ class _StreamReceiver(OwnedRingOp):
 
 # The dispatch completes a chunk that arrives while more are to come in C
 # (_speedups.complete_stream_rx), doing what _on_cqe does.
-_accel.register_receiver(_StreamReceiver, _RX_PAUSE_BYTES)
+_accel.register_receiver("setup_receive", _StreamReceiver, _RX_PAUSE_BYTES)
 
 
 @contextmanager
@@ -285,7 +286,7 @@ class SocketStream(HalfCloseableStream):
         return f"<ringtrio.SocketStream {self.socket!r}>"
 
     @types.coroutine
-    def send_all(self, data: bytes | bytearray | memoryview | Buffer) -> Generator[Any, Any, None]:  # type: ignore[override]
+    def send_all(self, data: bytes | bytearray | memoryview | Buffer | _Lease) -> Generator[Any, Any, None]:  # type: ignore[override]
         # SENDs until everything is sent; a short send (the socket buffer
         # filled up) goes round again.  Not MSG_WAITALL (which would make one
         # op send everything): an ASYNC_CANCEL that races with the kernel's
@@ -305,11 +306,26 @@ class SocketStream(HalfCloseableStream):
             raise ClosedResourceError("can't send data after sending EOF (send_eof)")
         self._sending = True
         op = None
+        lease: _Lease | None = None
         try:
-            payload: bytes | memoryview
+            payload: bytes | memoryview | int
             if type(data) is bytes:
                 payload = data
                 total = len(data)
+            elif type(data) is _Lease:
+                # A lease (receive_buffers): sent from the group's memory
+                # as it is, with no view.  The buffer is held for the send
+                # -- one reference, as a view holds it -- so that a
+                # release() meanwhile (by another task) cannot give it back
+                # to the kernel while the SEND reads it; let go in the
+                # finally below, after the op's final CQE.
+                lease = data
+                lease._check()
+                group = lease._group
+                group._refs[lease._bid] += 1
+                group._total_refs += 1
+                payload = group._ring.base + lease._start
+                total = lease._len
             else:
                 # Not released explicitly (no `with`): an error traceback
                 # may hold it.  (The op pins the memory with a view of its
@@ -339,11 +355,16 @@ class SocketStream(HalfCloseableStream):
                 if fd < 0:
                     raise ClosedResourceError("can't send data: this stream was already closed")
                 op.fd = fd
-                # The payload goes to the SQE as it is: a bytes object, or
-                # a memoryview of the caller's buffer, which the op
-                # replaces with a view of its own and holds until its final
-                # CQE (the core's pin_view).
-                op.addr = op.keepalive = memoryview(payload)[sent:] if sent else payload
+                # The payload goes to the SQE as it is: a bytes object, the
+                # address of a lease's bytes in its group (held above), or a
+                # memoryview of the caller's buffer, which the op replaces
+                # with a view of its own and holds until its final CQE (the
+                # core's pin_view).
+                if isinstance(payload, int):
+                    op.addr = payload + sent
+                    op.keepalive = lease
+                else:
+                    op.addr = op.keepalive = memoryview(payload)[sent:] if sent else payload
                 op.length = total - sent
                 # submit_and_wait's steps (see there).
                 if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
@@ -368,6 +389,8 @@ class SocketStream(HalfCloseableStream):
             self._sending = False
             if op is not None:
                 sock._op_finished(op)
+            if lease is not None:
+                lease._group._unref(lease._bid)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

@@ -741,3 +741,93 @@ def test_buffer_group_outside_run_or_on_closed_nursery() -> None:
             nursery.buffer_group(count=8, size=64)
 
     ringtrio.run(main)
+
+
+@pytest.mark.ringtrio
+async def test_send_all_sends_a_lease_without_a_view() -> None:
+    """send_all(buf) sends the lease's bytes from the group's memory; the
+    buffer is held for the send (a release by another task meanwhile does
+    not give it back to the kernel under the SEND) and let go after; a
+    released lease cannot be sent."""
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=4, size=4096, incremental=False)
+        a, b = stream_pair()
+        c, d = stream_pair()
+        data = payload(7, 3000)
+        await a.send_all(data)
+        it = b.receive_buffers(group)
+        got = b""
+        while len(got) < len(data):
+            buf = await it.__anext__()
+            with buf:
+                await c.send_all(buf)  # the lease itself, no view
+                got += await d.receive_some(len(buf))
+        assert got == data
+        stats = group.statistics()
+        assert stats.leased == 0 and stats.held == 0
+
+        # Released by another task while the send waits for its CQE: the
+        # buffer stays out of the ring until the send is over.
+        await a.send_all(b"x" * 100)
+        buf = await it.__anext__()
+        async with ringtrio.open_nursery() as n:
+
+            async def release_soon() -> None:
+                buf.release()
+                assert group.statistics().held == 1  # the send still holds it
+
+            n.start_soon(c.send_all, buf)
+            n.start_soon(release_soon)
+        assert await d.receive_some() == b"x" * 100
+        assert group.statistics().held == 0
+        with pytest.raises(ValueError, match="released"):
+            await c.send_all(buf)
+        await it.aclose()
+        for s in (a, b, c, d):
+            await s.aclose()
+
+
+def test_leases_are_made_in_c_as_in_python() -> None:
+    """A chunk of receive_buffers' multishot receive that arrives while more
+    are to come becomes a Buffer lease in the C dispatch
+    (complete_lease_rx), without the Python _on_cqe; the leases, their bytes
+    and the group's accounting are what the Python method gives."""
+    from ringtrio import _buffer_group
+
+    calls: list[int] = []
+    original = _buffer_group._MultishotRecv._on_cqe
+
+    def counting(self: object, res: int, flags: int) -> None:
+        calls.append(res)
+        original(self, res, flags)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            # (Plain mode: one buffer per chunk, so every chunk is one
+            # message.)
+            group = owner.buffer_group(count=8, size=1024, incremental=False)
+            a, b = stream_pair()
+            it = b.receive_buffers(group, max_pending=4)
+            for i in range(100):
+                await a.send_all(bytes([i]) * (1 + i * 9))
+                buf = await it.__anext__()
+                assert type(buf) is ringtrio.Buffer and not buf.released
+                assert bytes(buf) == bytes([i]) * (1 + i * 9) and len(buf) == 1 + i * 9
+                assert buf in group._leases
+                with buf:
+                    pass
+                stats = group.statistics()
+                assert stats.leased == 0 and stats.held == 0 and stats.free == 8
+            await it.aclose()
+            await a.aclose()
+            await b.aclose()
+
+    _buffer_group._MultishotRecv._on_cqe = counting  # type: ignore[method-assign]
+    try:
+        ringtrio.run(main)
+    finally:
+        _buffer_group._MultishotRecv._on_cqe = original  # type: ignore[method-assign]
+    if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
+        assert len([r for r in calls if r > 0]) == 100
+    else:
+        assert [r for r in calls if r > 0] == []

@@ -35,8 +35,8 @@ _sp_new_bytes: Callable[[int], bytes] | None = None
 _sp_iovecs: Callable[[list[bytes]], bytes] | None = None
 
 # Receivers above the core whose common CQE the dispatch completes in C
-# (register_receiver): class -> the setup call's extra arguments.
-_receivers: dict[type, tuple[Any, ...]] = {}
+# (register_receiver): the _speedups setup call -> its arguments.
+_receivers: dict[str, tuple[Any, ...]] = {}
 _module: Any = None
 
 
@@ -76,25 +76,36 @@ def load(ffi: Any, lib: Any) -> None:
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
     _sp_submit_park = _speedups.submit_park
     _module = (_speedups, ffi, lib)
-    for cls in _receivers:
-        _setup_receiver(cls)
+    for setup in _receivers:
+        _setup_receiver(setup)
 
 
-def register_receiver(cls: type, pause_bytes: int) -> None:
-    """Have the CQE dispatch complete ``cls``'s common CQE in C: ``cls`` is
-    receive_some's multishot receive (_highlevel_socket._StreamReceiver),
-    which copies each chunk out of a BufferRing and queues it; its
-    ``_on_cqe`` stays the definition (and handles everything but a chunk
-    that arrives while more are to come and the queue is below
-    ``pause_bytes``)."""
-    _receivers[cls] = (pause_bytes,)
+def register_receiver(setup: str, *args: Any) -> None:
+    """Have the CQE dispatch complete a receiver's common CQE in C.  The
+    receivers live above the core: ``setup`` names the _speedups call that
+    takes their classes (``args``), made now or when the module loads.
+
+    * ``"setup_receive"``, (_StreamReceiver, pause_bytes): receive_some's
+      multishot receive, which copies each chunk out of a BufferRing
+      (the call also gets BufferRing and ring.c's rt_buf_ring_recycle);
+    * ``"setup_lease_receive"``, (_MultishotRecv, BufferGroup, Buffer):
+      receive_buffers' multishot receive, which queues a Buffer lease per
+      chunk.
+
+    The classes' ``_on_cqe`` stays the definition: the C code does what it
+    does for a chunk that arrives while more are to come and the queue is
+    below its pause mark, and hands every other CQE to it."""
+    _receivers[setup] = args
     if _module is not None:
-        _setup_receiver(cls)
+        _setup_receiver(setup)
 
 
-def _setup_receiver(cls: type) -> None:
-    from ._buffers import BufferRing
-
+def _setup_receiver(setup: str) -> None:
     speedups, ffi, lib = _module
-    recycle = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_buf_ring_recycle")))
-    speedups.setup_receive(cls, BufferRing, recycle, *_receivers[cls])
+    args = _receivers[setup]
+    if setup == "setup_receive":
+        from ._buffers import BufferRing
+
+        recycle = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_buf_ring_recycle")))
+        args = (args[0], BufferRing, recycle, *args[1:])
+    getattr(speedups, setup)(*args)

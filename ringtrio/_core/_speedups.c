@@ -1050,6 +1050,180 @@ static int complete_stream_rx(PyObject *op, int32_t res, uint32_t flags, PyObjec
     return 1;
 }
 
+/* receive_buffers' multishot receive (_buffer_group._MultishotRecv), its
+ * BufferGroup and the Buffer leases it queues (set by setup_lease_receive;
+ * leaserx_type stays NULL until then). */
+#define CQE_F_BUF_MORE (1u << 4)
+static PyTypeObject *leaserx_type, *group_type, *lease_type;
+static Py_ssize_t m_group, m_queue, m_streak, m_waiter, m_max_pending;
+static Py_ssize_t g_size, g_count, g_refs, g_done, g_off, g_total_refs, g_free, g_leases,
+    g_closing;
+static Py_ssize_t l_group, l_bid, l_start, l_len, l_view, l_released;
+
+/* setup_lease_receive(_MultishotRecv, BufferGroup, Buffer) */
+static PyObject *sp_setup_lease_receive(PyObject *mod, PyObject *args)
+{
+    PyObject *rx_t, *group_t, *lease_t;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &rx_t, &PyType_Type, &group_t,
+                          &PyType_Type, &lease_t))
+        return NULL;
+    if (!ringop_type || !PyType_IsSubtype((PyTypeObject *)rx_t, ringop_type)) {
+        PyErr_SetString(PyExc_TypeError, "setup_lease_receive(): call setup() first, with the receiver's base");
+        return NULL;
+    }
+    if (member_offset(rx_t, "group", &m_group) < 0 ||
+        member_offset(rx_t, "queue", &m_queue) < 0 ||
+        member_offset(rx_t, "enobufs_streak", &m_streak) < 0 ||
+        member_offset(rx_t, "waiter", &m_waiter) < 0 ||
+        member_offset(rx_t, "max_pending", &m_max_pending) < 0 ||
+        member_offset(group_t, "size", &g_size) < 0 ||
+        member_offset(group_t, "count", &g_count) < 0 ||
+        member_offset(group_t, "_refs", &g_refs) < 0 ||
+        member_offset(group_t, "_done", &g_done) < 0 ||
+        member_offset(group_t, "_off", &g_off) < 0 ||
+        member_offset(group_t, "_total_refs", &g_total_refs) < 0 ||
+        member_offset(group_t, "_free", &g_free) < 0 ||
+        member_offset(group_t, "_leases", &g_leases) < 0 ||
+        member_offset(group_t, "_closing", &g_closing) < 0 ||
+        member_offset(lease_t, "_group", &l_group) < 0 ||
+        member_offset(lease_t, "_bid", &l_bid) < 0 ||
+        member_offset(lease_t, "_start", &l_start) < 0 ||
+        member_offset(lease_t, "_len", &l_len) < 0 ||
+        member_offset(lease_t, "_view", &l_view) < 0 ||
+        member_offset(lease_t, "_released", &l_released) < 0)
+        return NULL;
+    Py_XSETREF(leaserx_type, (PyTypeObject *)Py_NewRef(rx_t));
+    Py_XSETREF(group_type, (PyTypeObject *)Py_NewRef(group_t));
+    Py_XSETREF(lease_type, (PyTypeObject *)Py_NewRef(lease_t));
+    Py_RETURN_NONE;
+}
+
+/* list[i] as a Py_ssize_t (-1 when it is not a small non-negative int). */
+static Py_ssize_t list_int(PyObject *list, Py_ssize_t i)
+{
+    PyObject *v = PyList_GET_ITEM(list, i);
+    if (!PyLong_CheckExact(v))
+        return -1;
+    Py_ssize_t x = PyLong_AsSsize_t(v);
+    if (x == -1)
+        PyErr_Clear();
+    return x;
+}
+
+static int set_list_int(PyObject *list, Py_ssize_t i, Py_ssize_t x)
+{
+    PyObject *v = PyLong_FromSsize_t(x);
+    if (!v)
+        return -1;
+    return PyList_SetItem(list, i, v);
+}
+
+/* _MultishotRecv._on_cqe (with BufferGroup._take) for the common CQE: more
+ * to come, bytes in a buffer of the group, the group open, and the queue
+ * not reaching max_pending with this lease.  Accounts for the buffer
+ * (_off or _done/_free, _refs, _total_refs), makes the Buffer lease
+ * (its fields set as Buffer.__init__ sets them), records it in the
+ * group's _leases, queues it and wakes a waiting consumer.  Returns 1 if
+ * done, 0 if the CQE needs the Python method, -1 on error. */
+static int complete_lease_rx(PyObject *op, int32_t res, uint32_t flags, PyObject *append)
+{
+    if (!(flags & CQE_F_MORE) || !(flags & CQE_F_BUFFER) || res <= 0)
+        return 0;
+    PyObject *group = FIELD(op, m_group), *queue = FIELD(op, m_queue);
+    if (!group || Py_TYPE(group) != group_type || !queue)
+        return 0;
+    PyObject *refs = FIELD(group, g_refs), *done = FIELD(group, g_done), *offs = FIELD(group, g_off);
+    PyObject *leases = FIELD(group, g_leases), *closing = FIELD(group, g_closing);
+    if (closing != Py_False || !refs || !PyList_CheckExact(refs) || !done ||
+        !PyList_CheckExact(done) || !offs || !PyList_CheckExact(offs) || !leases ||
+        !PySet_CheckExact(leases))
+        return 0;
+    Py_ssize_t size = ssize_field(group, g_size), count = ssize_field(group, g_count);
+    Py_ssize_t max_pending = ssize_field(op, m_max_pending);
+    Py_ssize_t bid = (Py_ssize_t)(flags >> CQE_BUFFER_SHIFT);
+    if (size <= 0 || bid >= count || bid >= PyList_GET_SIZE(refs) ||
+        bid >= PyList_GET_SIZE(done) || bid >= PyList_GET_SIZE(offs) || max_pending < 1)
+        return 0;
+    Py_ssize_t pending = PyObject_Size(queue);
+    if (pending < 0)
+        return -1;
+    if (pending + 1 >= max_pending)
+        return 0; /* the Python method pauses the receive */
+    Py_ssize_t off = list_int(offs, bid), nrefs = list_int(refs, bid);
+    Py_ssize_t total = ssize_field(group, g_total_refs), nfree = ssize_field(group, g_free);
+    if (off < 0 || nrefs < 0 || total < 0 || nfree < 0)
+        return 0;
+    PyObject *lease = lease_type->tp_alloc(lease_type, 0);
+    if (!lease)
+        return -1;
+    PyObject *f_bid = PyLong_FromSsize_t(bid), *f_start = PyLong_FromSsize_t(bid * size + off);
+    PyObject *f_len = PyLong_FromLong(res);
+    if (!f_bid || !f_start || !f_len) {
+        Py_XDECREF(f_bid);
+        Py_XDECREF(f_start);
+        Py_XDECREF(f_len);
+        Py_DECREF(lease);
+        return -1;
+    }
+    FIELD(lease, l_group) = Py_NewRef(group);
+    FIELD(lease, l_bid) = f_bid;
+    FIELD(lease, l_start) = f_start;
+    FIELD(lease, l_len) = f_len;
+    FIELD(lease, l_view) = Py_NewRef(Py_None);
+    FIELD(lease, l_released) = Py_NewRef(Py_False);
+    /* The accounting (BufferGroup._take). */
+    int rc;
+    if (flags & CQE_F_BUF_MORE) {
+        rc = set_list_int(offs, bid, off + res);
+    } else {
+        rc = PyList_SetItem(done, bid, Py_NewRef(Py_True));
+        if (rc == 0) {
+            PyObject *v = PyLong_FromSsize_t(nfree - 1);
+            if (v)
+                set_field(group, g_free, v);
+            else
+                rc = -1;
+        }
+    }
+    if (rc == 0)
+        rc = set_list_int(refs, bid, nrefs + 1);
+    if (rc == 0) {
+        PyObject *v = PyLong_FromSsize_t(total + 1);
+        if (v)
+            set_field(group, g_total_refs, v);
+        else
+            rc = -1;
+    }
+    if (rc == 0)
+        rc = PySet_Add(leases, lease);
+    if (rc == 0) {
+        PyObject *r = PyObject_CallMethodOneArg(queue, append_name, lease);
+        if (r)
+            Py_DECREF(r);
+        else
+            rc = -1;
+    }
+    Py_DECREF(lease);
+    if (rc < 0)
+        return -1;
+    if (FIELD(op, m_streak) != NULL && ssize_field(op, m_streak) != 0) {
+        PyObject *zero = PyLong_FromLong(0);
+        if (!zero)
+            return -1;
+        set_field(op, m_streak, zero);
+    }
+    PyObject *waiter = FIELD(op, m_waiter);
+    if (waiter && waiter != Py_None) {
+        Py_INCREF(waiter);
+        set_field(op, m_waiter, Py_NewRef(Py_None));
+        rc = wake(waiter, append);
+        Py_DECREF(waiter);
+        if (rc < 0)
+            return -1;
+    }
+    return 1;
+}
+
 static int call_on_cqe(PyObject *op, int32_t res, uint32_t flags)
 {
     PyObject *a = PyLong_FromLong(res), *b = PyLong_FromUnsignedLong(flags);
@@ -1182,6 +1356,8 @@ static PyObject *sp_dispatch(PyObject *mod, PyObject *const *args, Py_ssize_t na
             int rc = 0;
             if (plain_ok && streamrx_type && Py_TYPE(op) == streamrx_type)
                 rc = complete_stream_rx(op, res, flags, append);
+            else if (plain_ok && leaserx_type && Py_TYPE(op) == leaserx_type)
+                rc = complete_lease_rx(op, res, flags, append);
             if (rc == 0)
                 rc = call_python(runner, op, res, flags, &inflight, &synced);
             if (rc < 0)
@@ -1352,6 +1528,8 @@ static PyMethodDef methods[] = {
      "setup_steps(Task, CancelScope, _Park, CHECKPOINT, YIELD, RESUME_PLAIN, RESUME_CHECKING_CANCEL)"},
     {"run_batch", (PyCFunction)(void (*)(void))sp_run_batch, METH_FASTCALL,
      "run_batch(runner, runq, batch, local, main_task) -> (n, task, kind, payload)"},
+    {"setup_lease_receive", sp_setup_lease_receive, METH_VARARGS,
+     "setup_lease_receive(_MultishotRecv, BufferGroup, Buffer)"},
     {"setup_receive", sp_setup_receive, METH_VARARGS,
      "setup_receive(_StreamReceiver, BufferRing, rt_buf_ring_recycle_address, pause_bytes)"},
     {"setup_chains", sp_setup_chains, METH_VARARGS,
