@@ -208,6 +208,11 @@ class Buffer:
     def release(self) -> None:
         """Give the buffer back to the group (memory writes only, no
         syscall) and invalidate :attr:`view`.  Idempotent."""
+        release_lease = _accel._sp_release_lease
+        if release_lease is not None and release_lease(self):
+            # Done in C: a lease without a view in an open group, nobody
+            # waiting for a buffer (what the lines below do then).
+            return
         if self._released:
             return
         self._released = True
@@ -228,7 +233,10 @@ class Buffer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.release()
+        # (release()'s C path tried here first: one Python frame per `with`.)
+        release_lease = _accel._sp_release_lease
+        if release_lease is None or not release_lease(self):
+            self.release()
 
 
 # ---------------------------------------------------------------------------

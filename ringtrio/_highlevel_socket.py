@@ -320,7 +320,8 @@ class SocketStream(HalfCloseableStream):
                 # to the kernel while the SEND reads it; let go in the
                 # finally below, after the op's final CQE.
                 lease = data
-                lease._check()
+                if lease._released:
+                    lease._check()  # raises
                 group = lease._group
                 group._refs[lease._bid] += 1
                 group._total_refs += 1
@@ -390,7 +391,9 @@ class SocketStream(HalfCloseableStream):
             if op is not None:
                 sock._op_finished(op)
             if lease is not None:
-                lease._group._unref(lease._bid)
+                unref = _accel._sp_lease_unref
+                if unref is None or not unref(lease):
+                    lease._group._unref(lease._bid)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

@@ -831,3 +831,36 @@ def test_leases_are_made_in_c_as_in_python() -> None:
         assert len([r for r in calls if r > 0]) == 100
     else:
         assert [r for r in calls if r > 0] == []
+
+
+def test_release_in_c_gives_the_buffer_back_as_python_does() -> None:
+    """Buffer.release() and leaving ``with buf:`` (release_lease in C for a
+    lease without a view in an open group) leave the same accounting as the
+    Python method: every buffer back in the ring, no lease outstanding; a
+    lease with a view, or with a consumer waiting for a buffer, takes the
+    Python path."""
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=2, size=512, incremental=False)
+            a, b = stream_pair()
+            it = b.receive_buffers(group)
+            for i in range(20):
+                await a.send_all(bytes([i]) * 100)
+                buf = await it.__anext__()
+                if i % 3 == 0:
+                    assert bytes(buf.view) == bytes([i]) * 100  # with a view
+                if i % 2:
+                    buf.release()
+                else:
+                    with buf:
+                        pass
+                assert buf.released
+                stats = group.statistics()
+                assert (stats.free, stats.leased, stats.held) == (2, 0, 0)
+                assert group._total_refs == 0 and group._refs == [0, 0]
+            await it.aclose()
+            await a.aclose()
+            await b.aclose()
+
+    ringtrio.run(main)

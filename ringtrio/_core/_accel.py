@@ -23,6 +23,10 @@ _sp_submit: Callable[..., Any] | None = None
 # submit_park(runner, op, task): Runner._submit_park without a Python frame
 # (None: take the Python path).
 _sp_submit_park: Callable[..., Any] | None = None
+# Buffer leases (_buffer_group): release_lease(lease) / lease_unref(lease)
+# -> True when done in C, False for the Python path.
+_sp_release_lease: Callable[[Any], bool] | None = None
+_sp_lease_unref: Callable[[Any], bool] | None = None
 _sp_dispatch: Callable[..., Any] | None = None
 _sp_take_tokens: Callable[..., Any] | None = None
 _sp_prep_open_chain: Callable[..., int] | None = None
@@ -45,7 +49,7 @@ def load(ffi: Any, lib: Any) -> None:
     and publish its entry points; nothing when it is missing or disabled."""
     global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
     global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view, _sp_run_batch, _module
-    global _sp_submit_park
+    global _sp_submit_park, _sp_release_lease, _sp_lease_unref
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -75,6 +79,7 @@ def load(ffi: Any, lib: Any) -> None:
     _sp_take_tokens, _sp_lease_view = _speedups.take_tokens, _speedups.lease_view
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
     _sp_submit_park = _speedups.submit_park
+    _sp_release_lease, _sp_lease_unref = _speedups.release_lease, _speedups.lease_unref
     _module = (_speedups, ffi, lib)
     for setup in _receivers:
         _setup_receiver(setup)
@@ -90,7 +95,8 @@ def register_receiver(setup: str, *args: Any) -> None:
       (the call also gets BufferRing and ring.c's rt_buf_ring_recycle);
     * ``"setup_lease_receive"``, (_MultishotRecv, BufferGroup, Buffer):
       receive_buffers' multishot receive, which queues a Buffer lease per
-      chunk.
+      chunk (the call also gets BufferRing); this also enables
+      ``lease_unref`` and ``release_lease``, Buffer's release in C.
 
     The classes' ``_on_cqe`` stays the definition: the C code does what it
     does for a chunk that arrives while more are to come and the queue is
@@ -103,9 +109,11 @@ def register_receiver(setup: str, *args: Any) -> None:
 def _setup_receiver(setup: str) -> None:
     speedups, ffi, lib = _module
     args = _receivers[setup]
-    if setup == "setup_receive":
-        from ._buffers import BufferRing
+    from ._buffers import BufferRing
 
+    if setup == "setup_receive":
         recycle = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_buf_ring_recycle")))
         args = (args[0], BufferRing, recycle, *args[1:])
+    else:
+        args = (*args, BufferRing)
     getattr(speedups, setup)(*args)

@@ -1057,15 +1057,15 @@ static int complete_stream_rx(PyObject *op, int32_t res, uint32_t flags, PyObjec
 static PyTypeObject *leaserx_type, *group_type, *lease_type;
 static Py_ssize_t m_group, m_queue, m_streak, m_waiter, m_max_pending;
 static Py_ssize_t g_size, g_count, g_refs, g_done, g_off, g_total_refs, g_free, g_leases,
-    g_closing;
+    g_closing, g_closed, g_freed, g_waiters, g_ring;
 static Py_ssize_t l_group, l_bid, l_start, l_len, l_view, l_released;
 
-/* setup_lease_receive(_MultishotRecv, BufferGroup, Buffer) */
+/* setup_lease_receive(_MultishotRecv, BufferGroup, Buffer, BufferRing) */
 static PyObject *sp_setup_lease_receive(PyObject *mod, PyObject *args)
 {
-    PyObject *rx_t, *group_t, *lease_t;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &rx_t, &PyType_Type, &group_t,
-                          &PyType_Type, &lease_t))
+    PyObject *rx_t, *group_t, *lease_t, *ring_t;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyType_Type, &rx_t, &PyType_Type, &group_t,
+                          &PyType_Type, &lease_t, &PyType_Type, &ring_t))
         return NULL;
     if (!ringop_type || !PyType_IsSubtype((PyTypeObject *)rx_t, ringop_type)) {
         PyErr_SetString(PyExc_TypeError, "setup_lease_receive(): call setup() first, with the receiver's base");
@@ -1085,6 +1085,12 @@ static PyObject *sp_setup_lease_receive(PyObject *mod, PyObject *args)
         member_offset(group_t, "_free", &g_free) < 0 ||
         member_offset(group_t, "_leases", &g_leases) < 0 ||
         member_offset(group_t, "_closing", &g_closing) < 0 ||
+        member_offset(group_t, "_closed", &g_closed) < 0 ||
+        member_offset(group_t, "_freed", &g_freed) < 0 ||
+        member_offset(group_t, "_waiters", &g_waiters) < 0 ||
+        member_offset(group_t, "_ring", &g_ring) < 0 ||
+        member_offset(ring_t, "_addr", &b_addr) < 0 ||
+        member_offset(ring_t, "_recycled", &b_recycled) < 0 ||
         member_offset(lease_t, "_group", &l_group) < 0 ||
         member_offset(lease_t, "_bid", &l_bid) < 0 ||
         member_offset(lease_t, "_start", &l_start) < 0 ||
@@ -1095,6 +1101,7 @@ static PyObject *sp_setup_lease_receive(PyObject *mod, PyObject *args)
     Py_XSETREF(leaserx_type, (PyTypeObject *)Py_NewRef(rx_t));
     Py_XSETREF(group_type, (PyTypeObject *)Py_NewRef(group_t));
     Py_XSETREF(lease_type, (PyTypeObject *)Py_NewRef(lease_t));
+    Py_XSETREF(bufring_type, (PyTypeObject *)Py_NewRef(ring_t));
     Py_RETURN_NONE;
 }
 
@@ -1222,6 +1229,113 @@ static int complete_lease_rx(PyObject *op, int32_t res, uint32_t flags, PyObject
             return -1;
     }
     return 1;
+}
+
+/* BufferGroup._unref(bid) for the common case: the group open, and, if the
+ * buffer comes back to the ring, nobody waiting for one (a consumer to
+ * wake: the Python method does it).  Returns 1 if done, 0 if the Python
+ * method is needed (nothing touched), -1 on error. */
+static int group_unref(PyObject *group, Py_ssize_t bid)
+{
+    if (!group || Py_TYPE(group) != group_type || FIELD(group, g_closed) != Py_False ||
+        FIELD(group, g_freed) != Py_False)
+        return 0;
+    PyObject *refs = FIELD(group, g_refs), *done = FIELD(group, g_done), *offs = FIELD(group, g_off);
+    if (!refs || !PyList_CheckExact(refs) || !done || !PyList_CheckExact(done) || !offs ||
+        !PyList_CheckExact(offs) || bid < 0 || bid >= PyList_GET_SIZE(refs) ||
+        bid >= PyList_GET_SIZE(done) || bid >= PyList_GET_SIZE(offs))
+        return 0;
+    Py_ssize_t nrefs = list_int(refs, bid), total = ssize_field(group, g_total_refs);
+    if (nrefs < 1 || total < 1)
+        return 0;
+    int recycle = nrefs == 1 && PyList_GET_ITEM(done, bid) == Py_True;
+    void *br = NULL;
+    Py_ssize_t nfree = 0;
+    if (recycle) {
+        PyObject *waiters = FIELD(group, g_waiters), *ring = FIELD(group, g_ring);
+        Py_ssize_t nwait = waiters ? PyObject_Size(waiters) : -1;
+        if (nwait != 0) {
+            if (nwait < 0)
+                PyErr_Clear();
+            return 0;
+        }
+        if (!ring || Py_TYPE(ring) != bufring_type || !FIELD(ring, b_addr) ||
+            !PyLong_CheckExact(FIELD(ring, b_addr)))
+            return 0;
+        br = PyLong_AsVoidPtr(FIELD(ring, b_addr));
+        nfree = ssize_field(group, g_free);
+        if (!br || nfree < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    if (set_list_int(refs, bid, nrefs - 1) < 0)
+        return -1;
+    PyObject *v = PyLong_FromSsize_t(total - 1);
+    if (!v)
+        return -1;
+    set_field(group, g_total_refs, v);
+    if (recycle) {
+        /* BufferGroup._recycle and BufferRing.recycle. */
+        if (PyList_SetItem(done, bid, Py_NewRef(Py_False)) < 0 || set_list_int(offs, bid, 0) < 0)
+            return -1;
+        rt_buf_ring_recycle_p(br, (uint16_t)bid);
+        v = PyLong_FromSsize_t(nfree + 1);
+        if (!v)
+            return -1;
+        set_field(group, g_free, v);
+        if (add_to_field(FIELD(group, g_ring), b_recycled, 1) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* lease_unref(lease) -> bool: BufferGroup._unref(lease._bid) for the common
+ * case (see group_unref); False: call the Python method. */
+static PyObject *sp_lease_unref(PyObject *mod, PyObject *lease)
+{
+    if (!lease_type || !rt_buf_ring_recycle_p || Py_TYPE(lease) != lease_type)
+        Py_RETURN_FALSE;
+    Py_ssize_t bid = ssize_field(lease, l_bid);
+    int rc = group_unref(FIELD(lease, l_group), bid);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc);
+}
+
+/* release_lease(lease) -> bool: Buffer.release() for a lease without a view
+ * whose group is open (group_unref's common case): marked released,
+ * dropped from the group's _leases, its reference given back (and the
+ * buffer to the ring if that was the last).  False: nothing touched; call
+ * the Python method. */
+static PyObject *sp_release_lease(PyObject *mod, PyObject *lease)
+{
+    if (!lease_type || !rt_buf_ring_recycle_p || Py_TYPE(lease) != lease_type ||
+        FIELD(lease, l_released) != Py_False || FIELD(lease, l_view) != Py_None)
+        Py_RETURN_FALSE;
+    PyObject *group = FIELD(lease, l_group);
+    if (!group || Py_TYPE(group) != group_type)
+        Py_RETURN_FALSE;
+    PyObject *leases = FIELD(group, g_leases);
+    if (!leases || !PySet_CheckExact(leases))
+        Py_RETURN_FALSE;
+    Py_ssize_t bid = ssize_field(lease, l_bid);
+    /* Check that group_unref will take it before changing anything. */
+    PyObject *refs = FIELD(group, g_refs);
+    if (bid < 0 || !refs || !PyList_CheckExact(refs) || bid >= PyList_GET_SIZE(refs) ||
+        list_int(refs, bid) < 1)
+        Py_RETURN_FALSE;
+    Py_INCREF(group);
+    int rc = group_unref(group, bid);
+    if (rc == 1) {
+        set_field(lease, l_released, Py_NewRef(Py_True));
+        if (PySet_Discard(leases, lease) < 0)
+            rc = -1;
+    }
+    Py_DECREF(group);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc);
 }
 
 static int call_on_cqe(PyObject *op, int32_t res, uint32_t flags)
@@ -1529,7 +1643,11 @@ static PyMethodDef methods[] = {
     {"run_batch", (PyCFunction)(void (*)(void))sp_run_batch, METH_FASTCALL,
      "run_batch(runner, runq, batch, local, main_task) -> (n, task, kind, payload)"},
     {"setup_lease_receive", sp_setup_lease_receive, METH_VARARGS,
-     "setup_lease_receive(_MultishotRecv, BufferGroup, Buffer)"},
+     "setup_lease_receive(_MultishotRecv, BufferGroup, Buffer, BufferRing)"},
+    {"lease_unref", sp_lease_unref, METH_O,
+     "lease_unref(lease) -> bool: BufferGroup._unref(lease._bid) in C, or False"},
+    {"release_lease", sp_release_lease, METH_O,
+     "release_lease(lease) -> bool: Buffer.release() in C, or False"},
     {"setup_receive", sp_setup_receive, METH_VARARGS,
      "setup_receive(_StreamReceiver, BufferRing, rt_buf_ring_recycle_address, pause_bytes)"},
     {"setup_chains", sp_setup_chains, METH_VARARGS,
