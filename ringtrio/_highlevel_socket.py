@@ -345,10 +345,16 @@ class SocketStream(HalfCloseableStream):
                 _outside_run()
             runner = task._runner
             op = sock._send_op
+            park = sock._send_park
             if op is None or not op.done:
                 op = RingOp(_ring.IORING_OP_SEND, -1, 0, 0, 0, _MSG_NOSIGNAL)
+                park = None
                 if sock._send_op is None:
+                    # The socket's send op, reused by every send, and what
+                    # a sender waiting for it yields, made once (kept on
+                    # the socket, not the op: no reference cycle).
                     sock._send_op = op
+                    sock._send_park = park = _Park(op._abort)  # type: ignore[attr-defined]
             sock._track(op)
             sent = 0
             while True:
@@ -371,8 +377,8 @@ class SocketStream(HalfCloseableStream):
                 if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
                     yield _CHECKPOINT
                 sp = _accel._sp_submit_park
-                park = sp(runner, op, task) if sp is not None else None
-                yield park or runner._submit_park(op, task)
+                parked = sp(runner, op, task, park) if sp is not None else None
+                yield parked or runner._submit_park(op, task, park)
                 result = op.result
                 op.result = None
                 if result is _LINK_EXPIRED:

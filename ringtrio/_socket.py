@@ -625,6 +625,7 @@ class SocketType:
         "_did_shutdown_SHUT_WR",
         "_recv_op",
         "_send_op",
+        "_send_park",
         "_owned",
         "__weakref__",
     )
@@ -637,6 +638,7 @@ class SocketType:
     # per call on the hot path of every stream.
     _recv_op: _SelectRecvOp | None
     _send_op: RingOp | None
+    _send_park: Any
     # Created by ringtrio, so no stdlib object of it is in the user's hands
     # (socket(), socketpair(), accept, dup, fromfd): only such a socket may
     # keep an operation armed between calls (SocketStream's multishot
@@ -672,6 +674,7 @@ class SocketType:
         self._did_shutdown_SHUT_WR = False
         self._recv_op = None
         self._send_op = None
+        self._send_park = None
         return self
 
     # -- plumbing -------------------------------------------------------

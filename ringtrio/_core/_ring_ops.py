@@ -63,7 +63,6 @@ class RingOp:
         "linked",
         "done",
         "result",
-        "_op_park",
     )
 
     def __init__(
@@ -102,10 +101,6 @@ class RingOp:
         self.done = False
         # Set by the default _on_cqe for submit_and_wait to pick up.
         self.result: Any = None
-        # What a task waiting for this op yields (_Park(self._abort)), made
-        # on first use by Runner._submit_park and kept: one per op, not per
-        # submission.
-        self._op_park: _Park | None = None
 
     def __repr__(self) -> str:
         name = _ring.OPCODE_NAMES.get(self.opcode, str(self.opcode))
@@ -189,7 +184,7 @@ def submit_and_wait(op: RingOp) -> Generator[Any, Any, tuple[int, int]]:
     while True:
         # (Runner._submit_park, in C when the accelerator can.)
         sp = _accel._sp_submit_park
-        park = sp(runner, op, task) if sp is not None else None
+        park = sp(runner, op, task, None) if sp is not None else None
         # The plain completion path resumes us with None and leaves the
         # result on the op (no outcome object per op); cancellation and
         # errors arrive as outcomes and raise here.

@@ -672,16 +672,17 @@ class Runner:
             op.task = None
             raise OSError(-rc, f"could not queue {op!r}: {os.strerror(-rc)}")
 
-    def _submit_park(self, op: RingOp, task: Task) -> _Park:
+    def _submit_park(self, op: RingOp, task: Task, park: _Park | None = None) -> _Park:
         """Submit ``op`` for ``task`` (:meth:`_submit_op`) and return what
-        the task yields to wait for it: the op's own park, made once.
-        (_speedups.submit_park does this without a Python frame when no
-        linked deadline is to be computed; this method is its definition.)"""
+        the task yields to wait for it: ``park`` -- ``_Park(op._abort)``
+        kept by the caller for an op it reuses (a socket's send op) -- or a
+        new one.  (Not kept on the op: op -> park -> bound method -> op
+        would be a cycle, and ops made per call, as file reads make them,
+        would wait for the cyclic GC.)  _speedups.submit_park does this
+        without a Python frame when no linked deadline is to be computed;
+        this method is its definition."""
         self._submit_op(op, task)
-        park = op._op_park
-        if park is None:
-            park = op._op_park = _Park(op._abort)  # type: ignore[attr-defined]
-        return park
+        return park if park is not None else _Park(op._abort)  # type: ignore[attr-defined]
 
     def _submit_cancel(self, token: int, flags: int = 0, fd: int = -1) -> None:
         # Success needs no handling: skip its CQE.  Failures (-ENOENT: the op

@@ -57,7 +57,7 @@ static PyObject *on_cqe_name;       /* "_on_cqe" */
 /* Member offsets. */
 static Py_ssize_t o_opcode, o_fd, o_addr, o_length, o_off, o_op_flags,
     o_ioprio, o_sqe_flags, o_buf_index, o_keepalive, o_token, o_task,
-    o_cancel_raise, o_linked, o_done, o_result, o_op_park;
+    o_cancel_raise, o_linked, o_done, o_result;
 static Py_ssize_t t_next_send, t_abort_func, t_custom_sleep_data;
 /* LinkedOp / LinkedChain (set by setup_chains; linkedop_type stays NULL
  * until then, and chain members then take the Python path). */
@@ -122,7 +122,7 @@ static PyObject *sp_setup(PyObject *mod, PyObject *args)
         {"buf_index", &o_buf_index}, {"keepalive", &o_keepalive},
         {"token", &o_token}, {"task", &o_task},
         {"cancel_raise", &o_cancel_raise}, {"linked", &o_linked},
-        {"done", &o_done}, {"result", &o_result}, {"_op_park", &o_op_park},
+        {"done", &o_done}, {"result", &o_result},
     };
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         if (member_offset(op_t, ops[i].name, ops[i].off) < 0)
@@ -626,22 +626,22 @@ bad_field: {
     }
 }
 
-/* submit_park(runner, op, task) -> the _Park to yield, or None
+/* submit_park(runner, op, task, park) -> the _Park to yield, or None
  *
  * Runner._submit_park for the common case, without a Python frame: no
  * linked deadline to compute (runner._scope_deadlines is 0, or deadlines
  * are not the kernel's), the run still taking ops, and an op submit()
  * takes.  Takes the token, queues the SQE, counts the op in flight, marks
- * the SQ dirty, and returns the op's own park (op._op_park, made once:
- * _Park(op._abort)).  None (nothing touched) sends the caller to
+ * the SQ dirty, and returns `park` (the caller's, for an op it reuses) or
+ * a new _Park(op._abort).  None (nothing touched) sends the caller to
  * Runner._submit_park, the definition, which also raises the errors. */
 static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "submit_park() takes 3 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "submit_park() takes 4 arguments");
         return NULL;
     }
-    PyObject *runner = args[0], *op = args[1], *task = args[2];
+    PyObject *runner = args[0], *op = args[1], *task = args[2], *given = args[3];
     if (!park_type || !PyObject_TypeCheck(op, ringop_type))
         Py_RETURN_NONE;
     PyObject *v = PyObject_GetAttr(runner, closed_attr);
@@ -689,17 +689,13 @@ static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t
         set_runner_int(runner, inflight_attr, inflight + 1) < 0 ||
         PyObject_SetAttr(runner, sq_dirty_attr, Py_True) < 0)
         return NULL;
-    PyObject *park = FIELD(op, o_op_park);
-    if (park && Py_TYPE(park) == park_type)
-        return Py_NewRef(park);
+    if (given != Py_None)
+        return Py_NewRef(given);
     PyObject *abort = PyObject_GetAttr(op, abort_name);
     if (!abort)
         return NULL;
-    park = PyObject_CallOneArg((PyObject *)park_type, abort);
+    PyObject *park = PyObject_CallOneArg((PyObject *)park_type, abort);
     Py_DECREF(abort);
-    if (!park)
-        return NULL;
-    set_field(op, o_op_park, Py_NewRef(park));
     return park;
 }
 
@@ -1660,7 +1656,7 @@ static PyMethodDef methods[] = {
     {"take_tokens", (PyCFunction)(void (*)(void))sp_take_tokens, METH_FASTCALL,
      "take_tokens(slots, gens, free, ops, task) -> list of tokens"},
     {"submit_park", (PyCFunction)(void (*)(void))sp_submit_park, METH_FASTCALL,
-     "submit_park(runner, op, task) -> the op's _Park to yield | None (take the Python path)"},
+     "submit_park(runner, op, task, park) -> park, or a new _Park, to yield | None (take the Python path)"},
     {"submit", (PyCFunction)(void (*)(void))sp_submit, METH_FASTCALL,
      "submit(ring_addr, slots, gens, free, op, task, link_ns, link_user_data) -> token | None"},
     {"dispatch", (PyCFunction)(void (*)(void))sp_dispatch, METH_FASTCALL,
