@@ -20,6 +20,8 @@ from ringtrio import _buffer_group
 from ringtrio import socket as rsock
 from ringtrio.lowlevel import current_statistics
 
+from _counting import counting_on_cqe
+
 
 def stream_pair() -> tuple[ringtrio.SocketStream, ringtrio.SocketStream]:
     a, b = rsock.socketpair()
@@ -820,11 +822,6 @@ def test_leases_are_made_in_c_as_in_python() -> None:
     from ringtrio import _buffer_group
 
     calls: list[int] = []
-    original = _buffer_group._MultishotRecv._on_cqe
-
-    def counting(self: object, res: int, flags: int) -> None:
-        calls.append(res)
-        original(self, res, flags)  # type: ignore[arg-type]
 
     async def main() -> None:
         async with ringtrio.open_nursery() as owner:
@@ -847,11 +844,8 @@ def test_leases_are_made_in_c_as_in_python() -> None:
             await a.aclose()
             await b.aclose()
 
-    _buffer_group._MultishotRecv._on_cqe = counting  # type: ignore[method-assign]
-    try:
+    with counting_on_cqe(_buffer_group._MultishotRecv, calls):
         ringtrio.run(main)
-    finally:
-        _buffer_group._MultishotRecv._on_cqe = original  # type: ignore[method-assign]
     if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         assert len([r for r in calls if r > 0]) == 100
     else:

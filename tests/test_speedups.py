@@ -15,6 +15,8 @@ import ringtrio
 from ringtrio import lowlevel
 from ringtrio._core import _accel, _local, _runner
 
+from _counting import counting_on_cqe
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -255,12 +257,6 @@ def _echo_chunks_through(receiver_calls: list[int]) -> tuple[list[bytes], Any]:
     from ringtrio import _highlevel_socket
     from ringtrio._core._buffers import runtime_recv_ring
 
-    original = _highlevel_socket._StreamReceiver._on_cqe
-
-    def counting(self: Any, res: int, flags: int) -> None:
-        receiver_calls.append(res)
-        original(self, res, flags)
-
     got: list[bytes] = []
     stats: list[Any] = []
 
@@ -276,11 +272,8 @@ def _echo_chunks_through(receiver_calls: list[int]) -> tuple[list[bytes], Any]:
         await tx.aclose()
         await rx.aclose()
 
-    _highlevel_socket._StreamReceiver._on_cqe = counting  # type: ignore[method-assign]
-    try:
+    with counting_on_cqe(_highlevel_socket._StreamReceiver, receiver_calls):
         ringtrio.run(main)
-    finally:
-        _highlevel_socket._StreamReceiver._on_cqe = original  # type: ignore[method-assign]
     return got, stats[0]
 
 
