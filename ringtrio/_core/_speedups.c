@@ -70,7 +70,7 @@ static PyTypeObject *park_type;
 static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
 static PyObject *attempt_name, *task_attr, *ki_attr, *popleft_name, *append_name;
 static PyObject *inflight_attr, *stale_attr, *wakeup_attr; /* runner attributes */
-static PyObject *closed_attr, *scope_deadlines_attr, *kernel_deadlines_attr, *sp_table_attr,
+static PyObject *closed_attr, *op_stamps_attr, *scope_deadlines_attr, *kernel_deadlines_attr, *sp_table_attr,
     *sq_dirty_attr, *abort_name;
 
 #define FIELD(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -631,7 +631,9 @@ bad_field: {
  * Runner._submit_park for the common case, without a Python frame: no
  * linked deadline to compute (runner._scope_deadlines is 0, or deadlines
  * are not the kernel's), the run still taking ops, and an op submit()
- * takes.  Takes the token, queues the SQE, counts the op in flight, marks
+ * takes, and op timestamps off (runner._op_stamps None: while they are on,
+ * the runner's own _submit_op stamps every op, which only the Python path
+ * calls).  Takes the token, queues the SQE, counts the op in flight, marks
  * the SQ dirty, and returns `park` (the caller's, for an op it reuses) or
  * a new _Park(op._abort).  None (nothing touched) sends the caller to
  * Runner._submit_park, the definition, which also raises the errors. */
@@ -651,6 +653,12 @@ static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t
     Py_DECREF(v);
     if (closed)
         return closed < 0 ? NULL : Py_NewRef(Py_None);
+    v = PyObject_GetAttr(runner, op_stamps_attr);
+    if (!v)
+        return NULL;
+    Py_DECREF(v);
+    if (v != Py_None)
+        Py_RETURN_NONE;
     v = PyObject_GetAttr(runner, scope_deadlines_attr);
     if (!v)
         return NULL;
@@ -1681,6 +1689,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     stale_attr = PyUnicode_InternFromString("_stale_cqes");
     wakeup_attr = PyUnicode_InternFromString("_wakeup_armed");
     closed_attr = PyUnicode_InternFromString("_ops_closed");
+    op_stamps_attr = PyUnicode_InternFromString("_op_stamps");
     scope_deadlines_attr = PyUnicode_InternFromString("_scope_deadlines");
     kernel_deadlines_attr = PyUnicode_InternFromString("_kernel_deadlines");
     sp_table_attr = PyUnicode_InternFromString("_sp_table");
@@ -1688,6 +1697,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     abort_name = PyUnicode_InternFromString("_abort");
     if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !popleft_name ||
         !append_name || !inflight_attr || !stale_attr || !wakeup_attr || !closed_attr ||
+        !op_stamps_attr ||
         !scope_deadlines_attr || !kernel_deadlines_attr || !sp_table_attr || !sq_dirty_attr ||
         !abort_name)
         return NULL;
