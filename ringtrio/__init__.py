@@ -50,7 +50,7 @@ from ._sync import (
     StrictFIFOLock,
 )
 from ._timeouts import fail_after, fail_at, move_on_after, move_on_at
-from ._deprecate import TrioDeprecationWarning
+from ._core import TrioDeprecationWarning
 
 # Submodules that import the names above come last.
 from . import abc, from_thread, socket, testing, to_thread  # noqa: E402  isort: skip

@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextvars
 import inspect
 import threading
-import warnings
 from collections.abc import Awaitable, Callable
 from itertools import count
 from typing import Any, NoReturn, Protocol, TypeVar, TypeVarTuple, Unpack
@@ -89,8 +88,7 @@ from ._core import (
     spawn_system_task,
     wait_task_rescheduled,
 )
-from ._core._internal_api import _coroutine_or_error, _ki_pending_for, _require_function, sniffio_name
-from ._deprecate import TrioDeprecationWarning
+from ._core._internal_api import _coroutine_or_error, _ki_pending_for, _require_function, sniffio_name, warn_deprecated
 from ._sync import CapacityLimiter, Event
 from ._thread_cache import start_thread_soon
 
@@ -429,10 +427,8 @@ async def to_thread_run_sync(
                 "cancellable is the deprecated name of abandon_on_cancel, pass only "
                 "abandon_on_cancel"
             )
-        warnings.warn(
-            "to_thread.run_sync(cancellable=...) is deprecated; use abandon_on_cancel=...",
-            TrioDeprecationWarning,
-            stacklevel=2,
+        warn_deprecated(
+            "to_thread.run_sync(cancellable=...)", since_trio="0.23.0", instead="abandon_on_cancel=...", stacklevel=2
         )
         abandon_on_cancel = cancellable
     # First, so that a call outside ringtrio.run() fails with a clear error.

@@ -1110,3 +1110,43 @@ def test_a_finished_tasks_exception_is_not_held_by_the_run_loop() -> None:
         return lib.run(main)
 
     assert same_under_both(scenario) == []
+
+
+# --------------------------------------------------------------------------
+# strict_exception_groups=False is deprecated (trio 0.25)
+
+
+def test_loose_exception_groups_are_deprecated_as_in_trio() -> None:
+    # Given explicitly to run() or open_nursery(): one TrioDeprecationWarning
+    # each (naming the argument); a nursery loose because its run is, or a
+    # strict one, warns nothing.
+    def scenario(lib: ModuleType) -> Any:
+        async def loose_nursery() -> None:
+            async with lib.open_nursery(strict_exception_groups=False):
+                pass
+
+        async def quiet_nurseries() -> None:
+            async with lib.open_nursery():
+                pass
+            async with lib.open_nursery(strict_exception_groups=True):
+                pass
+
+        seen = []
+        for fn, strict in ((quiet_nurseries, False), (loose_nursery, False), (loose_nursery, True), (quiet_nurseries, True)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                lib.run(fn, strict_exception_groups=strict)
+            seen.append(
+                [
+                    (w.category.__name__, "strict_exception_groups=False" in str(w.message), w.filename == __file__)
+                    for w in caught
+                ]
+            )
+        return seen
+
+    assert same_under_both(scenario) == [
+        [("TrioDeprecationWarning", True, True)],
+        [("TrioDeprecationWarning", True, True)] * 2,
+        [("TrioDeprecationWarning", True, True)],
+        [],
+    ]

@@ -785,6 +785,7 @@ async def _loose_group_collapses_after_cancelled_is_taken_out(
 
 
 @pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+@pytest.mark.filterwarnings("ignore::ringtrio.TrioDeprecationWarning")
 def test_loose_group_collapses_after_cancelled_is_taken_out_like_trio() -> None:
     log = run_both(_loose_group_collapses_after_cancelled_is_taken_out)
     assert log[-1] == (False, "in a scope", ("RuntimeError", "test error", None, None))

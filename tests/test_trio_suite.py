@@ -103,3 +103,32 @@ def test_patch_targets_name_ringtrio_knobs() -> None:
         source = f"with mock.patch({trio_name!r}, new=False):\n    pass\n"
         rewritten = rewrite_source(source, "trio._tests.test_x")
         assert f"mock.patch({ringtrio_name!r}, new=False)" in rewritten and repr(trio_name) not in rewritten
+
+
+def test_warning_filters_naming_trio_classes_name_ringtrios() -> None:
+    """A warning filter in trio's tests that names a trio warning class
+    (pytest imports it from real trio, whose warnings ringtrio never raises)
+    names ringtrio's class of the same name in the copy; other strings stay."""
+    sys.path.insert(0, str(RUNNER.parent))
+    try:
+        from rewrite import rewrite_source
+    finally:
+        sys.path.remove(str(RUNNER.parent))
+    source = (
+        'pytestmark = pytest.mark.filterwarnings("ignore:.*UnboundedQueue:trio.TrioDeprecationWarning")\n'
+        'x = "error::trio.TrioDeprecationWarning"\n'
+        'y = "ignore:not a filter"\n'
+        'z = "trio.TrioDeprecationWarning"\n'
+    )
+    rewritten = rewrite_source(source, "trio._core._tests.test_x").splitlines()
+    # (The first line also gets the module's __name__: see rewrite.py.)
+    assert [line.rpartition("; ")[2] for line in rewritten] == [
+        "pytestmark = pytest.mark.filterwarnings('ignore:.*UnboundedQueue:ringtrio.TrioDeprecationWarning')",
+        "x = 'error::ringtrio.TrioDeprecationWarning'",
+        'y = "ignore:not a filter"',
+        'z = "trio.TrioDeprecationWarning"',
+    ]
+    # The class named is one ringtrio has.
+    import ringtrio
+
+    assert issubclass(ringtrio.TrioDeprecationWarning, FutureWarning)

@@ -1261,6 +1261,58 @@ async def statistics_count_living_tasks(lib, log):
 
 
 @scenario
+async def io_statistics_count_readiness_waits(lib, log):
+    # trio's io_statistics: the backend's name, and (epoll's fields) the
+    # tasks waiting to read and to write, as trio's test_io_manager_statistics
+    # checks them.  Counted from what the idle run shows (trio's wake-up task
+    # is one reader; ringtrio has none).
+    import socket as stdlib_socket
+
+    def counts():
+        io = lib.lowlevel.current_statistics().io_statistics
+        return io.tasks_waiting_read, io.tasks_waiting_write
+
+    def fill(sock):
+        for _ in range(100_000):
+            try:
+                sock.send(b"x" * 65536)
+            except BlockingIOError:
+                return
+        raise AssertionError("the socket's send buffer never filled")
+
+    log.append(("backend", type(lib.lowlevel.current_statistics().io_statistics.backend).__name__))
+    pairs = [stdlib_socket.socketpair() for _ in range(4)]
+    try:
+        for a, b in pairs:
+            a.setblocking(False)
+            b.setblocking(False)
+        (a1, _), (a2, b2), (a3, _), (a4, _) = pairs
+        fill(a1)
+        fill(a3)
+        await lib.testing.wait_all_tasks_blocked()
+        r0, w0 = counts()
+        log.append(("idle", (r0, w0) in ((0, 0), (1, 0))))
+        sock4 = lib.socket.from_stdlib_socket(a4)
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(lib.lowlevel.wait_writable, a1)
+            nursery.start_soon(lib.lowlevel.wait_readable, a2)
+            nursery.start_soon(lib.lowlevel.wait_readable, b2)
+            nursery.start_soon(lib.lowlevel.wait_writable, a3)
+            nursery.start_soon(lib.lowlevel.wait_readable, a3)
+            nursery.start_soon(lib.lowlevel.wait_readable, sock4)
+            await lib.testing.wait_all_tasks_blocked()
+            r, w = counts()
+            log.append(("waiting", r - r0, w - w0))
+            nursery.cancel_scope.cancel()
+        r, w = counts()
+        log.append(("after", r - r0, w - w0))
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+@scenario
 async def instruments_see_spawn_and_exit(lib, log):
     L = lib.lowlevel
     events = []

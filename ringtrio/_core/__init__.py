@@ -36,8 +36,9 @@ from ._exceptions import (
     TooSlowError,
     WouldBlock,
 )
+from ._deprecate import TrioDeprecationWarning
 from ._guest import start_guest_run
-from ._instrumentation import Instrument, RunStatistics
+from ._instrumentation import Instrument, IOStatistics, RunStatistics
 from ._ki import currently_ki_protected, disable_ki_protection, enable_ki_protection
 from ._local import current_task
 from ._nursery import TASK_STATUS_IGNORED, Nursery, TaskStatus, open_nursery

@@ -42,21 +42,72 @@ def _hooks_of(instrument: object) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class RunStatistics:
-    """What :func:`current_statistics` returns."""
+class IOStatistics:
+    """The run's I/O backend and its numbers: ``RunStatistics.io_statistics``.
 
-    tasks_living: int
-    tasks_runnable: int
-    seconds_to_next_deadline: float
-    run_sync_soon_queue_size: int
+    trio's name, for what trio's I/O manager reports; ringtrio's I/O is the
+    ring, so these are the ring's counters.  ``tasks_waiting_read`` /
+    ``tasks_waiting_write`` are trio's fields (of its epoll and IOCP
+    backends): here, tasks parked in a readiness wait (``wait_readable``,
+    ``wait_writable``: a POLL_ADD for POLLIN / POLLOUT).  Reads and writes
+    on the ring wait without one; they are among ``ops_in_flight``."""
+
+    # "io_uring" or "epoll" (the soft ring), and why (see current_backend()).
+    # (With the epoll backend, sqes_submitted, cqes_reaped and enters count
+    # the soft ring's SQEs, CQEs and epoll waits.)
+    backend: str
+    backend_reason: str
     sqes_submitted: int
     cqes_reaped: int
     enters: int
     cq_overflows: int
     ops_in_flight: int
     stale_cqes: int
-    # "io_uring" or "epoll" (the soft ring), and why (see current_backend()).
-    # (With the epoll backend, sqes_submitted, cqes_reaped and enters count
-    # the soft ring's SQEs, CQEs and epoll waits.)
-    backend: str
-    backend_reason: str
+    tasks_waiting_read: int
+    tasks_waiting_write: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatistics:
+    """What :func:`current_statistics` returns: trio's fields."""
+
+    tasks_living: int
+    tasks_runnable: int
+    seconds_to_next_deadline: float
+    run_sync_soon_queue_size: int
+    io_statistics: IOStatistics
+
+    # The ring's counters under the names RunStatistics had before it had
+    # io_statistics (read from there).
+
+    @property
+    def sqes_submitted(self) -> int:
+        return self.io_statistics.sqes_submitted
+
+    @property
+    def cqes_reaped(self) -> int:
+        return self.io_statistics.cqes_reaped
+
+    @property
+    def enters(self) -> int:
+        return self.io_statistics.enters
+
+    @property
+    def cq_overflows(self) -> int:
+        return self.io_statistics.cq_overflows
+
+    @property
+    def ops_in_flight(self) -> int:
+        return self.io_statistics.ops_in_flight
+
+    @property
+    def stale_cqes(self) -> int:
+        return self.io_statistics.stale_cqes
+
+    @property
+    def backend(self) -> str:
+        return self.io_statistics.backend
+
+    @property
+    def backend_reason(self) -> str:
+        return self.io_statistics.backend_reason

@@ -44,6 +44,8 @@ the rest of ringtrio is one short file:
 - ``_run_state_changed()``: tell the current run that something its next
   wait depends on changed outside its loop (MockClock's autojump threshold
   set from a guest run's host);
+- ``warn_deprecated``: a ``TrioDeprecationWarning`` worded as every other
+  (``_deprecate.py``);
 - ``pin_view`` and ``address_of``: how an op points at a caller's buffer
   without holding a buffer export while it waits (``_op_memory.py``);
 - ``_LINK_EXPIRED`` and ``_link_expired``: a hot path that does
@@ -68,6 +70,7 @@ from ._ring_ops import (
     _link_expired,
 )
 from ._runner import _coroutine_or_error
+from ._deprecate import warn_deprecated
 from ._sniffio_name import set_sniffio_name, sniffio_name
 from ._task import Task, _require_function
 from ._traps import _CHECKPOINT, _RESUME_PLAIN, _cancel_pending, _Park, _yield_trap
@@ -124,4 +127,5 @@ __all__ = [
     "set_buffer_group_opener",
     "set_sniffio_name",
     "sniffio_name",
+    "warn_deprecated",
 ]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, TypeVarTuple
 import outcome
 
 from ._cancel_scope import _ACTIVE, _DONE, _MISNESTING_HELP, LOOSE_GROUP_NOTE, CancelScope
+from ._deprecate import warn_loose_exception_groups
 from ._exceptions import Cancelled, RingtrioInternalError
 from ._final import final
 from ._local import _local, _outside_run
@@ -466,4 +467,8 @@ def open_nursery(strict_exception_groups: bool | None = None) -> _NurseryManager
 
     Errors from children (and the body) leave as a :exc:`BaseExceptionGroup`.
     """
+    if strict_exception_groups is not None and not strict_exception_groups:
+        # (Only when given: a nursery loose because its run is warned
+        # about once, by run().)
+        warn_loose_exception_groups("open_nursery", stacklevel=2)
     return _NurseryManager(strict_exception_groups)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import select
 import signal
 import threading
 import warnings
@@ -17,11 +18,13 @@ import outcome
 
 from ._cancel_scope import CancelScope
 from ._backend import Backend
+from ._deprecate import warn_loose_exception_groups
 from ._exceptions import RingtrioInternalError, RingUnavailableError
-from ._instrumentation import RunStatistics
+from ._instrumentation import IOStatistics, RunStatistics
 from ._ki import sigint_handler
 from ._introspect import check_dump_signal, install_dump_signal
 from ._local import _current_runner, _local, _outside_run, current_task
+from ._ring import IORING_OP_POLL_ADD
 from ._nursery import PosArgT, open_nursery
 from ._runner import Runner
 from ._task import Task, _require_function
@@ -141,6 +144,9 @@ def _new_runner(
     if getattr(_local, "runner", None) is not None:
         raise RuntimeError(f"Attempted to call {api}() from inside a run()")
     _require_function(async_fn, api)
+    if not strict_exception_groups:
+        # (stacklevel 3: the caller of run() or start_guest_run().)
+        warn_loose_exception_groups(api, stacklevel=3)
     if clock is not None and not (
         hasattr(clock, "current_time") and hasattr(clock, "deadline_to_sleep_time")
     ):
@@ -280,19 +286,30 @@ def current_statistics() -> RunStatistics:
     submitted, reaped, enters, overflows = runner.ring.stats()
     backend = runner.backend
     deadline = runner._next_deadline()
+    # Tasks in readiness waits: the POLL_ADD ops tasks wait on, by
+    # direction (a walk over the token table: statistics are not a hot path).
+    waiting_read = waiting_write = 0
+    for op in runner._op_slots:
+        if op is not None and op.opcode == IORING_OP_POLL_ADD and op.task is not None:
+            waiting_read += bool(op.op_flags & select.POLLIN)
+            waiting_write += bool(op.op_flags & select.POLLOUT)
     return RunStatistics(
         tasks_living=runner._ntasks,
         tasks_runnable=len(runner._runq),
         seconds_to_next_deadline=deadline - runner.current_time() if deadline != inf else inf,
         run_sync_soon_queue_size=len(runner._entry_queue),
-        sqes_submitted=submitted,
-        cqes_reaped=reaped,
-        enters=enters,
-        cq_overflows=overflows,
-        ops_in_flight=runner._ops_in_flight,
-        stale_cqes=runner._stale_cqes,
-        backend=backend.name,
-        backend_reason=backend.reason,
+        io_statistics=IOStatistics(
+            backend=backend.name,
+            backend_reason=backend.reason,
+            sqes_submitted=submitted,
+            cqes_reaped=reaped,
+            enters=enters,
+            cq_overflows=overflows,
+            ops_in_flight=runner._ops_in_flight,
+            stale_cqes=runner._stale_cqes,
+            tasks_waiting_read=waiting_read,
+            tasks_waiting_write=waiting_write,
+        ),
     )
 
 

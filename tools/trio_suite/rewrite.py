@@ -19,7 +19,12 @@ line, by a call into trio_shim (see rules.toml for how names resolve):
 The last kind: a string naming a trio-private knob that ringtrio keeps
 under trio's name, listed in rules.toml's [patch_targets] (mock.patch
 imports the module it names, so without this it would patch real trio and
-test nothing of ringtrio's).
+test nothing of ringtrio's).  Likewise a warning filter naming a trio
+warning class (``@pytest.mark.filterwarnings("ignore:...:trio.TrioDeprecationWarning")``:
+pytest imports the class from real trio, whose warnings ringtrio never
+raises) names ringtrio's class of the same name:
+
+    "ignore:.*x:trio.TrioDeprecationWarning" -> "ignore:.*x:ringtrio.TrioDeprecationWarning"
 
 Line numbers are kept, so a traceback line in a copy is the same line in
 trio's original.  Nothing else in the files changes.
@@ -100,6 +105,19 @@ def _rewrite_from(node: ast.ImportFrom, package: str) -> str | None:
     return SHIM + f"{targets} = _trio_shim.import_names({module!r}, {names})"
 
 
+_WARNING_ACTIONS = ("error", "ignore", "always", "default", "module", "once")
+
+
+def _retargeted_warning_filter(text: str) -> str | None:
+    """``text`` if it is a warning filter spec (action:message:category...)
+    whose category is a trio class, with ringtrio's class instead; else None."""
+    parts = text.split(":")
+    if len(parts) < 3 or parts[0] not in _WARNING_ACTIONS or not parts[2].startswith("trio."):
+        return None
+    parts[2] = "ringtrio." + parts[2][len("trio.") :]
+    return ":".join(parts)
+
+
 def rewrite_source(source: str, trio_module: str) -> str:
     """The source of the trio module ``trio_module`` with its trio imports retargeted."""
     package = trio_module.rpartition(".")[0]
@@ -114,8 +132,11 @@ def rewrite_source(source: str, trio_module: str) -> str:
             new = _rewrite_import(node)
         elif isinstance(node, ast.ImportFrom):
             new = _rewrite_from(node, package)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in PATCH_TARGETS:
-            new = repr(PATCH_TARGETS[node.value])
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in PATCH_TARGETS:
+                new = repr(PATCH_TARGETS[node.value])
+            elif (spec := _retargeted_warning_filter(node.value)) is not None:
+                new = repr(spec)
         if new is not None:
             edits.append((node, new))
     # Apply from the end so earlier positions stay valid.  ast offsets are
