@@ -59,6 +59,7 @@ from ._thread_cache import start_thread_soon
 from ._socket import notify_closing, wait_readable, wait_writable  # noqa: E402
 from ._socket import encode_hostname  # noqa: E402
 from ._unix_pipes import FdStream  # noqa: E402
+from ._unbounded_queue import UnboundedQueue, UnboundedQueueStatistics  # noqa: E402
 from ._subprocess import open_process  # noqa: E402
 from ._task_tree import (  # noqa: E402
     BufferGroupInfo,
@@ -125,6 +126,8 @@ __all__ = [
     "RunVarToken",
     "Task",
     "TrioToken",
+    "UnboundedQueue",
+    "UnboundedQueueStatistics",
     "add_instrument",
     "add_parking_lot_breaker",
     "remove_parking_lot_breaker",
