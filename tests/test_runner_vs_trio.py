@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gc
+import inspect
 import logging
 import math
 import signal
@@ -1149,4 +1150,83 @@ def test_loose_exception_groups_are_deprecated_as_in_trio() -> None:
         [("TrioDeprecationWarning", True, True)] * 2,
         [("TrioDeprecationWarning", True, True)],
         [],
+    ]
+
+
+# --------------------------------------------------------------------------
+# Objects only the run makes; the clock interface is abstract
+
+
+def test_task_and_token_classes_have_no_public_constructor_as_in_trio() -> None:
+    # Task, TrioToken, RunVarToken: TypeError, with or without arguments,
+    # saying there is no public constructor; the run's own still work.
+    def scenario(lib: ModuleType) -> Any:
+        seen: list[Any] = []
+
+        async def main() -> None:
+            for name in ("Task", "TrioToken", "RunVarToken"):
+                cls = getattr(lib.lowlevel, name)
+                for args in ((), (object(),), (object(), object())):
+                    try:
+                        cls(*args)
+                    except TypeError as exc:
+                        seen.append((name, len(args), "has no public constructor" in str(exc)))
+                    else:
+                        seen.append((name, len(args), "constructed"))
+            var = lib.lowlevel.RunVar("v")
+            token = var.set(1)
+            var.reset(token)
+            seen.append(
+                (
+                    type(lib.lowlevel.current_task()).__name__,
+                    type(lib.lowlevel.current_trio_token()).__name__,
+                    type(token).__name__,
+                    token.redeemed,
+                )
+            )
+
+        lib.run(main)
+        return seen
+
+    assert same_under_both(scenario) == [
+        (name, n, True) for name in ("Task", "TrioToken", "RunVarToken") for n in (0, 1, 2)
+    ] + [("Task", "TrioToken", "RunVarToken", True)]
+
+
+def test_clock_is_an_abstract_base_class_as_in_trio() -> None:
+    # abc.Clock's three methods are abstract: the class itself and a
+    # subclass missing one cannot be instantiated; a full one runs.
+    def scenario(lib: ModuleType) -> Any:
+        seen: list[Any] = [sorted(lib.abc.Clock.__abstractmethods__), inspect.isabstract(lib.abc.Clock)]
+
+        class NoStart(lib.abc.Clock):  # type: ignore[misc,name-defined]
+            def current_time(self) -> float:
+                return 0.0
+
+            def deadline_to_sleep_time(self, deadline: float) -> float:
+                return 0.0
+
+        class Full(NoStart):
+            def start_clock(self) -> None:
+                seen.append("started")
+
+        for cls in (lib.abc.Clock, NoStart):
+            try:
+                cls()
+            except TypeError as exc:
+                seen.append((cls.__name__, "abstract" in str(exc)))
+
+        async def main() -> float:
+            return float(lib.current_time())
+
+        seen.append(lib.run(main, clock=Full()))
+        return seen
+
+    assert same_under_both(scenario) == [
+        ["current_time", "deadline_to_sleep_time", "start_clock"],
+        True,
+        ("Clock", True),
+        ("NoStart", True),
+        "started",
+        0.0,
     ]

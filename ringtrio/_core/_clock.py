@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 
-class Clock:
-    """Interface for a custom clock (see ``ringtrio.testing.MockClock``)."""
 
+class Clock(ABC):
+    """The interface of a custom clock (see ``ringtrio.testing.MockClock``):
+    an abstract base class, as trio's, so a subclass that forgets a method
+    fails when it is instantiated, not in the middle of a run."""
+
+    __slots__ = ()
+
+    @abstractmethod
     def start_clock(self) -> None:
-        pass
+        """Called once, when the run starts (before any task runs)."""
 
-    def current_time(self) -> float:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def current_time(self) -> float:
+        """The time now on this clock: what ``current_time()`` returns, and
+        the scale of every deadline in a run that uses the clock."""
 
-    def deadline_to_sleep_time(self, deadline: float) -> float:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        """How many real seconds the loop may wait in the kernel for
+        ``deadline`` (a time on this clock) to arrive; 0 or less means it
+        has."""

@@ -27,7 +27,7 @@ from ._local import _current_runner, _local, _outside_run, current_task
 from ._ring import IORING_OP_POLL_ADD
 from ._nursery import PosArgT, open_nursery
 from ._runner import Runner
-from ._task import Task, _require_function
+from ._task import Task, _require_function, new_task
 from ._traps import _CHECKPOINT, Abort, _Park, _yield_trap, wait_task_rescheduled
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def _start(runner: Runner, async_fn: Callable[..., Awaitable[Any]], args: tuple[
         runner._instrument("before_run")
     # The root scope: never cancelled, the parent of everything.
     root_scope = CancelScope()
-    init_task = Task(runner, _init(runner, async_fn, args), "<init>", runner.system_context.copy(), None, True)
+    init_task = new_task(runner, _init(runner, async_fn, args), "<init>", runner.system_context.copy(), None, True)
     init_task._cancel_scope = root_scope
     root_scope._state = CancelScope._ACTIVE
     root_scope._owner = init_task

@@ -42,7 +42,7 @@ class RunVar(Generic[T]):
         except LookupError:
             previous = RunVarToken.MISSING
         runner._runvars[self] = value
-        return RunVarToken(self, previous)
+        return RunVarToken._create(self, previous)
 
     def reset(self, token: RunVarToken[T]) -> None:
         if token is None:  # pragma: no cover
@@ -76,10 +76,20 @@ class RunVarToken(Generic[T]):
     MISSING: Any = object()
     __slots__ = ("_var", "previous_value", "redeemed", "__weakref__")
 
-    def __init__(self, var: RunVar[T], previous_value: Any) -> None:
+    _var: RunVar[T]
+    previous_value: T | Any
+    redeemed: bool
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("ringtrio.lowlevel.RunVarToken has no public constructor: RunVar.set() returns one")
+
+    @classmethod
+    def _create(cls, var: RunVar[T], previous_value: Any) -> RunVarToken[T]:
+        self = object.__new__(cls)
         self._var = var
-        self.previous_value: T | Any = previous_value
+        self.previous_value = previous_value
         self.redeemed = False
+        return self
 
     def __repr__(self) -> str:
         previous = "MISSING" if self.previous_value is RunVarToken.MISSING else repr(self.previous_value)

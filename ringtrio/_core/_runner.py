@@ -67,7 +67,7 @@ from ._ring_ops import (
 )
 from ._cancel_scope import _DONE as _SCOPE_DONE
 from ._nursery import _misnesting_at_exit
-from ._task import Task, _require_function
+from ._task import Task, _require_function, new_task
 from ._traps import (
     _CHECKPOINT,
     _RESUME_CHECKING_CANCEL,
@@ -193,7 +193,7 @@ class Runner:
         self.sniffio_name = sniffio_name()
         if not guest:
             self.system_context.run(_sniffio_cvar.set, self.sniffio_name)
-        self.trio_token = TrioToken(self)
+        self.trio_token = TrioToken._create(self)
         self.asyncgens = AsyncGenerators(self)
         self._idle_waiters: list[tuple[float, int, Task]] = []
         self._idle_counter = itertools.count()
@@ -437,7 +437,7 @@ class Runner:
             # A context given by the caller, made outside any task.
             context.run(_sniffio_cvar.set, self.sniffio_name)
         # The name is worked out lazily (Task.name): most tasks never need it.
-        task = Task(self, coro, async_fn if name is None else name, context, nursery, system)
+        task = new_task(self, coro, async_fn if name is None else name, context, nursery, system)
         self._ntasks += 1
         if nursery is not None:
             nursery._children.add(task)

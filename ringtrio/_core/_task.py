@@ -68,44 +68,30 @@ class Task:
         "__weakref__",
     )
 
-    def __init__(
-        self,
-        runner: Runner,
-        coro: Coroutine[Any, Any, Any],
-        name: object,
-        context: Context,
-        nursery: Nursery | None,
-        system: bool,
-    ) -> None:
-        self._runner = runner
-        self.coro = coro
-        # The bound send method, made once: resuming a task is the hottest
-        # operation in the runtime.
-        self._send = coro.send
-        self._name = name
-        self.context = context
-        self._parent_nursery = nursery
-        self._eventual_parent_nursery: Nursery | None = None
-        self._child_nurseries: list[Nursery] = []
-        self._cancel_scope: CancelScope = None  # type: ignore[assignment]
-        self._next_send: Any = None
-        self._abort_func: Callable[[Callable[[], NoReturn]], Abort] | None = None
-        self._deadline_seq = 0
-        self._system = system
-        # Parking lots to break if this task exits while registered (a lock
-        # it holds): see add_parking_lot_breaker.
-        self._lot_breakers: list[Any] | None = None
-        # Internal: an async function run in this task once its coroutine
-        # has finished, like a `finally:` block but not a frame under the
-        # coroutine on every resume (serve_listeners closes each connection
-        # this way); `_stashed` holds the coroutine's outcome meanwhile.
-        self._finalizer: Callable[[], Awaitable[Any]] | None = None
-        self._stashed: outcome.Outcome[Any] | None = None
-        # Cancellation checks that did not yield (checkpoint_if_cancelled
-        # finding nothing to raise): testing.assert_checkpoints counts them
-        # as trio does, since their schedule point comes separately.
-        self._cancel_checks = 0
-        self.custom_sleep_data: Any = None
+    _runner: Runner
+    coro: Coroutine[Any, Any, Any]
+    _send: Callable[[Any], Any]
+    _name: object
+    context: Context
+    _parent_nursery: Nursery | None
+    _eventual_parent_nursery: Nursery | None
+    _child_nurseries: list[Nursery]
+    _cancel_scope: CancelScope
+    _next_send: Any
+    _abort_func: Callable[[Callable[[], NoReturn]], Abort] | None
+    _deadline_seq: int
+    _system: bool
+    _lot_breakers: list[Any] | None
+    _finalizer: Callable[[], Awaitable[Any]] | None
+    _stashed: outcome.Outcome[Any] | None
+    _cancel_checks: int
+    custom_sleep_data: Any
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            "ringtrio.lowlevel.Task has no public constructor: tasks are started with "
+            "nursery.start_soon(), nursery.start() or ringtrio.lowlevel.spawn_system_task()"
+        )
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} at {id(self):#x}>"
@@ -195,6 +181,53 @@ class Task:
                 return
         if self._cancel_scope._eff:
             self._attempt_abort(functools.partial(_raise_cancelled_for, self))
+
+
+_object_new = object.__new__
+
+
+def new_task(
+    runner: Runner,
+    coro: Coroutine[Any, Any, Any],
+    name: object,
+    context: Context,
+    nursery: Nursery | None,
+    system: bool,
+) -> Task:
+    """A new Task (Task() refuses: no public constructor, as trio's).  A
+    plain function and object.__new__: as fast as a class call with an
+    __init__, and tasks are made often."""
+    self: Task = _object_new(Task)
+    self._runner = runner
+    self.coro = coro
+    # The bound send method, made once: resuming a task is the hottest
+    # operation in the runtime.
+    self._send = coro.send
+    self._name = name
+    self.context = context
+    self._parent_nursery = nursery
+    self._eventual_parent_nursery = None
+    self._child_nurseries = []
+    self._cancel_scope = None  # type: ignore[assignment]
+    self._next_send = None
+    self._abort_func = None
+    self._deadline_seq = 0
+    self._system = system
+    # Parking lots to break if this task exits while registered (a lock
+    # it holds): see add_parking_lot_breaker.
+    self._lot_breakers = None
+    # Internal: an async function run in this task once its coroutine
+    # has finished, like a `finally:` block but not a frame under the
+    # coroutine on every resume (serve_listeners closes each connection
+    # this way); `_stashed` holds the coroutine's outcome meanwhile.
+    self._finalizer = None
+    self._stashed = None
+    # Cancellation checks that did not yield (checkpoint_if_cancelled
+    # finding nothing to raise): testing.assert_checkpoints counts them
+    # as trio does, since their schedule point comes separately.
+    self._cancel_checks = 0
+    self.custom_sleep_data = None
+    return self
 
 
 def await_chain_frames(awaitable: Any) -> Iterator[types.FrameType]:

@@ -19,9 +19,19 @@ class TrioToken:
     """
 
     __slots__ = ("_runner", "__weakref__")
+    _runner: Runner
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            "ringtrio.lowlevel.TrioToken has no public constructor: get the run's token "
+            "with ringtrio.lowlevel.current_trio_token() (inside the run)"
+        )
+
+    @classmethod
+    def _create(cls, runner: Runner) -> TrioToken:
+        self = object.__new__(cls)
         self._runner = runner
+        return self
 
     def run_sync_soon(
         self, sync_fn: Callable[..., Any], *args: Any, idempotent: bool = False
