@@ -1230,3 +1230,40 @@ def test_clock_is_an_abstract_base_class_as_in_trio() -> None:
         "started",
         0.0,
     ]
+
+
+def test_an_instrument_that_fails_to_install_is_not_half_installed_as_in_trio() -> None:
+    # A hook that is a property raising: add_instrument raises that error,
+    # and none of the instrument's hooks is called afterwards (it is in no
+    # hook's list), so removing it is a KeyError.
+    def scenario(lib: ModuleType) -> Any:
+        seen: list[Any] = []
+
+        class Evil(lib.abc.Instrument):  # type: ignore[misc,name-defined]
+            def task_exited(self, task: Any) -> None:
+                seen.append("task_exited called")
+
+            @property
+            def after_run(self) -> Any:
+                raise ValueError("oops")
+
+        async def child() -> None:
+            pass
+
+        async def main() -> None:
+            evil = Evil()
+            try:
+                lib.lowlevel.add_instrument(evil)
+            except ValueError as exc:
+                seen.append(("add", str(exc)))
+            async with lib.open_nursery() as nursery:
+                nursery.start_soon(child)
+            try:
+                lib.lowlevel.remove_instrument(evil)
+            except KeyError:
+                seen.append("remove: KeyError")
+
+        lib.run(main)
+        return seen
+
+    assert same_under_both(scenario) == [("add", "oops"), "remove: KeyError"]
