@@ -204,6 +204,12 @@ def _protection_map(lib: ModuleType) -> dict[str, bool]:
     async def system_task() -> None:
         seen["system task"] = low.currently_ki_protected()
 
+    # A task whose function is implemented in C (an async generator's
+    # __anext__): its code is the user's, unprotected as any task's.
+    async def agen_fn(key: str) -> Any:
+        seen[key] = low.currently_ki_protected()
+        yield
+
     def in_thread(token: Any) -> None:
         lib.from_thread.run_sync(lambda: seen.setdefault("from_thread.run_sync", low.currently_ki_protected()), trio_token=token)
 
@@ -226,12 +232,14 @@ def _protection_map(lib: ModuleType) -> dict[str, bool]:
         await lib.to_thread.run_sync(in_thread, low.current_trio_token())
         async with lib.open_nursery() as n:
             n.start_soon(protected_fn)
+            n.start_soon(agen_fn("a task running an async generator's __anext__").__anext__)
         seen["task again"] = low.currently_ki_protected()
         assert task is low.current_task()
         lib.lowlevel.add_instrument(Inst())
         await lib.lowlevel.checkpoint()
 
     lib.run(main)
+    lib.run(agen_fn("a run whose main function is an async generator's __anext__").__anext__)
     seen["outside a run"] = low.currently_ki_protected()
     return seen
 
@@ -240,6 +248,7 @@ def test_protection_rules_as_trio() -> None:
     ours = _protection_map(ringtrio)
     assert ours == _protection_map(trio)
     assert ours["task"] is False and ours["run_sync_soon callback"] is True
+    assert ours["a task running an async generator's __anext__"] is False
 
 
 def test_protection_decorators_return_the_function_and_refuse_what_has_no_code() -> None:

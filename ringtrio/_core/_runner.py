@@ -1310,9 +1310,12 @@ def _coroutine_or_error(
         return coro
     if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & 0x100:
         return coro  # type: ignore[return-value]
-    if hasattr(coro, "send") and hasattr(coro, "throw") and hasattr(coro, "close"):
-        return coro  # type: ignore[return-value]
     if hasattr(coro, "__await__"):
+        # Anything else awaitable -- also a coroutine implemented in C, such
+        # as an async generator's __anext__() or a Cython coroutine -- runs
+        # under a coroutine of ours: the task's root then has a frame, which
+        # Ctrl-C protection needs to tell the task's own code (unprotected)
+        # from the runtime that called it (see _ki.py, rule 2).
         try:
             import asyncio
 
@@ -1329,6 +1332,8 @@ def _coroutine_or_error(
             return await awaitable
 
         return _wrap()
+    if hasattr(coro, "send") and hasattr(coro, "throw") and hasattr(coro, "close"):
+        return coro  # type: ignore[return-value]  # (a coroutine-like object that cannot be awaited)
     if inspect.isasyncgen(coro):
         raise TypeError(
             f"{api}() expected an async function, but got an async generator: "
