@@ -17,6 +17,7 @@ changed).  See docs/files.md for the user-facing description.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import codecs
 import errno
 import io
@@ -557,16 +558,19 @@ class _Turn:
             self.give_back()
 
 
-class AsyncFile:
+class AsyncFile(ABC):
     """Common base of ringtrio's async file objects (for ``isinstance``).
 
     ``async with`` closes the file; ``async for line in f`` iterates lines.
+    Abstract (``aclose``), so not final as the file classes are: trio makes
+    every public concrete class final, abstract ones are for subclassing.
     """
 
     __slots__ = ()
 
-    async def aclose(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the file."""
 
     async def __aenter__(self) -> Any:
         return self

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from ._core import OwnedRingOp, RingOp, _ring
 from ._core._internal_api import _current_runner, _introspect
+from ._final import final
 
 if TYPE_CHECKING:
     from ._core import CancelScope, Nursery, Task
@@ -52,6 +53,7 @@ _T = TypeVar("_T")
 # ---------------------------------------------------------------------------
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Location:
     """One frame of a task's await chain."""
@@ -65,6 +67,7 @@ class Location:
         return f"{self.function} at {_short_path(self.filename)}:{self.lineno}"
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class FdInfo:
     """What a file descriptor is, as far as the kernel says."""
@@ -82,6 +85,7 @@ class FdInfo:
         return f"fd {self.fd} ({self.kind}{': ' + self.description if self.description else ''})"
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class RingOpInfo:
     """A ring operation in flight."""
@@ -103,6 +107,7 @@ class RingOpInfo:
     waiter: str | None
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class ScopeInfo:
     """A cancel scope around a task that bounds its deadline or cancels it."""
@@ -114,6 +119,7 @@ class ScopeInfo:
     owner: str | None  # the task that entered it
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class BufferGroupInfo:
     """A provided-buffer group owned by a nursery (``nursery.buffer_group``)."""
@@ -130,6 +136,7 @@ class BufferGroupInfo:
     multishots: tuple[RingOpInfo, ...]  # multishot receives armed on it
 
 
+@final
 @dataclass(frozen=True)
 class TaskInfo:
     name: str
@@ -156,6 +163,7 @@ class TaskInfo:
     nurseries: tuple[NurseryInfo, ...]
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class NurseryInfo:
     id: int
@@ -168,6 +176,7 @@ class NurseryInfo:
     buffer_groups: tuple[BufferGroupInfo, ...]
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class TaskTree:
     """A snapshot of a run: :func:`task_tree`'s result.  ``str(tree)`` is

@@ -119,6 +119,33 @@ FINAL_AS_IN_TRIO = [
 
 RINGTRIO_FINAL = ["AsyncBinaryFile", "AsyncTextFile", "Buffer", "BufferGroup"]
 
+# Public concrete classes left open on purpose (docs/reference.md,
+# "Differences from trio", Ring operations): ring ops are made by subclassing.
+OPEN_ON_PURPOSE = {"ringtrio.lowlevel.RingOp", "ringtrio.lowlevel.OwnedRingOp"}
+
+
+def test_every_public_concrete_class_is_final() -> None:
+    # trio's rule (its test_classes_are_final), over ringtrio's public
+    # modules: the same exemptions (abstract classes, protocols, exceptions,
+    # Instrument, SocketType, Path, statistics), plus OPEN_ON_PURPOSE.
+    import inspect
+    from typing import Protocol
+
+    open_classes = set()
+    for name in PUBLIC_MODULES:
+        if name in SWITCHES:
+            continue
+        for attr, cls in vars(importlib.import_module(name)).items():
+            if not isinstance(cls, type) or attr.startswith("_") or inspect.isabstract(cls):
+                continue
+            if Protocol in cls.__bases__ or issubclass(cls, BaseException) or attr.endswith("Statistics"):
+                continue
+            if cls in (ringtrio.abc.Instrument, ringtrio.socket.SocketType, ringtrio.Path):
+                continue
+            if _refuses_subclasses(cls) is None:
+                open_classes.add(f"{cls.__module__}.{cls.__qualname__}")
+    assert open_classes == OPEN_ON_PURPOSE
+
 
 @pytest.mark.parametrize("name", RINGTRIO_FINAL)
 def test_ringtrio_concrete_classes_are_final(name: str) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from . import _ring
 from ._exceptions import RingFallbackWarning, RingUnavailableError
+from ._final import final
 from ._ring import Ring
 
 __all__ = ["BACKENDS", "ENV_VAR", "Backend", "note_refusal", "open_ring"]
@@ -42,6 +43,7 @@ ENV_VAR = "RINGTRIO_BACKEND"
 MIN_KERNEL = (6, 0)
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Backend:
     """What :func:`ringtrio.lowlevel.current_backend` returns."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._exceptions import RingUnavailableError
+from ._final import final
 
 # Opcodes (linux/io_uring.h, enum io_uring_op).  The values are part of the
 # kernel ABI; defined here so the Python side does not depend on the header
@@ -149,6 +150,7 @@ def _load_native() -> tuple[Any, Any]:
     return _native.ffi, _native.lib
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class RingFeatures:
     """What this kernel's io_uring can do, as probed when the ring was set up."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .._core import Instrument, RunFinishedError, current_statistics, current_trio_token
 from .._core._internal_api import _introspect
+from .._final import final
 from .._task_tree import TaskTree, enable_op_timestamps, task_tree
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["HangDetector"]
 
 
+@final
 class HangDetector(Instrument):
     """Print the task tree once per hang of ``timeout`` seconds.
 
