@@ -122,7 +122,7 @@ async def _child(task_status: ringtrio.TaskStatus[None] = ringtrio.TASK_STATUS_I
 def _called_instead_of_passed(api: str) -> str:
     """The TypeError for ``api(_child())``: what was wrong, and the fix."""
     return (
-        f"{api}() expected an async function, but got a coroutine object, "
+        f"{api}() was expecting an async function, but instead it got a coroutine object "
         "<coroutine object _child at 0x[0-9a-f]+>: the result of calling one. "
         f"You probably wrote '{api}(_child(...))'; pass the function and its "
         f"arguments separately: '{api}(_child, ...)'"

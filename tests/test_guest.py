@@ -529,7 +529,7 @@ def test_start_guest_run_refuses_nesting_and_bad_arguments() -> None:
 
     ringtrio.run(main)
     coro = main()
-    with pytest.raises(TypeError, match="expected an async function"):
+    with pytest.raises(TypeError, match="was expecting an async function"):
         ringtrio.lowlevel.start_guest_run(
             coro, run_sync_soon_threadsafe=print, done_callback=print  # type: ignore[arg-type]
         )

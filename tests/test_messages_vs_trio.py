@@ -122,6 +122,10 @@ async def _async_gen() -> Any:  # pragma: no cover - never iterated
     yield
 
 
+async def _async_fn() -> None:  # pragma: no cover - called, never awaited
+    pass
+
+
 # Phrases trio's tests search for in messages that go on to name objects
 # (pytest.raises(match=...) unanchored): the bad call -> the phrase.
 PHRASES: dict[str, tuple[Callable[[ModuleType], Callable[[], Any]], str]] = {
@@ -135,7 +139,11 @@ PHRASES: dict[str, tuple[Callable[[ModuleType], Callable[[], Any]], str]] = {
     ),
     "start_soon(async generator function)": (
         lambda lib: lambda: _start_soon(lib, _async_gen),
-        "got an async generator",
+        "expected an async function but got an async generator",
+    ),
+    "start_soon(coroutine object)": (
+        lambda lib: lambda: _start_soon(lib, _async_fn()),
+        "was expecting an async function, but instead it got a coroutine object <coroutine object _async_fn at ",
     ),
 }
 

@@ -401,7 +401,7 @@ def test_from_thread_run_of_a_coroutine_object_says_how_to_call_it() -> None:
         return await to_thread.run_sync(worker)
 
     message = ringtrio.run(main)
-    assert "from_thread.run() expected an async function, but got a coroutine object, <coroutine object" in message
+    assert "from_thread.run() was expecting an async function, but instead it got a coroutine object <coroutine object" in message
     assert "You probably wrote 'from_thread.run(fetch(...))'" in message
     assert "'from_thread.run(fetch, ...)'" in message
 

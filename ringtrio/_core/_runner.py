@@ -1336,7 +1336,7 @@ def _coroutine_or_error(
         return coro  # type: ignore[return-value]  # (a coroutine-like object that cannot be awaited)
     if inspect.isasyncgen(coro):
         raise TypeError(
-            f"{api}() expected an async function, but got an async generator: "
+            f"{api}() expected an async function but got an async generator: "
             f"{async_fn!r} returned {coro!r}. Iterate over it inside an async "
             "function (async for) and pass that function."
         )

@@ -33,8 +33,12 @@ def _require_function(async_fn: object, api: str) -> None:
     if isinstance(async_fn, (types.CoroutineType, types.GeneratorType)) or hasattr(async_fn, "__await__"):
         name = getattr(async_fn, "__name__", None) or "fn"
         kind = "a coroutine object" if isinstance(async_fn, types.CoroutineType) else "an awaitable"
+        if isinstance(async_fn, types.CoroutineType):
+            async_fn.close()  # (it will never run: no "never awaited" warning on top)
+        # (trio's words after the call's name: "was expecting an async
+        # function, but instead it got a coroutine object <...>".)
         raise TypeError(
-            f"{api}() expected an async function, but got {kind}, {async_fn!r}: the "
+            f"{api}() was expecting an async function, but instead it got {kind} {async_fn!r}: the "
             f"result of calling one. You probably wrote '{api}({name}(...))'; pass the "
             f"function and its arguments separately: '{api}({name}, ...)' "
             "(functools.partial for keyword arguments)."
