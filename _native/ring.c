@@ -565,12 +565,125 @@ uint32_t rt_reap(rt_ring *r, rt_cqe *out, uint32_t max)
     return n;
 }
 
+/* ------------------------------------------------------------------ */
+/* polling before a wait                                               */
+
+/* The first window, and the smallest worth polling for (below it a poll
+ * would mostly cost the extra submit enter and find nothing). */
+#define RT_POLL_START_NS 4000
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+int64_t rt_ring_set_poll(rt_ring *r, int64_t max_ns, int64_t window_ns)
+{
+    if (r->soft || max_ns < 0)
+        max_ns = 0;
+    /* Deferred or cooperative task work that the kernel does not flag
+     * cannot be seen from user space. */
+    if ((r->setup_flags & (IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN)) &&
+        !(r->setup_flags & IORING_SETUP_TASKRUN_FLAG))
+        max_ns = 0;
+    r->poll_max_ns = max_ns;
+    r->poll_ns = window_ns < 0 ? 0 : window_ns > max_ns ? max_ns : window_ns;
+    return max_ns;
+}
+
+int64_t rt_poll_window(int64_t window_ns, int64_t waited_ns, int64_t max_ns)
+{
+    if (waited_ns > max_ns) {
+        window_ns /= 2;
+        return window_ns < RT_POLL_START_NS ? 0 : window_ns;
+    }
+    if (waited_ns > window_ns) {
+        window_ns = window_ns < RT_POLL_START_NS ? RT_POLL_START_NS : window_ns * 2;
+        return window_ns > max_ns ? max_ns : window_ns;
+    }
+    return window_ns;
+}
+
+/* Is there something for a GETEVENTS enter (or a reap) to collect? */
+static inline int completion_pending(rt_ring *r)
+{
+    return load_acquire(r->cq_ktail) != *r->cq_khead ||
+           (__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) &
+            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+/* Poll until something is pending (1) or `limit_ns` after `start` (0);
+ * *now is the time it stopped. */
+static int poll_until(rt_ring *r, int64_t start, int64_t limit_ns, int64_t *now)
+{
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (completion_pending(r)) {
+                *now = mono_ns();
+                return 1;
+            }
+            cpu_relax();
+        }
+        *now = mono_ns();
+        if (*now - start >= limit_ns)
+            return 0;
+    }
+}
+
+/* rt_pass's enter for a wait, when polling is on: submit (and collect what
+ * is already there) without waiting; if nothing came, poll for the window,
+ * then sleep for what is left of the timeout.  Adapts the window to how
+ * long the wait took. */
+static int enter_polling(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns)
+{
+    int64_t start = mono_ns(), now;
+    int64_t window = r->poll_ns;
+    int rc;
+    if (window > 0) {
+        rc = enter(r, 0, 0);
+        if (rc < 0 && rc != -EBUSY && rc != -EAGAIN)
+            return rc;
+        if (completion_pending(r))
+            return rc;          /* no wait after all: the window stays */
+        r->stats.polled_waits++;
+        int64_t limit = timeout_ns < 0 || window < timeout_ns ? window : timeout_ns;
+        int hit = poll_until(r, start, limit, &now);
+        r->stats.poll_ns += (uint64_t)(now - start);
+        if (hit) {
+            r->stats.poll_hits++;
+            rc = enter(r, 0, 0);        /* runs the flagged task work */
+        } else {
+            int64_t left = timeout_ns < 0 ? -1 : timeout_ns - (now - start);
+            rc = timeout_ns >= 0 && left <= 0 ? enter(r, 0, 0) : enter(r, wait_nr, left);
+            now = mono_ns();
+        }
+    } else {
+        rc = enter(r, wait_nr, timeout_ns);
+        now = mono_ns();
+    }
+    r->poll_ns = rt_poll_window(window, now - start, r->poll_max_ns);
+    return rc;
+}
+
 int rt_pass(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns,
             rt_cqe *out, uint32_t max)
 {
     if (r->soft)
         return rt_soft_pass(r, wait_nr, timeout_ns, out, max);
-    int rc = enter(r, wait_nr, timeout_ns);
+    int rc = wait_nr && timeout_ns != 0 && r->poll_max_ns > 0
+                 ? enter_polling(r, wait_nr, timeout_ns)
+                 : enter(r, wait_nr, timeout_ns);
     if (rc < 0 && rc != -EBUSY && rc != -EAGAIN)
         return rc;
     uint32_t n = rt_reap(r, out, max);

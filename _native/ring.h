@@ -38,6 +38,9 @@ typedef struct rt_ring_stats {
     uint64_t cqes_reaped;     /* CQEs copied out by rt_reap / rt_pass */
     uint64_t enters;          /* io_uring_enter syscalls made */
     uint64_t overflows;       /* times IORING_SQ_CQ_OVERFLOW was seen set */
+    uint64_t polled_waits;    /* waits of rt_pass that polled before sleeping */
+    uint64_t poll_hits;       /* of those, ended by a completion while polling */
+    uint64_t poll_ns;         /* time spent polling, in total */
 } rt_ring_stats;
 
 /* Setup.  `want_flags` is the preferred IORING_SETUP_* set; on EINVAL the
@@ -114,6 +117,26 @@ uint32_t rt_reap(rt_ring *r, rt_cqe *out, uint32_t max);
  * which case nothing is reaped). */
 int rt_pass(rt_ring *r, uint32_t wait_nr, int64_t timeout_ns,
             rt_cqe *out, uint32_t max);
+
+/* Polling before sleeping.  A waiting rt_pass first submits, then polls
+ * the rings (the CQ tail, the SQ flags' TASKRUN bit) for up to the ring's
+ * poll window before it sleeps in io_uring_enter: a completion that comes
+ * within the window costs no sleep and no wake-up.  The window adapts after
+ * every wait (rt_poll_window); `max_ns` bounds it, 0 (the default) turns
+ * polling off.  Kernel rings only (a soft ring ignores it), and only where
+ * the kernel flags deferred task work (IORING_SETUP_TASKRUN_FLAG) or posts
+ * completions by itself (no COOP/DEFER_TASKRUN): otherwise a poll could not
+ * see a completion.  `window_ns` is the window to start from (clamped to the
+ * bound; 0 normally: polling starts once waits have been short).  Returns
+ * the bound in effect. */
+int64_t rt_ring_set_poll(rt_ring *r, int64_t max_ns, int64_t window_ns);
+/* The next poll window after a wait that took `waited_ns` (from the start of
+ * the poll to the first completion or the timeout) under window `window_ns`,
+ * as the guest's haltpoll does: a wait longer than the window but within
+ * `max_ns` doubles it (from RT_POLL_START_NS, capped at max_ns); a wait
+ * longer than max_ns halves it (0 once below RT_POLL_START_NS), so an idle
+ * program stops polling after a few waits. */
+int64_t rt_poll_window(int64_t window_ns, int64_t waited_ns, int64_t max_ns);
 
 /* The registered file table ("direct descriptors"): a sparse table of `nr`
  * empty slots (IORING_REGISTER_FILES2 + IORING_RSRC_REGISTER_SPARSE).  It

@@ -48,6 +48,9 @@ struct rt_ring {
 
     rt_ring_stats stats;
 
+    /* Polling before a wait (rt_ring_set_poll): the bound and the window. */
+    int64_t poll_max_ns, poll_ns;
+
     /* NULL for a kernel ring; the emulation's state for a soft ring. */
     struct rt_soft *soft;
 };

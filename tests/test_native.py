@@ -342,3 +342,97 @@ def test_buffer_ring_bad_args(ring, count, size):
     err = ffi.new("int *")
     assert lib.rt_buf_ring_new(ring, 3, count, size, 0, err) == ffi.NULL
     assert err[0] == errno.EINVAL
+
+
+# -- polling before a wait (rt_ring_set_poll, rt_poll_window) ---------------
+
+POLL_START_NS = 4000  # RT_POLL_START_NS in ring.c
+
+
+def test_poll_window_rule():
+    # As the guest's haltpoll: a wait longer than the window but within the
+    # bound doubles it (from the start value, capped at the bound) ...
+    assert lib.rt_poll_window(0, 10_000, 50_000) == POLL_START_NS
+    assert lib.rt_poll_window(POLL_START_NS, 10_000, 50_000) == 2 * POLL_START_NS
+    assert lib.rt_poll_window(32_000, 40_000, 50_000) == 50_000
+    # ... a wait within the window leaves it ...
+    assert lib.rt_poll_window(16_000, 3_000, 50_000) == 16_000
+    assert lib.rt_poll_window(0, 0, 50_000) == 0
+    # ... and a wait longer than the bound halves it, to 0 below the start.
+    assert lib.rt_poll_window(50_000, 80_000, 50_000) == 25_000
+    assert lib.rt_poll_window(7_000, 10**9, 50_000) == 0
+    assert lib.rt_poll_window(0, 10**9, 50_000) == 0
+    # A bound of 0 never polls.
+    assert lib.rt_poll_window(0, 10, 0) == 0
+
+
+def test_poll_is_off_unless_set(ring):
+    out = ffi.new("rt_cqe[8]")
+    assert lib.rt_pass(ring, 1, 2_000_000, out, 8) == 0
+    assert stats(ring).polled_waits == 0
+
+
+def test_poll_needs_the_taskrun_flag():
+    # Deferred task work the kernel does not flag cannot be seen by a poll:
+    # polling stays off on such a ring.
+    r = open_ring(flags=WANT & ~lib.IORING_SETUP_TASKRUN_FLAG)
+    try:
+        assert lib.rt_ring_set_poll(r, 50_000, 0) == 0
+    finally:
+        lib.rt_ring_close(r)
+    r = open_ring(flags=lib.IORING_SETUP_TASKRUN_FLAG)  # COOP_TASKRUN | TASKRUN_FLAG
+    try:
+        assert lib.rt_ring_set_poll(r, 50_000, 0) == 50_000
+    finally:
+        lib.rt_ring_close(r)
+
+
+def test_polling_wait_collects_a_completion_made_meanwhile(ring, pipe):
+    # A window of a second: the wait polls, and the completion another
+    # thread causes (a pipe write) ends the poll, with no sleep.
+    import threading
+
+    rfd, wfd = pipe
+    assert lib.rt_ring_set_poll(ring, 10**9, 10**9) == 10**9
+    buf = ffi.new("char[16]")
+    prep(ring, lib.IORING_OP_READ, fd=rfd, addr=addr_of(buf), length=16,
+         off=NO_OFFSET, user_data=7)
+    writer = threading.Timer(0.01, os.write, (wfd, b"hi"))
+    writer.start()
+    out = ffi.new("rt_cqe[8]")
+    try:
+        n = lib.rt_pass(ring, 1, 5_000_000_000, out, 8)
+    finally:
+        writer.join()
+    assert n == 1 and out[0].user_data == 7 and out[0].res == 2
+    assert ffi.buffer(buf, 2)[:] == b"hi"
+    s = stats(ring)
+    assert s.polled_waits == 1 and s.poll_hits == 1 and s.poll_ns > 0
+    # A kernel timer's completion (deferred task work) is seen the same way.
+    assert lib.rt_prep_timeout(ring, 2_000_000, 0, 0, 8, 0) == 0
+    assert lib.rt_pass(ring, 1, 5_000_000_000, out, 8) == 1
+    assert out[0].user_data == 8 and out[0].res == -errno.ETIME
+    s = stats(ring)
+    assert s.polled_waits == 2 and s.poll_hits == 2
+
+
+def test_polling_wait_keeps_its_timeout(ring):
+    # Polling never outlasts the wait's timeout, and a wait that found
+    # nothing returns nothing.
+    assert lib.rt_ring_set_poll(ring, 10**9, 10**9) == 10**9
+    out = ffi.new("rt_cqe[8]")
+    t0 = time.monotonic()
+    assert lib.rt_pass(ring, 1, 5_000_000, out, 8) == 0
+    assert 0.004 < time.monotonic() - t0 < 1.0
+    s = stats(ring)
+    assert s.polled_waits == 1 and s.poll_hits == 0
+
+
+def test_idle_waits_stop_polling(ring):
+    # Waits longer than the bound halve the window: from 50 us, four 5 ms
+    # waits poll (50, 25, 12.5, 6.25 us) and the ones after sleep at once.
+    assert lib.rt_ring_set_poll(ring, 50_000, 50_000) == 50_000
+    out = ffi.new("rt_cqe[8]")
+    for _ in range(8):
+        assert lib.rt_pass(ring, 1, 5_000_000, out, 8) == 0
+    assert stats(ring).polled_waits == 4

@@ -65,6 +65,12 @@ class IOStatistics:
     stale_cqes: int
     tasks_waiting_read: int
     tasks_waiting_write: int
+    # Polling before a wait (io_uring only; RINGTRIO_POLL_US): the waits
+    # that polled the ring before sleeping, those a completion ended while
+    # polling, and the time spent polling.
+    polled_waits: int
+    poll_hits: int
+    poll_seconds: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,29 @@ CQ_ENTRIES = 8192
 # How many CQEs one scheduler pass copies out at most.  More simply wait for
 # the next pass; the CQ itself is much larger.
 CQE_BATCH = 1024
+# How long a wait may poll the rings before it sleeps in io_uring_enter, at
+# most, in microseconds: RINGTRIO_POLL_US, else this (rt_ring_set_poll in
+# _native/ring.h; docs/design.md, "Polling before a wait").
+POLL_ENV_VAR = "RINGTRIO_POLL_US"
+POLL_MAX_US = 50
+
+
+def poll_bound_ns() -> int:
+    """The poll bound for a new ring, from RINGTRIO_POLL_US (0 turns polling
+    off) or the default."""
+    text = os.environ.get(POLL_ENV_VAR)
+    if text is None or not text.strip():
+        return POLL_MAX_US * 1000
+    try:
+        us = float(text)
+    except ValueError:
+        us = -1.0
+    if not 0 <= us <= 1_000_000:
+        raise ValueError(
+            f"{POLL_ENV_VAR}={text!r}: expected how many microseconds a wait may poll "
+            "the ring before it sleeps, a number from 0 (never poll) to 1000000"
+        )
+    return int(us * 1000)
 
 # Test hook: when set (to an errno), Ring() fails as if io_uring_setup had
 # returned that error.  Used by the tests for the "io_uring unavailable" path.
@@ -207,6 +230,7 @@ class Ring:
         self.lib = lib
         self.soft = soft
         err = ffi.new("int *")
+        poll_ns = poll_bound_ns()
         if soft:
             ptr = lib.rt_soft_ring_open(sq_entries, cq_entries, err)
             if ptr == ffi.NULL:
@@ -221,6 +245,7 @@ class Ring:
             ptr = lib.rt_ring_open(sq_entries, cq_entries, setup_flags, force_errno, err)
             if ptr == ffi.NULL:
                 raise RingUnavailableError.from_errno(err[0])
+            lib.rt_ring_set_poll(ptr, poll_ns, 0)
         self.ptr: Any = ptr
         try:
             self._describe()
@@ -277,11 +302,26 @@ class Ring:
         """``"io_uring"`` or ``"epoll"`` (the soft ring)."""
         return "epoll" if self.soft else "io_uring"
 
-    def stats(self) -> tuple[int, int, int, int]:
-        """(sqes_submitted, cqes_reaped, enters, overflows)."""
+    def stats(self) -> tuple[int, int, int, int, int, int, int]:
+        """(sqes_submitted, cqes_reaped, enters, overflows, polled_waits,
+        poll_hits, poll_ns)."""
         s = self._stats
         self.lib.rt_ring_get_stats(self.ptr, s)
-        return (s.sqes_submitted, s.cqes_reaped, s.enters, s.overflows)
+        return (
+            s.sqes_submitted,
+            s.cqes_reaped,
+            s.enters,
+            s.overflows,
+            s.polled_waits,
+            s.poll_hits,
+            s.poll_ns,
+        )
+
+    def set_poll(self, max_ns: int, window_ns: int = 0) -> int:
+        """Bound (0: off) and starting window of the polling before a wait
+        (rt_ring_set_poll); returns the bound in effect, 0 where polling
+        cannot work (the soft ring, kernels without the TASKRUN flag)."""
+        return int(self.lib.rt_ring_set_poll(self.ptr, max_ns, window_ns))
 
     def close(self) -> None:
         if self.ptr is not None:

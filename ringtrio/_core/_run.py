@@ -283,7 +283,7 @@ def current_trio_token() -> TrioToken:
 
 def current_statistics() -> RunStatistics:
     runner = _current_runner()
-    submitted, reaped, enters, overflows = runner.ring.stats()
+    submitted, reaped, enters, overflows, polled, hits, poll_ns = runner.ring.stats()
     backend = runner.backend
     deadline = runner._next_deadline()
     # Tasks in readiness waits: the POLL_ADD ops tasks wait on, by
@@ -309,6 +309,9 @@ def current_statistics() -> RunStatistics:
             stale_cqes=runner._stale_cqes,
             tasks_waiting_read=waiting_read,
             tasks_waiting_write=waiting_write,
+            polled_waits=polled,
+            poll_hits=hits,
+            poll_seconds=poll_ns / 1e9,
         ),
     )
 
