@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -638,6 +639,7 @@ static int poll_until(rt_ring *r, int64_t start, int64_t limit_ns, int64_t *now)
         *now = mono_ns();
         if (*now - start >= limit_ns)
             return 0;
+        sched_yield();
     }
 }
 
