@@ -128,8 +128,10 @@ class _ChannelState(Generic[T]):
     def __init__(self, max_buffer_size: int | float) -> None:
         self.max_buffer_size = max_buffer_size
         self.buffer: deque[T] = deque()
-        self.open_send_channels = 0
-        self.open_receive_channels = 0
+        # open_memory_channel makes one endpoint of each kind with the
+        # state; clone() counts the others.
+        self.open_send_channels = 1
+        self.open_receive_channels = 1
         # Channel-wide queues of blocked tasks, oldest first.  OrderedDict
         # gives O(1) removal of an arbitrary waiter (on cancellation) and O(1)
         # popping of the oldest one (on hand-off).
@@ -158,23 +160,36 @@ class _ChannelState(Generic[T]):
 _EMPTY = object()
 
 
+_object_new = object.__new__
+
+
 class _MemoryChannelEnd(Generic[T]):
     """What the two endpoint classes share: the channel state, the closed
     flag, the tasks waiting through this endpoint, and the trivial methods."""
 
     __slots__ = ("__weakref__", "_closed", "_state", "_waiters")
 
-    def __init__(self, _state: _ChannelState[T]) -> None:
-        if not isinstance(_state, _ChannelState):
-            raise TypeError(
-                f"{type(self).__name__} objects cannot be created directly; call "
-                "ringtrio.open_memory_channel(max_buffer_size) to get a "
-                "(send_channel, receive_channel) pair"
-            )
-        self._state = _state
+    _state: _ChannelState[T]
+    _closed: bool
+    # Tasks blocked in send()/receive() through this particular endpoint.
+    _waiters: dict[_Waiter[T], None]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            f"ringtrio.{type(self).__name__} has no public constructor: "
+            "ringtrio.open_memory_channel(max_buffer_size) returns a "
+            "(send_channel, receive_channel) pair, and clone() more endpoints"
+        )
+
+    @classmethod
+    def _create(cls, state: _ChannelState[T]) -> Self:
+        """A new endpoint on ``state`` (the class call refuses, as trio's:
+        no public constructor).  The caller counts it as open."""
+        self = _object_new(cls)
+        self._state = state
         self._closed = False
-        # Tasks blocked in send()/receive() through this particular endpoint.
-        self._waiters: dict[_Waiter[T], None] = {}
+        self._waiters = {}
+        return self
 
     def __repr__(self) -> str:
         closed = " (closed)" if self._closed else ""
@@ -217,10 +232,6 @@ class MemorySendChannel(_MemoryChannelEnd[T], SendChannel[T]):
     """
 
     __slots__ = ()
-
-    def __init__(self, _state: _ChannelState[T]) -> None:
-        super().__init__(_state)
-        _state.open_send_channels += 1
 
     def send_nowait(self, value: T) -> None:
         """Send ``value`` if that is possible without waiting.
@@ -310,7 +321,8 @@ class MemorySendChannel(_MemoryChannelEnd[T], SendChannel[T]):
                 "cannot clone a closed MemorySendChannel; clone an endpoint "
                 "that is still open"
             )
-        return MemorySendChannel(self._state)
+        self._state.open_send_channels += 1
+        return MemorySendChannel._create(self._state)
 
     def close(self) -> None:
         """Close this endpoint.  Not a checkpoint; closing twice is harmless.
@@ -353,10 +365,6 @@ class MemoryReceiveChannel(_MemoryChannelEnd[T], ReceiveChannel[T]):
     """
 
     __slots__ = ()
-
-    def __init__(self, _state: _ChannelState[T]) -> None:
-        super().__init__(_state)
-        _state.open_receive_channels += 1
 
     def receive_nowait(self) -> T:
         """Return the next item if one is available without waiting.
@@ -447,7 +455,8 @@ class MemoryReceiveChannel(_MemoryChannelEnd[T], ReceiveChannel[T]):
                 "cannot clone a closed MemoryReceiveChannel; clone an "
                 "endpoint that is still open"
             )
-        return MemoryReceiveChannel(self._state)
+        self._state.open_receive_channels += 1
+        return MemoryReceiveChannel._create(self._state)
 
     def close(self) -> None:
         """Close this endpoint.  Not a checkpoint; closing twice is harmless.
@@ -522,7 +531,7 @@ class open_memory_channel(tuple["MemorySendChannel[T]", "MemoryReceiveChannel[T]
         if max_buffer_size < 0:
             raise ValueError("max_buffer_size must be >= 0")  # trio's words: code matches on them
         state: _ChannelState[T] = _ChannelState(max_buffer_size)
-        return MemorySendChannel(state), MemoryReceiveChannel(state)
+        return MemorySendChannel._create(state), MemoryReceiveChannel._create(state)
 
     # Only here so that signature introspection and type checkers see the
     # real parameters; never called, since __new__ returns a plain tuple.
