@@ -269,6 +269,25 @@ def test_run_vars_are_per_run() -> None:
     assert run_both_ways(main) == [1, 1]
 
 
+def test_token_is_the_runs_trio_token() -> None:
+    # As with AnyIO's trio backend, the token AnyIO holds is the run's own
+    # TrioToken (weakly referenceable, so AnyIO's RunVar store keys by it),
+    # and the thread entry points take it.
+    async def main() -> list[bool]:
+        token = anyio.lowlevel.current_token()
+
+        def in_thread() -> bool:
+            return bool(anyio.from_thread.run_sync(lambda: True, token=token))
+
+        return [
+            token.native_token is lowlevel.current_trio_token(),
+            anyio.lowlevel.current_token().native_token is token.native_token,
+            await anyio.to_thread.run_sync(in_thread),
+        ]
+
+    assert run_both_ways(main) == [[True, True, True]] * 2
+
+
 def test_send_blocked_when_another_task_closes_leaves_nothing_to_crash_the_collector() -> None:
     # A send blocked on a full socket buffer, the stream closed by another
     # task: the send fails with ClosedResourceError, and its frames end up

@@ -7,11 +7,10 @@ classes it returns live next to it (``_tasks``, ``_sync``, ``_sockets``,
 ``_processes``, ``_testing``); what is left here is one-line translations
 and the thread plumbing.
 
-Tokens: AnyIO keys its per-run state (``anyio.lowlevel.RunVar``) by the
-backend's token in a ``WeakKeyDictionary``, and ringtrio's ``TrioToken``
-cannot be weakly referenced.  So the token AnyIO sees is a small
-:class:`LoopToken` made once per run (kept in a ringtrio ``RunVar``) that
-carries the ringtrio token.
+Tokens: the token AnyIO sees is the run's ``TrioToken``, as with AnyIO's
+trio backend (AnyIO keys its per-run state, ``anyio.lowlevel.RunVar``, by it
+in a ``WeakKeyDictionary``: it is weakly referenceable and hashed by
+identity).
 """
 
 from __future__ import annotations
@@ -47,20 +46,6 @@ T_co = TypeVar("T_co", covariant=True)
 PosArgsT = TypeVarTuple("PosArgsT")
 
 
-class LoopToken:
-    """AnyIO's token for one ringtrio run: weakly referenceable, hashable
-    by identity, and holding the run's ``TrioToken``."""
-
-    __slots__ = ("trio_token", "__weakref__")
-
-    def __init__(self, trio_token: lowlevel.TrioToken) -> None:
-        self.trio_token = trio_token
-
-    def __repr__(self) -> str:
-        return f"<ringtrio anyio token for {self.trio_token!r}>"
-
-
-_loop_token: lowlevel.RunVar[LoopToken] = lowlevel.RunVar("ringtrio anyio token")
 _default_limiter: lowlevel.RunVar[_sync.CapacityLimiter] = lowlevel.RunVar(
     "ringtrio anyio default thread limiter"
 )
@@ -69,8 +54,8 @@ _default_limiter: lowlevel.RunVar[_sync.CapacityLimiter] = lowlevel.RunVar(
 def _trio_token(token: object) -> lowlevel.TrioToken | None:
     if token is None:
         return None
-    if isinstance(token, LoopToken):
-        return token.trio_token
+    if isinstance(token, lowlevel.TrioToken):
+        return token
     raise TypeError(f"expected a token from the ringtrio backend, got {token!r}")
 
 
@@ -101,11 +86,7 @@ class RingtrioBackend(AsyncBackend):
 
     @classmethod
     def current_token(cls) -> object:
-        token = _loop_token.get(None)
-        if token is None:
-            token = LoopToken(lowlevel.current_trio_token())
-            _loop_token.set(token)
-        return token
+        return lowlevel.current_trio_token()
 
     @classmethod
     def current_time(cls) -> float:
