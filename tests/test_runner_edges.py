@@ -141,3 +141,35 @@ def test_ring_op_submitted_while_in_flight_is_busy() -> None:
             os.close(w)
 
     ringtrio.run(main)
+
+
+def test_a_wait_with_nothing_but_the_ring_skips_the_wait_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass that waits while no deadline, idle waiter or clock could end
+    the wait early waits the longest (_MAX_WAIT) without computing a plan
+    (the cost of every one-op-at-a-time wait); with any of them, the plan
+    is computed and honoured."""
+    from ringtrio._core import _runner
+
+    plans: list[tuple[float, int]] = []
+    original = _runner.Runner._wait_plan
+
+    def counting(self: _runner.Runner) -> tuple[float, int]:
+        plans.append(original(self))
+        return plans[-1]
+
+    monkeypatch.setattr(_runner.Runner, "_wait_plan", counting)
+
+    async def main() -> tuple[int, int, bool]:
+        op = lowlevel.RingOp(0)  # a NOP
+        for _ in range(100):
+            await lowlevel.submit_and_wait(op)
+        bare = len(plans)
+        with ringtrio.move_on_after(0.01) as scope:
+            await ringtrio.sleep_forever()
+        return bare, len(plans), scope.cancelled_caught
+
+    bare, total, timed_out = ringtrio.run(main)
+    assert bare == 0
+    assert total > 0 and timed_out
+    # (the deadline's wait was planned for that deadline, not the longest)
+    assert any(timeout < 1 for timeout, _ in plans)

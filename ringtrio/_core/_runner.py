@@ -1056,8 +1056,14 @@ class Runner:
             if self._instruments:
                 self._instrument("after_io_wait", 0.0)
         else:
-            timeout, idle_primed = self._wait_plan()
-            self._idle_primed = idle_primed
+            if self._deadlines or self._sorted_deadlines or self._idle_waiters or self.clock is not None:
+                timeout, idle_primed = self._wait_plan()
+                self._idle_primed = idle_primed
+            else:
+                # Nothing that could end the wait early but the ring: the
+                # longest wait, without _wait_plan's calls (a program doing
+                # one op at a time waits here once per op).
+                timeout = _MAX_WAIT
             if self._instruments:
                 self._instrument("before_io_wait", timeout)
             self._sq_dirty = False
