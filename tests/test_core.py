@@ -409,13 +409,17 @@ def test_linked_deadline_cancels_op_in_kernel(pipe: Any) -> None:
     assert 0.04 <= elapsed < 5
 
 
-def test_deadline_moved_later_while_op_in_flight_does_not_cancel(pipe: Any) -> None:
-    r, w = pipe
-    log: list[Any] = []
-
-    async def main() -> None:
+def test_deadline_moved_later_while_op_in_flight_does_not_cancel() -> None:
+    # The read goes in with its link timeout at the first deadline; the
+    # deadline moves later before that; the link then fires in the kernel
+    # (-ECANCELED) and the op must be re-submitted, not cancelled.  The move
+    # has to come before the first deadline, which a loaded machine may
+    # stall the test past: that attempt did not test the case and is made
+    # again with a later first deadline (the outcome is never timed).
+    async def attempt(first: float, r: int, w: int, log: list[Any]) -> bool:
         async with ringtrio.open_nursery() as nursery:
-            scope = ringtrio.CancelScope(deadline=ringtrio.current_time() + 0.05)
+            original = ringtrio.current_time() + first
+            scope = ringtrio.CancelScope(deadline=original)
 
             async def blocked() -> None:
                 with scope:
@@ -423,15 +427,29 @@ def test_deadline_moved_later_while_op_in_flight_does_not_cancel(pipe: Any) -> N
                 log.append(scope.cancelled_caught)
 
             nursery.start_soon(blocked)
-            await ringtrio.sleep(0.01)
-            scope.deadline = ringtrio.current_time() + 30
-            # Past the original deadline: the kernel's link timeout has fired
-            # by now, and the op must have been re-submitted, not cancelled.
-            await ringtrio.sleep(0.15)
+            await ringtrio.testing.wait_all_tasks_blocked()
+            # (No CQE is handled between this check and the move: a link
+            # timeout that fired meanwhile is seen after the move.)
+            in_time = ringtrio.current_time() < original
+            scope.deadline = ringtrio.current_time() + 60
+            if in_time:
+                # Past the original deadline: the kernel's link timeout has
+                # fired by now, and the op must have been re-submitted.
+                await ringtrio.sleep_until(original + 0.1)
             os.write(w, b"late")
+        return in_time
 
-    ringtrio.run(main)
-    assert log == [b"late", False]
+    for first in (0.05, 0.5, 5.0):
+        r, w = os.pipe()
+        try:
+            log: list[Any] = []
+            if ringtrio.run(attempt, first, r, w, log):
+                assert log == [b"late", False]
+                return
+        finally:
+            os.close(r)
+            os.close(w)
+    raise AssertionError("the deadline could never be moved before it passed")
 
 
 def test_deadline_moved_earlier_while_op_in_flight_cancels(pipe: Any) -> None:
