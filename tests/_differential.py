@@ -4,6 +4,7 @@ ringtrio (``lib`` is the module under test)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -65,33 +66,38 @@ def same_under_both(scenario: Callable[..., Awaitable[Any]], *args: Any, hang: f
     return results[0]
 
 
-def ctrl_c_child(code: str, *args: str, send: bool = True) -> tuple[dict[str, Any], float]:
+def ctrl_c_child(code: str, *args: str, send: bool = True, release: str = "") -> dict[str, Any]:
     """Run ``python -c code *args`` (a scenario under one library), wait for
-    it to print ``ready``, then (``send``) give it a SIGINT as Ctrl-C would.
-    Returns the JSON report it prints last and the seconds from the signal
-    to its exit."""
+    it to print ``ready``, then (``send``) give it a SIGINT as Ctrl-C would,
+    then write ``release`` to its stdin.  Returns the JSON report it prints
+    last.
+
+    No timing: a child that does not end after the signal fails the test
+    after a minute, as the hang it is.  Its stdin stays open until it has
+    exited, so a thread of the scenario that waits for a line nobody writes
+    waits for good (a run that waited for such a thread would hang)."""
     with subprocess.Popen(
         [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        # (communicate closes proc.stdin; this copy keeps the pipe open.)
+        keep_stdin_open = os.dup(proc.stdin.fileno())
         try:
-            assert proc.stdout is not None and proc.stderr is not None
             line = proc.stdout.readline()
             assert line == "ready\n", (line, proc.stderr.read())
             if send:
                 time.sleep(0.05)  # into the busy loop / the wait
-            sent = time.monotonic()
-            if send:
                 proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
-            elapsed = time.monotonic() - sent
             # (The rest of stdout: readline() may have buffered part of it.)
-            out, err = proc.stdout.read(), proc.stderr.read()
+            out, err = proc.communicate(release, timeout=60)
         finally:
+            os.close(keep_stdin_open)
             if proc.poll() is None:  # pragma: no cover - a hang
                 proc.kill()
                 proc.communicate()
     assert proc.returncode == 0, err
-    return json.loads(out.splitlines()[-1]), elapsed
+    return json.loads(out.splitlines()[-1])
