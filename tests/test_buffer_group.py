@@ -138,7 +138,6 @@ def run_storm(conns: int, per_conn: int, incremental: bool | None, count: int = 
 def test_enobufs_storm_100_connections(incremental: bool) -> None:
     result = run_storm(100, 64 * 1024, incremental)
     assert result["end"].incremental is incremental
-    assert result["wall"] < 30
 
 
 @pytest.mark.slow
@@ -155,7 +154,7 @@ def test_enobufs_storm_1000_connections() -> None:
         result = run_storm(conns, 16 * 1024, None)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert result["wall"] < 20
+    assert result["end"].closed and result["end"].leased == 0
 
 
 def test_no_wakeup_storm_while_waiting_for_buffers() -> None:

@@ -59,8 +59,10 @@ def prep(r, opcode, *, fd=-1, addr=0, length=0, off=0, op_flags=0,
     assert rc == 0, os.strerror(-rc)
 
 
-def collect(r, n, *, timeout=2.0):
-    """Run passes until `n` CQEs arrived; return {user_data: (res, flags)}."""
+def collect(r, n, *, timeout=60.0):
+    """Run passes until `n` CQEs arrived; return {user_data: (res, flags)}.
+    (`timeout` only ends a hang: a loaded 2-core machine can stall a test
+    for seconds.)"""
     out = ffi.new("rt_cqe[64]")
     got = {}
     limit = time.monotonic() + timeout
@@ -141,7 +143,9 @@ def test_wait_with_timeout_returns(ring):
     out = ffi.new("rt_cqe[8]")
     t0 = time.monotonic()
     assert lib.rt_pass(ring, 1, 5_000_000, out, 8) == 0
-    assert 0.004 < time.monotonic() - t0 < 1.0
+    # It waited (the lower bound is the kernel's promise); the upper bound
+    # only says it did not wait forever.
+    assert 0.004 < time.monotonic() - t0 < 60
 
 
 def test_relative_timeout(ring):
@@ -203,7 +207,7 @@ def test_completion_without_taskrun_flag(pipe):
         out = ffi.new("rt_cqe[8]")
         assert lib.rt_pass(r, 0, 0, out, 8) == 0
         os.write(wfd, b"x")
-        limit = time.monotonic() + 1.0
+        limit = time.monotonic() + 60  # ends a hang only
         n = 0
         while n == 0 and time.monotonic() < limit:
             n = lib.rt_pass(r, 0, 0, out, 8)   # never waits

@@ -416,7 +416,7 @@ def test_autojump_clock(pytester: pytest.Pytester, plugin_args: list[str]) -> No
             start = time.perf_counter()
             await ringtrio.sleep(3600)
             assert ringtrio.current_time() >= 3600
-            assert time.perf_counter() - start < 5
+            assert time.perf_counter() - start < 600  # not the hour
 
         @pytest.fixture
         async def waited_an_hour(autojump_clock):
@@ -567,7 +567,7 @@ def test_coexists_with_pytest_trio(pytester: pytest.Pytester, plugin_args: list[
             assert isinstance(autojump_clock, trio.testing.MockClock)
             start = time.perf_counter()
             await trio.sleep(3600)
-            assert time.perf_counter() - start < 5
+            assert time.perf_counter() - start < 600  # not the hour
 
         @pytest.mark.trio
         async def test_trio_mock_clock(mock_clock):

@@ -112,7 +112,7 @@ def test_returncode_is_always_current(background: Any) -> None:
 @BACKGROUND
 def test_many_waiters_cancelled_then_real(background: Any) -> None:
     async def scenario(lib: ModuleType) -> list[Any]:
-        async with background(lib, SLEEP(10)) as proc:
+        async with background(lib, SLEEP(3600)) as proc:
             async with lib.open_nursery() as nursery:
                 for _ in range(3):
                     nursery.start_soon(proc.wait)
@@ -645,7 +645,7 @@ def test_every_way_of_waiting(way: str, monkeypatch: pytest.MonkeyPatch) -> None
 
     async def main() -> list[Any]:
         seen: list[Any] = []
-        proc = await ringtrio.lowlevel.open_process(SLEEP(10))
+        proc = await ringtrio.lowlevel.open_process(SLEEP(3600))
         seen.append(proc._pidfd is not None)
         async with ringtrio.open_nursery() as nursery:
             for _ in range(3):
