@@ -1050,15 +1050,19 @@ def test_io_uring_open_of_a_fifo(tmp_path):
 
 
 def test_soft_many_waiters_and_timers(soft):
-    # 200 pipes, reads with link deadlines spread over 20 ms, half of them
-    # fed: the fed ones complete with data, the others time out.
+    # 200 pipes, reads with link deadlines, half of them fed after they
+    # wait: the fed ones complete with data, the others time out.  The
+    # deadlines of the unfed reads are spread over 20 ms; those of the fed
+    # ones are a minute out (in the same timer heap), so that a machine slow
+    # to write (a loaded one) never lets them fire first.
     pipes = [os.pipe2(os.O_NONBLOCK) for _ in range(200)]
     try:
         bufs = [ffi.new("char[4]") for _ in pipes]
         now = time.monotonic_ns()
         for i, ((rfd, _), buf) in enumerate(zip(pipes, bufs)):
+            far = 60 * 10**9 if i % 2 else 0
             prep(soft, lib.IORING_OP_READ, fd=rfd, addr=addr_of(buf), length=4, off=CUR, user_data=1000 + i,
-                 deadline=now + 5_000_000 + i * 100_000, link_user_data=0)
+                 deadline=now + far + 5_000_000 + i * 100_000, link_user_data=0)
         pass_(soft)
         for i, (_, wfd) in enumerate(pipes):
             if i % 2:
