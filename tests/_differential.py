@@ -84,7 +84,8 @@ def ctrl_c_child(code: str, *args: str, send: bool = True, release: str = "") ->
         text=True,
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        # (communicate closes proc.stdin; this copy keeps the pipe open.)
+        # (A copy of the pipe's end that keeps it open once proc.stdin is
+        # closed.)
         keep_stdin_open = os.dup(proc.stdin.fileno())
         try:
             line = proc.stdout.readline()
@@ -92,8 +93,15 @@ def ctrl_c_child(code: str, *args: str, send: bool = True, release: str = "") ->
             if send:
                 time.sleep(0.05)  # into the busy loop / the wait
                 proc.send_signal(signal.SIGINT)
-            # (The rest of stdout: readline() may have buffered part of it.)
-            out, err = proc.communicate(release, timeout=60)
+            try:
+                proc.stdin.write(release)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # it ended without reading (the pipe is closed all the same)
+            proc.wait(timeout=60)
+            # (Not communicate(): readline() may have buffered the rest of
+            # stdout, which only proc.stdout's own read() sees.)
+            out, err = proc.stdout.read(), proc.stderr.read()
         finally:
             os.close(keep_stdin_open)
             if proc.poll() is None:  # pragma: no cover - a hang
