@@ -7,8 +7,10 @@ added ``"ringtrio"`` to AnyIO's backend list, see there).  It
   parameter, or any other parameter naming a backend, such as the portal
   tests' ``target_backend``) and the backend-independent ones, and drops
   the asyncio-only variants: the point of the run is trio against ringtrio;
-* optionally leaves out the tests whose keys (see :func:`test_key`) a file
-  lists (``--anyio-suite-skip``: the CI guard's timing-sensitive ones) and
+* optionally leaves out the backend-independent tests
+  (``--anyio-suite-no-common``: the CI guard compares backends, and they run
+  on neither), the tests whose keys (see :func:`test_key`) a file lists
+  (``--anyio-suite-skip``: the CI guard's timing-sensitive ones) and
   the node ids another file lists (``--anyio-suite-done``: those a run that
   was ended by a hung test already ran);
 * records every test's start and outcome (setup, call and teardown) as
@@ -95,6 +97,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--anyio-suite-results", default=None, help="write outcomes here (JSON)")
     group.addoption("--anyio-suite-skip", default=None, help="leave out the keys in this file")
     group.addoption("--anyio-suite-done", default=None, help="leave out the node ids in this file")
+    group.addoption(
+        "--anyio-suite-no-common", action="store_true", help="leave out the backend-independent tests"
+    )
 
 
 def _read_keys(path: str) -> set[str]:
@@ -111,11 +116,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = _read_keys(skip_file) if skip_file else set()
     done_file = config.getoption("--anyio-suite-done")
     done = set(Path(done_file).read_text().splitlines()) if done_file else set()
+    no_common = config.getoption("--anyio-suite-no-common")
     keep, drop = [], []
     for item in items:
         backend = backend_of(item)
         if (
             backend is None
+            or (no_common and backend == "common")
             or item.nodeid in done
             or test_key(item.nodeid) in skip
         ):

@@ -1,7 +1,7 @@
 """Run AnyIO's own test suite on trio and on ringtrio, in one run (`make anyio-suite`).
 
     python tools/anyio_suite/run.py                     # the whole suite, the table
-    python tools/anyio_suite/run.py --ci                # the CI guard: all but [ci_skip]
+    python tools/anyio_suite/run.py --ci                # the CI guard (see below)
     python tools/anyio_suite/run.py -- -k test_sockets  # extra pytest arguments
 
 AnyIO's tests come from its source distribution on PyPI, for the AnyIO
@@ -15,10 +15,13 @@ asyncio variants are left out (see anyio_suite_plugin.py).
 The table: passed / failed / skipped per backend, then every test that
 passes on trio but not on ringtrio.  Those listed in exclusions.toml (tests
 that depend on trio's internals, each with its reason) are shown apart; any
-other one is a regression and makes the exit status 1.  ``--ci`` runs only
-the whole suite but the tests [ci_skip] in exclusions.toml names (too
-timing-sensitive for a loaded 2-core machine): that is what
-tests/test_anyio_suite.py runs in `make test`.
+other one is a regression and makes the exit status 1.  ``--ci`` runs the
+trio and ringtrio variants of the whole suite but the tests [ci_skip] in
+exclusions.toml names (too timing-sensitive for a loaded 2-core machine),
+without the backend-independent tests (AnyIO's pytest-plugin tests running
+pytest in pytest, its lazy-import install test: more than half the suite's
+time, and they run on neither backend, so they cannot fail the
+comparison): that is what tests/test_anyio_suite.py runs in `make test`.
 """
 
 from __future__ import annotations
@@ -91,7 +94,9 @@ PER_TEST_TIMEOUT = 60
 MAX_RESTARTS = 20
 
 
-def run_suite(tree: Path, results: Path, skip_keys: list[str], extra: list[str]) -> None:
+def run_suite(
+    tree: Path, results: Path, skip_keys: list[str], extra: list[str], *, common: bool = True
+) -> None:
     args = [
         sys.executable, str(Path(__file__)), "--pytest",
         "-p", "no:cacheprovider", "-p", "no:ringtrio", "-p", "no:randomly",
@@ -99,6 +104,8 @@ def run_suite(tree: Path, results: Path, skip_keys: list[str], extra: list[str])
         f"--timeout={PER_TEST_TIMEOUT}", "--timeout-method=thread",
         f"--anyio-suite-results={results}",
     ]
+    if not common:
+        args.append("--anyio-suite-no-common")
     if skip_keys:
         skip_file = results.with_suffix(".skip")
         skip_file.write_text("\n".join(skip_keys))
@@ -193,7 +200,9 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"counts": counts, "worse": sorted(worse)}
 
 
-def print_table(results: dict[str, dict[str, Any]], lists: dict[str, dict[str, str]], seconds: float) -> int:
+def print_table(
+    results: dict[str, dict[str, Any]], lists: dict[str, dict[str, str]], seconds: float, *, common: bool = True
+) -> int:
     summary = summarize(results)
     counts = summary["counts"]
     print()
@@ -207,7 +216,10 @@ def print_table(results: dict[str, dict[str, Any]], lists: dict[str, dict[str, s
             f"| {backend} | {c['passed']} | {c['failed']} | {c['hung']} | {c['skipped']} | "
             f"{c['xfailed']} | {sum(c.values())} |"
         )
-    print("\n(common: backend-independent tests, run once)")
+    if common:
+        print("\n(common: backend-independent tests, run once)")
+    else:
+        print("\n(common: backend-independent tests, left out by --ci: they compare no backends)")
     labels = {"excluded": "excluded", "core": "core gap", "ci_skip": "timing"}
     listed = {key: (section, reason) for section, keys in lists.items() for key, reason in keys.items()}
     regressions = [k for k in summary["worse"] if k not in listed]
@@ -242,7 +254,9 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--pytest":
         return _pytest_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ci", action="store_true", help="leave out the [ci_skip] tests")
+    parser.add_argument(
+        "--ci", action="store_true", help="leave out the [ci_skip] and the backend-independent tests"
+    )
     parser.add_argument("--results", default=str(BUILD / "results.jsonl"), help="where the outcomes go")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     options = parser.parse_args()
@@ -252,7 +266,10 @@ def main() -> int:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.unlink(missing_ok=True)
     started = time.monotonic()
-    run_suite(tree, results_path, sorted(lists["ci_skip"]) if options.ci else [], options.pytest_args)
+    run_suite(
+        tree, results_path, sorted(lists["ci_skip"]) if options.ci else [], options.pytest_args,
+        common=not options.ci,
+    )
     seconds = time.monotonic() - started
     results = fold(results_path)
     if not results:
@@ -261,7 +278,7 @@ def main() -> int:
     if options.ci:
         results = recheck(tree, results, results_path, lists)
     Path(results_path.with_suffix(".summary.json")).write_text(json.dumps(results, indent=1, sort_keys=True))
-    return print_table(results, lists, seconds)
+    return print_table(results, lists, seconds, common=not options.ci)
 
 
 if __name__ == "__main__":
