@@ -69,10 +69,10 @@ def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
-        return proc.communicate(timeout=15)
+        return proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.communicate(timeout=15)
+        return proc.communicate(timeout=TIMEOUT)
 
 
 def test_echo_server_and_client():
