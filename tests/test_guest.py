@@ -301,7 +301,7 @@ def test_autojump_threshold_changed_by_the_host_wakes_the_guest(lib: ModuleType)
     clock = lib.testing.MockClock()
     t0 = time.monotonic()
     assert aio_host(lib, _autojump_threshold_from_the_host, lib, clock, clock=clock) == 120
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 100  # not the 120 s
 
 
 @pytest.mark.parametrize("lib", LIBS)

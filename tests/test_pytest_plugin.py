@@ -431,7 +431,7 @@ def test_autojump_clock(pytester: pytest.Pytester, plugin_args: list[str]) -> No
     )
     result = pytester.runpytest(*plugin_args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
-    assert result.duration < 30
+    assert result.duration < 600  # not the two hours
 
 
 def test_mock_clock(pytester: pytest.Pytester, plugin_args: list[str]) -> None:
