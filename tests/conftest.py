@@ -15,6 +15,7 @@ the epoll backend -- the one kind of skip the suite allows, so that
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 import pytest
@@ -49,6 +50,13 @@ def backend_name() -> str:
 
 
 def pytest_configure(config: Any) -> None:
+    # A background job of a non-interactive shell (`make test &` in a script,
+    # some CI runners) starts with SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: every Ctrl-C test here and in the
+    # children it starts would wait for an interrupt that never comes (a
+    # hang).  The suite runs with Python's usual handler whatever started it.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers",
         "ring_only(reason): asserts a fact of the io_uring backend alone; skipped, "

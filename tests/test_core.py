@@ -624,6 +624,9 @@ def test_keyboard_interrupt_cancels_main_and_leaves_run(pipe: Any) -> None:
                 await ringtrio.sleep(30)
             finally:
                 timer.cancel()
+            # (No interrupt came: fail, and cancel the child blocked in its
+            # read, instead of waiting for it forever.)
+            raise AssertionError("the SIGINT did not interrupt the run")
 
     # pytest runs tests in the main thread, where ringtrio installs its
     # SIGINT handler; that is the situation under test.

@@ -432,3 +432,24 @@ def test_keyboard_interrupt_goes_before_cancelled_at_a_checkpoint(lib: ModuleTyp
 
     protected = lib.lowlevel.enable_ki_protection(main)
     assert lib.run(protected) == ["KeyboardInterrupt", "Cancelled"]
+
+
+def test_the_suite_restores_sigint_when_started_with_it_ignored() -> None:
+    """A background job of a non-interactive shell starts with SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler; the
+    suite's conftest puts Python's back, so a Ctrl-C test passes there too
+    (before, it failed, and the tests that wait for the interrupt hung)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            os.path.join(here, "test_core.py") + "::test_keyboard_interrupt_at_checkpoint_of_busy_main_task",
+        ],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout, proc.stdout
