@@ -8,7 +8,8 @@ row's body (wall time mostly measures the neighbours on a shared machine).
 Prints ns per op, best and median over the rounds, per tree.
 
 Rows: ``checkpoint`` (one task, ``lowlevel.checkpoint()``), ``nop`` (10
-tasks each awaiting a NOP ring op through ``submit_and_wait``),
+tasks each awaiting a NOP ring op through ``submit_and_wait``), ``nop100``
+(the same with 100 tasks: issue 16's shape),
 ``spawn`` (spawn and join trivial tasks), ``event`` (two tasks ping-ponging
 through ``Event``s: two reschedules per trip), ``scope`` (``move_on_after``
 entered and left around a checkpoint); the bodies other than ``nop``
@@ -35,8 +36,8 @@ from bench import _trio_like
 N = int(sys.argv[2])
 
 
-async def nop(lib, n):
-    per = n // 10
+async def nops(lib, n, tasks):
+    per = n // tasks
 
     async def worker():
         op = lowlevel.RingOp(IORING_OP_NOP)
@@ -44,14 +45,23 @@ async def nop(lib, n):
             await lowlevel.submit_and_wait(op)
 
     async with lib.open_nursery() as nursery:
-        for _ in range(10):
+        for _ in range(tasks):
             nursery.start_soon(worker)
+
+
+async def nop(lib, n):
+    await nops(lib, n, 10)
+
+
+async def nop100(lib, n):
+    await nops(lib, n, 100)
 
 
 # row: (body, operations per unit of N)
 ROWS = {
     "checkpoint": (_trio_like.checkpoints, 1),
     "nop": (nop, 1),
+    "nop100": (nop100, 1),
     "spawn": (_trio_like.spawn_join, 4),
     "event": (_trio_like.event_pingpong, 8),
     "scope": (_trio_like.timeout_scopes, 2),
@@ -69,7 +79,7 @@ async def main():
 print(json.dumps(ringtrio.run(main) * 1e9))
 """
 
-ROWS = ["checkpoint", "nop", "spawn", "event", "scope"]
+ROWS = ["checkpoint", "nop", "nop100", "spawn", "event", "scope"]
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ static open_chain_fn rt_prep_open_chain;
 static close_direct_fn rt_prep_close_direct;
 static PyTypeObject *ringop_type;   /* RingOp itself (not subclasses) */
 static PyObject *link_expired;      /* _ring_ops._LINK_EXPIRED */
+static PyObject *ringop_abort_fn;   /* RingOp._abort, the function */
 static PyObject *on_cqe_name;       /* "_on_cqe" */
 
 /* Member offsets. */
@@ -133,6 +134,8 @@ static PyObject *sp_setup(PyObject *mod, PyObject *args)
         return NULL;
     Py_XSETREF(ringop_type, (PyTypeObject *)Py_NewRef(op_t));
     Py_XSETREF(link_expired, Py_NewRef(expired));
+    /* (NULL if RingOp has none: op_abort then uses getattr.) */
+    Py_XSETREF(ringop_abort_fn, Py_XNewRef(_PyType_Lookup((PyTypeObject *)op_t, abort_name)));
     rt_prep = (prep_fn)(uintptr_t)prep_addr;
     Py_RETURN_NONE;
 }
@@ -449,8 +452,11 @@ static PyObject *take_token(PyObject *slots, PyObject *gens, PyObject *free_,
             PyErr_SetString(PyExc_RuntimeError, "the free token list holds a bad slot");
             return NULL;
         }
-        if (PyList_SetSlice(free_, nfree - 1, nfree, NULL) < 0)
-            return NULL;
+        /* free.pop(), without list_ass_slice's generality: the list only
+         * shrinks by one (its allocation stays, as a later append reuses). */
+        PyObject *popped = PyList_GET_ITEM(free_, nfree - 1);
+        Py_SET_SIZE(free_, nfree - 1);
+        Py_DECREF(popped);
         PyList_SetItem(slots, slot, Py_NewRef(op));
     } else {
         slot = PyList_GET_SIZE(slots);
@@ -626,6 +632,50 @@ bad_field: {
     }
 }
 
+/* The runner's instance dict, where its per-op flags and counters live
+ * (borrowed; NULL with an exception set).  Read and written there rather
+ * than through getattr/setattr: the Runner defines none of these names on
+ * its class (no property, no slot), and a type lookup per name was a fifth
+ * of submit_park's cost. */
+static PyObject *runner_dict(PyObject *runner)
+{
+    PyObject **dictptr = _PyObject_GetDictPtr(runner);
+    if (!dictptr || !*dictptr || !PyDict_CheckExact(*dictptr)) {
+        PyErr_SetString(PyExc_TypeError, "the runner has no instance dict");
+        return NULL;
+    }
+    return *dictptr;
+}
+
+/* runner.<name> from its instance dict (borrowed; NULL with an exception
+ * set, also when it is missing). */
+static PyObject *runner_get(PyObject *dict, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(dict, name);
+    if (!v && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_AttributeError, name);
+    return v;
+}
+
+/* _Park(abort) without running its __init__ (its one slot set here). */
+static PyObject *new_park(PyObject *abort)
+{
+    PyObject *park = park_type->tp_alloc(park_type, 0);
+    if (!park)
+        return NULL;
+    FIELD(park, k_abort_func) = Py_NewRef(abort);
+    return park;
+}
+
+/* op._abort, bound: made directly for an op whose class has RingOp's
+ * (the same bound method getattr makes), else through getattr. */
+static PyObject *op_abort(PyObject *op)
+{
+    if (ringop_abort_fn && _PyType_Lookup(Py_TYPE(op), abort_name) == ringop_abort_fn)
+        return PyMethod_New(ringop_abort_fn, op);
+    return PyObject_GetAttr(op, abort_name);
+}
+
 /* submit_park(runner, op, task, park) -> the _Park to yield, or None
  *
  * Runner._submit_park for the common case, without a Python frame: no
@@ -646,43 +696,35 @@ static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t
     PyObject *runner = args[0], *op = args[1], *task = args[2], *given = args[3];
     if (!park_type || !PyObject_TypeCheck(op, ringop_type))
         Py_RETURN_NONE;
-    PyObject *v = PyObject_GetAttr(runner, closed_attr);
-    if (!v)
+    PyObject *dict = runner_dict(runner), *v;
+    if (!dict || !(v = runner_get(dict, closed_attr)))
         return NULL;
     int closed = PyObject_IsTrue(v);
-    Py_DECREF(v);
     if (closed)
         return closed < 0 ? NULL : Py_NewRef(Py_None);
-    v = PyObject_GetAttr(runner, op_stamps_attr);
-    if (!v)
+    if (!(v = runner_get(dict, op_stamps_attr)))
         return NULL;
-    Py_DECREF(v);
     if (v != Py_None)
         Py_RETURN_NONE;
-    v = PyObject_GetAttr(runner, scope_deadlines_attr);
-    if (!v)
+    if (!(v = runner_get(dict, scope_deadlines_attr)))
         return NULL;
     int deadlines = PyObject_IsTrue(v);
-    Py_DECREF(v);
     if (deadlines) {
-        if (deadlines < 0)
-            return NULL;
-        v = PyObject_GetAttr(runner, kernel_deadlines_attr);
-        if (!v)
+        if (deadlines < 0 || !(v = runner_get(dict, kernel_deadlines_attr)))
             return NULL;
         deadlines = PyObject_IsTrue(v);
-        Py_DECREF(v);
         if (deadlines)
             return deadlines < 0 ? NULL : Py_NewRef(Py_None);
     }
-    PyObject *table = PyObject_GetAttr(runner, sp_table_attr);
+    PyObject *table = runner_get(dict, sp_table_attr);
     if (!table)
         return NULL;
     if (!PyTuple_CheckExact(table) || PyTuple_GET_SIZE(table) != 4) {
-        Py_DECREF(table);
         PyErr_SetString(PyExc_TypeError, "submit_park(): runner._sp_table is not (ring_addr, slots, gens, free)");
         return NULL;
     }
+    /* (Held: the submit may run Python code, an op's repr for an error.) */
+    Py_INCREF(table);
     void *ring = PyLong_AsVoidPtr(PyTuple_GET_ITEM(table, 0));
     PyObject *token = ring || !PyErr_Occurred()
         ? do_submit(ring, PyTuple_GET_ITEM(table, 1), PyTuple_GET_ITEM(table, 2),
@@ -692,17 +734,28 @@ static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t
     if (!token || token == Py_None)
         return token;
     Py_DECREF(token);
-    long inflight = get_runner_int(runner, inflight_attr);
-    if ((inflight == -1 && PyErr_Occurred()) ||
-        set_runner_int(runner, inflight_attr, inflight + 1) < 0 ||
-        PyObject_SetAttr(runner, sq_dirty_attr, Py_True) < 0)
+    if (!(v = runner_get(dict, inflight_attr)))
+        return NULL;
+    long inflight = PyLong_AsLong(v);
+    if (inflight == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *n = PyLong_FromLong(inflight + 1);
+    if (!n)
+        return NULL;
+    int rc = PyDict_SetItem(dict, inflight_attr, n);
+    Py_DECREF(n);
+    if (rc < 0)
+        return NULL;
+    /* (Most submits of a pass find it set already.) */
+    if (PyDict_GetItemWithError(dict, sq_dirty_attr) != Py_True &&
+        (PyErr_Occurred() || PyDict_SetItem(dict, sq_dirty_attr, Py_True) < 0))
         return NULL;
     if (given != Py_None)
         return Py_NewRef(given);
-    PyObject *abort = PyObject_GetAttr(op, abort_name);
+    PyObject *abort = op_abort(op);
     if (!abort)
         return NULL;
-    PyObject *park = PyObject_CallOneArg((PyObject *)park_type, abort);
+    PyObject *park = new_park(abort);
     Py_DECREF(abort);
     return park;
 }
