@@ -95,10 +95,14 @@ def main() -> None:
     for _ in range(args.rounds):
         for row in rows:
             for tree in args.trees:
-                env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+                # Run from inside the tree: `python -c` puts the working
+                # directory first on sys.path, ahead of PYTHONPATH, so a
+                # child started from another tree would import that one.
+                root = os.path.abspath(tree)
+                env = dict(os.environ, PYTHONPATH=root)
                 out = subprocess.run(
                     ["taskset", "-c", args.cpu, sys.executable, "-c", _CHILD, row, str(args.n)],
-                    env=env, check=True, capture_output=True, text=True,
+                    env=env, cwd=root, check=True, capture_output=True, text=True,
                 ).stdout
                 results.setdefault((row, tree), []).append(json.loads(out))
     for row in rows:
