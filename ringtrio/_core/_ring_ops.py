@@ -179,21 +179,25 @@ def submit_and_wait(op: RingOp) -> Generator[Any, Any, tuple[int, int]]:
     if task is None:
         _outside_run()
     runner = task._runner
-    if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
-        yield _CHECKPOINT
+    # The checkpoint, the submit and the park in C when the accelerator can
+    # (None: a cancel is pending, or a case it leaves to Python).
+    sp = _accel._sp_submit_park
+    park = sp(runner, op, task, None) if sp is not None else None
+    if park is None:
+        if task._cancel_scope._eff or (runner.ki_pending and task is runner.main_task):
+            yield _CHECKPOINT
+        park = runner._submit_park(op, task)
     while True:
-        # (Runner._submit_park, in C when the accelerator can.)
-        sp = _accel._sp_submit_park
-        park = sp(runner, op, task, None) if sp is not None else None
         # The plain completion path resumes us with None and leaves the
         # result on the op (no outcome object per op); cancellation and
         # errors arrive as outcomes and raise here.
-        yield park or runner._submit_park(op, task)
+        yield park
         result = op.result
         op.result = None
         if result is not _LINK_EXPIRED:
             return result  # type: ignore[no-any-return]
         _link_expired(op, task)
+        park = runner._submit_park(op, task)
 
 
 def _link_expired(op: RingOp, task: Task) -> None:

@@ -69,7 +69,7 @@ static Py_ssize_t l_chain, l_index, c_results, c_pending, c_task, c_cancel_raise
 static Py_ssize_t t_send, t_context, t_cancel_scope, s_eff, k_abort_func;
 static PyTypeObject *park_type;
 static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
-static PyObject *attempt_name, *task_attr, *ki_attr, *popleft_name, *append_name;
+static PyObject *attempt_name, *task_attr, *ki_attr, *main_task_attr, *popleft_name, *append_name;
 static PyObject *inflight_attr, *stale_attr, *wakeup_attr; /* runner attributes */
 static PyObject *closed_attr, *op_stamps_attr, *scope_deadlines_attr, *kernel_deadlines_attr, *sp_table_attr,
     *sq_dirty_attr, *abort_name;
@@ -679,7 +679,8 @@ static PyObject *op_abort(PyObject *op)
 /* submit_park(runner, op, task, park) -> the _Park to yield, or None
  *
  * Runner._submit_park for the common case, without a Python frame: no
- * linked deadline to compute (runner._scope_deadlines is 0, or deadlines
+ * cancel pending in the task (submit_and_wait's checkpoint, which the
+ * Python path delivers), no linked deadline to compute (runner._scope_deadlines is 0, or deadlines
  * are not the kernel's), the run still taking ops, and an op submit()
  * takes, and op timestamps off (runner._op_stamps None: while they are on,
  * the runner's own _submit_op stamps every op, which only the Python path
@@ -716,6 +717,24 @@ static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t
         if (deadlines)
             return deadlines < 0 ? NULL : Py_NewRef(Py_None);
     }
+    /* submit_and_wait's checkpoint: a task with a cancel (or, the main
+     * task, a KeyboardInterrupt) pending takes the Python path, which
+     * yields to deliver it first. */
+    PyObject *scope = FIELD(task, t_cancel_scope);
+    PyObject *eff = scope && scope != Py_None ? FIELD(scope, s_eff) : NULL;
+    int pending = eff ? PyObject_IsTrue(eff) : 0;
+    if (pending == 0) {
+        if (!(v = runner_get(dict, ki_attr)))
+            return NULL;
+        pending = PyObject_IsTrue(v);
+        if (pending > 0) {
+            if (!(v = runner_get(dict, main_task_attr)))
+                return NULL;
+            pending = v == task;
+        }
+    }
+    if (pending)
+        return pending < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *table = runner_get(dict, sp_table_attr);
     if (!table)
         return NULL;
@@ -924,6 +943,20 @@ static int wake(PyObject *task, PyObject *append)
     return 0;
 }
 
+/* (res, flags), as the default RingOp._on_cqe leaves it on the op. */
+static PyObject *cqe_result(int32_t res, uint32_t flags)
+{
+    PyObject *t = PyTuple_New(2), *a = NULL, *b = NULL;
+    if (!t || !(a = PyLong_FromLong(res)) || !(b = PyLong_FromUnsignedLong(flags))) {
+        Py_XDECREF(t);
+        Py_XDECREF(a);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, a);
+    PyTuple_SET_ITEM(t, 1, b);
+    return t;
+}
+
 /* The default RingOp._on_cqe, for a plain RingOp whose task was not
  * cancelled: leave (res, flags) -- or the link-expired marker -- on the op
  * and make the task runnable.  Returns 0, or -1 with an exception set. */
@@ -938,7 +971,7 @@ static int complete_plain(PyObject *op, int32_t res, uint32_t flags, PyObject *a
     if (FIELD(op, o_linked) == Py_True && res == -ECANCELED) {
         result = Py_NewRef(link_expired);
     } else {
-        result = Py_BuildValue("(iI)", res, flags);
+        result = cqe_result(res, flags);
         if (!result) {
             Py_DECREF(task);
             return -1;
@@ -1736,6 +1769,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     attempt_name = PyUnicode_InternFromString("_attempt_delivery_of_any_pending_cancel");
     task_attr = PyUnicode_InternFromString("task");
     ki_attr = PyUnicode_InternFromString("ki_pending");
+    main_task_attr = PyUnicode_InternFromString("main_task");
     popleft_name = PyUnicode_InternFromString("popleft");
     append_name = PyUnicode_InternFromString("append");
     inflight_attr = PyUnicode_InternFromString("_ops_in_flight");
@@ -1748,7 +1782,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     sp_table_attr = PyUnicode_InternFromString("_sp_table");
     sq_dirty_attr = PyUnicode_InternFromString("_sq_dirty");
     abort_name = PyUnicode_InternFromString("_abort");
-    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !popleft_name ||
+    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !main_task_attr || !popleft_name ||
         !append_name || !inflight_attr || !stale_attr || !wakeup_attr || !closed_attr ||
         !op_stamps_attr ||
         !scope_deadlines_attr || !kernel_deadlines_attr || !sp_table_attr || !sq_dirty_attr ||
