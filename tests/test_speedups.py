@@ -343,3 +343,61 @@ def test_submit_park_queues_the_op_and_leaves_no_cycle() -> None:
     else:
         # Only the op with a deadline to compute took the Python path.
         assert python_calls == [True]
+
+
+def test_submit_park_parks_on_the_ops_abort_and_leaves_pending_cancels_to_python() -> None:
+    """What a task waiting in submit_and_wait parks on is its op's bound
+    ``_abort`` (the task tree finds the op through it), a subclass's own
+    ``_abort`` if it has one; a task already cancelled gets Cancelled at the
+    checkpoint and its op is never submitted (submit_park leaves it to the
+    Python path, which delivers it)."""
+    aborted: list[str] = []
+
+    class Op(lowlevel.RingOp):
+        __slots__ = ()
+
+    class OwnAbort(lowlevel.RingOp):
+        __slots__ = ()
+
+        def _abort(self, raise_cancel: Any) -> Any:
+            aborted.append("own")
+            return super()._abort(raise_cancel)  # type: ignore[misc]
+
+    async def main() -> None:
+        r, w = os.pipe()
+        try:
+            for cls in (lowlevel.RingOp, Op, OwnAbort):
+                # (A read of an empty pipe: it waits until cancelled.)
+                op = cls(lowlevel.IORING_OP_READ, r, memoryview(bytearray(8)), 8)
+                parked: list[bool] = []
+
+                async def reader(task_status: Any = ringtrio.TASK_STATUS_IGNORED) -> None:
+                    task_status.started(lowlevel.current_task())
+                    with pytest.raises(ringtrio.Cancelled):
+                        await lowlevel.submit_and_wait(op)
+                    parked.append(True)
+
+                async with ringtrio.open_nursery() as nursery:
+                    task = await nursery.start(reader)
+                    await ringtrio.testing.wait_all_tasks_blocked()
+                    abort = task._abort_func
+                    assert abort.__self__ is op
+                    assert abort.__func__ is cls._abort  # type: ignore[attr-defined]
+                    nursery.cancel_scope.cancel()
+                assert parked == [True]
+            assert aborted == ["own"]
+            # Already cancelled: Cancelled at the checkpoint, nothing submitted.
+            op = lowlevel.RingOp(lowlevel.IORING_OP_NOP)
+            before = lowlevel.current_statistics().io_statistics.sqes_submitted
+            with ringtrio.CancelScope() as scope:
+                scope.cancel()
+                with pytest.raises(ringtrio.Cancelled):
+                    await lowlevel.submit_and_wait(op)
+            assert op.token == 0 and op.task is None
+            await lowlevel.checkpoint()
+            assert lowlevel.current_statistics().io_statistics.sqes_submitted == before
+        finally:
+            os.close(r)
+            os.close(w)
+
+    ringtrio.run(main)
