@@ -20,6 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 import codecs
 import errno
+import fcntl
 import io
 import os
 import stat as _stat
@@ -47,7 +48,7 @@ from ._core import (
     submit_and_wait,
     submit_chain_and_wait,
 )
-from ._core._internal_api import _NOT_HAPPENED, _accel
+from ._core._internal_api import _NOT_HAPPENED, _accel, _cancel_pending, _local, _outside_run
 from ._core._ring import (
     IORING_FSYNC_DATASYNC,
     IORING_OP_CLOSE,
@@ -372,6 +373,26 @@ def _short_read_is_eof(st: os.stat_result) -> bool:
     return _stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
+def _pread_nowait(fd: int, size: int, offset: int) -> bytes | int:
+    """A read served from the page cache, or nothing: one
+    ``preadv2(RWF_NOWAIT)`` of up to ``size`` (>= 1) bytes at ``offset``.
+    Returns what it read -- fewer bytes than asked when the cache holds only
+    the start of the range, or at end of file (b"" there) -- or, when it
+    read nothing, the errno: EAGAIN (the first page is not in the cache: a
+    read would wait for the device) or EOPNOTSUPP (the file system has no
+    non-blocking reads: tmpfs, FUSE).  The file position is never used.
+
+    The definition of the accelerator's ``pread_nowait``, which reads
+    straight into the result (this copies twice)."""
+    buf = bytearray(size)
+    try:
+        n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+    except OSError as exc:
+        return exc.errno if exc.errno is not None else errno.EIO
+    del buf[n:]
+    return bytes(buf)
+
+
 def _fstat_not_dir(fd: int, name: Any) -> os.stat_result:
     """fstat(2) of a newly opened fd, refusing directories as open() does.
     (fstat on an open fd never blocks, and costs a fraction of a ring round
@@ -608,6 +629,7 @@ class AsyncBinaryFile(AsyncFile):
         "_append",
         "_seekable",
         "_regular",
+        "_nowait",
         "_pos",
         "_rbuf",
         "_chunks",
@@ -670,6 +692,10 @@ class AsyncBinaryFile(AsyncFile):
         # returns fewer bytes than asked at EOF), which saves a round trip.
         # (`regular` is _short_read_is_eof: /proc files do not count.)
         self._regular = regular and seekable
+        # Reads try the page cache first (_read_cached) on regular files,
+        # until the file system says it has no non-blocking reads.  Not
+        # with O_DIRECT: RWF_NOWAIT there still waits for the device.
+        self._nowait = self._regular and readable and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
         self._pos = pos
         # Read-ahead: the file's bytes from _pos - _ri.  Bytes, or a
         # memoryview of _stream_buf after a streaming read (see _stream_read).
@@ -819,6 +845,46 @@ class AsyncBinaryFile(AsyncFile):
         buf = _alloc_uninitialized("char[]", size)
         n = await self._op(RingOp(IORING_OP_READ, self._fd, _addr(buf), size, offset, keepalive=buf))
         return _ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
+
+    def _read_cached(self, size: int, offset: int) -> bytes | None:
+        """A read of ``size`` (1.._MAX_RW) bytes at ``offset`` served from the
+        page cache at once, without a ring op, or None: take the ring.  The
+        bytes can be fewer than ``size`` -- at end of file, or when the cache
+        holds only the start of the range (the caller reads the rest with a
+        ring READ; see read).
+
+        Why: a READ of a cached regular file completes inline in the enter
+        anyway, so what a ring op adds is its cost alone -- the SQE, the
+        enter, the CQE, the op object, a scheduler pass and a task switch,
+        about as much again as the 64 KiB copy (docs/design.md, "One op").
+        The callers keep trio's shape for an operation that completes at
+        once: checkpoint_if_cancelled() before, cancel_shielded_checkpoint()
+        after.  A miss (EAGAIN) costs one syscall that copied nothing."""
+        got = (_accel._sp_pread_nowait or _pread_nowait)(self._fd, size, offset)
+        if isinstance(got, bytes):
+            return got
+        self._cache_missed(got)
+        return None
+
+    def _cache_missed(self, err: int) -> None:
+        """A read the page cache did not serve (``err``: pread_nowait's
+        errno): the ring READ does it."""
+        if err == errno.EOPNOTSUPP or err == errno.EINVAL:
+            self._nowait = False  # (no non-blocking reads on this file: the ring only, from now on)
+        # EAGAIN: not in the cache.  Any other error: the ring READ meets
+        # it too, and raises it as every read does.
+
+    async def _read_rest(self, taken: list[Any], arg: tuple[bytes, int]) -> bytes:
+        """An unbuffered read whose start the page cache held (``head``):
+        the rest with a ring READ right after it, under the read turn.  The
+        position moves only once both are in: if the READ raises (Cancelled:
+        it did not happen), neither did the read -- ``head`` was a copy at
+        an explicit offset, nothing was taken."""
+        head, size = arg
+        pos = self._pos
+        rest = await self._pread(size - len(head), pos + len(head))
+        self._pos = pos + len(head) + len(rest)
+        return head + rest
 
     async def _read_raw(self, size: int) -> bytes:
         """One kernel read at the position, advancing it by what was read."""
@@ -1021,13 +1087,44 @@ class AsyncBinaryFile(AsyncFile):
     async def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes (all, to EOF, when negative or None).
         Like ``io.BufferedReader.read``: only returns fewer at end of file."""
-        size = _size_arg(size)
-        self._check(readable=True)
+        if type(size) is not int or not 0 <= size <= _SSIZE_MAX:
+            size = _size_arg(size)
+        if self._closed or not self._readable:
+            self._check(readable=True)
         if size < -1 and self._readahead:
             raise ValueError("read length must be non-negative or -1")
         if size < 0:
             return await self.readall()
-        await checkpoint_if_cancelled()
+        # checkpoint_if_cancelled() without its coroutine (a third of a
+        # microsecond; this is the path of every read)
+        task = _local.task
+        if task is None:
+            _outside_run()
+        if _cancel_pending(task):
+            await checkpoint()
+        if not self._readahead:
+            # Unbuffered (buffering=0): exactly one kernel read, like
+            # FileIO -- served from the page cache at once if it has the
+            # bytes (see _read_cached; inline here, the path of every
+            # read).  Not while another read holds the turn: it reads at
+            # the position.
+            if self._nowait and size and not self._rbuf and not self._rturn.busy:
+                if size > _MAX_RW:
+                    size = _MAX_RW  # (all one kernel read returns)
+                data = (_accel._sp_pread_nowait or _pread_nowait)(self._fd, size, self._pos)
+                if isinstance(data, bytes):
+                    if len(data) == size or not data:  # (all of it, or EOF)
+                        self._pos += len(data)
+                        await cancel_shielded_checkpoint()
+                        return data
+                    return await self._gather(self._read_rest, (data, size))
+                self._cache_missed(data)
+            head = self._take_buffered(size)
+            if head or not size:
+                # (what is buffered is one read's worth)
+                await cancel_shielded_checkpoint()
+                return head
+            return await self._gather(self._read_once, size)
         chunks = self._chunks
         if chunks is not None and len(chunks[self._ci]) == size:
             # Sequential reading of the size the read-ahead was cut for: the
@@ -1040,13 +1137,9 @@ class AsyncBinaryFile(AsyncFile):
             await cancel_shielded_checkpoint()
             return head
         head = self._take_buffered(size)
-        if len(head) == size or (head and not self._readahead):
-            # (unbuffered, buffering=0: what is buffered is one read's worth)
+        if len(head) == size:
             await cancel_shielded_checkpoint()
             return head
-        if not self._readahead:
-            # unbuffered: exactly one kernel read, like FileIO
-            return await self._gather(self._read_once, size)
         # (`head` was taken just now, with no await since: it is the first
         # thing _gather gives back if the rest fails.)
         return await self._gather(self._read_more, size, head)
@@ -1272,9 +1365,12 @@ class AsyncBinaryFile(AsyncFile):
     async def read_at(self, offset: int, size: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` without using or moving
         the file position (one kernel read; safe to call concurrently)."""
-        self._check(readable=True)
-        offset = _offset_arg(offset, "read_at")
-        size = _index(size)
+        if self._closed or not self._readable:
+            self._check(readable=True)
+        if type(offset) is not int or not 0 <= offset <= _OFF_MAX:
+            offset = _offset_arg(offset, "read_at")
+        if type(size) is not int:
+            size = _index(size)
         if size < 0:
             raise ValueError(f"read_at: negative size {size}")
         if size > sys.maxsize:
@@ -1282,8 +1378,25 @@ class AsyncBinaryFile(AsyncFile):
         if size == 0:
             await checkpoint()
             return _EMPTY
-        # (Sizes past 0x7ffff000 read that much: one kernel read never
-        # returns more.)
+        if size > _MAX_RW:
+            size = _MAX_RW  # (all one kernel read returns)
+        if self._nowait:
+            # From the page cache at once if it has the bytes (see
+            # _read_cached), in trio's shape for an operation that need
+            # not wait.  A partial hit reads the rest with a ring READ;
+            # if that raises Cancelled the call did nothing (a positioned
+            # read leaves no trace).
+            task = _local.task
+            if task is None:
+                _outside_run()
+            if _cancel_pending(task):
+                await checkpoint()
+            data = self._read_cached(size, offset)
+            if data is not None:
+                if len(data) == size or not data:  # (all of it, or EOF)
+                    await cancel_shielded_checkpoint()
+                    return data
+                return data + await self._pread(size - len(data), offset + len(data))
         return await self._pread(size, offset)
 
     async def write_at(self, offset: int, data: Any) -> int:

@@ -37,6 +37,9 @@ _sp_run_batch: Callable[..., tuple[int, Any, int, Any]] | None = None
 # (file reads then copy once, as os.read; see _file_io._pread).
 _sp_new_bytes: Callable[[int], bytes] | None = None
 _sp_iovecs: Callable[[list[bytes]], bytes] | None = None
+# pread_nowait(fd, size, offset) -> bytes | errno: a file read served from
+# the page cache without a ring op (_file_io._pread_nowait is its definition).
+_sp_pread_nowait: Callable[[int, int, int], bytes | int] | None = None
 
 # Receivers above the core whose common CQE the dispatch completes in C
 # (register_receiver): the _speedups setup call -> its arguments.
@@ -49,7 +52,7 @@ def load(ffi: Any, lib: Any) -> None:
     and publish its entry points; nothing when it is missing or disabled."""
     global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
     global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view, _sp_run_batch, _module
-    global _sp_submit_park, _sp_release_lease, _sp_lease_unref
+    global _sp_submit_park, _sp_release_lease, _sp_lease_unref, _sp_pread_nowait
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -76,6 +79,7 @@ def load(ffi: Any, lib: Any) -> None:
     )
     _sp_submit, _sp_dispatch, _sp_run_batch = _speedups.submit, _speedups.dispatch, _speedups.run_batch
     _sp_new_bytes, _sp_iovecs = _speedups.new_bytes, _speedups.iovecs
+    _sp_pread_nowait = _speedups.pread_nowait
     _sp_take_tokens, _sp_lease_view = _speedups.take_tokens, _speedups.lease_view
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
     _sp_submit_park = _speedups.submit_park

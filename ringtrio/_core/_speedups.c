@@ -1722,7 +1722,68 @@ static PyObject *sp_lease_view(PyObject *mod, PyObject *const *args, Py_ssize_t 
     return view;
 }
 
+/* ------------------------------------------------------------------------
+ * Reads served from the page cache without a ring op (issue 16)
+ * ringtrio/_file_io.py: AsyncBinaryFile._nowait_read and read_at
+ * ------------------------------------------------------------------------
+ *
+ * pread_nowait(fd, size, offset) -> bytes | int
+ *
+ * One preadv2(fd, ..., offset, RWF_NOWAIT) straight into a new bytes object
+ * (one copy, page cache -> result, as os.pread).  RWF_NOWAIT makes the
+ * kernel copy only what is in the page cache: it never waits for the disk,
+ * so the call takes as long as the copy, like a ring READ that completes
+ * inline -- but without the SQE, the enter, the CQE, the op object and the
+ * scheduler pass.  Returns the bytes read (fewer than size if the cache has
+ * only the first part of the range, or at end of file; b"" at end of file),
+ * or the errno as an int when nothing was read (EAGAIN: the first page is
+ * not cached; EOPNOTSUPP: the file system has no non-blocking reads).  The
+ * caller decides what each means; _file_io._pread_nowait is the Python
+ * definition, and the offset is explicit: the kernel's file position never
+ * moves (the file object keeps its own, as for its ring READs). */
+#include <sys/uio.h>
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
+
+static PyObject *sp_pread_nowait(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "pread_nowait() takes 3 arguments (fd, size, offset)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    long long offset = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT32_MAX || size < 1 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "pread_nowait(): needs fd >= 0, size >= 1, offset >= 0");
+        return NULL;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (!data)
+        return NULL;
+    struct iovec iov = {PyBytes_AS_STRING(data), (size_t)size};
+    ssize_t n;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    n = preadv2((int)fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+    if (n < 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        Py_DECREF(data);
+        return PyLong_FromLong(err);
+    }
+    if (n < size && _PyBytes_Resize(&data, n) < 0) /* (n == 0: b"") */
+        return NULL;
+    return data;
+}
+
 static PyMethodDef methods[] = {
+    {"pread_nowait", (PyCFunction)(void (*)(void))sp_pread_nowait, METH_FASTCALL,
+     "pread_nowait(fd, size, offset) -> bytes | errno: preadv2(RWF_NOWAIT) into new bytes"},
     {"lease_view", (PyCFunction)(void (*)(void))sp_lease_view, METH_FASTCALL,
      "lease_view(addr, n, callback, arg) -> memoryview; callback(arg) once no view uses it"},
     {"iovecs", sp_iovecs, METH_O, "iovecs(list of bytes) -> struct iovec array as bytes"},
