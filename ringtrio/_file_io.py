@@ -373,24 +373,37 @@ def _short_read_is_eof(st: os.stat_result) -> bool:
     return _stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
-def _pread_nowait(fd: int, size: int, offset: int) -> bytes | int:
+def _pread_nowait(fd: int, size: int, offset: int) -> bytes | tuple[bytes] | int:
     """A read served from the page cache, or nothing: one
-    ``preadv2(RWF_NOWAIT)`` of up to ``size`` (>= 1) bytes at ``offset``.
-    Returns what it read -- fewer bytes than asked when the cache holds only
-    the start of the range, or at end of file (b"" there) -- or, when it
-    read nothing, the errno: EAGAIN (the first page is not in the cache: a
-    read would wait for the device) or EOPNOTSUPP (the file system has no
-    non-blocking reads: tmpfs, FUSE).  The file position is never used.
+    ``preadv2(RWF_NOWAIT)`` of up to ``size`` (>= 1) bytes at ``offset``,
+    which copies what the cache holds and never waits for the device.
+    Returns
 
-    The definition of the accelerator's ``pread_nowait``, which reads
-    straight into the result (this copies twice)."""
+    * bytes: the read, done -- all ``size`` bytes, or fewer where the file
+      ends (fstat says so; b"" at or past the end);
+    * ``(bytes,)``: the cache held only the first part of the range (the
+      caller reads the rest with a ring READ);
+    * an int: nothing was read, the errno -- EAGAIN (the first page is not
+      cached: a read would wait for the device) or EOPNOTSUPP (the file
+      system has no non-blocking reads: tmpfs, FUSE).
+
+    The file position is never used or moved.  The definition of the
+    accelerator's ``pread_nowait``, which reads straight into the result
+    (this copies twice)."""
     buf = bytearray(size)
     try:
         n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
     except OSError as exc:
         return exc.errno if exc.errno is not None else errno.EIO
+    if n == size:
+        return bytes(buf)
     del buf[n:]
-    return bytes(buf)
+    data = bytes(buf)
+    try:
+        at_end = n == 0 or offset + n >= os.fstat(fd).st_size
+    except OSError:
+        at_end = False  # (the ring READ for the rest meets the error too)
+    return data if at_end else (data,)
 
 
 def _fstat_not_dir(fd: int, name: Any) -> os.stat_result:
@@ -692,7 +705,7 @@ class AsyncBinaryFile(AsyncFile):
         # returns fewer bytes than asked at EOF), which saves a round trip.
         # (`regular` is _short_read_is_eof: /proc files do not count.)
         self._regular = regular and seekable
-        # Reads try the page cache first (_read_cached) on regular files,
+        # Reads try the page cache first (see _cache_missed) on regular files,
         # until the file system says it has no non-blocking reads.  Not
         # with O_DIRECT: RWF_NOWAIT there still waits for the device.
         self._nowait = self._regular and readable and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
@@ -846,28 +859,24 @@ class AsyncBinaryFile(AsyncFile):
         n = await self._op(RingOp(IORING_OP_READ, self._fd, _addr(buf), size, offset, keepalive=buf))
         return _ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
 
-    def _read_cached(self, size: int, offset: int) -> bytes | None:
-        """A read of ``size`` (1.._MAX_RW) bytes at ``offset`` served from the
-        page cache at once, without a ring op, or None: take the ring.  The
-        bytes can be fewer than ``size`` -- at end of file, or when the cache
-        holds only the start of the range (the caller reads the rest with a
-        ring READ; see read).
-
-        Why: a READ of a cached regular file completes inline in the enter
-        anyway, so what a ring op adds is its cost alone -- the SQE, the
-        enter, the CQE, the op object, a scheduler pass and a task switch,
-        about as much again as the 64 KiB copy (docs/design.md, "One op").
-        The callers keep trio's shape for an operation that completes at
-        once: checkpoint_if_cancelled() before, cancel_shielded_checkpoint()
-        after.  A miss (EAGAIN) costs one syscall that copied nothing."""
-        got = (_accel._sp_pread_nowait or _pread_nowait)(self._fd, size, offset)
-        if isinstance(got, bytes):
-            return got
-        self._cache_missed(got)
-        return None
+    # Reads served from the page cache.  An unbuffered read() and read_at()
+    # of a regular file first try _pread_nowait (one preadv2(RWF_NOWAIT)
+    # into the result; the accelerator's pread_nowait when loaded), and take
+    # the ring READ only when the cache does not have the bytes.  Why: a READ
+    # of a cached file completes inline in the enter anyway, so what the
+    # ring op adds is its own cost -- the SQE, the enter, the CQE, the op
+    # object, a scheduler pass and a task switch: about as much again as a
+    # 64 KiB copy (docs/design.md, "One op").  The read keeps trio's shape
+    # for an operation that completes at once: the cancel test before it,
+    # cancel_shielded_checkpoint() after (a read that happened is returned;
+    # the cancellation lands at the next checkpoint).  A miss costs one
+    # syscall that copied nothing.  A partial hit keeps what the cache had
+    # and reads the rest with a ring READ; the call moves the position (or
+    # returns) only once both are in, so a Cancelled rest means the whole
+    # call did nothing -- the first part was a copy at an explicit offset.
 
     def _cache_missed(self, err: int) -> None:
-        """A read the page cache did not serve (``err``: pread_nowait's
+        """A read the page cache did not serve (``err``: _pread_nowait's
         errno): the ring READ does it."""
         if err == errno.EOPNOTSUPP or err == errno.EINVAL:
             self._nowait = False  # (no non-blocking reads on this file: the ring only, from now on)
@@ -1105,19 +1114,18 @@ class AsyncBinaryFile(AsyncFile):
         if not self._readahead:
             # Unbuffered (buffering=0): exactly one kernel read, like
             # FileIO -- served from the page cache at once if it has the
-            # bytes (see _read_cached; inline here, the path of every
-            # read).  Not while another read holds the turn: it reads at
-            # the position.
+            # bytes (see _cache_missed).  Not while another read holds the
+            # turn: it reads at the position.
             if self._nowait and size and not self._rbuf and not self._rturn.busy:
                 if size > _MAX_RW:
                     size = _MAX_RW  # (all one kernel read returns)
                 data = (_accel._sp_pread_nowait or _pread_nowait)(self._fd, size, self._pos)
                 if isinstance(data, bytes):
-                    if len(data) == size or not data:  # (all of it, or EOF)
-                        self._pos += len(data)
-                        await cancel_shielded_checkpoint()
-                        return data
-                    return await self._gather(self._read_rest, (data, size))
+                    self._pos += len(data)
+                    await cancel_shielded_checkpoint()
+                    return data
+                if isinstance(data, tuple):
+                    return await self._gather(self._read_rest, (data[0], size))
                 self._cache_missed(data)
             head = self._take_buffered(size)
             if head or not size:
@@ -1382,21 +1390,21 @@ class AsyncBinaryFile(AsyncFile):
             size = _MAX_RW  # (all one kernel read returns)
         if self._nowait:
             # From the page cache at once if it has the bytes (see
-            # _read_cached), in trio's shape for an operation that need
-            # not wait.  A partial hit reads the rest with a ring READ;
-            # if that raises Cancelled the call did nothing (a positioned
-            # read leaves no trace).
+            # _cache_missed).  (checkpoint_if_cancelled() without its
+            # coroutine.)
             task = _local.task
             if task is None:
                 _outside_run()
             if _cancel_pending(task):
                 await checkpoint()
-            data = self._read_cached(size, offset)
-            if data is not None:
-                if len(data) == size or not data:  # (all of it, or EOF)
-                    await cancel_shielded_checkpoint()
-                    return data
-                return data + await self._pread(size - len(data), offset + len(data))
+            data = (_accel._sp_pread_nowait or _pread_nowait)(self._fd, size, offset)
+            if isinstance(data, bytes):
+                await cancel_shielded_checkpoint()
+                return data
+            if isinstance(data, tuple):
+                head = data[0]
+                return head + await self._pread(size - len(head), offset + len(head))
+            self._cache_missed(data)
         return await self._pread(size, offset)
 
     async def write_at(self, offset: int, data: Any) -> int:

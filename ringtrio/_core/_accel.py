@@ -37,9 +37,10 @@ _sp_run_batch: Callable[..., tuple[int, Any, int, Any]] | None = None
 # (file reads then copy once, as os.read; see _file_io._pread).
 _sp_new_bytes: Callable[[int], bytes] | None = None
 _sp_iovecs: Callable[[list[bytes]], bytes] | None = None
-# pread_nowait(fd, size, offset) -> bytes | errno: a file read served from
-# the page cache without a ring op (_file_io._pread_nowait is its definition).
-_sp_pread_nowait: Callable[[int, int, int], bytes | int] | None = None
+# pread_nowait(fd, size, offset) -> bytes | (first part,) | errno: a file
+# read served from the page cache without a ring op (_file_io._pread_nowait
+# is its definition).
+_sp_pread_nowait: Callable[[int, int, int], bytes | tuple[bytes] | int] | None = None
 
 # Receivers above the core whose common CQE the dispatch completes in C
 # (register_receiver): the _speedups setup call -> its arguments.

@@ -1727,20 +1727,25 @@ static PyObject *sp_lease_view(PyObject *mod, PyObject *const *args, Py_ssize_t 
  * ringtrio/_file_io.py: AsyncBinaryFile._nowait_read and read_at
  * ------------------------------------------------------------------------
  *
- * pread_nowait(fd, size, offset) -> bytes | int
+ * pread_nowait(fd, size, offset) -> bytes | (bytes,) | int
  *
  * One preadv2(fd, ..., offset, RWF_NOWAIT) straight into a new bytes object
  * (one copy, page cache -> result, as os.pread).  RWF_NOWAIT makes the
  * kernel copy only what is in the page cache: it never waits for the disk,
  * so the call takes as long as the copy, like a ring READ that completes
  * inline -- but without the SQE, the enter, the CQE, the op object and the
- * scheduler pass.  Returns the bytes read (fewer than size if the cache has
- * only the first part of the range, or at end of file; b"" at end of file),
- * or the errno as an int when nothing was read (EAGAIN: the first page is
- * not cached; EOPNOTSUPP: the file system has no non-blocking reads).  The
- * caller decides what each means; _file_io._pread_nowait is the Python
- * definition, and the offset is explicit: the kernel's file position never
- * moves (the file object keeps its own, as for its ring READs). */
+ * scheduler pass.  Returns
+ *   bytes:    the read, done: all size bytes, or fewer where the file ends
+ *             (fstat says so; b"" at or past the end);
+ *   (bytes,): the cache held only the first part of the range (the
+ *             caller reads the rest some other way);
+ *   int:      nothing was read, the errno (EAGAIN: the first page is not
+ *             cached; EOPNOTSUPP: the file system has no non-blocking
+ *             reads).
+ * _file_io._pread_nowait is the Python definition.  The offset is explicit:
+ * the kernel's file position never moves (the file object keeps its own,
+ * as for its ring READs). */
+#include <sys/stat.h>
 #include <sys/uio.h>
 #ifndef RWF_NOWAIT
 #define RWF_NOWAIT 0x00000008
@@ -1776,14 +1781,21 @@ static PyObject *sp_pread_nowait(PyObject *mod, PyObject *const *args, Py_ssize_
         Py_DECREF(data);
         return PyLong_FromLong(err);
     }
-    if (n < size && _PyBytes_Resize(&data, n) < 0) /* (n == 0: b"") */
+    if (n == size)
+        return data;
+    if (_PyBytes_Resize(&data, n) < 0) /* (n == 0: b"") */
         return NULL;
-    return data;
+    struct stat st;
+    if (n == 0 || (fstat((int)fd, &st) == 0 && offset + n >= st.st_size))
+        return data; /* (the end of the file) */
+    PyObject *part = PyTuple_Pack(1, data);
+    Py_DECREF(data);
+    return part;
 }
 
 static PyMethodDef methods[] = {
     {"pread_nowait", (PyCFunction)(void (*)(void))sp_pread_nowait, METH_FASTCALL,
-     "pread_nowait(fd, size, offset) -> bytes | errno: preadv2(RWF_NOWAIT) into new bytes"},
+     "pread_nowait(fd, size, offset) -> bytes | (first part,) | errno: preadv2(RWF_NOWAIT) into new bytes"},
     {"lease_view", (PyCFunction)(void (*)(void))sp_lease_view, METH_FASTCALL,
      "lease_view(addr, n, callback, arg) -> memoryview; callback(arg) once no view uses it"},
     {"iovecs", sp_iovecs, METH_O, "iovecs(list of bytes) -> struct iovec array as bytes"},
