@@ -12,6 +12,8 @@ Rows (``n`` = ops at scale 1):
   (``Path.read_bytes``); ops = files.
 * ``file_read_64k``: read a 256 MiB file in 64 KiB chunks (``read(65536)``);
   ops = chunks (4096).
+* ``file_read_64k_raw``: the same, unbuffered (``buffering=0``: one kernel
+  read per call, no read-ahead; sync is ``FileIO.read``); ops = chunks.
 * ``file_read_at_8``: the same file, 8 tasks each reading its own 32 MiB
   slice with ``read_at`` (ringtrio only; trio has no positioned read, so its
   body uses 8 separately opened files with seek + read).
@@ -20,6 +22,11 @@ Rows (``n`` = ops at scale 1):
 Run standalone for the three-way comparison::
 
     RINGTRIO_BENCH_DIR=/dev/shm .venv/bin/python bench/_files.py [--scale F]
+
+``--repeat N --stat median`` reports the median of N runs per cell instead of
+the best (the libraries take turns within each repeat); ``--cpu K`` pins the
+process (and so every run) to CPU K first; ``--clock cpu`` times the process's
+CPU time instead of wall time (for a shared machine).
 """
 
 import os
@@ -38,6 +45,10 @@ STREAMS = 8
 # reads and runs every READ/WRITE in an io-wq worker; on ext4/xfs page-cache
 # reads complete inline.  See docs/files.md.
 BENCH_DIR = os.environ.get("RINGTRIO_BENCH_DIR") or tempfile.gettempdir()
+# What the bodies time with: wall time, or with --clock cpu the process's CPU
+# time (all its threads, io-wq workers included), which a shared machine's
+# other load does not inflate.
+_clock = time.perf_counter
 
 
 def describe_dir(path=None):
@@ -98,11 +109,11 @@ async def files_read_4k(lib, n):
                 data = await Path(p).read_bytes()
                 assert len(data) == SMALL
 
-        t0 = time.perf_counter()
+        t0 = _clock()
         async with lib.open_nursery() as nursery:
             for mine in per_task:
                 nursery.start_soon(worker, mine)
-        return time.perf_counter() - t0
+        return _clock() - t0
     finally:
         shutil.rmtree(d)
 
@@ -110,11 +121,11 @@ async def files_read_4k(lib, n):
 def sync_files_read_4k(n):
     d, paths = _make_small_files(n)
     try:
-        t0 = time.perf_counter()
+        t0 = _clock()
         for p in paths:
             with open(p, "rb") as f:
                 assert len(f.read()) == SMALL
-        return time.perf_counter() - t0
+        return _clock() - t0
     finally:
         shutil.rmtree(d)
 
@@ -122,40 +133,50 @@ def sync_files_read_4k(n):
 # -- (b) one big file, sequential 64 KiB reads ------------------------------------------
 
 
-async def file_read_64k(lib, n):
+async def file_read_64k(lib, n, buffering=-1):
     d, p = _make_big_file(n)
     try:
-        t0 = time.perf_counter()
-        async with await lib.open_file(p, "rb") as f:
+        t0 = _clock()
+        async with await lib.open_file(p, "rb", buffering=buffering) as f:
             total = 0
             while True:
                 data = await f.read(CHUNK)
                 if not data:
                     break
                 total += len(data)
-        elapsed = time.perf_counter() - t0
+        elapsed = _clock() - t0
         assert total == n * CHUNK
         return elapsed
     finally:
         shutil.rmtree(d)
 
 
-def sync_file_read_64k(n):
+def sync_file_read_64k(n, buffering=-1):
     d, p = _make_big_file(n)
     try:
-        t0 = time.perf_counter()
-        with open(p, "rb") as f:
+        t0 = _clock()
+        with open(p, "rb", buffering=buffering) as f:
             total = 0
             while True:
                 data = f.read(CHUNK)
                 if not data:
                     break
                 total += len(data)
-        elapsed = time.perf_counter() - t0
+        elapsed = _clock() - t0
         assert total == n * CHUNK
         return elapsed
     finally:
         shutil.rmtree(d)
+
+
+async def file_read_64k_raw(lib, n):
+    # (one kernel read per call: what a read served from the page cache
+    # without a ring op is for; docs/design.md, "One op")
+    return await file_read_64k(lib, n, buffering=0)
+
+
+def sync_file_read_64k_raw(n):
+    return sync_file_read_64k(n, buffering=0)
 
 
 async def file_read_at_8(lib, n):
@@ -182,7 +203,7 @@ async def file_read_at_8(lib, n):
                     got += len(await f.read(CHUNK))
                 totals.append(got)
 
-        t0 = time.perf_counter()
+        t0 = _clock()
         if hasattr(lib, "wrap_file") and lib.__name__ == "ringtrio":
             async with await lib.open_file(p, "rb") as f:
                 async with lib.open_nursery() as nursery:
@@ -192,7 +213,7 @@ async def file_read_at_8(lib, n):
             async with lib.open_nursery() as nursery:
                 for k in range(STREAMS):
                     nursery.start_soon(stream_seek, k)
-        elapsed = time.perf_counter() - t0
+        elapsed = _clock() - t0
         assert sum(totals) == per * STREAMS * CHUNK
         return elapsed
     finally:
@@ -206,7 +227,7 @@ def sync_file_read_at_8(n):
         per = n // STREAMS
         fd = os.open(p, os.O_RDONLY)
         try:
-            t0 = time.perf_counter()
+            t0 = _clock()
             total = 0
             for k in range(STREAMS):
                 off = k * per * CHUNK
@@ -214,7 +235,7 @@ def sync_file_read_at_8(n):
                     data = os.pread(fd, CHUNK, off)
                     off += len(data)
                     total += len(data)
-            elapsed = time.perf_counter() - t0
+            elapsed = _clock() - t0
         finally:
             os.close(fd)
         assert total == per * STREAMS * CHUNK
@@ -230,7 +251,7 @@ async def file_write_64k(lib, n):
     d = _mkdir()
     try:
         block = os.urandom(CHUNK)
-        t0 = time.perf_counter()
+        t0 = _clock()
         async with await lib.open_file(os.path.join(d, "out"), "wb") as f:
             for _ in range(n):
                 await f.write(block)
@@ -239,7 +260,7 @@ async def file_write_64k(lib, n):
                 await f.fsync()
             else:  # trio: the fd-level fsync in a thread
                 await lib.to_thread.run_sync(os.fsync, f.fileno())
-        return time.perf_counter() - t0
+        return _clock() - t0
     finally:
         shutil.rmtree(d)
 
@@ -248,13 +269,13 @@ def sync_file_write_64k(n):
     d = _mkdir()
     try:
         block = os.urandom(CHUNK)
-        t0 = time.perf_counter()
+        t0 = _clock()
         with open(os.path.join(d, "out"), "wb") as f:
             for _ in range(n):
                 f.write(block)
             f.flush()
             os.fsync(f.fileno())
-        return time.perf_counter() - t0
+        return _clock() - t0
     finally:
         shutil.rmtree(d)
 
@@ -263,6 +284,7 @@ ROWS = {
     # name: (count at scale 1, unit, async body, sync body, bytes per op or None)
     "files_read_4k": (10_000, "files", files_read_4k, sync_files_read_4k, None),
     "file_read_64k": (4096, "64 KiB chunks", file_read_64k, sync_file_read_64k, CHUNK),
+    "file_read_64k_raw": (4096, "64 KiB chunks", file_read_64k_raw, sync_file_read_64k_raw, CHUNK),
     "file_read_at_8": (4096, "64 KiB chunks", file_read_at_8, sync_file_read_at_8, CHUNK),
     "file_write_64k": (4096, "64 KiB chunks", file_write_64k, sync_file_write_64k, CHUNK),
 }
@@ -293,22 +315,32 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--libs", default="ringtrio,trio,sync")
+    ap.add_argument("--stat", choices=("best", "median"), default="best", help="of the repeats, per cell")
+    ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU first")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what the bodies time")
     args = ap.parse_args(argv)
+    global _clock
+    _clock = time.perf_counter if args.clock == "wall" else time.process_time
     libs = args.libs.split(",")
-    print(f"files in {describe_dir()}")
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    import statistics
+
+    pick = min if args.stat == "best" else statistics.median
+    print(f"files in {describe_dir()}; {args.clock} time, {args.stat} of {args.repeat}, cpu {args.cpu}")
     print(f"{'row':16} " + " ".join(f"{lib:>16}" for lib in libs) + "   ringtrio/sync  ringtrio/trio")
     for row in args.rows.split(","):
         count, unit, abody, sbody, nbytes = ROWS[row]
         n = max(STREAMS, int(count * args.scale))
         rates = {}
+        # The libraries take turns within each repeat, so a change in the
+        # machine's load (shared, noisy VMs) hits them alike.
+        times = {lib: [] for lib in libs}
+        for _ in range(args.repeat):
+            for lib in libs:
+                times[lib].append(sbody(n) if lib == "sync" else _run_async(lib, abody, n))
         for lib in libs:
-            best = float("inf")
-            for _ in range(args.repeat):
-                if lib == "sync":
-                    best = min(best, sbody(n))
-                else:
-                    best = min(best, _run_async(lib, abody, n))
-            rates[lib] = n / best
+            rates[lib] = n / pick(times[lib])
         def fmt(r):
             if nbytes:
                 return f"{r * nbytes / 2**20:10.0f} MiB/s"

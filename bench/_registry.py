@@ -50,6 +50,7 @@ ROWS = {
     # File I/O (issue 6): ringtrio and trio against plain blocking Python.
     "files_read_4k": Row(10_000, "files", _files.files_read_4k, None, _files.sync_files_read_4k),
     "file_read_64k": Row(4096, "64 KiB chunks", _files.file_read_64k, None, _files.sync_file_read_64k),
+    "file_read_64k_raw": Row(4096, "64 KiB chunks", _files.file_read_64k_raw, None, _files.sync_file_read_64k_raw),
     "file_read_at_8": Row(4096, "64 KiB chunks", _files.file_read_at_8, None, _files.sync_file_read_at_8),
     "file_write_64k": Row(4096, "64 KiB chunks", _files.file_write_64k, None, _files.sync_file_write_64k),
 }
