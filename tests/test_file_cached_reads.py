@@ -57,6 +57,19 @@ def _counting(monkeypatch):
     return results
 
 
+def _partial(after=lambda: None):
+    """A page-cache read that serves only the first 1000 bytes of a longer
+    read (a partial hit), then calls ``after``."""
+    real = _file_io._pread_nowait
+
+    def reader(fd: int, size: int, offset: int) -> bytes | tuple[bytes] | int:
+        got = real(fd, size, offset)
+        after()
+        return (got[:1000],) if isinstance(got, bytes) and len(got) > 1000 else got
+
+    return reader
+
+
 def test_pread_nowait_definition_and_accelerator_agree(tmp_path):
     # The Python definition and the C accelerator, on the same reads: the
     # bytes at an explicit offset (the file position does not move), short
@@ -238,14 +251,9 @@ def test_partial_hit_reads_the_rest_through_the_ring(tmp_path, monkeypatch):
     # order, the position moved by all of it.
     p = tmp_path / "f"
     data = _make(p, 20000)
-    real = _file_io._pread_nowait
 
     async def main():
-        def partial(fd, size, offset):
-            got = real(fd, size, offset)
-            return (got[:1000],) if isinstance(got, bytes) and len(got) > 1000 else got
-
-        _use_reader(monkeypatch, partial)
+        _use_reader(monkeypatch, _partial())
         async with await open_file(p, "rb", buffering=0) as f:
             assert await f.read(8192) == data[:8192]
             assert await f.tell() == 8192
@@ -263,15 +271,11 @@ def test_cancelled_rest_of_a_partial_hit_loses_nothing(tmp_path, monkeypatch):
     # same bytes, whole.
     p = tmp_path / "f"
     data = _make(p, 20000)
-    real = _file_io._pread_nowait
 
     async def main():
         scope = ringtrio.CancelScope()
-
-        def partial_then_cancel(fd, size, offset):
-            got = real(fd, size, offset)
-            scope.cancel()  # (the ring READ for the rest meets it)
-            return (got[:1000],)
+        # (the ring READ for the rest meets the cancellation)
+        partial_then_cancel = _partial(after=lambda: scope.cancel())
 
         async with await open_file(p, "rb", buffering=0) as f:
             assert await f.read(500) == data[:500]
