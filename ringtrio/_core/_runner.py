@@ -906,6 +906,9 @@ class Runner:
         Value = outcome.Value
         Error = outcome.Error
         entry_queue = self._entry_queue
+        # (Bound once, for _sp_run_batch: the run queue is never rebound.)
+        runq_popleft = runq.popleft
+        runq_append = runq.append
         while not self._done:
             idle_primed = 0
             if runq and not (
@@ -951,7 +954,9 @@ class Runner:
                 # The loop below, in C, for tasks resumed with None; the
                 # others (and a task's end) come back here one at a time.
                 while batch > 0:
-                    n, task, kind, payload = _sp_run_batch(self, runq, batch, local, self.main_task)
+                    n, task, kind, payload = _sp_run_batch(
+                        self, runq_popleft, runq_append, batch, local, self.main_task
+                    )
                     batch -= n
                     if task is None:
                         break

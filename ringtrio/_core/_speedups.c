@@ -69,7 +69,7 @@ static Py_ssize_t l_chain, l_index, c_results, c_pending, c_task, c_cancel_raise
 static Py_ssize_t t_send, t_context, t_cancel_scope, s_eff, k_abort_func;
 static PyTypeObject *park_type;
 static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
-static PyObject *attempt_name, *task_attr, *ki_attr, *main_task_attr, *popleft_name, *append_name;
+static PyObject *attempt_name, *task_attr, *ki_attr, *main_task_attr, *append_name;
 static PyObject *inflight_attr, *stale_attr, *wakeup_attr; /* runner attributes */
 static PyObject *closed_attr, *op_stamps_attr, *scope_deadlines_attr, *kernel_deadlines_attr, *sp_table_attr,
     *sq_dirty_attr, *abort_name;
@@ -191,6 +191,31 @@ static PyObject *sp_setup_steps(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The runner's instance dict, where its per-op flags and counters live
+ * (borrowed; NULL with an exception set).  Read and written there rather
+ * than through getattr/setattr: the Runner defines none of these names on
+ * its class (no property, no slot), and a type lookup per name was a fifth
+ * of submit_park's cost. */
+static PyObject *runner_dict(PyObject *runner)
+{
+    PyObject **dictptr = _PyObject_GetDictPtr(runner);
+    if (!dictptr || !*dictptr || !PyDict_CheckExact(*dictptr)) {
+        PyErr_SetString(PyExc_TypeError, "the runner has no instance dict");
+        return NULL;
+    }
+    return *dictptr;
+}
+
+/* runner.<name> from its instance dict (borrowed; NULL with an exception
+ * set, also when it is missing). */
+static PyObject *runner_get(PyObject *dict, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(dict, name);
+    if (!v && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_AttributeError, name);
+    return v;
+}
+
 /* task._cancel_scope._eff or (runner.ki_pending and task is main_task):
  * 1, 0, or -1 with an exception set. */
 static int cancel_pending(PyObject *runner, PyObject *task, PyObject *main_task)
@@ -199,9 +224,8 @@ static int cancel_pending(PyObject *runner, PyObject *task, PyObject *main_task)
     PyObject *eff = scope && scope != Py_None ? FIELD(scope, s_eff) : NULL;
     int r = eff ? PyObject_IsTrue(eff) : 0;
     if (r == 0 && task == main_task) {
-        PyObject *ki = PyObject_GetAttr(runner, ki_attr);
-        r = ki ? PyObject_IsTrue(ki) : -1;
-        Py_XDECREF(ki);
+        PyObject *dict = runner_dict(runner), *ki;
+        r = dict && (ki = runner_get(dict, ki_attr)) ? PyObject_IsTrue(ki) : -1;
     }
     return r;
 }
@@ -209,16 +233,27 @@ static int cancel_pending(PyObject *runner, PyObject *task, PyObject *main_task)
 static PyObject *batch_result(Py_ssize_t n, PyObject *task, int kind, PyObject *payload)
 {
     /* Steals payload. */
-    PyObject *r = Py_BuildValue("(nOiO)", n, task ? task : Py_None, kind,
-                                payload ? payload : Py_None);
-    Py_XDECREF(payload);
+    PyObject *r = PyTuple_New(4), *n_obj = r ? PyLong_FromSsize_t(n) : NULL;
+    PyObject *kind_obj = n_obj ? PyLong_FromLong(kind) : NULL;
+    if (!kind_obj) {
+        Py_XDECREF(r);
+        Py_XDECREF(n_obj);
+        Py_XDECREF(payload);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(r, 0, n_obj);
+    PyTuple_SET_ITEM(r, 1, Py_NewRef(task ? task : Py_None));
+    PyTuple_SET_ITEM(r, 2, kind_obj);
+    PyTuple_SET_ITEM(r, 3, payload ? payload : Py_NewRef(Py_None));
     return r;
 }
 
-/* run_batch(runner, runq, batch, local, main_task) -> (n, task, kind, payload)
+/* run_batch(runner, popleft, append, batch, local, main_task)
+ *     -> (n, task, kind, payload)
  *
  * The plain case of Runner._run_loop's step loop: pop up to `batch` tasks
- * from runq and resume each with None in its context, then act on what it
+ * from the run queue (popleft and append: its bound methods, which the
+ * loop makes once rather than this call every pass) and resume each with None in its context, then act on what it
  * yielded (checkpoint / yield: back on the run queue; a park: store its
  * abort function, and deliver a pending cancel or KeyboardInterrupt).  It
  * stops after n tasks when the n-th needs the Python step:
@@ -230,24 +265,19 @@ static PyObject *batch_result(Py_ssize_t n, PyObject *task, int kind, PyObject *
  * task run: the caller clears it. */
 static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "run_batch() takes 5 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "run_batch() takes 6 arguments");
         return NULL;
     }
     if (!park_type) {
         PyErr_SetString(PyExc_RuntimeError, "run_batch(): setup_steps() was not called");
         return NULL;
     }
-    PyObject *runner = args[0], *runq = args[1], *local = args[3], *main_task = args[4];
-    Py_ssize_t batch = PyLong_AsSsize_t(args[2]);
+    PyObject *runner = args[0], *popleft = args[1], *append = args[2], *local = args[4],
+        *main_task = args[5];
+    Py_ssize_t batch = PyLong_AsSsize_t(args[3]);
     if (batch == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *popleft = PyObject_GetAttr(runq, popleft_name);
-    PyObject *append = popleft ? PyObject_GetAttr(runq, append_name) : NULL;
-    if (!append) {
-        Py_XDECREF(popleft);
-        return NULL;
-    }
     PyObject *result = NULL;
     Py_ssize_t i;
     for (i = 0; i < batch; i++) {
@@ -368,8 +398,6 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
     }
     result = batch_result(batch, NULL, 0, NULL);
 done:
-    Py_DECREF(popleft);
-    Py_DECREF(append);
     return result;
 }
 
@@ -630,31 +658,6 @@ bad_field: {
         Py_XDECREF(tb);
         return NULL;
     }
-}
-
-/* The runner's instance dict, where its per-op flags and counters live
- * (borrowed; NULL with an exception set).  Read and written there rather
- * than through getattr/setattr: the Runner defines none of these names on
- * its class (no property, no slot), and a type lookup per name was a fifth
- * of submit_park's cost. */
-static PyObject *runner_dict(PyObject *runner)
-{
-    PyObject **dictptr = _PyObject_GetDictPtr(runner);
-    if (!dictptr || !*dictptr || !PyDict_CheckExact(*dictptr)) {
-        PyErr_SetString(PyExc_TypeError, "the runner has no instance dict");
-        return NULL;
-    }
-    return *dictptr;
-}
-
-/* runner.<name> from its instance dict (borrowed; NULL with an exception
- * set, also when it is missing). */
-static PyObject *runner_get(PyObject *dict, PyObject *name)
-{
-    PyObject *v = PyDict_GetItemWithError(dict, name);
-    if (!v && !PyErr_Occurred())
-        PyErr_SetObject(PyExc_AttributeError, name);
-    return v;
 }
 
 /* _Park(abort) without running its __init__ (its one slot set here). */
@@ -1804,7 +1807,7 @@ static PyMethodDef methods[] = {
     {"setup_steps", sp_setup_steps, METH_VARARGS,
      "setup_steps(Task, CancelScope, _Park, CHECKPOINT, YIELD, RESUME_PLAIN, RESUME_CHECKING_CANCEL)"},
     {"run_batch", (PyCFunction)(void (*)(void))sp_run_batch, METH_FASTCALL,
-     "run_batch(runner, runq, batch, local, main_task) -> (n, task, kind, payload)"},
+     "run_batch(runner, popleft, append, batch, local, main_task) -> (n, task, kind, payload)"},
     {"setup_lease_receive", sp_setup_lease_receive, METH_VARARGS,
      "setup_lease_receive(_MultishotRecv, BufferGroup, Buffer, BufferRing)"},
     {"lease_unref", sp_lease_unref, METH_O,
@@ -1843,7 +1846,6 @@ PyMODINIT_FUNC PyInit__speedups(void)
     task_attr = PyUnicode_InternFromString("task");
     ki_attr = PyUnicode_InternFromString("ki_pending");
     main_task_attr = PyUnicode_InternFromString("main_task");
-    popleft_name = PyUnicode_InternFromString("popleft");
     append_name = PyUnicode_InternFromString("append");
     inflight_attr = PyUnicode_InternFromString("_ops_in_flight");
     stale_attr = PyUnicode_InternFromString("_stale_cqes");
@@ -1855,7 +1857,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     sp_table_attr = PyUnicode_InternFromString("_sp_table");
     sq_dirty_attr = PyUnicode_InternFromString("_sq_dirty");
     abort_name = PyUnicode_InternFromString("_abort");
-    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !main_task_attr || !popleft_name ||
+    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !main_task_attr ||
         !append_name || !inflight_attr || !stale_attr || !wakeup_attr || !closed_attr ||
         !op_stamps_attr ||
         !scope_deadlines_attr || !kernel_deadlines_attr || !sp_table_attr || !sq_dirty_attr ||
