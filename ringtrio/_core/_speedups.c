@@ -69,7 +69,7 @@ static Py_ssize_t l_chain, l_index, c_results, c_pending, c_task, c_cancel_raise
 static Py_ssize_t t_send, t_context, t_cancel_scope, s_eff, k_abort_func;
 static PyTypeObject *park_type;
 static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
-static PyObject *attempt_name, *task_attr, *ki_attr, *main_task_attr, *append_name;
+static PyObject *dict_name, *attempt_name, *task_attr, *ki_attr, *main_task_attr, *append_name;
 static PyObject *inflight_attr, *stale_attr, *wakeup_attr; /* runner attributes */
 static PyObject *closed_attr, *op_stamps_attr, *scope_deadlines_attr, *kernel_deadlines_attr, *sp_table_attr,
     *sq_dirty_attr, *abort_name;
@@ -278,6 +278,18 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
     Py_ssize_t batch = PyLong_AsSsize_t(args[3]);
     if (batch == -1 && PyErr_Occurred())
         return NULL;
+    /* The calling thread's dict of `local` (a threading.local: its
+     * __dict__ is this thread's), where each step's local.task is stored:
+     * one dict store per task instead of threading.local's setattr, which
+     * finds that dict again every time. */
+    PyObject *ldict = PyObject_GetAttr(local, dict_name);
+    if (!ldict)
+        return NULL;
+    if (!PyDict_CheckExact(ldict)) {
+        Py_DECREF(ldict);
+        PyErr_SetString(PyExc_TypeError, "run_batch(): local has no __dict__ of its own");
+        return NULL;
+    }
     PyObject *result = NULL;
     Py_ssize_t i;
     for (i = 0; i < batch; i++) {
@@ -301,7 +313,7 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
             Py_DECREF(task);
             goto done;
         }
-        if (PyObject_SetAttr(local, task_attr, task) < 0) {
+        if (PyDict_SetItem(ldict, task_attr, task) < 0) {
             Py_DECREF(task);
             goto done;
         }
@@ -398,6 +410,7 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
     }
     result = batch_result(batch, NULL, 0, NULL);
 done:
+    Py_DECREF(ldict);
     return result;
 }
 
@@ -1844,6 +1857,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     on_cqe_name = PyUnicode_InternFromString("_on_cqe");
     attempt_name = PyUnicode_InternFromString("_attempt_delivery_of_any_pending_cancel");
     task_attr = PyUnicode_InternFromString("task");
+    dict_name = PyUnicode_InternFromString("__dict__");
     ki_attr = PyUnicode_InternFromString("ki_pending");
     main_task_attr = PyUnicode_InternFromString("main_task");
     append_name = PyUnicode_InternFromString("append");
@@ -1857,7 +1871,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
     sp_table_attr = PyUnicode_InternFromString("_sp_table");
     sq_dirty_attr = PyUnicode_InternFromString("_sq_dirty");
     abort_name = PyUnicode_InternFromString("_abort");
-    if (!on_cqe_name || !attempt_name || !task_attr || !ki_attr || !main_task_attr ||
+    if (!on_cqe_name || !attempt_name || !task_attr || !dict_name || !ki_attr || !main_task_attr ||
         !append_name || !inflight_attr || !stale_attr || !wakeup_attr || !closed_attr ||
         !op_stamps_attr ||
         !scope_deadlines_attr || !kernel_deadlines_attr || !sp_table_attr || !sq_dirty_attr ||
