@@ -972,7 +972,8 @@ class Runner:
                     # runs (a parent catching this exception) must not find
                     # the exception referenced from here.
                     task = payload = None
-                local.task = None
+                    # (A batch run to its end in C leaves no task current.)
+                    local.task = None
             else:
                 popleft = runq.popleft
                 append = runq.append

@@ -261,8 +261,8 @@ static PyObject *batch_result(Py_ssize_t n, PyObject *task, int kind, PyObject *
  *           the caller steps it (Runner._step);
  *   kind 1: it returned `payload`;  kind 2: it raised `payload`;
  *   kind 3: it yielded something unknown (`payload`).
- * task is None when all `batch` were run.  local.task is left as the last
- * task run: the caller clears it. */
+ * task is None when all `batch` were run, and local.task is then None;
+ * otherwise it is left as the last task run (the caller clears it). */
 static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6) {
@@ -408,7 +408,9 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
         if (deliver < 0)
             goto done;
     }
-    result = batch_result(batch, NULL, 0, NULL);
+    /* All run: no task is current (the loop's clearing, done here). */
+    if (PyDict_SetItem(ldict, task_attr, Py_None) == 0)
+        result = batch_result(batch, NULL, 0, NULL);
 done:
     Py_DECREF(ldict);
     return result;
