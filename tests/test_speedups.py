@@ -401,3 +401,38 @@ def test_submit_park_parks_on_the_ops_abort_and_leaves_pending_cancels_to_python
             os.close(w)
 
     ringtrio.run(main)
+
+
+def test_no_task_is_current_between_passes() -> None:
+    """After a pass's steps -- run to their end in C, or ending with one the
+    Python step takes -- no task is current: a run_sync_soon callback (run
+    at the start of the next pass) is outside every task, as in trio."""
+    seen: list[bool] = []
+
+    def callback() -> None:
+        try:
+            lowlevel.current_task()
+        except RuntimeError:
+            seen.append(True)
+        else:
+            seen.append(False)
+
+    async def main() -> None:
+        token = lowlevel.current_trio_token()
+
+        async def stepper(cancelled: bool) -> None:
+            for _ in range(20):
+                token.run_sync_soon(callback)
+                with ringtrio.CancelScope() as scope:
+                    if cancelled:
+                        # (Resumed by the Python step: a cancel to throw in.)
+                        scope.cancel()
+                    await lowlevel.checkpoint()
+
+        async with ringtrio.open_nursery() as nursery:
+            nursery.start_soon(stepper, False)
+            nursery.start_soon(stepper, True)
+        await lowlevel.checkpoint()
+
+    ringtrio.run(main)
+    assert seen == [True] * 40
