@@ -25,6 +25,16 @@ def test_mypy_is_clean_on_the_package() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _mypy_on(path: Path) -> subprocess.CompletedProcess[str]:
+    """mypy on one file of user code, importing ringtrio as installed."""
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
 def test_task_status_annotations_type_check(tmp_path: Path) -> None:
     """``ringtrio.TaskStatus[T]`` works as trio's does in annotations: the
     value passed to ``started()`` is checked against T."""
@@ -43,13 +53,7 @@ def test_task_status_annotations_type_check(tmp_path: Path) -> None:
         "    task_status.started('not an int')\n"
     )
     for path, ok in ((good, True), (bad, False)):
-        result = subprocess.run(
-            [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent", str(path)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        result = _mypy_on(path)
         assert (result.returncode == 0) is ok, result.stdout + result.stderr
         if not ok:
             assert "started" in result.stdout and "int" in result.stdout, result.stdout
@@ -151,3 +155,33 @@ def test_strict_mypy_checks_the_arguments_passed_through(tmp_path: Path) -> None
         int(line.split(":")[1]) for line in result.stdout.splitlines() if line.startswith(str(path)) and ": error:" in line
     }
     assert reported == rejected, result.stdout
+
+
+def test_mypy_sees_every_public_name_of_lowlevel(tmp_path: Path) -> None:
+    """Every name in ``ringtrio.lowlevel.__all__`` is an attribute a type
+    checker knows, the ring's opcode and flag constants included: they come
+    in through ``from ._core._ring import *``, which a checker resolves by
+    ``_ring.__all__`` alone, so that list must be one it can read (a literal).
+    A computed one hid every constant: ``lowlevel.IORING_OP_READ`` was an
+    attr-defined error in user code (and in tests/test_runner_edges.py)."""
+    from ringtrio import lowlevel
+
+    names = sorted(lowlevel.__all__)
+    path = tmp_path / "names.py"
+    path.write_text(
+        "from ringtrio import lowlevel\n"
+        + "".join(f"lowlevel.{name}\n" for name in names)
+        + "from ringtrio.lowlevel import IORING_OP_READ, IOSQE_IO_LINK, OPCODE_NAMES\n"
+    )
+    result = _mypy_on(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rings_export_list_names_every_constant_it_defines() -> None:
+    """``_ring.__all__`` is written out (for type checkers, above); it must
+    not drift from the constants the module defines."""
+    from ringtrio._core import _ring
+
+    constants = {name for name in vars(_ring) if name.startswith(("IORING_", "IOSQE_"))}
+    assert set(_ring.__all__) == constants | {"OPCODE_NAMES", "RingFeatures"}
+    assert len(_ring.__all__) == len(set(_ring.__all__))

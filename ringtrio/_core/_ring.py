@@ -101,11 +101,75 @@ IORING_FEAT_NODROP = 1 << 1
 IORING_FEAT_EXT_ARG = 1 << 8
 IORING_FEAT_CQE_SKIP = 1 << 11
 
-__all__ = sorted(
-    name
-    for name in dict(globals())
-    if name.startswith(("IORING_", "IOSQE_"))
-) + ["OPCODE_NAMES", "RingFeatures"]
+# Written out, not computed from globals(): ringtrio.lowlevel re-exports these
+# with `from ._core._ring import *`, and a type checker resolves a star import
+# by a literal __all__ alone (a computed one hid every constant from mypy).
+# tests/test_typing.py checks that it names every IORING_/IOSQE_ constant here.
+__all__ = [
+    "IORING_ASYNC_CANCEL_ALL",
+    "IORING_ASYNC_CANCEL_ANY",
+    "IORING_ASYNC_CANCEL_FD",
+    "IORING_CQE_BUFFER_SHIFT",
+    "IORING_CQE_F_BUFFER",
+    "IORING_CQE_F_BUF_MORE",
+    "IORING_CQE_F_MORE",
+    "IORING_CQE_F_NOTIF",
+    "IORING_CQE_F_SOCK_NONEMPTY",
+    "IORING_FEAT_CQE_SKIP",
+    "IORING_FEAT_EXT_ARG",
+    "IORING_FEAT_NODROP",
+    "IORING_FSYNC_DATASYNC",
+    "IORING_OP_ACCEPT",
+    "IORING_OP_ASYNC_CANCEL",
+    "IORING_OP_CLOSE",
+    "IORING_OP_CONNECT",
+    "IORING_OP_FADVISE",
+    "IORING_OP_FALLOCATE",
+    "IORING_OP_FSYNC",
+    "IORING_OP_FTRUNCATE",
+    "IORING_OP_LINKAT",
+    "IORING_OP_LINK_TIMEOUT",
+    "IORING_OP_MADVISE",
+    "IORING_OP_MKDIRAT",
+    "IORING_OP_NOP",
+    "IORING_OP_OPENAT",
+    "IORING_OP_OPENAT2",
+    "IORING_OP_POLL_ADD",
+    "IORING_OP_POLL_REMOVE",
+    "IORING_OP_READ",
+    "IORING_OP_READV",
+    "IORING_OP_RECV",
+    "IORING_OP_RECVMSG",
+    "IORING_OP_RENAMEAT",
+    "IORING_OP_SEND",
+    "IORING_OP_SENDMSG",
+    "IORING_OP_SHUTDOWN",
+    "IORING_OP_SPLICE",
+    "IORING_OP_STATX",
+    "IORING_OP_SYMLINKAT",
+    "IORING_OP_TIMEOUT",
+    "IORING_OP_TIMEOUT_REMOVE",
+    "IORING_OP_UNLINKAT",
+    "IORING_OP_WAITID",
+    "IORING_OP_WRITE",
+    "IORING_OP_WRITEV",
+    "IORING_SETUP_COOP_TASKRUN",
+    "IORING_SETUP_CQSIZE",
+    "IORING_SETUP_DEFER_TASKRUN",
+    "IORING_SETUP_SINGLE_ISSUER",
+    "IORING_SETUP_SUBMIT_ALL",
+    "IORING_SETUP_TASKRUN_FLAG",
+    "IORING_TIMEOUT_ABS",
+    "IOSQE_ASYNC",
+    "IOSQE_BUFFER_SELECT",
+    "IOSQE_CQE_SKIP_SUCCESS",
+    "IOSQE_FIXED_FILE",
+    "IOSQE_IO_DRAIN",
+    "IOSQE_IO_HARDLINK",
+    "IOSQE_IO_LINK",
+    "OPCODE_NAMES",
+    "RingFeatures",
+]
 
 PREFERRED_SETUP_FLAGS = (
     IORING_SETUP_SINGLE_ISSUER
