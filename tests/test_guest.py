@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import json
 import os
 import queue
@@ -569,6 +570,183 @@ def test_set_wakeup_fd_collision_warns() -> None:
         signal.set_wakeup_fd(-1)
         os.close(a)
         os.close(b)
+
+
+
+# -- debugging a guest run: dump_tasks_on=, HangDetector ------------------------
+
+
+class _Seen(io.StringIO):
+    """A stream whose first write of ``marker`` calls ``then()``."""
+
+    def __init__(self, marker: str, then: Callable[[], object]) -> None:
+        super().__init__()
+        self._marker, self._then = marker, then
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        if self._marker in self.getvalue() and self._then is not None:
+            then, self._then = self._then, None  # type: ignore[assignment]
+            then()
+        return n
+
+
+def test_dump_tasks_on_in_a_guest_run_prints_the_tree_on_the_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """start_guest_run(dump_tasks_on=SIGUSR1), as run()'s: the signal, sent
+    while the guest is idle (its helper thread waiting, asyncio asleep),
+    prints the tree to stderr in a pass and the run goes on; the host's
+    wake-up fd is left alone (host_uses_signal_set_wakeup_fd=True), and the
+    handler is put back when the run ends."""
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+    wakeup_fds: list[int] = []
+
+    async def stuck(event: ringtrio.Event) -> None:
+        await event.wait()
+
+    async def guest(ready: asyncio.Future[ringtrio.Event]) -> str:
+        old = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(old)
+        wakeup_fds.append(old)
+        event = ringtrio.Event()
+        async with ringtrio.open_nursery() as nursery:
+            nursery.start_soon(stuck, event)
+            await ringtrio.testing.wait_all_tasks_blocked()
+            ready.set_result(event)
+            await event.wait()
+        return "ok"
+
+    def run_guest() -> tuple[str, str]:
+        loop = asyncio.new_event_loop()
+
+        async def main() -> tuple[str, str]:
+            done: asyncio.Future[outcome.Outcome[str]] = loop.create_future()
+            ready: asyncio.Future[ringtrio.Event] = loop.create_future()
+            printed: asyncio.Future[None] = loop.create_future()
+            err = _Seen("waiting for: Event.wait", lambda: printed.set_result(None))
+            monkeypatch.setattr(sys, "stderr", err)
+            ringtrio.lowlevel.start_guest_run(
+                guest,
+                ready,
+                run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                run_sync_soon_not_threadsafe=loop.call_soon,
+                done_callback=done.set_result,
+                host_uses_signal_set_wakeup_fd=True,
+                dump_tasks_on=signal.SIGUSR1,
+            )
+            event = await asyncio.wait_for(ready, 60)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await asyncio.wait_for(printed, 60)
+            token = ringtrio.lowlevel.current_trio_token()
+            token.run_sync_soon(event.set)
+            result = (await asyncio.wait_for(done, 60)).unwrap()
+            monkeypatch.undo()
+            return result, err.getvalue()
+
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    result, text = run_guest()
+    assert result == "ok"
+    assert "ringtrio task tree at t=" in text
+    assert "test_guest.test_dump_tasks_on_in_a_guest_run_prints_the_tree_on_the_signal.<locals>.stuck [parked]" in text
+    assert wakeup_fds == [-1]
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1
+
+
+def test_dump_tasks_on_in_a_guest_run_that_owns_the_wakeup_fd() -> None:
+    """Without host_uses_signal_set_wakeup_fd, the guest points the wake-up
+    fd at its own pipe for the run (as it does without dump_tasks_on) and
+    puts it back after; the dump does not take it a second time."""
+
+    async def guest() -> str:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        await ringtrio.sleep(0.01)
+        return "ok"
+
+    err = io.StringIO()
+    real = sys.stderr
+    sys.stderr = err
+    try:
+        assert trivial_host(guest, dump_tasks_on=signal.SIGUSR2) == "ok"
+    finally:
+        sys.stderr = real
+    assert "ringtrio task tree at t=" in err.getvalue()
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1
+
+
+def test_start_guest_run_refuses_what_dump_tasks_on_cannot_do() -> None:
+    async def main() -> None:  # pragma: no cover - never started
+        pass
+
+    gc.collect()
+    fds = set(os.listdir("/proc/self/fd"))
+    for signum, error, match in (
+        (signal.SIGINT, ValueError, r"start_guest_run\(dump_tasks_on=SIGINT\).*Ctrl-C"),
+        (signal.SIGKILL, ValueError, "cannot be caught"),
+        ("SIGUSR1", ValueError, "signal number"),
+    ):
+        with pytest.raises(error, match=match):
+            ringtrio.lowlevel.start_guest_run(
+                main, run_sync_soon_threadsafe=print, done_callback=print, dump_tasks_on=signum  # type: ignore[arg-type]
+            )
+    assert not ringtrio.lowlevel.in_trio_run()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    gc.collect()
+    assert set(os.listdir("/proc/self/fd")) == fds
+
+
+def test_hang_detector_in_a_guest_run_reports_the_hang() -> None:
+    """HangDetector as an instrument of a guest run hosted by asyncio: the
+    guest hung (every task on an Event, no timer armed) while the host's
+    loop goes on; the watchdog's request wakes the guest's helper thread,
+    and the tree is taken in a pass, once."""
+    trees: list[Any] = []
+
+    async def stuck(event: ringtrio.Event) -> None:
+        await event.wait()
+
+    async def guest() -> int:
+        event = ringtrio.Event()
+
+        def on_hang(tree: Any) -> None:
+            trees.append(tree)
+            event.set()
+
+        detector.on_hang = on_hang
+        async with ringtrio.open_nursery() as nursery:
+            nursery.start_soon(stuck, event, name="stuck")
+            await event.wait()
+        return detector.reports
+
+    async def host_keeps_running(loop: asyncio.AbstractEventLoop) -> int:
+        # The host is busy with its own work meanwhile (a timer of the
+        # host's is no timer of the guest's).
+        ticks = 0
+        while not trees and ticks < 6000:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        return ticks
+
+    detector = ringtrio.testing.HangDetector(timeout=0.2)
+    assert aio_host(ringtrio, guest, in_host=host_keeps_running, instruments=[detector]) == 1
+    (tree,) = trees
+    assert [t.waiting_for for t in tree.tasks() if t.name == "stuck"] == ["Event.wait"]
+
+
+def test_hang_detector_in_a_guest_run_is_quiet_while_a_timer_is_armed() -> None:
+    detector = ringtrio.testing.HangDetector(timeout=0.1)
+
+    async def guest() -> int:
+        await ringtrio.sleep(0.5)
+        with ringtrio.move_on_after(0.5):
+            await ringtrio.Event().wait()
+        return detector.reports
+
+    assert aio_host(ringtrio, guest, instruments=[detector]) == 0
 
 
 _ANYIO_TESTS = '''

@@ -52,6 +52,7 @@ import sniffio
 
 from ._exceptions import RingtrioInternalError
 from ._local import _local
+from ._introspect import check_dump_signal, install_dump_signal
 from ._run import _close, _final_outcome, _install_sigint, _new_runner, _nothing, _start
 from ._runner import Runner
 
@@ -237,6 +238,7 @@ def start_guest_run(
     restrict_keyboard_interrupt_to_checkpoints: bool = False,
     strict_exception_groups: bool = True,
     backend: str | None = None,
+    dump_tasks_on: int | None = None,
 ) -> None:
     """Start ``async_fn(*args)`` as a run inside another event loop (the
     *host*), as trio's ``lowlevel.start_guest_run``.
@@ -255,10 +257,14 @@ def start_guest_run(
     ``host_uses_signal_set_wakeup_fd``: pass True if the host loop sets
     ``signal.set_wakeup_fd`` itself (asyncio does); otherwise ringtrio
     points it at its own wake-up pipe for the run.  The other arguments are
-    ``run``'s.
+    ``run``'s, ``dump_tasks_on`` included (the tree is printed in the pass
+    the signal causes; the wake-up fd stays whose it is, as above).
     """
+    # (Checked before the runner opens its ring, which an error here would leak.)
+    api = "ringtrio.lowlevel.start_guest_run"
+    dump_signal = None if dump_tasks_on is None else check_dump_signal(dump_tasks_on, api)
     runner = _new_runner(
-        "ringtrio.lowlevel.start_guest_run",
+        api,
         async_fn,
         clock,
         instruments,
@@ -282,6 +288,9 @@ def start_guest_run(
         )
         if not host_uses_signal_set_wakeup_fd:
             restore_wakeup = _point_wakeup_fd(runner)
+        if dump_signal is not None:
+            # Put back first (restore_signals calls restore_handler first).
+            restore_handler = install_dump_signal(runner, dump_signal, restore_handler, set_wakeup_fd=False)
         _start(runner, async_fn, args)
         # The first pass runs the init task only: it opens the system
         # nursery and spawns the main task, which has not run when we

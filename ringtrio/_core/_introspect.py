@@ -254,35 +254,44 @@ def _print_tree_now() -> None:
         _printer(sys.stderr)
 
 
-def check_dump_signal(signum: object) -> int:
-    """The signal number ``run(dump_tasks_on=...)`` was given, or an error
-    that says why it cannot be used.  Checked before the run starts."""
+def check_dump_signal(signum: object, api: str = "run") -> int:
+    """The signal number ``run(dump_tasks_on=...)`` (or ``api``'s, such as
+    start_guest_run's) was given, or an error that says why it cannot be
+    used.  Checked before the run starts."""
     try:
         number = int(signal.Signals(signum))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(
-            f"run(dump_tasks_on=...) takes a signal number such as signal.SIGUSR1, not {signum!r}"
+            f"{api}(dump_tasks_on=...) takes a signal number such as signal.SIGUSR1, not {signum!r}"
         ) from None
     if number in (signal.SIGKILL, signal.SIGSTOP):
-        raise ValueError(f"run(dump_tasks_on={signal.Signals(number).name}): that signal cannot be caught")
+        raise ValueError(f"{api}(dump_tasks_on={signal.Signals(number).name}): that signal cannot be caught")
     if number == signal.SIGINT:
         raise ValueError(
-            "run(dump_tasks_on=SIGINT) would take Ctrl-C away from KeyboardInterrupt; "
+            f"{api}(dump_tasks_on=SIGINT) would take Ctrl-C away from KeyboardInterrupt; "
             "use another signal, such as signal.SIGUSR1"
         )
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
-            "run(dump_tasks_on=...) needs the main thread: Python only lets the main "
+            f"{api}(dump_tasks_on=...) needs the main thread: Python only lets the main "
             "thread install signal handlers"
         )
     return number
 
 
-def install_dump_signal(runner: Runner, signum: int, then: Callable[[], None]) -> Callable[[], None]:
+def install_dump_signal(
+    runner: Runner, signum: int, then: Callable[[], None], set_wakeup_fd: bool = True
+) -> Callable[[], None]:
     """Print the task tree on ``signum`` for the rest of the run.  Returns
     what puts the previous handler and wake-up fd back and then calls
     ``then`` (the restore of what was installed before: run()'s SIGINT
-    handler, whose wake-up fd this one saw as the previous one)."""
+    handler, whose wake-up fd this one saw as the previous one).
+
+    ``set_wakeup_fd=False`` (a guest run) leaves the wake-up fd as it is:
+    the guest has already decided whose it is (the host's, or its own pipe
+    for the run).  Either one wakes the host's (main) thread, where the
+    handler runs; queuing the printing there wakes the guest's helper thread
+    if it is waiting (``Runner._run_sync_soon``), so the next pass prints."""
     set_op_timestamps(runner, True)
 
     def handler(number: int, frame: Any) -> None:
@@ -295,10 +304,12 @@ def install_dump_signal(runner: Runner, signum: int, then: Callable[[], None]) -
             pass
 
     old_handler = signal.signal(signum, handler)
-    try:
-        old_wakeup = signal.set_wakeup_fd(runner._wake_w, warn_on_full_buffer=False)
-    except ValueError:  # pragma: no cover - checked: main thread
-        old_wakeup = -1
+    old_wakeup: int | None = None  # None: not ours to put back
+    if set_wakeup_fd:
+        try:
+            old_wakeup = signal.set_wakeup_fd(runner._wake_w, warn_on_full_buffer=False)
+        except ValueError:  # pragma: no cover - checked: main thread
+            old_wakeup = -1
 
     def restore() -> None:
         try:
@@ -306,7 +317,7 @@ def install_dump_signal(runner: Runner, signum: int, then: Callable[[], None]) -
             # during the run stays.
             if signal.getsignal(signum) is handler:
                 signal.signal(signum, old_handler)
-            if old_wakeup != runner._wake_w:
+            if old_wakeup is not None and old_wakeup != runner._wake_w:
                 # (Otherwise run()'s SIGINT handling set it, and puts back
                 # what was there before in `then`: the pipe is closed by now.)
                 signal.set_wakeup_fd(old_wakeup)
