@@ -1262,6 +1262,21 @@ async def statistics_count_living_tasks(lib, log):
         log.append(("seconds_to_next_deadline in (90, 100]", 90 < left <= 100))
 
 
+def _waiting_counts(lib):
+    io = lib.lowlevel.current_statistics().io_statistics
+    return io.tasks_waiting_read, io.tasks_waiting_write
+
+
+def _fill(sock):
+    """Send until ``sock`` (non-blocking) would block: a full send buffer."""
+    for _ in range(100_000):
+        try:
+            sock.send(b"x" * 65536)
+        except BlockingIOError:
+            return
+    raise AssertionError("the socket's send buffer never filled")
+
+
 @scenario
 async def io_statistics_count_readiness_waits(lib, log):
     # trio's io_statistics: the backend's name, and (epoll's fields) the
@@ -1271,16 +1286,9 @@ async def io_statistics_count_readiness_waits(lib, log):
     import socket as stdlib_socket
 
     def counts():
-        io = lib.lowlevel.current_statistics().io_statistics
-        return io.tasks_waiting_read, io.tasks_waiting_write
+        return _waiting_counts(lib)
 
-    def fill(sock):
-        for _ in range(100_000):
-            try:
-                sock.send(b"x" * 65536)
-            except BlockingIOError:
-                return
-        raise AssertionError("the socket's send buffer never filled")
+    fill = _fill
 
     log.append(("backend", type(lib.lowlevel.current_statistics().io_statistics.backend).__name__))
     pairs = [stdlib_socket.socketpair() for _ in range(4)]
@@ -1313,6 +1321,45 @@ async def io_statistics_count_readiness_waits(lib, log):
             a.close()
             b.close()
 
+
+@scenario
+async def io_statistics_count_a_writer_whose_peer_stopped_sending_as_a_writer(lib, log):
+    # A task in wait_writable on a socket whose send buffer is full and
+    # whose peer has shut down its sending side.  trio (epoll) waits for
+    # EPOLLOUT and counts one writer.  io_uring's poll reports POLLRDHUP
+    # whatever it is asked for, so ringtrio waits for writability there
+    # through a private epoll instance (a POLL_ADD for POLLIN on it): it is
+    # still a writer, not a reader.  Both wait_writable paths (raw fd, and
+    # ringtrio.socket's method), beside a reader of another fd (a reader of
+    # the same fd would not wait: the peer's shutdown makes it readable).
+    import socket as stdlib_socket
+
+    pairs = [stdlib_socket.socketpair() for _ in range(3)]
+    try:
+        for a, b in pairs:
+            a.setblocking(False)
+            b.setblocking(False)
+        (a1, b1), (a2, b2), (a3, _) = pairs
+        for a, b in ((a1, b1), (a2, b2)):
+            _fill(a)
+            b.shutdown(stdlib_socket.SHUT_WR)
+        sock2 = lib.socket.from_stdlib_socket(a2)
+        await lib.testing.wait_all_tasks_blocked()
+        r0, w0 = _waiting_counts(lib)
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(lib.lowlevel.wait_writable, a1)
+            nursery.start_soon(sock2.wait_writable)
+            nursery.start_soon(lib.lowlevel.wait_readable, a3)
+            await lib.testing.wait_all_tasks_blocked()
+            r, w = _waiting_counts(lib)
+            log.append(("waiting", r - r0, w - w0))
+            nursery.cancel_scope.cancel()
+        r, w = _waiting_counts(lib)
+        log.append(("after", r - r0, w - w0))
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
 
 @scenario
 async def instruments_see_spawn_and_exit(lib, log):

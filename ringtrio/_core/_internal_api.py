@@ -19,7 +19,8 @@ the rest of ringtrio is one short file:
 - ring ops: ``_abort_failed`` (the abort function of a wait only its CQE may
   end), ``_abandoned_ops`` (memory kept alive forever when a run could not
   drain its ring), ``_NOT_HAPPENED`` (the results that mean a cancelled op
-  did not happen);
+  did not happen), ``StandInPollOp`` (a POLL_ADD on another fd than the one
+  its task waits on, counted in the statistics by what the task waits for);
 - ``_coroutine_or_error`` and ``_require_function`` (the checks that turn
   ``start_soon(f())`` and the like into a helpful TypeError);
 - ``set_buffer_group_opener``: how ringtrio/_buffer_group.py provides
@@ -68,6 +69,7 @@ from ._ring_ops import (
     _abandoned_ops,
     _abort_failed,
     _link_expired,
+    StandInPollOp,
 )
 from ._runner import _coroutine_or_error
 from ._deprecate import warn_deprecated
@@ -100,6 +102,7 @@ def _ki_pending_for(task: Task) -> bool:
 
 
 __all__ = [
+    "StandInPollOp",
     "_CHECKPOINT",
     "_LINK_EXPIRED",
     "_NOT_HAPPENED",

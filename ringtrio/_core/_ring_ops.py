@@ -266,6 +266,21 @@ class _CancelOp(RingOp):
 RingOp._abort = _op_abort  # type: ignore[attr-defined]
 
 
+class StandInPollOp(RingOp):
+    """A POLL_ADD that stands in for a readiness wait on another fd: the
+    wait for writability that goes through a private epoll instance
+    (``_poll_writable_via_epoll`` in ringtrio/_socket.py) polls that
+    instance for POLLIN.  ``waits_for`` is what its task really waits for
+    (``select.POLLOUT``), which the SQE's own mask does not say;
+    ``lowlevel.current_statistics()`` counts the task by it, as a writer."""
+
+    __slots__ = ("waits_for",)
+
+    def __init__(self, fd: int, events: int, *, waits_for: int) -> None:
+        super().__init__(_ring.IORING_OP_POLL_ADD, fd, 0, 0, 0, events)
+        self.waits_for = waits_for
+
+
 class OwnedRingOp(RingOp):
     """A ring op owned by a resource or nursery instead of a waiting task:
     the multishot accept of a listener, the multishot receive of a stream.

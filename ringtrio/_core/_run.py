@@ -26,6 +26,7 @@ from ._introspect import check_dump_signal, install_dump_signal
 from ._local import _current_runner, _local, _outside_run, current_task
 from ._ring import IORING_OP_POLL_ADD
 from ._nursery import PosArgT, open_nursery
+from ._ring_ops import StandInPollOp
 from ._runner import Runner
 from ._task import Task, _require_function, new_task
 from ._traps import _CHECKPOINT, Abort, _Park, _yield_trap, wait_task_rescheduled
@@ -286,13 +287,16 @@ def current_statistics() -> RunStatistics:
     submitted, reaped, enters, overflows, polled, hits, poll_ns = runner.ring.stats()
     backend = runner.backend
     deadline = runner._next_deadline()
-    # Tasks in readiness waits: the POLL_ADD ops tasks wait on, by
-    # direction (a walk over the token table: statistics are not a hot path).
+    # Tasks in readiness waits: the POLL_ADD ops tasks wait on, by the
+    # direction each task waits for (a walk over the token table: statistics
+    # are not a hot path).  That is the op's mask, but for a stand-in's (a
+    # writer polling a private epoll instance for POLLIN).
     waiting_read = waiting_write = 0
     for op in runner._op_slots:
         if op is not None and op.opcode == IORING_OP_POLL_ADD and op.task is not None:
-            waiting_read += bool(op.op_flags & select.POLLIN)
-            waiting_write += bool(op.op_flags & select.POLLOUT)
+            events = op.waits_for if type(op) is StandInPollOp else op.op_flags
+            waiting_read += bool(events & select.POLLIN)
+            waiting_write += bool(events & select.POLLOUT)
     return RunStatistics(
         tasks_living=runner._ntasks,
         tasks_runnable=len(runner._runq),
