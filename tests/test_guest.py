@@ -289,6 +289,67 @@ def test_sniffio_and_the_run_context_in_host_and_guest() -> None:
     assert same_under_both(_sniffio_and_contexts) == [True, "asyncio", True, False]
 
 
+async def _sniffio_while_a_coroutine_is_made(lib: ModuleType) -> list[Any]:
+    # The function given to start_soon / spawn_system_task is called to make
+    # the task's coroutine where start_soon is called: in the host's code
+    # (an asyncio task, a plain callback), maybe inside a sniffio
+    # thread-local override the host set around the call, or in a guest task
+    # that set one.  trio says "trio" there all the same (its
+    # coroutine_or_error), and in the task itself, before and after its
+    # first await.
+    loop = asyncio.get_running_loop()
+    seen: list[Any] = []
+
+    def library() -> str:
+        try:
+            name = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            return "none"
+        return "the run" if name == lib.__name__ else name
+
+    async def body(tag: str) -> None:
+        seen.append((tag, "before its first await", library()))
+        await lib.lowlevel.checkpoint()
+        seen.append((tag, "after", library()))
+
+    def make(tag: str) -> Any:  # a function that makes the coroutine
+        seen.append((tag, "making the coroutine", library()))
+        return body(tag)
+
+    async with lib.open_nursery() as nursery:
+        done = lib.Event()
+
+        def callback() -> None:
+            nursery.start_soon(make, "host callback")
+
+        async def host() -> None:  # an asyncio task
+            sniffio.thread_local.name = "the host's override"
+            try:
+                nursery.start_soon(make, "host, overridden")
+                nursery.start_soon(body, "host, overridden, async fn")
+                lib.lowlevel.spawn_system_task(make, "host, overridden, system task")
+            finally:
+                sniffio.thread_local.name = None
+            nursery.start_soon(make, "host asyncio task")
+            done.set()
+
+        loop.call_soon(callback)
+        host_task = loop.create_task(host())
+        await done.wait()
+        previous, sniffio.thread_local.name = sniffio.thread_local.name, "a guest task's override"
+        try:
+            nursery.start_soon(make, "guest, overridden")
+        finally:
+            sniffio.thread_local.name = previous
+    await host_task
+    return sorted(seen)
+
+
+def test_sniffio_says_the_run_while_a_coroutine_is_made_from_the_host() -> None:
+    seen = same_under_both(_sniffio_while_a_coroutine_is_made)
+    assert len(seen) == 17 and {library for _, _, library in seen} == {"the run"}
+
+
 async def _autojump_threshold_from_the_host(lib: ModuleType, clock: Any) -> float:
     loop = asyncio.get_running_loop()
     loop.call_soon(setattr, clock, "autojump_threshold", 0)

@@ -420,12 +420,15 @@ class Runner:
     ) -> Task:
         if nursery is not None and nursery._closed:
             raise RuntimeError("Nursery is closed to new arrivals")
-        if _sniffio_cvar.get() is not self.sniffio_name and not self.is_guest:
+        if _sniffio_cvar.get() is not self.sniffio_name:
             # (Outside any task -- run()'s first task, callbacks from other
             # threads -- or in code that told sniffio it is another library.
             # A guest run's tasks do not carry the variable: they say the
-            # run's name through the thread-local each pass sets.)
-            return self._spawn_for_another_library(async_fn, args, nursery, name, system, context)
+            # run's name through the thread-local each pass sets, so there
+            # the thread-local decides: another library's in the host's
+            # code, or an override set around the call.)
+            if not self.is_guest or _sniffio_thread.name is not self.sniffio_name:
+                return self._spawn_for_another_library(async_fn, args, nursery, name, system, context)
         if type(async_fn) is types.FunctionType:
             coro = async_fn(*args)
             if type(coro) is not types.CoroutineType:
@@ -477,15 +480,21 @@ class Runner:
         variable, and the caller may have set both); the task's context is
         copied with the variable so set.  (Only the variable is checked on
         every spawn: reading the thread-local costs more than the rest of
-        the check.)"""
+        the check.)
+
+        A guest run sets the thread-local alone: its tasks must not carry
+        the variable (see __init__), and the thread-local is what says the
+        run's name in the host's code (start_soon from an asyncio task or
+        a callback of the host), as trio's does there."""
         name_ = self.sniffio_name
-        token = _sniffio_cvar.set(name_)
+        token = None if self.is_guest else _sniffio_cvar.set(name_)
         prev, _sniffio_thread.name = _sniffio_thread.name, name_
         try:
             return self._spawn(async_fn, args, nursery, name, system=system, context=context)
         finally:
             _sniffio_thread.name = prev
-            _sniffio_cvar.reset(token)
+            if token is not None:
+                _sniffio_cvar.reset(token)
 
     def _task_exited(self, task: Task, result: outcome.Outcome[Any]) -> None:
         if task._finalizer is not None:
