@@ -11,6 +11,8 @@ setup(
         Extension(
             "ringtrio._core._speedups",
             sources=["ringtrio/_core/_speedups.c"],
+            # #included by _speedups.c (the Buffer lease's C base)
+            depends=["ringtrio/_core/_speedups_lease.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
         )
     ],

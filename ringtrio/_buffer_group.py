@@ -129,8 +129,19 @@ _ENOBUFS_RETRIES = 2
 # ---------------------------------------------------------------------------
 
 
+# What Buffer is built on: with the accelerator, _speedups' LeaseBase holds
+# the six fields below (same names) and has __enter__/__exit__ in C, which
+# replace Buffer's (deleted after the class body): `with buf:` then costs
+# no Python frame.  Without it, object: Buffer below is all there is.
+if TYPE_CHECKING:
+    _LeaseBase = object
+else:
+    _LeaseBase = _accel.lease_base()
+_LEASE_FIELDS = ("_group", "_bid", "_start", "_len", "_view", "_released")
+
+
 @final
-class Buffer:
+class Buffer(_LeaseBase):
     """A lease on ``len(buf)`` received bytes inside a :class:`BufferGroup`.
 
     The bytes stay in the group's memory (no copy) until the lease is
@@ -142,7 +153,14 @@ class Buffer:
     bytes that a later receive put there.
     """
 
-    __slots__ = ("_group", "_bid", "_start", "_len", "_view", "_released")
+    __slots__ = _LEASE_FIELDS if _LeaseBase is object else ()
+    if TYPE_CHECKING:
+        _group: BufferGroup
+        _bid: int
+        _start: int
+        _len: int
+        _view: memoryview | None
+        _released: bool
 
     def __init__(self, group: BufferGroup, bid: int, start: int, length: int) -> None:
         # (_speedups.complete_lease_rx makes leases without calling this:
@@ -237,6 +255,11 @@ class Buffer:
         release_lease = _accel._sp_release_lease
         if release_lease is None or not release_lease(self):
             self.release()
+
+
+if _LeaseBase is not object:
+    # LeaseBase's __enter__ and __exit__ do what the two above do, in C.
+    del Buffer.__enter__, Buffer.__exit__
 
 
 # ---------------------------------------------------------------------------

@@ -90,6 +90,21 @@ def load(ffi: Any, lib: Any) -> None:
         _setup_receiver(setup)
 
 
+def lease_base() -> type:
+    """The base class of ``ringtrio.Buffer``: _speedups' LeaseBase (the
+    lease's fields, ``__enter__`` and ``__exit__`` in C) when the
+    accelerator is present and allowed, else ``object`` (Buffer is then
+    all Python).  Asked once, when _buffer_group is imported: a class
+    cannot change its base later."""
+    if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
+        return object
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return object
+    return _speedups.LeaseBase  # type: ignore[no-any-return]
+
+
 def register_receiver(setup: str, *args: Any) -> None:
     """Have the CQE dispatch complete a receiver's common CQE in C.  The
     receivers live above the core: ``setup`` names the _speedups call that

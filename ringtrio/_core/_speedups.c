@@ -1811,6 +1811,9 @@ static PyObject *sp_pread_nowait(PyObject *mod, PyObject *const *args, Py_ssize_
     return part;
 }
 
+/* The Buffer lease's C base: its own file, one idea. */
+#include "_speedups_lease.c"
+
 static PyMethodDef methods[] = {
     {"pread_nowait", (PyCFunction)(void (*)(void))sp_pread_nowait, METH_FASTCALL,
      "pread_nowait(fd, size, offset) -> bytes | (first part,) | errno: preadv2(RWF_NOWAIT) into new bytes"},
@@ -1881,5 +1884,8 @@ PyMODINIT_FUNC PyInit__speedups(void)
         return NULL;
     if (PyType_Ready(&LeaseMemory_Type) < 0)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *mod = PyModule_Create(&module);
+    if (mod && lease_module_init(mod) < 0)
+        Py_CLEAR(mod);
+    return mod;
 }
