@@ -136,7 +136,7 @@ _ENOBUFS_RETRIES = 2
 if TYPE_CHECKING:
     _LeaseBase = object
 else:
-    _LeaseBase = _accel.lease_base()
+    _LeaseBase = _accel.speedups_class("LeaseBase")
 _LEASE_FIELDS = ("_group", "_bid", "_start", "_len", "_view", "_released")
 
 
@@ -624,7 +624,17 @@ class _MultishotRecv(OwnedRingOp):
             pass
 
 
-class BufferReceiver:
+# What BufferReceiver is built on: with the accelerator, _speedups'
+# ReceiverBase, whose __anext__ (in C) does the common case -- park until a
+# lease is queued, return it -- and hands everything else to _anext and
+# _receive below (the definition), where that case would have left them.
+if TYPE_CHECKING:
+    _ReceiverBase = object
+else:
+    _ReceiverBase = _accel.speedups_class("ReceiverBase")
+
+
+class BufferReceiver(_ReceiverBase):
     """``stream.receive_buffers(group)``: an async iterator of :class:`Buffer`
     leases, ending at EOF.  Owns the stream's multishot receive while it is
     iterated; ``aclose()`` (or ``async with``) stops it and waits for its
@@ -684,10 +694,10 @@ class BufferReceiver:
         return op
 
     @types.coroutine
-    def __anext__(self) -> Generator[Any, Any, Buffer]:  # type: ignore[override]
-        # A generator-based coroutine that yields the scheduler's traps
-        # itself (as SocketStream.receive_some): one frame, no coroutine
-        # object per lease.
+    def _anext(self) -> Generator[Any, Any, Buffer]:
+        # __anext__: a generator-based coroutine that yields the
+        # scheduler's traps itself (as SocketStream.receive_some): no
+        # coroutine object per lease.
         if self._closed:
             raise StopAsyncIteration
         stream = self._stream
@@ -700,8 +710,23 @@ class BufferReceiver:
         if task is None:
             _outside_run()
         stream._receiving = True
-        parked = False  # passed a cancellable wait (a checkpoint) yet
+        return (yield from self._receive(op, task, False, None))
+
+    __anext__ = _anext
+
+    @types.coroutine
+    def _receive(
+        self, op: _MultishotRecv, task: Task, parked: bool, thrown: BaseException | None
+    ) -> Generator[Any, Any, Buffer]:
+        """The rest of ``__anext__`` once the stream is ours: wait for a
+        lease, or the end, and deliver it.  ``parked``: a cancellable wait
+        (a checkpoint) was passed already.  The accelerator's ``__anext__``
+        continues here after its own park, with ``thrown`` the exception
+        thrown into that park (raised at once, inside the try)."""
+        stream = self._stream
         try:
+            if thrown is not None:
+                raise thrown
             while not op.queue:
                 if op.group is not self._group:
                     op = yield from self._attach().__await__()
@@ -812,6 +837,11 @@ class BufferReceiver:
 # (_speedups.complete_lease_rx), doing what _on_cqe and BufferGroup._take do
 # and setting a Buffer's fields as Buffer.__init__ does.
 _accel.register_receiver("setup_lease_receive", _MultishotRecv, BufferGroup, Buffer)
+if _ReceiverBase is not object:
+    # ReceiverBase's __anext__ (in C) calls _anext and _receive for all but
+    # the common case.
+    del BufferReceiver.__anext__
+    _accel.register_receiver("setup_lease_anext", BufferReceiver, _local)
 
 
 def receive_buffers(stream: SocketStream, group: BufferGroup, max_pending: int) -> BufferReceiver:

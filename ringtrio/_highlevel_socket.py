@@ -320,12 +320,17 @@ class SocketStream(HalfCloseableStream):
                 # to the kernel while the SEND reads it; let go in the
                 # finally below, after the op's final CQE.
                 lease = data
-                if lease._released:
-                    lease._check()  # raises
-                group = lease._group
-                group._refs[lease._bid] += 1
-                group._total_refs += 1
-                payload = group._ring.base + lease._start
+                hold = _accel._sp_lease_hold
+                held = hold(lease) if hold is not None else None
+                if held is not None:
+                    payload = held  # (what the lines below do, in C)
+                else:
+                    if lease._released:
+                        lease._check()  # raises
+                    group = lease._group
+                    group._refs[lease._bid] += 1
+                    group._total_refs += 1
+                    payload = group._ring.base + lease._start
                 total = lease._len
             else:
                 # Not released explicitly (no `with`): an error traceback

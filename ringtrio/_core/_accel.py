@@ -27,6 +27,9 @@ _sp_submit_park: Callable[..., Any] | None = None
 # -> True when done in C, False for the Python path.
 _sp_release_lease: Callable[[Any], bool] | None = None
 _sp_lease_unref: Callable[[Any], bool] | None = None
+# lease_hold(lease) -> the address of its bytes, its buffer held for a send
+# (what send_all does before sending a lease), or None: the Python path.
+_sp_lease_hold: Callable[[Any], int | None] | None = None
 _sp_dispatch: Callable[..., Any] | None = None
 _sp_take_tokens: Callable[..., Any] | None = None
 _sp_prep_open_chain: Callable[..., int] | None = None
@@ -53,7 +56,7 @@ def load(ffi: Any, lib: Any) -> None:
     and publish its entry points; nothing when it is missing or disabled."""
     global _sp_submit, _sp_dispatch, _sp_new_bytes, _sp_iovecs, _sp_take_tokens
     global _sp_prep_open_chain, _sp_prep_close_direct, _sp_lease_view, _sp_run_batch, _module
-    global _sp_submit_park, _sp_release_lease, _sp_lease_unref, _sp_pread_nowait
+    global _sp_submit_park, _sp_release_lease, _sp_lease_unref, _sp_pread_nowait, _sp_lease_hold
     if _sp_submit is not None or os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return
     try:
@@ -85,24 +88,26 @@ def load(ffi: Any, lib: Any) -> None:
     _sp_prep_open_chain, _sp_prep_close_direct = _speedups.prep_open_chain, _speedups.prep_close_direct
     _sp_submit_park = _speedups.submit_park
     _sp_release_lease, _sp_lease_unref = _speedups.release_lease, _speedups.lease_unref
+    _sp_lease_hold = _speedups.lease_hold
     _module = (_speedups, ffi, lib)
     for setup in _receivers:
         _setup_receiver(setup)
 
 
-def lease_base() -> type:
-    """The base class of ``ringtrio.Buffer``: _speedups' LeaseBase (the
-    lease's fields, ``__enter__`` and ``__exit__`` in C) when the
-    accelerator is present and allowed, else ``object`` (Buffer is then
-    all Python).  Asked once, when _buffer_group is imported: a class
-    cannot change its base later."""
+def speedups_class(name: str) -> type:
+    """A base class for a class above the core: _speedups' ``name``
+    (``LeaseBase`` for ``ringtrio.Buffer``, ``ReceiverBase`` for
+    ``BufferReceiver``: their hot methods in C) when the accelerator is
+    present and allowed, else ``object`` (the class is then all Python).
+    Asked once, when the class is defined: a class cannot change its base
+    later."""
     if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         return object
     try:
         from . import _speedups  # type: ignore[attr-defined]
     except ImportError:
         return object
-    return _speedups.LeaseBase  # type: ignore[no-any-return]
+    return getattr(_speedups, name)  # type: ignore[no-any-return]
 
 
 def register_receiver(setup: str, *args: Any) -> None:
@@ -116,7 +121,10 @@ def register_receiver(setup: str, *args: Any) -> None:
     * ``"setup_lease_receive"``, (_MultishotRecv, BufferGroup, Buffer):
       receive_buffers' multishot receive, which queues a Buffer lease per
       chunk (the call also gets BufferRing); this also enables
-      ``lease_unref`` and ``release_lease``, Buffer's release in C.
+      ``lease_unref`` and ``release_lease``, Buffer's release in C;
+    * ``"setup_lease_anext"``, (BufferReceiver, _local): after the one
+      above, BufferReceiver.__anext__'s common case in C (its base
+      ``ReceiverBase``; the Python ``_anext`` until then).
 
     The classes' ``_on_cqe`` stays the definition: the C code does what it
     does for a chunk that arrives while more are to come and the queue is
@@ -134,6 +142,6 @@ def _setup_receiver(setup: str) -> None:
     if setup == "setup_receive":
         recycle = int(ffi.cast("uintptr_t", ffi.addressof(lib, "rt_buf_ring_recycle")))
         args = (args[0], BufferRing, recycle, *args[1:])
-    else:
+    elif setup == "setup_lease_receive":
         args = (*args, BufferRing)
     getattr(speedups, setup)(*args)
