@@ -12,6 +12,7 @@ import resource
 import socket as stdlib_socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -882,3 +883,169 @@ def test_release_in_c_gives_the_buffer_back_as_python_does() -> None:
             await b.aclose()
 
     ringtrio.run(main)
+
+
+def _count_receiver_calls(calls: dict[str, list[object]]) -> Any:
+    """Patch BufferReceiver's Python halves (_anext, _receive) to record
+    their calls; returns the undo."""
+    receiver = _buffer_group.BufferReceiver
+    anext, receive = receiver._anext, receiver._receive
+
+    def counted_anext(self: Any) -> Any:
+        calls["anext"].append(None)
+        return anext(self)
+
+    def counted_receive(self: Any, op: Any, task: Any, parked: bool, thrown: Any) -> Any:
+        calls["receive"].append(thrown)
+        return receive(self, op, task, parked, thrown)
+
+    python_anext = "__anext__" in receiver.__dict__  # (no accelerator)
+    receiver._anext, receiver._receive = counted_anext, counted_receive  # type: ignore[method-assign]
+    if python_anext:
+        receiver.__anext__ = counted_anext  # type: ignore[method-assign]
+
+    def undo() -> None:
+        receiver._anext, receiver._receive = anext, receive  # type: ignore[method-assign]
+        if python_anext:
+            receiver.__anext__ = anext  # type: ignore[method-assign]
+
+    return undo
+
+
+def test_lease_and_anext_common_cases_run_in_c() -> None:
+    """With the accelerator, Buffer is built on _speedups.LeaseBase
+    (__enter__/__exit__ in C) and BufferReceiver on ReceiverBase: an
+    `async for` that parks and is woken with a lease runs no Python
+    __anext__ at all; the first call (attaching the stream) and the end
+    (woken with nothing queued) go to the Python code.  Without it,
+    everything is the Python code.  Same leases, same order either way."""
+    accelerated = not os.environ.get("RINGTRIO_NO_SPEEDUPS")
+    assert (ringtrio.Buffer.__mro__[1].__name__ == "LeaseBase") is accelerated
+    assert (_buffer_group.BufferReceiver.__mro__[1].__name__ == "ReceiverBase") is accelerated
+    calls: dict[str, list[object]] = {"anext": [], "receive": []}
+    rounds = 50
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=256, incremental=False)
+            a, b = stream_pair()
+            got: list[bytes] = []
+            taken = ringtrio.Event()
+
+            async def consumer() -> None:
+                nonlocal taken
+                async for buf in b.receive_buffers(group):
+                    with buf as same:
+                        assert same is buf
+                        got.append(bytes(buf))
+                    assert buf.released
+                    taken.set()
+
+            async with ringtrio.open_nursery() as n:
+                n.start_soon(consumer)
+                for i in range(rounds):
+                    # The consumer is parked when the bytes come.
+                    await ringtrio.testing.wait_all_tasks_blocked()
+                    await a.send_all(b"%d" % i)
+                    await taken.wait()
+                    taken = ringtrio.Event()
+                await ringtrio.testing.wait_all_tasks_blocked()
+                await a.send_eof()
+            assert got == [b"%d" % i for i in range(rounds)]
+            stats = group.statistics()
+            assert (stats.leased, stats.held, stats.free) == (0, 0, 4)
+            assert not b._receiving
+            await a.aclose()
+            await b.aclose()
+
+    undo = _count_receiver_calls(calls)
+    try:
+        ringtrio.run(main)
+    finally:
+        undo()
+    if accelerated:
+        assert len(calls["anext"]) == 1  # attaching the stream
+        # _anext's own, and the end: woken with nothing queued.
+        assert calls["receive"] == [None, None]
+    else:
+        assert len(calls["anext"]) == rounds + 1
+        assert len(calls["receive"]) == rounds + 1
+
+
+def test_cancel_while_parked_in_c_anext_loses_nothing() -> None:
+    """A cancellation thrown into __anext__'s park (the C awaitable's, with
+    the accelerator) runs the Python code's exception path: the loop ends
+    with Cancelled, the multishot is stopped, the stream is free, and bytes
+    sent afterwards come out of the next loop."""
+    calls: dict[str, list[object]] = {"anext": [], "receive": []}
+
+    async def main() -> None:
+        async with ringtrio.open_nursery() as owner:
+            group = owner.buffer_group(count=4, size=256, incremental=False)
+            a, b = stream_pair()
+            got: list[bytes] = []
+            with ringtrio.CancelScope() as scope:
+                async with ringtrio.open_nursery() as n:
+
+                    async def cancel_when_parked() -> None:
+                        await ringtrio.testing.wait_all_tasks_blocked()
+                        scope.cancel()
+
+                    await a.send_all(b"before")
+                    async for buf in b.receive_buffers(group):
+                        with buf:
+                            got.append(bytes(buf))
+                        # Parks next in the loop's common case.
+                        n.start_soon(cancel_when_parked)
+            assert scope.cancelled_caught and got == [b"before"]
+            assert not b._receiving
+            assert group.statistics().armed == 0
+            await a.send_all(b"after")
+            await a.send_eof()
+            async for buf in b.receive_buffers(group):
+                with buf:
+                    got.append(bytes(buf))
+            assert got == [b"before", b"after"]
+            await a.aclose()
+            await b.aclose()
+
+    undo = _count_receiver_calls(calls)
+    try:
+        ringtrio.run(main)
+    finally:
+        undo()
+    thrown = [t for t in calls["receive"] if t is not None]
+    if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
+        assert thrown == []  # the Python generator takes the throw itself
+    else:
+        # The C park handed the Cancelled to the Python code.
+        assert [type(t).__name__ for t in thrown] == ["Cancelled"]
+
+
+@pytest.mark.ringtrio
+async def test_anext_awaitable_not_started_behaves_as_a_generator() -> None:
+    """What __anext__ returns (the C awaitable with the accelerator, a
+    generator without), driven by hand before it starts: throw() raises the
+    exception at once and close() does nothing; neither touches the stream,
+    and the next __anext__ works."""
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=4, size=256, incremental=False)
+        a, b = stream_pair()
+        it = b.receive_buffers(group)
+        await a.send_all(b"first")
+        with (await it.__anext__()) as buf:  # attaches the stream and arms
+            assert bytes(buf) == b"first"
+
+        aw = it.__anext__()
+        with pytest.raises(KeyError, match="before start"):
+            aw.throw(KeyError("before start"))  # type: ignore[attr-defined]
+        assert not b._receiving
+        aw = it.__anext__()
+        assert aw.close() is None  # type: ignore[attr-defined]
+        assert not b._receiving
+        await a.send_all(b"second")
+        with (await it.__anext__()) as buf:
+            assert bytes(buf) == b"second"
+        await it.aclose()
+        await a.aclose()
+        await b.aclose()

@@ -451,7 +451,7 @@ static PyObject *leasenext_close(PyObject *self, PyObject *unused)
         n->state = LN_DONE;
         Py_CLEAR(n->gen);
         if (c)
-            PyErr_SetString(PyExc_RuntimeError, "coroutine ignored GeneratorExit");
+            PyErr_SetString(PyExc_RuntimeError, "generator ignored GeneratorExit");
         return NULL;
     }
     if (r == PYGEN_RETURN) {
