@@ -426,6 +426,9 @@ class _Snapshot:
                 # The multishot receive is the stream's; what this read
                 # asked for is receive_some's argument.
                 nbytes = _local(api_frame, "max_bytes")
+            if api is None and isinstance(owner, self._MultishotRecv):
+                # Parked by the accelerator's __anext__ (C: no frame).
+                api = _NEXT_BUFFER
             return self.op(owner, nbytes), api or _opcode(owner)
         if owner is task:
             if getattr(abort, "__name__", "") == "_abort_timed_sleep":
@@ -751,8 +754,11 @@ def _process_wait(api: str, frame: types.FrameType, lot: Any) -> str:
     return f"Process.wait (pid {getattr(proc, 'pid', '?')})"
 
 
+_NEXT_BUFFER = "receive_buffers: the next buffer"
+
+
 def _next_buffer(api: str, frame: types.FrameType, lot: Any) -> str:
-    return "receive_buffers: the next buffer"
+    return _NEXT_BUFFER
 
 
 def _accepting(api: str, frame: types.FrameType, lot: Any) -> str:
@@ -776,7 +782,10 @@ _SPECIAL: dict[str, _Describe] = {
     "sleep": _sleep_forever,  # sleep(inf): no deadline entry
     "sleep_until": _sleep_forever,
     "Process.wait": _process_wait,
-    "BufferReceiver.__anext__": _next_buffer,
+    # (__anext__'s Python halves; with the accelerator, a loop parked in
+    # its common case has no frame of its own: see wait_of.)
+    "BufferReceiver._anext": _next_buffer,
+    "BufferReceiver._receive": _next_buffer,
     "_serve_one_listener": _accepting,
     "_serve_multishot": _accepting,
     "SocketStream.receive_some": _receive_some,

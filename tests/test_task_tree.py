@@ -176,6 +176,40 @@ def test_file_read_blocked_inside_a_deadline(tmp_path: Any) -> None:
     assert scope.deadline == deadline and scope.owner == task.name and not scope.shield
 
 
+def test_receive_buffers_loop_parked_after_a_lease() -> None:
+    """A receive_buffers loop that took a lease and waits for the next one
+    (with the accelerator, parked by the C __anext__: no frame of its own)
+    is shown waiting for the next buffer on its multishot RECV."""
+
+    async def main() -> TaskTree:
+        a, b = ringtrio.socket.socketpair()
+        stream = ringtrio.SocketStream(a)
+        took = ringtrio.Event()
+
+        async def consumer(group: ringtrio.BufferGroup) -> None:
+            async for buf in stream.receive_buffers(group):
+                with buf:
+                    took.set()
+
+        async with ringtrio.open_nursery() as nursery:
+            group = nursery.buffer_group(count=2, size=64, incremental=False)
+            nursery.start_soon(consumer, group)
+            await b.send(b"one")
+            await took.wait()
+            await wait_all_tasks_blocked()
+            tree = lowlevel.task_tree()
+            nursery.cancel_scope.cancel()
+        b.close()
+        await stream.aclose()
+        return tree
+
+    tree = run(main)
+    consumer_task = only(tree, "consumer")
+    assert consumer_task.waiting_for == "receive_buffers: the next buffer"
+    op = consumer_task.ring_op
+    assert op is not None and op.opcode == "RECV" and op.multishot
+
+
 def test_nursery_buffer_group_and_multishot_receive() -> None:
     async def main() -> tuple[TaskTree, TaskTree]:
         a, b = ringtrio.socket.socketpair()
