@@ -885,9 +885,11 @@ def test_release_in_c_gives_the_buffer_back_as_python_does() -> None:
     ringtrio.run(main)
 
 
-def _count_receiver_calls(calls: dict[str, list[object]]) -> Any:
-    """Patch BufferReceiver's Python halves (_anext, _receive) to record
-    their calls; returns the undo."""
+def _run_counting_receiver_calls(main: Any) -> dict[str, list[object]]:
+    """ringtrio.run(main) with BufferReceiver's Python halves (_anext,
+    _receive) recording their calls: {"anext": [...], "receive": [thrown,
+    ...]}."""
+    calls: dict[str, list[object]] = {"anext": [], "receive": []}
     receiver = _buffer_group.BufferReceiver
     anext, receive = receiver._anext, receiver._receive
 
@@ -903,13 +905,13 @@ def _count_receiver_calls(calls: dict[str, list[object]]) -> Any:
     receiver._anext, receiver._receive = counted_anext, counted_receive  # type: ignore[method-assign]
     if python_anext:
         receiver.__anext__ = counted_anext  # type: ignore[method-assign]
-
-    def undo() -> None:
+    try:
+        ringtrio.run(main)
+    finally:
         receiver._anext, receiver._receive = anext, receive  # type: ignore[method-assign]
         if python_anext:
             receiver.__anext__ = anext  # type: ignore[method-assign]
-
-    return undo
+    return calls
 
 
 def test_lease_and_anext_common_cases_run_in_c() -> None:
@@ -922,7 +924,6 @@ def test_lease_and_anext_common_cases_run_in_c() -> None:
     accelerated = not os.environ.get("RINGTRIO_NO_SPEEDUPS")
     assert (ringtrio.Buffer.__mro__[1].__name__ == "LeaseBase") is accelerated
     assert (_buffer_group.BufferReceiver.__mro__[1].__name__ == "ReceiverBase") is accelerated
-    calls: dict[str, list[object]] = {"anext": [], "receive": []}
     rounds = 50
 
     async def main() -> None:
@@ -958,11 +959,7 @@ def test_lease_and_anext_common_cases_run_in_c() -> None:
             await a.aclose()
             await b.aclose()
 
-    undo = _count_receiver_calls(calls)
-    try:
-        ringtrio.run(main)
-    finally:
-        undo()
+    calls = _run_counting_receiver_calls(main)
     if accelerated:
         assert len(calls["anext"]) == 1  # attaching the stream
         # _anext's own, and the end: woken with nothing queued.
@@ -977,7 +974,6 @@ def test_cancel_while_parked_in_c_anext_loses_nothing() -> None:
     the accelerator) runs the Python code's exception path: the loop ends
     with Cancelled, the multishot is stopped, the stream is free, and bytes
     sent afterwards come out of the next loop."""
-    calls: dict[str, list[object]] = {"anext": [], "receive": []}
 
     async def main() -> None:
         async with ringtrio.open_nursery() as owner:
@@ -1009,11 +1005,7 @@ def test_cancel_while_parked_in_c_anext_loses_nothing() -> None:
             await a.aclose()
             await b.aclose()
 
-    undo = _count_receiver_calls(calls)
-    try:
-        ringtrio.run(main)
-    finally:
-        undo()
+    calls = _run_counting_receiver_calls(main)
     thrown = [t for t in calls["receive"] if t is not None]
     if os.environ.get("RINGTRIO_NO_SPEEDUPS"):
         assert thrown == []  # the Python generator takes the throw itself
