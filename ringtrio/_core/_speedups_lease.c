@@ -26,6 +26,7 @@ typedef struct {
 
 static PyObject *release_name; /* "release" */
 static PyObject *base_name;    /* "base" (BufferRing.base) */
+static PyObject *queue_popleft_name; /* "popleft" (the receive's deque) */
 
 static int leasebase_traverse(PyObject *self, visitproc visit, void *arg)
 {
@@ -295,7 +296,7 @@ static PySendResult leasenext_send(PyObject *self, PyObject *value, PyObject **r
             return PYGEN_ERROR;
         if (pending == 0 || FIELD(n->op, m_group) != FIELD(n->receiver, r_group))
             return leasenext_delegate(n, receive_rest(n, NULL), Py_None, result);
-        PyObject *lease = PyObject_CallMethodNoArgs(queue, popleft_name);
+        PyObject *lease = PyObject_CallMethodNoArgs(queue, queue_popleft_name);
         n->state = LN_DONE;
         int rc = set_attr_bool(n->stream, receiving_name, 0);
         Py_CLEAR(n->stream);
@@ -583,13 +584,14 @@ static int lease_module_init(PyObject *mod)
 {
     release_name = PyUnicode_InternFromString("release");
     base_name = PyUnicode_InternFromString("base");
+    queue_popleft_name = PyUnicode_InternFromString("popleft");
     receiving_name = PyUnicode_InternFromString("_receiving");
     buffer_receiver_name = PyUnicode_InternFromString("_buffer_receiver");
     anext_py_name = PyUnicode_InternFromString("_anext");
     receive_py_name = PyUnicode_InternFromString("_receive");
     throw_name = PyUnicode_InternFromString("throw");
     close_name = PyUnicode_InternFromString("close");
-    if (!release_name || !base_name || !receiving_name || !buffer_receiver_name || !anext_py_name ||
+    if (!release_name || !base_name || !queue_popleft_name || !receiving_name || !buffer_receiver_name || !anext_py_name ||
         !receive_py_name || !throw_name || !close_name)
         return -1;
     if (PyType_Ready(&LeaseBase_Type) < 0 || PyType_Ready(&LeaseNext_Type) < 0 ||
