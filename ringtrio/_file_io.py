@@ -859,10 +859,12 @@ class AsyncBinaryFile(AsyncFile):
         n = await self._op(RingOp(IORING_OP_READ, self._fd, _addr(buf), size, offset, keepalive=buf))
         return _ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
 
-    # Reads served from the page cache.  An unbuffered read() and read_at()
-    # of a regular file first try _pread_nowait (one preadv2(RWF_NOWAIT)
-    # into the result; the accelerator's pread_nowait when loaded), and take
-    # the ring READ only when the cache does not have the bytes.  Why: a READ
+    # Reads served from the page cache.  Kernel reads of a regular file into
+    # a new bytes object -- an unbuffered read() (inline there), read_at(),
+    # read1(), a read-ahead refill, readall() (_pread_cached) -- first try
+    # _pread_nowait (one preadv2(RWF_NOWAIT) into the result; the
+    # accelerator's pread_nowait when loaded), and take the ring READ only
+    # when the cache does not have the bytes.  Why: a READ
     # of a cached file completes inline in the enter anyway, so what the
     # ring op adds is its own cost -- the SQE, the enter, the CQE, the op
     # object, a scheduler pass and a task switch: about as much again as a
@@ -895,9 +897,36 @@ class AsyncBinaryFile(AsyncFile):
         self._pos = pos + len(head) + len(rest)
         return head + rest
 
+    async def _pread_cached(self, size: int, offset: int) -> bytes:
+        """_pread, served from the page cache at once when it has the bytes
+        (see _cache_missed), with _pread's contract: Cancelled only if
+        nothing was read, and a checkpoint either way -- the cancel test
+        before the read, a cancel-shielded schedule point after it.  A
+        partial hit reads the rest with a ring READ; if that raises, the
+        first part is dropped (a copy at an explicit offset: nothing was
+        taken)."""
+        if self._nowait and not self._closed:
+            # (checkpoint_if_cancelled() without its coroutine)
+            task = _local.task
+            if task is None:
+                _outside_run()
+            if _cancel_pending(task):
+                await checkpoint()
+            if size > _MAX_RW:
+                size = _MAX_RW  # (all one kernel read returns)
+            data = (_accel._sp_pread_nowait or _pread_nowait)(self._fd, size, offset)
+            if isinstance(data, bytes):
+                await cancel_shielded_checkpoint()
+                return data
+            if isinstance(data, tuple):
+                head = data[0]
+                return head + await self._pread(size - len(head), offset + len(head))
+            self._cache_missed(data)
+        return await self._pread(size, offset)
+
     async def _read_raw(self, size: int) -> bytes:
         """One kernel read at the position, advancing it by what was read."""
-        data = await self._pread(size, self._offset())
+        data = await self._pread_cached(size, self._offset())
         self._pos += len(data)
         return data
 
@@ -1004,7 +1033,7 @@ class AsyncBinaryFile(AsyncFile):
     async def _fill(self) -> bool:
         """Refill the (empty) read-ahead buffer; False at EOF."""
         size = self._readahead or self._bufsize
-        data = await self._pread(size, self._offset())
+        data = await self._pread_cached(size, self._offset())
         if not self._seekable:
             # the kernel advanced its own position; ours follows
             pass
@@ -1386,26 +1415,7 @@ class AsyncBinaryFile(AsyncFile):
         if size == 0:
             await checkpoint()
             return _EMPTY
-        if size > _MAX_RW:
-            size = _MAX_RW  # (all one kernel read returns)
-        if self._nowait:
-            # From the page cache at once if it has the bytes (see
-            # _cache_missed).  (checkpoint_if_cancelled() without its
-            # coroutine.)
-            task = _local.task
-            if task is None:
-                _outside_run()
-            if _cancel_pending(task):
-                await checkpoint()
-            data = (_accel._sp_pread_nowait or _pread_nowait)(self._fd, size, offset)
-            if isinstance(data, bytes):
-                await cancel_shielded_checkpoint()
-                return data
-            if isinstance(data, tuple):
-                head = data[0]
-                return head + await self._pread(size - len(head), offset + len(head))
-            self._cache_missed(data)
-        return await self._pread(size, offset)
+        return await self._pread_cached(size, offset)
 
     async def write_at(self, offset: int, data: Any) -> int:
         """Write all of ``data`` at ``offset`` without using or moving the file
