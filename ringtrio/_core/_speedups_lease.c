@@ -146,6 +146,10 @@ static PyTypeObject LeaseBase_Type = {
 
 static int anext_ready;              /* setup_lease_anext done */
 static PyObject *anext_local;        /* _core._local (its .task) */
+/* BufferReceiver: the only class whose instances have the layout the
+ * r_* offsets describe (it and its subclasses take the C path; any other
+ * ReceiverBase subclass goes to its own _anext). */
+static PyTypeObject *receiver_type;
 static Py_ssize_t r_stream, r_group, r_op, r_closed;  /* BufferReceiver */
 static Py_ssize_t m_owner, m_eof, m_error, m_armed, m_closed_by_user, m_park;  /* _MultishotRecv */
 static PyObject *receiving_name, *buffer_receiver_name, *anext_py_name, *receive_py_name,
@@ -156,6 +160,10 @@ enum { LN_INIT, LN_PARKED, LN_DELEGATE, LN_DONE };
 typedef struct {
     PyObject_HEAD
     int state;
+    /* In send/throw/close: a call back into this awaitable from the Python
+     * code it runs (a generator's "already executing") is refused, never
+     * allowed to drop the generator that is running under it. */
+    int running;
     PyObject *receiver, *stream, *op, *task; /* the common case's (PARKED) */
     PyObject *gen;                           /* the Python code (DELEGATE) */
 } LeaseNext;
@@ -196,7 +204,8 @@ static int anext_common_start(LeaseNext *n)
     PyObject *rx = n->receiver;
     PyObject *closed = FIELD(rx, r_closed), *stream = FIELD(rx, r_stream), *op = FIELD(rx, r_op);
     PyObject *mygroup = FIELD(rx, r_group);
-    if (closed != Py_False || !stream || !op || Py_TYPE(op) != leaserx_type || !mygroup)
+    if (closed != Py_False || !stream || !op || Py_TYPE(op) != leaserx_type || !mygroup ||
+        Py_TYPE(mygroup) != group_type)
         return 0;
     PyObject *queue = FIELD(op, m_queue), *group = FIELD(op, m_group), *owner = FIELD(op, m_owner);
     PyObject *error = FIELD(op, m_error), *park = FIELD(op, m_park);
@@ -215,29 +224,41 @@ static int anext_common_start(LeaseNext *n)
             PyErr_Clear();
         return 0; /* ready at once: the Python code's checkpoints */
     }
-    PyObject *receiving = PyObject_GetAttr(stream, receiving_name);
-    if (!receiving)
-        return -1;
-    Py_DECREF(receiving);
-    if (receiving != Py_False)
-        return 0;
-    PyObject *attached = PyObject_GetAttr(stream, buffer_receiver_name);
-    if (!attached)
-        return -1;
-    Py_DECREF(attached);
-    if (attached != op)
-        return 0;
-    PyObject *task = PyObject_GetAttr(anext_local, task_attr);
-    if (!task)
-        return -1;
-    if (task == Py_None) {
-        Py_DECREF(task);
-        return 0;
-    }
+    /* Held from here: the attribute reads below may run Python code (a
+     * property), which could rebind the receiver's fields. */
     n->stream = Py_NewRef(stream);
     n->op = Py_NewRef(op);
+    int r = -1;
+    PyObject *receiving = PyObject_GetAttr(n->stream, receiving_name);
+    if (!receiving)
+        goto out;
+    Py_DECREF(receiving);
+    r = 0;
+    if (receiving != Py_False)
+        goto out;
+    r = -1;
+    PyObject *attached = PyObject_GetAttr(n->stream, buffer_receiver_name);
+    if (!attached)
+        goto out;
+    Py_DECREF(attached);
+    r = 0;
+    if (attached != n->op)
+        goto out;
+    r = -1;
+    PyObject *task = PyObject_GetAttr(anext_local, task_attr);
+    if (!task)
+        goto out;
+    r = 0;
+    if (task == Py_None) {
+        Py_DECREF(task);
+        goto out;
+    }
     n->task = task;
     return 1;
+out:
+    Py_CLEAR(n->stream);
+    Py_CLEAR(n->op);
+    return r;
 }
 
 /* Hand over to the Python generator `gen` (stolen) and send it `value`. */
@@ -249,12 +270,13 @@ static PySendResult leasenext_delegate(LeaseNext *n, PyObject *gen, PyObject *va
     Py_CLEAR(n->stream);
     Py_CLEAR(n->op);
     Py_CLEAR(n->task);
-    n->gen = gen;
+    n->gen = Py_NewRef(gen);
     PySendResult r = PyIter_Send(gen, value, result);
-    if (r != PYGEN_NEXT) {
+    if (r != PYGEN_NEXT && n->gen == gen) {
         n->state = LN_DONE;
         Py_CLEAR(n->gen);
     }
+    Py_DECREF(gen);
     return r;
 }
 
@@ -265,7 +287,7 @@ static PyObject *receive_rest(LeaseNext *n, PyObject *thrown)
                                       thrown ? thrown : Py_None, NULL);
 }
 
-static PySendResult leasenext_send(PyObject *self, PyObject *value, PyObject **result)
+static PySendResult leasenext_send_impl(PyObject *self, PyObject *value, PyObject **result)
 {
     LeaseNext *n = (LeaseNext *)self;
     switch (n->state) {
@@ -285,7 +307,12 @@ static PySendResult leasenext_send(PyObject *self, PyObject *value, PyObject **r
         }
         set_field(n->op, m_waiter, Py_NewRef(n->task));
         n->state = LN_PARKED;
-        *result = Py_NewRef(FIELD(n->op, m_park));
+        PyObject *park = FIELD(n->op, m_park);
+        if (!park) {
+            PyErr_SetString(PyExc_AttributeError, "receive_buffers: the multishot receive has no park");
+            return PYGEN_ERROR;
+        }
+        *result = Py_NewRef(park);
         return PYGEN_NEXT;
     }
     case LN_PARKED: {
@@ -310,11 +337,13 @@ static PySendResult leasenext_send(PyObject *self, PyObject *value, PyObject **r
         return PYGEN_RETURN;
     }
     case LN_DELEGATE: {
-        PySendResult r = PyIter_Send(n->gen, value, result);
-        if (r != PYGEN_NEXT) {
+        PyObject *gen = Py_NewRef(n->gen);
+        PySendResult r = PyIter_Send(gen, value, result);
+        if (r != PYGEN_NEXT && n->gen == gen) {
             n->state = LN_DONE;
             Py_CLEAR(n->gen);
         }
+        Py_DECREF(gen);
         return r;
     }
     default:
@@ -322,6 +351,9 @@ static PySendResult leasenext_send(PyObject *self, PyObject *value, PyObject **r
         return PYGEN_RETURN;
     }
 }
+
+static PySendResult leasenext_send(PyObject *self, PyObject *value, PyObject **result);
+static PyObject *leasenext_close(PyObject *self, PyObject *unused);
 
 /* A send result as a Python-level send()/__next__() returns it. */
 static PyObject *send_result(PySendResult r, PyObject *result)
@@ -357,7 +389,10 @@ static PyObject *leasenext_iternext(PyObject *self)
 static PyObject *leasenext_send_meth(PyObject *self, PyObject *value)
 {
     PyObject *result = NULL;
-    return send_result(leasenext_send(self, value, &result), result);
+    /* (Two statements: C leaves the order of a call's arguments open, and
+     * `result` must be read after leasenext_send has set it.) */
+    PySendResult r = leasenext_send(self, value, &result);
+    return send_result(r, result);
 }
 
 /* The exception a throw(typ[, val[, tb]]) raises (a new reference). */
@@ -392,7 +427,7 @@ static PyObject *thrown_exception(PyObject *const *args, Py_ssize_t nargs)
     return exc;
 }
 
-static PyObject *leasenext_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *leasenext_throw_impl(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     LeaseNext *n = (LeaseNext *)self;
     if (n->state == LN_DELEGATE) {
@@ -425,13 +460,15 @@ static PyObject *leasenext_throw(PyObject *self, PyObject *const *args, Py_ssize
 
 /* close(): as a generator's -- GeneratorExit at the park, and a
  * RuntimeError if the code then yields. */
-static PyObject *leasenext_close(PyObject *self, PyObject *unused)
+static PyObject *leasenext_close_impl(PyObject *self)
 {
     LeaseNext *n = (LeaseNext *)self;
     if (n->state == LN_DELEGATE) {
-        PyObject *r = PyObject_CallMethodNoArgs(n->gen, close_name);
+        PyObject *gen = n->gen;
+        n->gen = NULL; /* (ours now) */
         n->state = LN_DONE;
-        Py_CLEAR(n->gen);
+        PyObject *r = PyObject_CallMethodNoArgs(gen, close_name);
+        Py_DECREF(gen);
         return r;
     }
     if (n->state != LN_PARKED) {
@@ -447,10 +484,12 @@ static PyObject *leasenext_close(PyObject *self, PyObject *unused)
     PySendResult r = leasenext_delegate(n, gen, Py_None, &result);
     if (r == PYGEN_NEXT) {
         Py_DECREF(result);
-        PyObject *c = PyObject_CallMethodNoArgs(n->gen, close_name);
-        Py_XDECREF(c);
+        gen = n->gen;
+        n->gen = NULL; /* (ours now) */
         n->state = LN_DONE;
-        Py_CLEAR(n->gen);
+        PyObject *c = gen ? PyObject_CallMethodNoArgs(gen, close_name) : Py_NewRef(Py_None);
+        Py_XDECREF(gen);
+        Py_XDECREF(c);
         if (c)
             PyErr_SetString(PyExc_RuntimeError, "generator ignored GeneratorExit");
         return NULL;
@@ -464,6 +503,48 @@ static PyObject *leasenext_close(PyObject *self, PyObject *unused)
         Py_RETURN_NONE;
     }
     return NULL;
+}
+
+/* send/throw/close called again from the Python code one of them runs:
+ * refused as a generator refuses it (the state is left alone). */
+static int leasenext_enter(LeaseNext *n)
+{
+    if (n->running) {
+        PyErr_SetString(PyExc_ValueError, "receive_buffers' __anext__ awaitable is already executing");
+        return -1;
+    }
+    n->running = 1;
+    return 0;
+}
+
+static PySendResult leasenext_send(PyObject *self, PyObject *value, PyObject **result)
+{
+    LeaseNext *n = (LeaseNext *)self;
+    if (leasenext_enter(n) < 0)
+        return PYGEN_ERROR;
+    PySendResult r = leasenext_send_impl(self, value, result);
+    n->running = 0;
+    return r;
+}
+
+static PyObject *leasenext_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    LeaseNext *n = (LeaseNext *)self;
+    if (leasenext_enter(n) < 0)
+        return NULL;
+    PyObject *r = leasenext_throw_impl(self, args, nargs);
+    n->running = 0;
+    return r;
+}
+
+static PyObject *leasenext_close(PyObject *self, PyObject *unused)
+{
+    LeaseNext *n = (LeaseNext *)self;
+    if (leasenext_enter(n) < 0)
+        return NULL;
+    PyObject *r = leasenext_close_impl(self);
+    n->running = 0;
+    return r;
 }
 
 /* A LeaseNext dropped while parked is closed, as a suspended generator. */
@@ -527,12 +608,15 @@ static PyTypeObject LeaseNext_Type = {
  * (_anext) until setup_lease_anext has run. */
 static PyObject *receiverbase_anext(PyObject *self)
 {
-    if (!anext_ready)
+    /* (Only a BufferReceiver has the fields the awaitable reads; any other
+     * subclass of ReceiverBase, or ReceiverBase itself, gets its _anext.) */
+    if (!anext_ready || !PyObject_TypeCheck(self, receiver_type))
         return PyObject_CallMethodNoArgs(self, anext_py_name);
     LeaseNext *n = PyObject_GC_New(LeaseNext, &LeaseNext_Type);
     if (!n)
         return NULL;
     n->state = LN_INIT;
+    n->running = 0;
     n->receiver = Py_NewRef(self);
     n->stream = n->op = n->task = n->gen = NULL;
     PyObject_GC_Track((PyObject *)n);
@@ -563,6 +647,10 @@ static PyObject *sp_setup_lease_anext(PyObject *mod, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "setup_lease_anext(): call setup_lease_receive() first");
         return NULL;
     }
+    if (!PyType_IsSubtype((PyTypeObject *)recv_t, &ReceiverBase_Type)) {
+        PyErr_SetString(PyExc_TypeError, "setup_lease_anext(): the receiver class must derive from ReceiverBase");
+        return NULL;
+    }
     if (member_offset(recv_t, "_stream", &r_stream) < 0 ||
         member_offset(recv_t, "_group", &r_group) < 0 ||
         member_offset(recv_t, "_op", &r_op) < 0 ||
@@ -575,6 +663,7 @@ static PyObject *sp_setup_lease_anext(PyObject *mod, PyObject *args)
         member_offset((PyObject *)leaserx_type, "park", &m_park) < 0)
         return NULL;
     Py_XSETREF(anext_local, Py_NewRef(local));
+    Py_XSETREF(receiver_type, (PyTypeObject *)Py_NewRef(recv_t));
     anext_ready = 1;
     Py_RETURN_NONE;
 }
