@@ -318,19 +318,21 @@ class SocketStream(HalfCloseableStream):
                 # -- one reference, as a view holds it -- so that a
                 # release() meanwhile (by another task) cannot give it back
                 # to the kernel while the SEND reads it; let go in the
-                # finally below, after the op's final CQE.
-                lease = data
+                # finally below, after the op's final CQE.  (`lease` is set
+                # once the hold is taken: a released lease raises with
+                # nothing held, and nothing is let go for it.)
                 hold = _accel._sp_lease_hold
-                held = hold(lease) if hold is not None else None
+                held = hold(data) if hold is not None else None
                 if held is not None:
                     payload = held  # (what the lines below do, in C)
                 else:
-                    if lease._released:
-                        lease._check()  # raises
-                    group = lease._group
-                    group._refs[lease._bid] += 1
+                    if data._released:
+                        data._check()  # raises
+                    group = data._group
+                    group._refs[data._bid] += 1
                     group._total_refs += 1
-                    payload = group._ring.base + lease._start
+                    payload = group._ring.base + data._start
+                lease = data
                 total = lease._len
             else:
                 # Not released explicitly (no `with`): an error traceback

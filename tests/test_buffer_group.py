@@ -814,6 +814,39 @@ async def test_send_all_sends_a_lease_without_a_view() -> None:
             await s.aclose()
 
 
+@pytest.mark.ringtrio
+async def test_sending_a_released_lease_takes_no_reference_from_its_buffer() -> None:
+    """send_all(buf) of a released lease raises ValueError and leaves the
+    group's accounting alone: it used to give back a reference it never
+    took (the buffer's count went to -1, or another holder's reference was
+    taken away, and the buffer could go back to the kernel under it)."""
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=2, size=512, incremental=False)
+        a, b = stream_pair()
+        c, d = stream_pair()
+        it = b.receive_buffers(group)
+        await a.send_all(b"first")
+        first = await it.__anext__()
+        await a.send_all(b"second")
+        second = await it.__anext__()
+        assert first._bid != second._bid
+        first.release()
+        for _ in range(3):
+            with pytest.raises(ValueError, match="released"):
+                await c.send_all(first)
+        assert group._refs[first._bid] == 0 and group._refs[second._bid] == 1
+        assert group._total_refs == 1 and group.statistics().held == 1
+        with second:
+            await c.send_all(second)
+        assert await d.receive_some() == b"second"
+        stats = group.statistics()
+        assert (stats.free, stats.leased, stats.held) == (2, 0, 0)
+        assert group._refs == [0, 0] and group._total_refs == 0
+        await it.aclose()
+        for s in (a, b, c, d):
+            await s.aclose()
+
+
 def test_leases_are_made_in_c_as_in_python() -> None:
     """A chunk of receive_buffers' multishot receive that arrives while more
     are to come becomes a Buffer lease in the C dispatch
@@ -1038,6 +1071,34 @@ async def test_anext_awaitable_not_started_behaves_as_a_generator() -> None:
         await a.send_all(b"second")
         with (await it.__anext__()) as buf:
             assert bytes(buf) == b"second"
+        await it.aclose()
+        await a.aclose()
+        await b.aclose()
+
+
+@pytest.mark.ringtrio
+async def test_anext_awaitable_send_by_hand_returns_what_it_yields() -> None:
+    """``send()`` called on what __anext__ returns gives what the code under
+    it yields, as a coroutine's send() does (the C awaitable's returned NULL
+    without an exception: a SystemError), and awaiting it afterwards
+    finishes the same step."""
+    async with ringtrio.open_nursery() as owner:
+        group = owner.buffer_group(count=4, size=256, incremental=False)
+        a, b = stream_pair()
+        it = b.receive_buffers(group)
+        await a.send_all(b"first")
+        with (await it.__anext__()) as buf:  # attaches the stream and arms
+            assert bytes(buf) == b"first"
+        await a.send_all(b"second")
+        await ringtrio.testing.wait_all_tasks_blocked()
+        aw = it.__anext__()
+        # A lease is queued: the step is ready at once, and its checkpoint
+        # yields (the scheduler would resume it with None, as here).
+        trap = aw.send(None)  # type: ignore[attr-defined]
+        assert trap is not None
+        with (await aw) as buf:
+            assert bytes(buf) == b"second"
+        assert not b._receiving
         await it.aclose()
         await a.aclose()
         await b.aclose()
