@@ -68,6 +68,9 @@ static Py_ssize_t l_chain, l_index, c_results, c_pending, c_task, c_cancel_raise
 /* The step loop (set by setup_steps; run_batch refuses to run before). */
 static Py_ssize_t t_send, t_context, t_cancel_scope, s_eff, k_abort_func;
 static PyTypeObject *park_type;
+/* Task: what run_batch and submit_park read fields of at its offsets (the
+ * t_* above); any other object would be read out of bounds. */
+static PyTypeObject *task_type, *scope_type;
 static PyObject *m_checkpoint, *m_yield, *m_resume_plain, *m_resume_check;
 static PyObject *dict_name, *attempt_name, *task_attr, *ki_attr, *main_task_attr, *append_name;
 static PyObject *inflight_attr, *stale_attr, *wakeup_attr; /* runner attributes */
@@ -184,6 +187,8 @@ static PyObject *sp_setup_steps(PyObject *mod, PyObject *args)
         member_offset(park_t, "abort_func", &k_abort_func) < 0)
         return NULL;
     Py_XSETREF(park_type, (PyTypeObject *)Py_NewRef(park_t));
+    Py_XSETREF(task_type, (PyTypeObject *)Py_NewRef(task_t));
+    Py_XSETREF(scope_type, (PyTypeObject *)Py_NewRef(scope_t));
     Py_XSETREF(m_checkpoint, Py_NewRef(ckpt));
     Py_XSETREF(m_yield, Py_NewRef(yld));
     Py_XSETREF(m_resume_plain, Py_NewRef(plain));
@@ -221,6 +226,11 @@ static PyObject *runner_get(PyObject *dict, PyObject *name)
 static int cancel_pending(PyObject *runner, PyObject *task, PyObject *main_task)
 {
     PyObject *scope = FIELD(task, t_cancel_scope);
+    if (scope && scope != Py_None && !PyObject_TypeCheck(scope, scope_type)) {
+        PyErr_Format(PyExc_TypeError, "a task's cancel scope is a %.200s, not a CancelScope",
+                     Py_TYPE(scope)->tp_name);
+        return -1;
+    }
     PyObject *eff = scope && scope != Py_None ? FIELD(scope, s_eff) : NULL;
     int r = eff ? PyObject_IsTrue(eff) : 0;
     if (r == 0 && task == main_task) {
@@ -296,6 +306,12 @@ static PyObject *sp_run_batch(PyObject *mod, PyObject *const *args, Py_ssize_t n
         PyObject *task = PyObject_CallNoArgs(popleft);
         if (!task)
             goto done;
+        if (!PyObject_TypeCheck(task, task_type)) {
+            PyErr_Format(PyExc_TypeError, "run_batch(): the run queue holds a %.200s, not a Task",
+                         Py_TYPE(task)->tp_name);
+            Py_DECREF(task);
+            goto done;
+        }
         PyObject *next_send = FIELD(task, t_next_send);
         int python_step = next_send && next_send != Py_None && next_send != m_resume_plain;
         if (next_send == m_resume_check) {
@@ -715,6 +731,10 @@ static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t
     PyObject *runner = args[0], *op = args[1], *task = args[2], *given = args[3];
     if (!park_type || !PyObject_TypeCheck(op, ringop_type))
         Py_RETURN_NONE;
+    if (!PyObject_TypeCheck(task, task_type)) {
+        PyErr_Format(PyExc_TypeError, "submit_park(): task must be a Task, not %.200s", Py_TYPE(task)->tp_name);
+        return NULL;
+    }
     PyObject *dict = runner_dict(runner), *v;
     if (!dict || !(v = runner_get(dict, closed_attr)))
         return NULL;
@@ -738,19 +758,9 @@ static PyObject *sp_submit_park(PyObject *mod, PyObject *const *args, Py_ssize_t
     /* submit_and_wait's checkpoint: a task with a cancel (or, the main
      * task, a KeyboardInterrupt) pending takes the Python path, which
      * yields to deliver it first. */
-    PyObject *scope = FIELD(task, t_cancel_scope);
-    PyObject *eff = scope && scope != Py_None ? FIELD(scope, s_eff) : NULL;
-    int pending = eff ? PyObject_IsTrue(eff) : 0;
-    if (pending == 0) {
-        if (!(v = runner_get(dict, ki_attr)))
-            return NULL;
-        pending = PyObject_IsTrue(v);
-        if (pending > 0) {
-            if (!(v = runner_get(dict, main_task_attr)))
-                return NULL;
-            pending = v == task;
-        }
-    }
+    if (!(v = runner_get(dict, main_task_attr)))
+        return NULL;
+    int pending = cancel_pending(runner, task, v);
     if (pending)
         return pending < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *table = runner_get(dict, sp_table_attr);
