@@ -1052,7 +1052,7 @@ async def test_anext_awaitable_not_started_behaves_as_a_generator() -> None:
     """What __anext__ returns (the C awaitable with the accelerator, a
     generator without), driven by hand before it starts: throw() raises the
     exception at once and close() does nothing; neither touches the stream,
-    and the next __anext__ works."""
+    and the next __anext__ works.  Its send() returns what it yields."""
     async with ringtrio.open_nursery() as owner:
         group = owner.buffer_group(count=4, size=256, incremental=False)
         a, b = stream_pair()
@@ -1071,34 +1071,20 @@ async def test_anext_awaitable_not_started_behaves_as_a_generator() -> None:
         await a.send_all(b"second")
         with (await it.__anext__()) as buf:
             assert bytes(buf) == b"second"
-        await it.aclose()
-        await a.aclose()
-        await b.aclose()
 
-
-@pytest.mark.ringtrio
-async def test_anext_awaitable_send_by_hand_returns_what_it_yields() -> None:
-    """``send()`` called on what __anext__ returns gives what the code under
-    it yields, as a coroutine's send() does (the C awaitable's returned NULL
-    without an exception: a SystemError), and awaiting it afterwards
-    finishes the same step."""
-    async with ringtrio.open_nursery() as owner:
-        group = owner.buffer_group(count=4, size=256, incremental=False)
-        a, b = stream_pair()
-        it = b.receive_buffers(group)
-        await a.send_all(b"first")
-        with (await it.__anext__()) as buf:  # attaches the stream and arms
-            assert bytes(buf) == b"first"
-        await a.send_all(b"second")
+        # send() by hand gives what the code under it yields, as a
+        # coroutine's send() (the C awaitable's returned NULL without an
+        # exception: a SystemError), and awaiting it then finishes the step.
+        await a.send_all(b"third")
         await ringtrio.testing.wait_all_tasks_blocked()
         aw = it.__anext__()
-        # A lease is queued: the step is ready at once, and its checkpoint
-        # yields (the scheduler would resume it with None, as here).
-        trap = aw.send(None)  # type: ignore[attr-defined]
-        assert trap is not None
+        # (A lease is queued: ready at once, and its checkpoint yields; the
+        # scheduler would resume it with None, as here.)
+        assert aw.send(None) is not None  # type: ignore[attr-defined]
         with (await aw) as buf:
-            assert bytes(buf) == b"second"
+            assert bytes(buf) == b"third"
         assert not b._receiving
         await it.aclose()
         await a.aclose()
         await b.aclose()
+
