@@ -184,6 +184,9 @@ static int leasenext_traverse(PyObject *self, visitproc visit, void *arg)
 static int leasenext_clear(PyObject *self)
 {
     LeaseNext *n = (LeaseNext *)self;
+    /* (Cleared as garbage: anything that still resumes it finds it over,
+     * not a park whose fields are gone.) */
+    n->state = LN_DONE;
     Py_CLEAR(n->stream);
     Py_CLEAR(n->op);
     Py_CLEAR(n->task);
