@@ -167,3 +167,21 @@ def test_submit_park_and_run_batch_check_what_they_read_at_offsets() -> None:
     assert out.count("submit_park: submit_park(): task must be a Task") == 3
     assert "run_batch: run_batch(): the run queue holds a int, not a Task" in out
     assert "scope: a task's cancel scope is a float, not a CancelScope" in out
+
+
+def test_pread_nowait_refuses_bad_arguments_one_at_a_time() -> None:
+    """pread_nowait's arguments are converted one at a time: a bad fd is a
+    TypeError even when the offset's __index__ is Python code (which ran
+    with the fd's error set, and became a SystemError)."""
+    from ringtrio._core import _speedups
+
+    class Index:
+        def __index__(self) -> int:
+            return 0
+
+    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        _speedups.pread_nowait("0", 1, Index())
+    with pytest.raises(TypeError):
+        _speedups.pread_nowait(0, "1", Index())
+    with pytest.raises(ValueError, match="fd >= 0, size >= 1, offset >= 0"):
+        _speedups.pread_nowait(0, 1, -1)

@@ -1785,10 +1785,16 @@ static PyObject *sp_pread_nowait(PyObject *mod, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "pread_nowait() takes 3 arguments (fd, size, offset)");
         return NULL;
     }
+    /* (One at a time: a conversion may call __index__, which must not run
+     * with the previous one's error set.) */
     long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
     long long offset = PyLong_AsLongLong(args[2]);
-    if (PyErr_Occurred())
+    if (offset == -1 && PyErr_Occurred())
         return NULL;
     if (fd < 0 || fd > INT32_MAX || size < 1 || offset < 0) {
         PyErr_SetString(PyExc_ValueError, "pread_nowait(): needs fd >= 0, size >= 1, offset >= 0");
