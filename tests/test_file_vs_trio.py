@@ -314,3 +314,63 @@ def test_path_negative_mode_wraps_as_in_the_stdlib(tmp_path: Any) -> None:
         return await p.is_dir()
 
     assert ringtrio.run(scenario, ringtrio) == trio.run(scenario, trio) is True
+
+
+# ---------------------------------------------------------------------------
+# Reads of a cached file (ringtrio serves them from the page cache without a
+# ring op): what trio's thread-per-call reads give, checkpoints included
+# ---------------------------------------------------------------------------
+
+
+async def _cached_read_log(lib: ModuleType, path: Any, mode: str, buffering: int) -> list[object]:
+    """Reads, seeks and cancelled reads of one cached file, and whether each
+    read let another task run (a schedule point)."""
+    log: list[object] = []
+    ticks = [0]
+
+    async def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            await lib.lowlevel.checkpoint()
+
+    async with await lib.open_file(path, mode, buffering=buffering) as f:
+        async with lib.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await lib.lowlevel.checkpoint()  # (the ticker is running)
+            calls: list[tuple[str, tuple[Any, ...]]] = [
+                ("read", (5,)),
+                ("read", (70_000,)),
+                ("seek", (3,)),
+                ("read", (2,)),
+                ("readline", ()),
+                ("seek", (199_996,)),  # (4 bytes before the end)
+                ("read", (100,)),
+                ("read", (100,)),
+                ("seek", (10,)),
+                ("read", ()),
+            ]
+            if mode == "rb" and buffering != 0:  # (FileIO has no read1)
+                calls.insert(4, ("read1", (7,)))
+            for name, args in calls:
+                before = ticks[0]
+                got = await getattr(f, name)(*args)
+                yielded = ticks[0] > before
+                log.append((name, args, got if name == "seek" else (len(got), got[:8], got[-8:]), yielded))
+                # A read in a cancelled scope raises Cancelled and reads
+                # nothing: the position stays.
+                with lib.CancelScope() as scope:
+                    scope.cancel()
+                    await f.read(3)
+                log.append(("cancelled read", scope.cancelled_caught, await f.tell()))
+            nursery.cancel_scope.cancel()
+    return log
+
+
+@pytest.mark.parametrize(("mode", "buffering"), [("rb", 0), ("rb", -1), ("r", -1)])
+def test_cached_reads_are_trios(tmp_path: Any, mode: str, buffering: int) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"".join(b"line %05d\n" % i for i in range(20_000)))
+    path.read_bytes()  # (in the page cache)
+    logs = [lib.run(_cached_read_log, lib, path, mode, buffering) for lib in LIBS]
+    assert logs[0] == logs[1]
+    assert all(entry[-1] is True for entry in logs[1] if entry[0] not in ("seek", "cancelled read"))
